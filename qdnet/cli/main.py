@@ -1,0 +1,18 @@
+"""Typer root application; each topic module adds its commands with ``register(app)``."""
+
+from __future__ import annotations
+
+import typer
+
+from qdnet.cli import link_commands
+
+app = typer.Typer(
+    name="qdnet",
+    help="Quantum-dot quantum networks: emitters, QKD links, post-processing, key management.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _module in (link_commands,):
+    _module.register(app)

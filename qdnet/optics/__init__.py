@@ -1,0 +1,1 @@
+"""Channels (fibre, free space) and receivers (detectors, misalignment)."""

@@ -1,0 +1,1 @@
+"""QKD protocols: expected statistics (analytic) and raw records (Monte Carlo)."""

@@ -1,0 +1,1 @@
+"""Secret-key length: entropy, asymptotic and finite-key bounds, PLOB."""

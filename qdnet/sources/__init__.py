@@ -1,0 +1,1 @@
+"""Photon sources described by the figures experimentalists measure."""
