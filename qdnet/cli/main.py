@@ -14,5 +14,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """Quantum-dot quantum networks: emitters, QKD links, post-processing, key management."""
+
+
 for _module in (link_commands,):
     _module.register(app)
