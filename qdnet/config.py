@@ -1,0 +1,288 @@
+"""Pydantic models of the link YAML a user writes, and how a link is built from it.
+
+Field names are a public contract (see README, "Link YAML"). Unknown fields are errors, so a typo
+never silently falls back to a default. Errors name the field path and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from qdnet.optics.detectors import Detector
+from qdnet.optics.fibre import FibreChannel, default_attenuation_db_per_km
+from qdnet.optics.free_space import FreeSpaceChannel
+from qdnet.optics.receiver import Receiver
+from qdnet.protocols.link import Channel, Link, ProtocolSettings, Source
+from qdnet.sources.entangled import EntangledPairSource
+from qdnet.sources.laser import WeakCoherentSource
+from qdnet.sources.quantum_dot import SinglePhotonSource
+from qdnet.sources.spdc import SpdcSource
+
+
+class ConfigError(ValueError):
+    """A link file that cannot be used; the message names the field and the expectation."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """``source:`` block."""
+
+    kind: Literal["single-photon", "entangled-pair", "weak-coherent", "spdc"]
+    repetition_rate_hz: float = Field(gt=0)
+    wavelength_nm: float = Field(default=1550.0, gt=0)
+    mean_photon_number: float | None = Field(default=None, ge=0)
+    brightness: float | None = Field(default=None, ge=0, le=1)
+    g2: float | None = Field(default=None, ge=0, le=1)
+    indistinguishability: float = Field(default=1.0, ge=0, le=1)
+    decoy_intensities: list[float] = Field(default_factory=list)
+    pair_efficiency: float | None = Field(default=None, ge=0, le=1)
+    extraction_efficiency: float = Field(default=1.0, ge=0, le=1)
+    fss_uev: float = Field(default=0.0, ge=0)
+    exciton_lifetime_ns: float = Field(default=0.25, gt=0)
+    spin_scattering_time_ns: float | None = Field(default=None, gt=0)
+    cross_dephasing_time_ns: float | None = Field(default=None, gt=0)
+    background_fraction: float = Field(default=0.0, ge=0, le=1)
+    time_resolved: bool = False
+    detector_time_resolution_ps: float = Field(default=0.0, ge=0)
+    multi_pair_probability: float = Field(default=0.0, ge=0, le=0.5)
+    intrinsic_error: float = Field(default=0.0, ge=0, le=0.5)
+    reference: str | None = None
+
+    @model_validator(mode="after")
+    def _required_per_kind(self) -> SourceConfig:
+        if self.kind == "single-photon":
+            if self.g2 is None:
+                raise ValueError("source.g2 is required for kind single-photon")
+            if (self.mean_photon_number is None) == (self.brightness is None):
+                raise ValueError(
+                    "give exactly one of source.mean_photon_number or source.brightness for kind single-photon"
+                )
+        elif self.kind in ("weak-coherent", "spdc"):
+            if self.mean_photon_number is None:
+                raise ValueError(f"source.mean_photon_number is required for kind {self.kind}")
+        elif self.pair_efficiency is None:
+            raise ValueError("source.pair_efficiency is required for kind entangled-pair")
+        return self
+
+    def build(self) -> Source:
+        """The physics object for this source."""
+        if self.kind == "single-photon":
+            assert self.g2 is not None
+            if self.brightness is not None:
+                sps = SinglePhotonSource.from_brightness(
+                    self.brightness, self.g2, self.repetition_rate_hz, self.wavelength_nm,
+                    self.indistinguishability,
+                )
+                return SinglePhotonSource(
+                    sps.mean_photon_number, self.g2, self.repetition_rate_hz, self.wavelength_nm,
+                    self.indistinguishability, tuple(self.decoy_intensities),
+                )
+            assert self.mean_photon_number is not None
+            return SinglePhotonSource(
+                self.mean_photon_number, self.g2, self.repetition_rate_hz, self.wavelength_nm,
+                self.indistinguishability, tuple(self.decoy_intensities),
+            )
+        if self.kind == "weak-coherent":
+            assert self.mean_photon_number is not None
+            return WeakCoherentSource(
+                self.mean_photon_number, self.repetition_rate_hz, self.wavelength_nm,
+                tuple(self.decoy_intensities),
+            )
+        if self.kind == "spdc":
+            assert self.mean_photon_number is not None
+            return SpdcSource(
+                self.mean_photon_number, self.repetition_rate_hz, self.wavelength_nm,
+                self.intrinsic_error,
+            )
+        assert self.pair_efficiency is not None
+        return EntangledPairSource(
+            pair_efficiency=self.pair_efficiency,
+            repetition_rate_hz=self.repetition_rate_hz,
+            fss_uev=self.fss_uev,
+            exciton_lifetime_ns=self.exciton_lifetime_ns,
+            extraction_efficiency=self.extraction_efficiency,
+            spin_scattering_time_ns=self.spin_scattering_time_ns,
+            cross_dephasing_time_ns=self.cross_dephasing_time_ns,
+            background_fraction=self.background_fraction,
+            time_resolved=self.time_resolved,
+            detector_time_resolution_ps=self.detector_time_resolution_ps,
+            multi_pair_probability=self.multi_pair_probability,
+            wavelength_nm=self.wavelength_nm,
+        )
+
+
+class ChannelConfig(_Strict):
+    """``channel:`` block. For fibre, ``loss_db`` (if given) overrides length x attenuation."""
+
+    kind: Literal["fibre", "free-space"]
+    length_km: float = Field(default=0.0, ge=0)
+    loss_db: float | None = Field(default=None, ge=0)
+    attenuation_db_per_km: float | None = Field(default=None, ge=0)
+    extra_loss_db: float = Field(default=0.0, ge=0)
+    background_rate_hz: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _free_space_needs_loss(self) -> ChannelConfig:
+        if self.kind == "free-space" and self.loss_db is None:
+            raise ValueError("channel.loss_db is required for kind free-space")
+        return self
+
+    def build(self, wavelength_nm: float) -> Channel:
+        """The physics object for this channel."""
+        if self.kind == "free-space":
+            assert self.loss_db is not None
+            return FreeSpaceChannel(self.loss_db, self.background_rate_hz, self.length_km)
+        attenuation = (
+            self.attenuation_db_per_km
+            if self.attenuation_db_per_km is not None
+            else default_attenuation_db_per_km(wavelength_nm)
+        )
+        return FibreChannel(self.length_km, attenuation, self.extra_loss_db, self.loss_db)
+
+
+class ReceiverConfig(_Strict):
+    """``receiver:`` block (the same detectors at every output; for BBM92 at both ends)."""
+
+    efficiency: float = Field(gt=0, le=1)
+    dark_count_rate_hz: float = Field(default=0.0, ge=0)
+    window_ns: float = Field(default=1.0, gt=0)
+    misalignment: float = Field(default=0.0, ge=0, le=0.5)
+    afterpulse_probability: float = Field(default=0.0, ge=0, lt=1)
+    dead_time_ns: float = Field(default=0.0, ge=0)
+    jitter_ps: float = Field(default=0.0, ge=0)
+
+    def build(self) -> Receiver:
+        """The physics object for this receiver."""
+        detector = Detector(
+            efficiency=self.efficiency,
+            dark_count_rate_hz=self.dark_count_rate_hz,
+            window_ns=self.window_ns,
+            dead_time_ns=self.dead_time_ns,
+            afterpulse_probability=self.afterpulse_probability,
+            jitter_ps=self.jitter_ps,
+        )
+        return Receiver(detector, self.misalignment)
+
+
+class ProtocolConfig(_Strict):
+    """``protocol:`` block."""
+
+    kind: Literal["bb84", "decoy-bb84", "bbm92"]
+    basis_bias: float | None = Field(default=None, ge=0.5, lt=1)
+    error_correction_efficiency: float = Field(default=1.16, ge=1)
+    block_size: float | None = Field(default=None, ge=1e3)
+    eps_sec: float = Field(default=1e-10, gt=0, lt=1)
+    eps_cor: float = Field(default=1e-15, gt=0, lt=1)
+    source_position: float = Field(default=0.0, ge=0, le=1)
+    optimise_intensity: bool = True
+
+    def build(self) -> ProtocolSettings:
+        """The protocol settings."""
+        return ProtocolSettings(**self.model_dump())
+
+
+class LinkConfig(_Strict):
+    """A whole link file."""
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    source: SourceConfig
+    channel: ChannelConfig
+    receiver: ReceiverConfig
+    protocol: ProtocolConfig
+
+    @model_validator(mode="after")
+    def _compatible(self) -> LinkConfig:
+        pm = {"single-photon", "weak-coherent"}
+        pair = {"entangled-pair", "spdc"}
+        kind, source = self.protocol.kind, self.source.kind
+        if kind in ("bb84", "decoy-bb84") and source not in pm:
+            raise ValueError(f"protocol.kind {kind} needs source.kind single-photon or weak-coherent, got {source}")
+        if kind == "bbm92" and source not in pair:
+            raise ValueError(f"protocol.kind bbm92 needs source.kind entangled-pair or spdc, got {source}")
+        if kind == "decoy-bb84" and not self.source.decoy_intensities:
+            raise ValueError("protocol.kind decoy-bb84 needs source.decoy_intensities")
+        return self
+
+    def build(self) -> Link:
+        """The physics objects of the link (raises ConfigError on inconsistent values)."""
+        try:
+            source = self.source.build()
+            return Link(
+                name=self.name,
+                source=source,
+                channel=self.channel.build(self.source.wavelength_nm),
+                receiver=self.receiver.build(),
+                protocol=self.protocol.build(),
+            )
+        except ValueError as error:
+            raise ConfigError(f"{self.name}: {error}") from None
+
+
+def _format_validation_error(origin: str, error: ValidationError) -> str:
+    lines = [f"{origin}: invalid link file"]
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        lines.append(f"  {path or 'link'}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``protocol.block_size=1e8`` -> (["protocol", "block_size"], 1e8) (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected FIELD.PATH=VALUE, e.g. protocol.block_size=1e8")
+    path, raw = text.split("=", 1)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return path.strip().split("."), value
+
+
+def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted fields in a raw link document."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = document
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {key!r} is not a section of the link file")
+            node = child
+        node[keys[-1]] = value
+    return document
+
+
+def load_link_config(path: str | Path, overrides: list[str] | None = None) -> LinkConfig:
+    """Read and validate a link YAML file."""
+    origin = str(path)
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{origin}: no such file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{origin}: not valid YAML ({error})") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{origin}: expected a mapping with name, source, channel, receiver, protocol")
+    document = apply_overrides(document, overrides or [])
+    try:
+        return LinkConfig.model_validate(document)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(origin, error)) from None
+
+
+def load_link(path: str | Path, overrides: list[str] | None = None) -> Link:
+    """Read, validate and build a link."""
+    return load_link_config(path, overrides).build()

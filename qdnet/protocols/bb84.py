@@ -1,0 +1,17 @@
+"""BB84 with one intensity (single-photon source, or a laser without decoys).
+
+Bennett, Brassard, Proc. IEEE ICCSSP 1984; biased basis choice: Lo, Chau, Ardehali,
+J. Cryptology 18, 133 (2005). Expected statistics from :mod:`qdnet.protocols.prepare_measure`.
+"""
+
+from __future__ import annotations
+
+from qdnet.protocols.link import Link
+from qdnet.protocols.prepare_measure import expected_statistics
+from qdnet.protocols.statistics import LinkStatistics
+
+
+def expected(link: Link, mean_photon_number: float | None = None) -> LinkStatistics:
+    """Expected statistics at the source's (or the given) mean photon number."""
+    mu = link.source.mean_photon_number if mean_photon_number is None else mean_photon_number  # type: ignore[union-attr]
+    return expected_statistics(link, (mu,))

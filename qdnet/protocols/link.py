@@ -1,0 +1,83 @@
+"""A QKD link: source + channel + receiver + protocol settings (built from the YAML by ``qdnet.config``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from qdnet.optics.fibre import FibreChannel
+from qdnet.optics.free_space import FreeSpaceChannel
+from qdnet.optics.receiver import Receiver
+from qdnet.sources.entangled import EntangledPairSource
+from qdnet.sources.laser import WeakCoherentSource
+from qdnet.sources.quantum_dot import SinglePhotonSource
+from qdnet.sources.spdc import SpdcSource
+
+ProtocolKind = Literal["bb84", "decoy-bb84", "bbm92"]
+Source = SinglePhotonSource | EntangledPairSource | WeakCoherentSource | SpdcSource
+PrepareMeasureSource = SinglePhotonSource | WeakCoherentSource
+PairSource = EntangledPairSource | SpdcSource
+Channel = FibreChannel | FreeSpaceChannel
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """Protocol choices; ``basis_bias`` None means the optimiser chooses P(Z)."""
+
+    kind: ProtocolKind
+    basis_bias: float | None = None
+    error_correction_efficiency: float = 1.16
+    block_size: float | None = None
+    eps_sec: float = 1e-10
+    eps_cor: float = 1e-15
+    source_position: float = 0.0
+    optimise_intensity: bool = True
+
+
+@dataclass(frozen=True)
+class Link:
+    """Everything the analytic model and the Monte Carlo need to know about one link."""
+
+    name: str
+    source: Source
+    channel: Channel
+    receiver: Receiver
+    protocol: ProtocolSettings
+
+    @property
+    def repetition_rate_hz(self) -> float:
+        """Pulses (excitations) per second."""
+        return self.source.repetition_rate_hz
+
+    @property
+    def channel_loss_db(self) -> float:
+        """Total channel loss (both arms for BBM92)."""
+        return self.channel.loss_db
+
+    @property
+    def channel_transmittance(self) -> float:
+        """Total channel transmittance (both arms for BBM92)."""
+        return self.channel.transmittance
+
+    @property
+    def background_rate_hz(self) -> float:
+        """Background light counts per detector (free space only)."""
+        return self.channel.background_rate_hz
+
+    def with_distance_km(self, length_km: float) -> Link:
+        """The same link over another fibre length (fibre channels only)."""
+        if not isinstance(self.channel, FibreChannel):
+            raise ValueError("--distance-km needs channel.kind: fibre; use --loss-db for free space")
+        return replace(self, channel=replace(self.channel, length_km=length_km, loss_db_override=None))
+
+    def with_loss_db(self, loss_db: float) -> Link:
+        """The same link with the channel loss set to ``loss_db``."""
+        if isinstance(self.channel, FibreChannel):
+            channel: Channel = replace(self.channel, loss_db_override=loss_db)
+        else:
+            channel = replace(self.channel, loss_db=loss_db)
+        return replace(self, channel=channel)
+
+    def with_protocol(self, **changes: object) -> Link:
+        """The same link with some protocol settings changed."""
+        return replace(self, protocol=replace(self.protocol, **changes))  # type: ignore[arg-type]
