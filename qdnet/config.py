@@ -6,6 +6,7 @@ never silently falls back to a default. Errors name the field path and what was 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,28 +78,43 @@ class SourceConfig(_Strict):
             assert self.g2 is not None
             if self.brightness is not None:
                 sps = SinglePhotonSource.from_brightness(
-                    self.brightness, self.g2, self.repetition_rate_hz, self.wavelength_nm,
+                    self.brightness,
+                    self.g2,
+                    self.repetition_rate_hz,
+                    self.wavelength_nm,
                     self.indistinguishability,
                 )
                 return SinglePhotonSource(
-                    sps.mean_photon_number, self.g2, self.repetition_rate_hz, self.wavelength_nm,
-                    self.indistinguishability, tuple(self.decoy_intensities),
+                    sps.mean_photon_number,
+                    self.g2,
+                    self.repetition_rate_hz,
+                    self.wavelength_nm,
+                    self.indistinguishability,
+                    tuple(self.decoy_intensities),
                 )
             assert self.mean_photon_number is not None
             return SinglePhotonSource(
-                self.mean_photon_number, self.g2, self.repetition_rate_hz, self.wavelength_nm,
-                self.indistinguishability, tuple(self.decoy_intensities),
+                self.mean_photon_number,
+                self.g2,
+                self.repetition_rate_hz,
+                self.wavelength_nm,
+                self.indistinguishability,
+                tuple(self.decoy_intensities),
             )
         if self.kind == "weak-coherent":
             assert self.mean_photon_number is not None
             return WeakCoherentSource(
-                self.mean_photon_number, self.repetition_rate_hz, self.wavelength_nm,
+                self.mean_photon_number,
+                self.repetition_rate_hz,
+                self.wavelength_nm,
                 tuple(self.decoy_intensities),
             )
         if self.kind == "spdc":
             assert self.mean_photon_number is not None
             return SpdcSource(
-                self.mean_photon_number, self.repetition_rate_hz, self.wavelength_nm,
+                self.mean_photon_number,
+                self.repetition_rate_hz,
+                self.wavelength_nm,
                 self.intrinsic_error,
             )
         assert self.pair_efficiency is not None
@@ -204,9 +220,13 @@ class LinkConfig(_Strict):
         pair = {"entangled-pair", "spdc"}
         kind, source = self.protocol.kind, self.source.kind
         if kind in ("bb84", "decoy-bb84") and source not in pm:
-            raise ValueError(f"protocol.kind {kind} needs source.kind single-photon or weak-coherent, got {source}")
+            raise ValueError(
+                f"protocol.kind {kind} needs source.kind single-photon or weak-coherent, got {source}"
+            )
         if kind == "bbm92" and source not in pair:
-            raise ValueError(f"protocol.kind bbm92 needs source.kind entangled-pair or spdc, got {source}")
+            raise ValueError(
+                f"protocol.kind bbm92 needs source.kind entangled-pair or spdc, got {source}"
+            )
         if kind == "decoy-bb84" and not self.source.decoy_intensities:
             raise ValueError("protocol.kind decoy-bb84 needs source.decoy_intensities")
         return self
@@ -240,14 +260,14 @@ def _format_validation_error(origin: str, error: ValidationError) -> str:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``protocol.block_size=1e8`` -> (["protocol", "block_size"], 1e8) (value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected FIELD.PATH=VALUE, e.g. protocol.block_size=1e8")
+        raise ConfigError(
+            f"--set {text!r}: expected FIELD.PATH=VALUE, e.g. protocol.block_size=1e8"
+        )
     path, raw = text.split("=", 1)
     value = yaml.safe_load(raw)
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     return path.strip().split("."), value
 
 
@@ -275,7 +295,9 @@ def load_link_config(path: str | Path, overrides: list[str] | None = None) -> Li
     except yaml.YAMLError as error:
         raise ConfigError(f"{origin}: not valid YAML ({error})") from None
     if not isinstance(document, dict):
-        raise ConfigError(f"{origin}: expected a mapping with name, source, channel, receiver, protocol")
+        raise ConfigError(
+            f"{origin}: expected a mapping with name, source, channel, receiver, protocol"
+        )
     document = apply_overrides(document, overrides or [])
     try:
         return LinkConfig.model_validate(document)

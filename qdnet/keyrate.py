@@ -122,7 +122,7 @@ def _finite_counts_one_class(
         pulses=(int(min(pulses, 1e30)),),
         key_detections=(int(block),),
         test_detections=(int(test),),
-        test_errors=(int(round(test * stats.qber_x[0])),),
+        test_errors=(round(test * stats.qber_x[0]),),
         multiphoton_probability=multiphoton,
         basis_bias=bias,
     )
@@ -200,7 +200,13 @@ def _decoy_space(link: Link) -> ParameterSpace:
         if not finite:
             stats = prepare_measure.expected_statistics(link, (mu, nu, 0.0))
             y1, e1 = decoy_vacuum_weak_bounds(
-                mu, nu, stats.gain[0], stats.qber_z[0], stats.gain[1], stats.qber_z[1], stats.gain[2]
+                mu,
+                nu,
+                stats.gain[0],
+                stats.qber_z[0],
+                stats.gain[1],
+                stats.qber_z[1],
+                stats.gain[2],
             )
             q = _asymptotic_sifting(settings.basis_bias)
             rate = q * decoy_key_per_pulse(
@@ -231,9 +237,9 @@ def _decoy_space(link: Link) -> ParameterSpace:
             protocol="decoy-bb84",
             intensities=(mu, nu, weakest),
             pulses=tuple(int(pulses * p) for p in probs),
-            key_detections=tuple(int(round(k)) for k in key),
-            test_detections=tuple(int(round(t)) for t in test),
-            test_errors=tuple(int(round(e)) for e in errors),
+            key_detections=tuple(round(k) for k in key),
+            test_detections=tuple(round(t) for t in test),
+            test_errors=tuple(round(e) for e in errors),
             basis_bias=bias,
         )
         mean_qber = sum(k * e for k, e in zip(key, stats.qber_z, strict=True)) / sum(key)
@@ -323,14 +329,18 @@ def parameter_space(link: Link) -> ParameterSpace:
     raise ValueError(f"unknown protocol.kind {kind!r}")
 
 
-def optimise(link: Link, start: Sequence[float] | None = None) -> tuple[Evaluation, tuple[float, ...]]:
+def optimise(
+    link: Link, start: Sequence[float] | None = None
+) -> tuple[Evaluation, tuple[float, ...]]:
     """Maximise key per pulse over the free parameters (bounded Nelder-Mead in log space)."""
     space = parameter_space(link)
     if not space.names:
         return space.evaluate(()), ()
     lower = np.log(np.array(space.lower))
     upper = np.log(np.array(space.upper))
-    x0 = np.log(np.clip(np.array(start if start is not None else space.start), space.lower, space.upper))
+    x0 = np.log(
+        np.clip(np.array(start if start is not None else space.start), space.lower, space.upper)
+    )
 
     def objective(z: np.ndarray) -> float:
         value = space.evaluate(tuple(np.exp(np.clip(z, lower, upper)))).bits_per_pulse
@@ -358,7 +368,9 @@ def optimise(link: Link, start: Sequence[float] | None = None) -> tuple[Evaluati
     return space.evaluate(best), best
 
 
-def key_rate_point(link: Link, distance_km: float | None, start: Sequence[float] | None = None) -> tuple[KeyRatePoint, tuple[float, ...]]:
+def key_rate_point(
+    link: Link, distance_km: float | None, start: Sequence[float] | None = None
+) -> tuple[KeyRatePoint, tuple[float, ...]]:
     """Optimised secret-key rate of a link as configured (one sweep point)."""
     evaluation, best = optimise(link, start)
     stats = evaluation.statistics
@@ -377,7 +389,9 @@ def key_rate_point(link: Link, distance_km: float | None, start: Sequence[float]
     return point, best
 
 
-def sweep(links: Sequence[tuple[Link, float | None]], progress: Callable[[], None] | None = None) -> list[KeyRatePoint]:
+def sweep(
+    links: Sequence[tuple[Link, float | None]], progress: Callable[[], None] | None = None
+) -> list[KeyRatePoint]:
     """Key-rate points along a sweep, each optimisation warm-started from the previous optimum."""
     points: list[KeyRatePoint] = []
     start: tuple[float, ...] | None = None

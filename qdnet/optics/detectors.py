@@ -30,7 +30,9 @@ class Detector:
         if not 0.0 < self.efficiency <= 1.0:
             raise ValueError(f"receiver.efficiency must be in (0, 1], got {self.efficiency}")
         if self.dark_count_rate_hz < 0:
-            raise ValueError(f"receiver.dark_count_rate_hz must be >= 0, got {self.dark_count_rate_hz}")
+            raise ValueError(
+                f"receiver.dark_count_rate_hz must be >= 0, got {self.dark_count_rate_hz}"
+            )
         if self.window_ns <= 0:
             raise ValueError(f"receiver.window_ns must be > 0, got {self.window_ns}")
         if self.dead_time_ns < 0:

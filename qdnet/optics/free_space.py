@@ -23,7 +23,9 @@ class FreeSpaceChannel:
         if self.loss_db < 0:
             raise ValueError(f"channel.loss_db must be >= 0, got {self.loss_db}")
         if self.background_rate_hz < 0:
-            raise ValueError(f"channel.background_rate_hz must be >= 0, got {self.background_rate_hz}")
+            raise ValueError(
+                f"channel.background_rate_hz must be >= 0, got {self.background_rate_hz}"
+            )
 
     @property
     def transmittance(self) -> float:

@@ -72,7 +72,9 @@ def expected(link: Link, mean_pair_number: float | None = None) -> LinkStatistic
     qbers = []
     for state_error in (source.qber_z(), source.qber_x()):
         err = _combine(state_error, misalignment_total)
-        qbers.append((err * true + 0.5 * (coincidence - true)) / coincidence if coincidence > 0 else 0.5)
+        qbers.append(
+            (err * true + 0.5 * (coincidence - true)) / coincidence if coincidence > 0 else 0.5
+        )
     mean_pairs = float(np.dot(n, dist))
     return LinkStatistics(
         protocol="bbm92",

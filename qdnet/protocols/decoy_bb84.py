@@ -17,7 +17,9 @@ def link_intensities(link: Link) -> tuple[float, ...]:
     mu = getattr(source, "mean_photon_number", None)
     decoys = getattr(source, "decoy_intensities", ())
     if mu is None or not decoys:
-        raise ValueError("protocol decoy-bb84 needs source.mean_photon_number and source.decoy_intensities")
+        raise ValueError(
+            "protocol decoy-bb84 needs source.mean_photon_number and source.decoy_intensities"
+        )
     return (float(mu), *decoys)
 
 

@@ -67,8 +67,12 @@ class Link:
     def with_distance_km(self, length_km: float) -> Link:
         """The same link over another fibre length (fibre channels only)."""
         if not isinstance(self.channel, FibreChannel):
-            raise ValueError("--distance-km needs channel.kind: fibre; use --loss-db for free space")
-        return replace(self, channel=replace(self.channel, length_km=length_km, loss_db_override=None))
+            raise ValueError(
+                "--distance-km needs channel.kind: fibre; use --loss-db for free space"
+            )
+        return replace(
+            self, channel=replace(self.channel, length_km=length_km, loss_db_override=None)
+        )
 
     def with_loss_db(self, loss_db: float) -> Link:
         """The same link with the channel loss set to ``loss_db``."""

@@ -49,7 +49,9 @@ def expected_statistics(link: Link, intensities: tuple[float, ...]) -> LinkStati
     """Statistics for each intensity class of a prepare-and-measure link."""
     source = link.source
     if not isinstance(source, PrepareMeasureSource):
-        raise ValueError(f"protocol {link.protocol.kind} needs source.kind single-photon or weak-coherent")
+        raise ValueError(
+            f"protocol {link.protocol.kind} needs source.kind single-photon or weak-coherent"
+        )
     dists = [photon_number_distribution(source, mu) for mu in intensities]
     max_photons = max(len(d) for d in dists) - 1
     detector = link.receiver.detector

@@ -60,7 +60,9 @@ class PartyRecords:
         n = len(self.slot)
         for name in ("basis", "bit", "intensity"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"PartyRecords.{name} has {len(getattr(self, name))} rows, slot has {n}")
+                raise ValueError(
+                    f"PartyRecords.{name} has {len(getattr(self, name))} rows, slot has {n}"
+                )
 
     def __len__(self) -> int:
         return len(self.slot)

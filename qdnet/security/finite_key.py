@@ -13,11 +13,11 @@ endpoints (fed with the counts they observed), so the two cannot drift apart.
   ``P(n>=2) <= g2 mu^2/2`` per pulse (Morrison et al., Nat. Commun. (2023), "Single-emitter quantum
   key distribution over 175 km of fibre with optimised finite key rates"); the untagged detections
   s_1 = n - tagged^+ carry the key, with the phase error of the untagged test bits sampled onto the
-  key bits by Lim et al.'s gamma term and the same epsilon budget as Lim et al.
+  key bits by Serfling's bound (Tomamichel et al. 2012), with the epsilon budget of Lim et al.
   A laser without decoys falls under the same analysis with its Poisson multi-photon probability
   (GLLP, the regime the photon-number-splitting attack exploits).
-- BBM92: phase error from the test basis, ``phi = e_X + gamma(eps_sec, e_X, n, k)`` (Lim et al. 2014
-  gamma; Tomamichel, Lim, Gisin, Renner, Nat. Commun. 3, 634 (2012) for the structure),
+- BBM92: phase error from the test basis, ``phi = e_X + mu(n, k)`` with Serfling's sampling margin
+  (Tomamichel, Lim, Gisin, Renner, Nat. Commun. 3, 634 (2012)),
   ``l = n (1 - h(phi)) - lambda_EC - 2 log2(1/(2 eps_sec)) - log2(2/eps_cor)``.
 """
 
@@ -87,6 +87,16 @@ def gamma(eps: float, error_rate: float, key_count: float, test_count: float) ->
     return math.sqrt((c + d) * (1 - b) * b / (c * d * math.log(2)) * math.log2(inner))
 
 
+def serfling_margin(eps: float, key_count: float, test_count: float) -> float:
+    """Sampling margin between a test subset of size k and key set of size n, valid for any error
+    rate: ``sqrt((n+k)/(n k) (k+1)/k ln(1/eps))`` (Tomamichel, Lim, Gisin, Renner, Nat. Commun. 3,
+    634 (2012), Supplementary Eq. (S15), from Serfling's bound)."""
+    n, k = key_count, test_count
+    if n <= 0 or k <= 0:
+        return math.inf
+    return math.sqrt((n + k) / (n * k) * (k + 1) / k * math.log(1.0 / eps))
+
+
 def chernoff_upper(expected: float, eps: float) -> float:
     """Upper bound on a sum of independent Bernoullis with mean ``expected``, failing with
     probability <= eps: ``mu + (L + sqrt(L^2 + 8 mu L))/2``, L = ln(1/eps) (multiplicative
@@ -111,8 +121,14 @@ def _lim_single_photon(
     """(s_0 lower, s_1 lower) for one basis, Lim et al. 2014 Eqs. (2)-(3), with counts per class."""
     mu1, mu2, mu3 = intensities
     dev = _hoeffding(sum(counts), eps)
-    up = [math.exp(k) / p * (n + dev) for k, p, n in zip(intensities, probabilities, counts, strict=True)]
-    lo = [math.exp(k) / p * (n - dev) for k, p, n in zip(intensities, probabilities, counts, strict=True)]
+    up = [
+        math.exp(k) / p * (n + dev)
+        for k, p, n in zip(intensities, probabilities, counts, strict=True)
+    ]
+    lo = [
+        math.exp(k) / p * (n - dev)
+        for k, p, n in zip(intensities, probabilities, counts, strict=True)
+    ]
     tau0 = sum(p * math.exp(-k) for k, p in zip(intensities, probabilities, strict=True))
     tau1 = sum(p * math.exp(-k) * k for k, p in zip(intensities, probabilities, strict=True))
     s0 = max(0.0, tau0 * (mu2 * lo[2] - mu3 * up[1]) / (mu2 - mu3))
@@ -130,13 +146,19 @@ def decoy_key_length(
 ) -> KeyLength:
     """Lim et al. 2014 three-intensity decoy BB84 (see module docstring)."""
     if len(counts.intensities) != 3:
-        raise ValueError("decoy finite-key analysis needs exactly three intensities mu1 > mu2 > mu3")
+        raise ValueError(
+            "decoy finite-key analysis needs exactly three intensities mu1 > mu2 > mu3"
+        )
     mu1, mu2, mu3 = counts.intensities
     if not (mu1 > mu2 + mu3 and mu2 > mu3 >= 0):
-        raise ValueError(f"decoy intensities must satisfy mu1 > mu2 + mu3, mu2 > mu3 >= 0; got {counts.intensities}")
+        raise ValueError(
+            f"decoy intensities must satisfy mu1 > mu2 + mu3, mu2 > mu3 >= 0; got {counts.intensities}"
+        )
     total = sum(counts.pulses)
     probs = tuple(n / total for n in counts.pulses)
-    s_z0, s_z1 = _lim_single_photon(counts.key_detections, counts.intensities, probs, total, eps_sec)
+    s_z0, s_z1 = _lim_single_photon(
+        counts.key_detections, counts.intensities, probs, total, eps_sec
+    )
     _, s_x1 = _lim_single_photon(counts.test_detections, counts.intensities, probs, total, eps_sec)
     dev = _hoeffding(sum(counts.test_errors), eps_sec)
     m_up = math.exp(mu2) / probs[1] * (counts.test_errors[1] + dev)
@@ -169,7 +191,11 @@ def tagged_key_length(
     if len(counts.intensities) != 1:
         raise ValueError("a one-intensity analysis needs exactly one intensity class")
     n_pulses = counts.pulses[0]
-    n_key, n_test, m_test = counts.key_detections[0], counts.test_detections[0], counts.test_errors[0]
+    n_key, n_test, m_test = (
+        counts.key_detections[0],
+        counts.test_detections[0],
+        counts.test_errors[0],
+    )
     eps = eps_sec / LIM_EPSILON_PARTS
     bias = counts.basis_bias
     key_fraction = 1.0 if bias is None else bias * bias
@@ -191,7 +217,7 @@ def tagged_key_length(
         terms["phase_error_upper"] = 0.5
         return KeyLength(0, terms)
     ratio = min(m_test / s_test, 0.5)
-    phi = min(0.5, ratio + gamma(eps_sec, ratio, s_key, s_test))
+    phi = min(0.5, ratio + serfling_margin(eps, s_key, s_test))
     penalty = _penalties(eps_sec, eps_cor, 4.0)
     length = s_key * (1.0 - h(phi)) - leak_ec_bits - penalty
     terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
@@ -202,7 +228,11 @@ def bbm92_key_length(
     counts: ObservedCounts, leak_ec_bits: float, eps_sec: float, eps_cor: float
 ) -> KeyLength:
     """BBM92: key from Z coincidences, phase error sampled from X coincidences."""
-    n_key, n_test, m_test = counts.key_detections[0], counts.test_detections[0], counts.test_errors[0]
+    n_key, n_test, m_test = (
+        counts.key_detections[0],
+        counts.test_detections[0],
+        counts.test_errors[0],
+    )
     terms: dict[str, float] = {
         "key_bits_sifted": float(n_key),
         "test_bits": float(n_test),
@@ -213,7 +243,7 @@ def bbm92_key_length(
         terms["phase_error_upper"] = 0.5
         return KeyLength(0, terms)
     ratio = min(m_test / n_test, 0.5)
-    phi = min(0.5, ratio + gamma(eps_sec, ratio, n_key, n_test))
+    phi = min(0.5, ratio + serfling_margin(eps_sec / 2.0, n_key, n_test))
     penalty = 2.0 * math.log2(1.0 / (2.0 * eps_sec)) + math.log2(2.0 / eps_cor)
     length = n_key * (1.0 - h(phi)) - leak_ec_bits - penalty
     terms.update({"phase_error_upper": phi, "penalty_bits": penalty})

@@ -117,7 +117,9 @@ class EntangledPairSource:
     def density_matrix(self) -> NDArray[np.complex128]:
         """4x4 two-photon density matrix in the basis HH, HV, VH, VV."""
         k, g_h, c = self.cascade_fraction, self.population_contrast, self.coherence
-        rho = np.diag([1 + k * g_h, 1 - k * g_h, 1 - k * g_h, 1 + k * g_h]).astype(np.complex128) / 4
+        rho = (
+            np.diag([1 + k * g_h, 1 - k * g_h, 1 - k * g_h, 1 + k * g_h]).astype(np.complex128) / 4
+        )
         rho[0, 3] = k * c / 2
         rho[3, 0] = np.conj(k * c / 2)
         return rho

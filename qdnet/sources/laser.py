@@ -29,7 +29,9 @@ class WeakCoherentSource:
                 f"source.mean_photon_number must be in (0, 10], got {self.mean_photon_number}"
             )
         if self.repetition_rate_hz <= 0:
-            raise ValueError(f"source.repetition_rate_hz must be > 0, got {self.repetition_rate_hz}")
+            raise ValueError(
+                f"source.repetition_rate_hz must be > 0, got {self.repetition_rate_hz}"
+            )
         previous = self.mean_photon_number
         for k, nu in enumerate(self.decoy_intensities):
             if not 0.0 <= nu < previous:

@@ -44,7 +44,9 @@ class SinglePhotonSource:
         _check_range("source.g2", self.g2, 0.0, 1.0)
         _check_range("source.indistinguishability", self.indistinguishability, 0.0, 1.0)
         if self.repetition_rate_hz <= 0:
-            raise ValueError(f"source.repetition_rate_hz must be > 0, got {self.repetition_rate_hz}")
+            raise ValueError(
+                f"source.repetition_rate_hz must be > 0, got {self.repetition_rate_hz}"
+            )
         if self.wavelength_nm <= 0:
             raise ValueError(f"source.wavelength_nm must be > 0, got {self.wavelength_nm}")
         mu = self.mean_photon_number
@@ -69,7 +71,7 @@ class SinglePhotonSource:
         roots = [1.0 / g2]
         disc = 1.0 - 2.0 * g2
         if disc >= 0.0:
-            roots.append((1.0 - math.sqrt(disc)) / g2)
+            roots.append(2.0 / (1.0 + math.sqrt(disc)))  # (1 - sqrt(disc))/g2 without cancellation
         return min(roots)
 
     @classmethod
@@ -119,4 +121,6 @@ def _two_photon_probability_from_brightness(brightness: float, g2: float) -> flo
     if g2 == 0.0 or brightness == 0.0:
         return 0.0
     gb = g2 * brightness
-    return (1.0 - gb - math.sqrt(1.0 - 2.0 * gb)) / g2
+    root = math.sqrt(1.0 - 2.0 * gb)
+    # (1 - gB - sqrt(1 - 2gB))/g rewritten without cancellation for small gB:
+    return g2 * brightness * brightness / ((1.0 - gb) + root)

@@ -26,11 +26,17 @@ class SpdcSource:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mean_pair_number <= 2.0:
-            raise ValueError(f"source.mean_photon_number must be in (0, 2], got {self.mean_pair_number}")
+            raise ValueError(
+                f"source.mean_photon_number must be in (0, 2], got {self.mean_pair_number}"
+            )
         if self.repetition_rate_hz <= 0:
-            raise ValueError(f"source.repetition_rate_hz must be > 0, got {self.repetition_rate_hz}")
+            raise ValueError(
+                f"source.repetition_rate_hz must be > 0, got {self.repetition_rate_hz}"
+            )
         if not 0.0 <= self.intrinsic_error <= 0.5:
-            raise ValueError(f"source.intrinsic_error must be in [0, 0.5], got {self.intrinsic_error}")
+            raise ValueError(
+                f"source.intrinsic_error must be in [0, 0.5], got {self.intrinsic_error}"
+            )
 
     def pair_number_distribution(self, mean_pair_number: float | None = None) -> FloatArray:
         """Thermal pair-number distribution."""
