@@ -1,0 +1,1 @@
+"""Photon-level Monte Carlo of QKD links (issue 3): engines, time tags, analysis."""

@@ -1,0 +1,65 @@
+"""Counter-free, seedable random streams for Numba kernels: xoshiro256** (Blackman, Vigna,
+"Scrambled linear pseudorandom number generators", ACM TOMS 47, 36 (2021)).
+
+Every stream is seeded from 256 bits drawn from the caller's ``numpy.random.Generator`` (never from
+global state); the 4-word state is expanded by SplitMix64 (Steele, Lea, Flood, OOPSLA 2014) so that
+no state is all-zero. Uniform doubles use the top 53 bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
+
+U64 = NDArray[np.uint64]
+
+
+def new_state(rng: np.random.Generator) -> U64:
+    """A fresh xoshiro256** state drawn from ``rng`` (deterministic for a seeded generator)."""
+    words = rng.integers(0, 2**64 - 1, size=4, dtype=np.uint64, endpoint=True)
+    state = np.zeros(4, dtype=np.uint64)
+    _splitmix_expand(words, state)
+    return state
+
+
+@njit(cache=True)
+def _splitmix_expand(words: U64, state: U64) -> None:  # pragma: no cover - compiled
+    z = np.uint64(0)
+    for i in range(4):
+        z = z + words[i] + np.uint64(0x9E3779B97F4A7C15)
+        x = z
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        state[i] = x ^ (x >> np.uint64(31))
+
+
+@njit(inline="always")
+def _rotl(x: np.uint64, k: int) -> np.uint64:  # pragma: no cover - compiled
+    return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
+
+
+@njit(inline="always")
+def next_u64(s: U64) -> np.uint64:  # pragma: no cover - compiled
+    """Next 64-bit output of xoshiro256** (state updated in place)."""
+    result = _rotl(s[1] * np.uint64(5), 7) * np.uint64(9)
+    t = s[1] << np.uint64(17)
+    s[2] ^= s[0]
+    s[3] ^= s[1]
+    s[1] ^= s[2]
+    s[0] ^= s[3]
+    s[2] ^= t
+    s[3] = _rotl(s[3], 45)
+    return result
+
+
+@njit(inline="always")
+def uniform(s: U64) -> float:  # pragma: no cover - compiled
+    """Uniform double in [0, 1) with 53 random bits."""
+    return float(next_u64(s) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(inline="always")
+def bit(s: U64) -> int:  # pragma: no cover - compiled
+    """One fair random bit."""
+    return int(next_u64(s) >> np.uint64(63))
