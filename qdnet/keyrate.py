@@ -362,7 +362,7 @@ def optimise(
         best_start,
         method="Nelder-Mead",
         bounds=list(zip(lower, upper, strict=True)),
-        options={"xatol": 1e-3, "fatol": 1e-4, "maxfev": 400},
+        options={"xatol": 1e-3, "fatol": 1e-3, "maxfev": 300},
     )
     best = tuple(float(v) for v in np.exp(np.clip(result.x, lower, upper)))
     return space.evaluate(best), best

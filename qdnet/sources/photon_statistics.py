@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import gammaln
 
 FloatArray = NDArray[np.float64]
 
@@ -54,8 +55,8 @@ def poisson_distribution(mean: float, max_photons: int) -> FloatArray:
     if mean <= 0.0:
         p[0] = 1.0
         return p
-    for k in range(max_photons + 1):
-        p[k] = math.exp(-mean + k * math.log(mean) - math.lgamma(k + 1))
+    n = np.arange(max_photons + 1)
+    p = np.exp(n * math.log(mean) - mean - gammaln(n + 1))
     p[-1] += max(0.0, 1.0 - p.sum())
     return p
 
