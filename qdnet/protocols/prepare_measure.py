@@ -9,16 +9,13 @@ click rate R; afterpulsing adds ``p_ap x click probability`` of random clicks (s
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from qdnet.protocols.link import Link, PrepareMeasureSource
 from qdnet.protocols.statistics import LinkStatistics
 from qdnet.sources.photon_statistics import FloatArray
-
-
-def photon_number_distribution(source: PrepareMeasureSource, intensity: float) -> FloatArray:
-    """p_n of the source at a given mean photon number."""
-    return source.photon_number_distribution(intensity)
 
 
 def detection_parameters(link: Link, signal_gain_guess: float | None = None) -> tuple[float, float]:
@@ -37,37 +34,58 @@ def detection_parameters(link: Link, signal_gain_guess: float | None = None) -> 
     return eta, noise
 
 
+def _fock_generating(x: float, photons: int) -> float:
+    """Generating function of the n-photon Fock state: x^n."""
+    return float(x**photons)
+
+
 def yields_and_errors(
     link: Link, eta: float, noise: float, max_photons: int
 ) -> tuple[FloatArray, FloatArray]:
     """Y_n and e_n Y_n for n = 0..max_photons."""
-    probs = link.receiver.click_probabilities(eta, np.arange(max_photons + 1), noise)
-    return probs.yield_, probs.error
+    pairs = [
+        link.receiver.averaged_click_probabilities(eta, partial(_fock_generating, photons=n), noise)
+        for n in range(max_photons + 1)
+    ]
+    return np.array([y for y, _ in pairs]), np.array([e for _, e in pairs])
+
+
+#: Photon numbers for which Y_n and e_n Y_n are reported (the infinite-decoy bound needs n = 1).
+REPORTED_PHOTON_NUMBERS = 4
+
+
+def _gains_and_qbers(
+    link: Link,
+    source: PrepareMeasureSource,
+    intensities: tuple[float, ...],
+    eta: float,
+    noise: float,
+) -> tuple[list[float], list[float]]:
+    gains, qbers = [], []
+    for mu in intensities:
+        q, eq = link.receiver.averaged_click_probabilities(
+            eta, partial(source.generating_function, mean_photon_number=mu), noise
+        )
+        gains.append(q)
+        qbers.append(eq / q if q > 0 else 0.5)
+    return gains, qbers
 
 
 def expected_statistics(link: Link, intensities: tuple[float, ...]) -> LinkStatistics:
-    """Statistics for each intensity class of a prepare-and-measure link."""
+    """Statistics for each intensity class of a prepare-and-measure link (exact averages over the
+    photon-number distribution via its generating function)."""
     source = link.source
     if not isinstance(source, PrepareMeasureSource):
         raise ValueError(
             f"protocol {link.protocol.kind} needs source.kind single-photon or weak-coherent"
         )
-    dists = [photon_number_distribution(source, mu) for mu in intensities]
-    max_photons = max(len(d) for d in dists) - 1
     detector = link.receiver.detector
-    needs_second_pass = detector.dead_time_ns > 0 or detector.afterpulse_probability > 0
     eta, noise = detection_parameters(link)
-    yields, errors = yields_and_errors(link, eta, noise, max_photons)
-    if needs_second_pass:
-        first_gain = float(np.dot(dists[0], yields[: len(dists[0])]))
-        eta, noise = detection_parameters(link, first_gain)
-        yields, errors = yields_and_errors(link, eta, noise, max_photons)
-    gains, qbers = [], []
-    for dist in dists:
-        q = float(np.dot(dist, yields[: len(dist)]))
-        eq = float(np.dot(dist, errors[: len(dist)]))
-        gains.append(q)
-        qbers.append(eq / q if q > 0 else 0.5)
+    gains, qbers = _gains_and_qbers(link, source, intensities, eta, noise)
+    if detector.dead_time_ns > 0 or detector.afterpulse_probability > 0:
+        eta, noise = detection_parameters(link, gains[0])
+        gains, qbers = _gains_and_qbers(link, source, intensities, eta, noise)
+    yields, errors = yields_and_errors(link, eta, noise, REPORTED_PHOTON_NUMBERS - 1)
     return LinkStatistics(
         protocol=link.protocol.kind,
         intensities=tuple(intensities),

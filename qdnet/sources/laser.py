@@ -6,6 +6,7 @@ Phase-randomised coherent states have Poisson photon numbers ``P(n) = e^-mu mu^n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from qdnet.sources.photon_statistics import FloatArray, poisson_distribution
@@ -50,9 +51,12 @@ class WeakCoherentSource:
         mu = self.mean_photon_number if mean_photon_number is None else mean_photon_number
         return poisson_distribution(mu, MAX_PHOTONS_EXPLICIT)
 
+    def generating_function(self, x: float, mean_photon_number: float | None = None) -> float:
+        """E[x^n] = exp(-mu (1 - x)) for Poisson photon numbers (exact, no truncation)."""
+        mu = self.mean_photon_number if mean_photon_number is None else mean_photon_number
+        return math.exp(-mu * (1.0 - x))
+
     def multiphoton_probability(self, mean_photon_number: float | None = None) -> float:
         """P(n>=2) = 1 - e^-mu (1 + mu)."""
-        import math
-
         mu = self.mean_photon_number if mean_photon_number is None else mean_photon_number
         return 1.0 - math.exp(-mu) * (1.0 + mu)

@@ -102,6 +102,13 @@ class SinglePhotonSource:
         p1 = mu - 2.0 * p2
         return np.array([1.0 - p1 - p2, p1, p2])
 
+    def generating_function(self, x: float, mean_photon_number: float | None = None) -> float:
+        """E[x^n] = p0 + p1 x + p2 x^2 (exact photon-number moments for the click model)."""
+        mu = self.mean_photon_number if mean_photon_number is None else mean_photon_number
+        p2 = self.g2 * mu * mu / 2.0
+        p1 = mu - 2.0 * p2
+        return 1.0 - p1 - p2 + p1 * x + p2 * x * x
+
     def multiphoton_probability(self, mean_photon_number: float | None = None) -> float:
         """Upper bound on P(n>=2) = g2 mu^2 / 2 (Waks et al. 2002)."""
         mu = self.mean_photon_number if mean_photon_number is None else mean_photon_number
