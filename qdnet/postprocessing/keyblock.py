@@ -41,7 +41,9 @@ class KeyBlock:
 
     def __post_init__(self) -> None:
         if self.length_bits <= 0 or self.length_bits % 8:
-            raise ValueError(f"KeyBlock.length_bits must be a positive multiple of 8, got {self.length_bits}")
+            raise ValueError(
+                f"KeyBlock.length_bits must be a positive multiple of 8, got {self.length_bits}"
+            )
         if len(self.key) * 8 != self.length_bits:
             raise ValueError(
                 f"KeyBlock.key holds {len(self.key) * 8} bits, length_bits says {self.length_bits}"
