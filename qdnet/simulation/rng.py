@@ -62,4 +62,4 @@ def uniform(s: U64) -> float:  # pragma: no cover - compiled
 @njit(inline="always")
 def bit(s: U64) -> int:  # pragma: no cover - compiled
     """One fair random bit."""
-    return int(next_u64(s) >> np.uint64(63))
+    return int(np.int64(next_u64(s) >> np.uint64(63)))
