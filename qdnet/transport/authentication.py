@@ -133,6 +133,7 @@ class AuthenticatedChannel:
         self._sent = TranscriptMac([])
         self._received = TranscriptMac([])
         self.round_trips = 0
+        self._last_was_send = False
         self.bytes_sent = 0
         self.bytes_received = 0
         self.checkpoints = 0
@@ -144,6 +145,7 @@ class AuthenticatedChannel:
         self._send_seq += 1
         self._sent.frames.append(frame)
         self.bytes_sent += len(frame)
+        self._last_was_send = True
         await self.channel.send_frame(frame)
 
     async def recv(self, *expected: MessageKind) -> Message:
@@ -157,6 +159,9 @@ class AuthenticatedChannel:
             )
         self._recv_seq += 1
         self.bytes_received += len(frame)
+        if self._last_was_send:
+            self.round_trips += 1  # a reply after our own message: one round trip
+            self._last_was_send = False
         if message.kind == MessageKind.ABORT:
             raise _peer_aborted(message)
         self._received.frames.append(frame)
@@ -168,7 +173,6 @@ class AuthenticatedChannel:
     async def request(self, message: Message, *expected: MessageKind) -> Message:
         """Send and wait for the reply: one round trip."""
         await self.send(message)
-        self.round_trips += 1
         return await self.recv(*expected)
 
     async def checkpoint(self) -> None:

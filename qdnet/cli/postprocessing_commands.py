@@ -1,0 +1,330 @@
+"""Post-processing commands: ``qdnet distill`` (both endpoints in one process over loopback TCP)
+and ``qdnet endpoint alice|bob`` (one endpoint per process).
+
+Authentication keys: each endpoint keeps its pool in ``<keys>/auth-pool.bin`` (secret, refilled
+from distilled key after every block). The first run bootstraps it from a pre-shared secret,
+``--psk`` (default ``RUN/auth-psk.bin``, created once with 4096 random bytes if missing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+PSK_BYTES = 4096
+POOL_FILE = "auth-pool.bin"
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+MethodOpt = Annotated[
+    str, typer.Option("--method", help="Error correction: cascade or ldpc.", case_sensitive=False)
+]
+PskOpt = Annotated[
+    Path | None,
+    typer.Option("--psk", help="Pre-shared authentication secret (default RUN/auth-psk.bin)."),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _atomic_write(path: Path, data: bytes, exclusive: bool = False) -> bool:
+    """Write atomically (tmp + fsync + rename, or link for exclusive create); False if it existed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            return True
+        os.replace(tmp, path)
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _load_pool(keys: Path, psk: Path) -> Any:
+    from qdnet.transport.authentication import AuthKeyPool
+
+    state = keys / POOL_FILE
+    if state.is_file():
+        return AuthKeyPool(state.read_bytes())
+    if not psk.is_file():
+        _atomic_write(psk, secrets.token_bytes(PSK_BYTES), exclusive=True)
+    for _ in range(50):
+        data = psk.read_bytes()
+        if data:
+            return AuthKeyPool(data)
+        time.sleep(0.1)
+    raise ValueError(f"{psk}: pre-shared secret is empty")
+
+
+def _save_pool(keys: Path, pool: Any) -> None:
+    _atomic_write(keys / POOL_FILE, pool.export())
+
+
+def _parse_hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def _session_config(
+    method: str, frame_bits: int, eps_sec: float, eps_cor: float, qber_max: float
+) -> Any:
+    from qdnet.postprocessing.session import METHODS, SessionConfig
+
+    method = method.lower()
+    if method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if frame_bits < 64:
+        raise ValueError("--frame-bits must be at least 64")
+    if not (0 < eps_sec < 1 and 0 < eps_cor < 1):
+        raise ValueError("--eps-sec and --eps-cor must lie in (0, 1)")
+    return SessionConfig(
+        method=method,
+        frame_bits=frame_bits,
+        eps_sec=eps_sec,
+        eps_cor=eps_cor,
+        qber_threshold=qber_max,
+    )
+
+
+def _report_table(reports: list[Any]) -> Table:
+    table = Table(title="post-processing")
+    table.add_column("")
+    for r in reports:
+        table.add_column(r.role)
+    rows = [
+        ("block id", lambda r: r.block_id),
+        ("method", lambda r: r.method),
+        ("aborted", lambda r: f"yes: {r.reason}" if r.aborted else "no"),
+        ("sifted key / test bits", lambda r: f"{r.sifted_key_bits} / {r.sifted_test_bits}"),
+        ("QBER test (upper bound)", lambda r: _qber(r)),
+        ("QBER key (from EC)", lambda r: "-" if r.qber_key is None else f"{r.qber_key:.4%}"),
+        (
+            "EC leak bits / f",
+            lambda r: (
+                f"{r.leak_ec_bits} / "
+                + ("-" if r.efficiency_f is None else f"{r.efficiency_f:.3f}")
+            ),
+        ),
+        (
+            "verification",
+            lambda r: (
+                "-"
+                if r.verified is None
+                else f"{'ok' if r.verified else 'FAILED'} ({r.verification_bits} bits)"
+            ),
+        ),
+        ("final key bits", lambda r: str(r.final_key_bits)),
+        (
+            "auth consumed / refilled",
+            lambda r: f"{r.auth_consumed_bits} / {r.auth_replenished_bits}",
+        ),
+        ("round trips", lambda r: str(r.round_trips)),
+    ]
+    for label, fn in rows:
+        table.add_row(label, *[fn(r) for r in reports])
+    terms = reports[0].finite_key_terms
+    for name in terms:
+        table.add_row(
+            f"  {name}", *[f"{r.finite_key_terms.get(name, float('nan')):.6g}" for r in reports]
+        )
+    return table
+
+
+def _qber(r: Any) -> str:
+    est = r.estimate
+    if not est:
+        return "-"
+    return f"{est['qber_test']:.4%} ({est['qber_test_upper']:.4%})"
+
+
+def _write_block(keys: Path, report: Any) -> None:
+    from qdnet.postprocessing.keyblock import write_key_block
+
+    if report.block is not None:
+        write_key_block(keys, report.block)
+
+
+def _emit(reports: list[Any], as_json: bool, wall_s: float) -> None:
+    if as_json:
+        doc: dict[str, Any] = {r.role: r.as_dict() for r in reports}
+        doc["wall_s"] = wall_s
+        typer.echo(json.dumps(doc, default=float))
+    else:
+        Console().print(_report_table(reports))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``distill`` and ``endpoint`` to the root app."""
+
+    @app.command()
+    def distill(
+        run: Annotated[
+            Path, typer.Argument(help="Raw-records folder (meta.json, alice.npz, bob.npz).")
+        ],
+        keys: Annotated[
+            Path | None,
+            typer.Option(
+                help="Key folder (default RUN/keys); blocks go to KEYS/alice and KEYS/bob."
+            ),
+        ] = None,
+        method: MethodOpt = "cascade",
+        frame_bits: Annotated[int, typer.Option(help="Cascade frame size in bits.")] = 1_000_000,
+        eps_sec: Annotated[float, typer.Option(help="Secrecy parameter.")] = 1e-10,
+        eps_cor: Annotated[float, typer.Option(help="Correctness parameter.")] = 1e-15,
+        qber_max: Annotated[float, typer.Option(help="Abort above this QBER upper bound.")] = 0.11,
+        psk: PskOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Run both endpoints in one process over loopback TCP and write identical key blocks."""
+        from qdnet.postprocessing.session import run_alice, run_bob
+        from qdnet.protocols.records import load_meta, load_party_records
+        from qdnet.transport.authentication import AuthenticatedChannel
+        from qdnet.transport.channel import TcpChannel
+
+        try:
+            meta = load_meta(run)
+            rec_a = load_party_records(run, "alice")
+            rec_b = load_party_records(run, "bob")
+            cfg = _session_config(method, frame_bits, eps_sec, eps_cor, qber_max)
+            key_dir = keys if keys is not None else run / "keys"
+            psk_path = psk if psk is not None else run / "auth-psk.bin"
+            pool_a = _load_pool(key_dir / "alice", psk_path)
+            pool_b = _load_pool(key_dir / "bob", psk_path)
+        except (ValueError, OSError) as exc:
+            raise _fail(str(exc)) from None
+
+        async def both(progress: Progress | None) -> list[Any]:
+            task = progress.add_task("distilling", total=None) if progress else None
+
+            def tick(stage: str, fraction: float) -> None:
+                if progress is not None and task is not None:
+                    progress.update(task, description=f"{stage} ({fraction:.0%})")
+
+            ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            server = asyncio.create_task(
+                TcpChannel.accept_one("127.0.0.1", 0, 30, on_listening=ready.set_result)
+            )
+            port = await ready
+            client = await TcpChannel.connect("127.0.0.1", port)
+            chan_a = AuthenticatedChannel(await server, pool_a, "alice")
+            chan_b = AuthenticatedChannel(client, pool_b, "bob")
+            ra, rb = await asyncio.gather(
+                run_alice(chan_a, rec_a, meta, cfg), run_bob(chan_b, rec_b, meta, progress=tick)
+            )
+            await chan_a.close()
+            await chan_b.close()
+            return [ra, rb]
+
+        start = time.perf_counter()
+        if as_json:
+            reports = asyncio.run(both(None))
+        else:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                transient=True,
+            ) as bar:
+                reports = asyncio.run(both(bar))
+        wall = time.perf_counter() - start
+        for role, report, pool in (("alice", reports[0], pool_a), ("bob", reports[1], pool_b)):
+            _save_pool(key_dir / role, pool)
+            _write_block(key_dir / role, report)
+        _emit(reports, as_json, wall)
+        if any(r.aborted for r in reports):
+            raise typer.Exit(1)
+
+    @app.command()
+    def endpoint(
+        role: Annotated[str, typer.Argument(help="alice or bob")],
+        records: Annotated[
+            Path, typer.Option("--records", help="Raw-records folder (only ROLE's file is read).")
+        ],
+        keys: Annotated[
+            Path, typer.Option("--keys", help="Folder for key blocks and the auth pool.")
+        ],
+        listen: Annotated[str | None, typer.Option(help="HOST:PORT to listen on.")] = None,
+        connect: Annotated[
+            str | None, typer.Option(help="HOST:PORT of the listening peer.")
+        ] = None,
+        method: MethodOpt = "cascade",
+        frame_bits: Annotated[
+            int, typer.Option(help="Cascade frame size (Alice decides).")
+        ] = 1_000_000,
+        eps_sec: Annotated[float, typer.Option(help="Secrecy parameter (Alice decides).")] = 1e-10,
+        eps_cor: Annotated[
+            float, typer.Option(help="Correctness parameter (Alice decides).")
+        ] = 1e-15,
+        qber_max: Annotated[float, typer.Option(help="Abort threshold (Alice decides).")] = 0.11,
+        timeout: Annotated[float, typer.Option(help="Seconds to wait for the peer.")] = 60.0,
+        psk: PskOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Run one endpoint as its own process; exchange only classical messages with the peer."""
+        from qdnet.postprocessing.session import run_alice, run_bob
+        from qdnet.protocols.records import load_meta, load_party_records
+        from qdnet.transport.authentication import AuthenticatedChannel
+        from qdnet.transport.channel import TcpChannel
+        from qdnet.transport.messages import ProtocolError
+
+        role = role.lower()
+        try:
+            if role not in ("alice", "bob"):
+                raise ValueError(f"ROLE must be alice or bob, got {role!r}")
+            if (listen is None) == (connect is None):
+                raise ValueError("give exactly one of --listen HOST:PORT or --connect HOST:PORT")
+            address = _parse_hostport(listen or connect or "")
+            meta = load_meta(records)
+            rec = load_party_records(records, "alice" if role == "alice" else "bob")
+            cfg = _session_config(method, frame_bits, eps_sec, eps_cor, qber_max)
+            pool = _load_pool(keys, psk if psk is not None else records / "auth-psk.bin")
+        except (ValueError, OSError) as exc:
+            raise _fail(str(exc)) from None
+
+        async def one() -> Any:
+            if listen is not None:
+                raw = await TcpChannel.accept_one(address[0], address[1], timeout)
+            else:
+                raw = await TcpChannel.connect(address[0], address[1], retry_s=timeout)
+            chan = AuthenticatedChannel(raw, pool, role)
+            if role == "alice":
+                report = await run_alice(chan, rec, meta, cfg)
+            else:
+                report = await run_bob(chan, rec, meta)
+            await chan.close()
+            return report
+
+        start = time.perf_counter()
+        try:
+            report = asyncio.run(one())
+        except ProtocolError as exc:
+            raise _fail(str(exc)) from None
+        _save_pool(keys, pool)
+        _write_block(keys, report)
+        _emit([report], as_json, time.perf_counter() - start)
+        if report.aborted:
+            raise typer.Exit(1)

@@ -1,0 +1,516 @@
+"""Cascade reconciliation, modern variant, with all binary searches of a round batched.
+
+Protocol (Brassard and Salvail, EUROCRYPT 1993) with the improvements studied by Martinez-Mateo,
+Pacher, Peev, Ciurana and Martin, "Demystifying the information reconciliation protocol Cascade",
+QIC 15, 453 (2015), arXiv:1407.3257:
+
+* power-of-two block sizes: k1 = 2^ceil(log2(1/Q)), k2 = 4 k1, then ~n/2 (their option (7));
+* sub-block reuse: every parity Alice disclosed (top-level and inside binary searches) and every
+  parity inferred from it (sibling = parent xor left child) stays "known"; when Bob flips a
+  bit, every known block containing it toggles, and the highest known odd block on that path
+  starts a new search, which descends through known children for free;
+* parity savings: the parity of the whole frame is disclosed once; in later passes the parity
+  of the last top-level block follows from it and is not sent.
+
+Interactivity. Alice's bits never change, so all top-level parities of all passes go in one
+message up front (standard Cascade discloses them anyway). Bob then runs every pending search in
+lockstep: one round trip carries one bisection question of *every* active search in every pass
+and every frame. Passes 1 and 2 run as separate stages; passes >= 3 (block size ~n/2, where
+few errors are left) start together, so the number of round trips is about
+log2 k1 + log2 k2 + 2 log2 n rather than the sum over all passes. A search whose block became
+even because another search flipped a bit in it is dropped (its question is still counted).
+
+Leakage. Bob learns a parity only from Alice's messages: ``leaked_bits`` counts exactly the
+parity bits Alice sent (both ends count them independently). Efficiency f = leaked / (n h(Q)).
+
+Both ends derive the same public permutations from a public seed (Fisher-Yates driven by
+SplitMix64, Steele et al., OOPSLA 2014); they are cached per (seed, n, passes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+from numpy.typing import NDArray
+
+from qdnet.postprocessing.estimation import binary_entropy
+
+Bits = NDArray[np.uint8]
+
+UNKNOWN = np.int8(-1)
+PENDING = np.int8(-2)
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """Cascade parameters (both ends must use the same ones; Alice sends them in EC_START)."""
+
+    passes: int = 16
+    concurrent_from: int = 2
+    """Passes with index >= this start together in the last stage."""
+    first_block_factor: float = 1.0
+    """k1 = 2^ceil(log2(first_block_factor / Q))."""
+    second_block_multiplier: int = 4
+    min_qber: float = 1e-3
+
+    def block_exponents(self, n: int, qber: float) -> tuple[int, ...]:
+        """log2 of the block size of each pass for an n-bit frame and estimated QBER."""
+        q = max(qber, self.min_qber)
+        top = max(1, math.ceil(math.log2(max(n, 2))) - 1)
+        d1 = min(top, max(1, math.ceil(math.log2(self.first_block_factor / q))))
+        d2 = min(top, d1 + max(0, round(math.log2(self.second_block_multiplier))))
+        return tuple([d1, d2][: self.passes] + [top] * max(0, self.passes - 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# permutations
+
+
+@nb.njit(cache=True)
+def _permutations(seed: np.uint64, n: int, passes: int) -> NDArray[np.int32]:  # pragma: no cover
+    perm = np.empty((passes, n), dtype=np.int32)
+    state = seed
+    for p in range(passes):
+        row = perm[p]
+        for q in range(n):
+            row[q] = q
+        if p == 0:
+            continue
+        for q in range(n - 1, 0, -1):
+            state += np.uint64(0x9E3779B97F4A7C15)
+            z = state
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            z = z ^ (z >> np.uint64(31))
+            r = int(z % np.uint64(q + 1))
+            tmp = row[q]
+            row[q] = row[r]
+            row[r] = tmp
+    return perm
+
+
+_PERM_CACHE: OrderedDict[tuple[int, int, int], tuple[NDArray[np.int32], NDArray[np.int32]]] = (
+    OrderedDict()
+)
+
+
+def permutations(seed: int, n: int, passes: int) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """(perm, pos): perm[p, q] is the bit at position q of pass p; pos is its inverse."""
+    key = (seed, n, passes)
+    hit = _PERM_CACHE.get(key)
+    if hit is not None:
+        _PERM_CACHE.move_to_end(key)
+        return hit
+    perm = _permutations(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), n, passes)
+    pos = np.empty_like(perm)
+    rows = np.arange(n, dtype=np.int32)
+    for p in range(passes):
+        pos[p, perm[p]] = rows
+    _PERM_CACHE[key] = (perm, pos)
+    while len(_PERM_CACHE) > 4:
+        _PERM_CACHE.popitem(last=False)
+    return perm, pos
+
+
+def _layout(n: int, depths: tuple[int, ...]) -> tuple[NDArray[np.int64], int]:
+    """Offsets off[p, l] of level l of pass p in the flat node array, and its total size."""
+    dmax = max(depths)
+    off = np.zeros((len(depths), dmax + 2), dtype=np.int64)
+    total = 0
+    for p, d in enumerate(depths):
+        padded = -(-n // (1 << d)) << d
+        for level in range(d + 1):
+            off[p, level] = total
+            total += padded >> level
+    return off, total
+
+
+def _top_parities(prefix: NDArray[np.uint8], n: int, d: int) -> Bits:
+    k = 1 << d
+    starts = np.arange(0, n, k)
+    stops = np.minimum(starts + k, n)
+    return (prefix[stops] ^ prefix[starts]).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Alice
+
+
+class CascadeAlice:
+    """Alice's side: answers parity questions about her (fixed) bits; counts what she discloses."""
+
+    def __init__(self, bits: Bits, qber: float, seed: int, config: CascadeConfig) -> None:
+        self.n = len(bits)
+        self.depths = config.block_exponents(self.n, qber)
+        perm, _ = permutations(seed, self.n, len(self.depths))
+        self._prefix = _pass_prefix(bits.astype(np.uint8, copy=False), perm, False)
+        self.leaked_bits = 0
+
+    def top_parities(self) -> Bits:
+        """All passes' top-level parities, minus the last block of passes >= 1 (inferable)."""
+        parts = []
+        for p, d in enumerate(self.depths):
+            tops = _top_parities(self._prefix[p], self.n, d)
+            parts.append(tops if p == 0 else tops[:-1])
+        out = np.concatenate(parts)
+        self.leaked_bits += len(out)
+        return out
+
+    def answer(
+        self, passes: NDArray[np.uint8], levels: NDArray[np.uint8], index: NDArray[np.int64]
+    ) -> Bits:
+        """Parities of the asked blocks (pass, level, index) in pass order."""
+        if len(passes) and (
+            int(passes.max()) >= len(self.depths) or int(levels.max()) > 40 or int(index.min()) < 0
+        ):
+            raise ValueError("parity question out of range")
+        starts = index << levels.astype(np.int64)
+        if len(starts) and int(starts.max()) >= self.n:
+            raise ValueError("parity question out of range")
+        stops = np.minimum(starts + (np.int64(1) << levels.astype(np.int64)), self.n)
+        rows = passes.astype(np.int64)
+        out = (self._prefix[rows, stops] ^ self._prefix[rows, starts]).astype(np.uint8)
+        self.leaked_bits += len(out)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Bob: numba kernels
+
+
+@nb.njit(cache=True, inline="always")
+def _prefix(fen_p: NDArray[np.uint8], i: int) -> int:  # pragma: no cover - compiled
+    acc = 0
+    while i > 0:
+        acc ^= fen_p[i]
+        i -= i & -i
+    return acc
+
+
+@nb.njit(cache=True)
+def _node_parity(fen_p: NDArray[np.uint8], n: int, level: int, index: int) -> int:
+    # pragma: no cover - compiled
+    start = index << level
+    stop = min(start + (1 << level), n)
+    return _prefix(fen_p, stop) ^ _prefix(fen_p, start)
+
+
+@nb.njit(cache=True)
+def _pass_prefix(bits: Bits, perm: NDArray[np.int32], fenwick: bool) -> NDArray[np.uint8]:
+    """Per pass, the prefix XOR of the pass-ordered bits, or (``fenwick``) its XOR Fenwick tree
+    fen[i] = xor of a[i - lowbit(i) .. i)."""  # pragma: no cover - compiled
+    passes, n = perm.shape
+    out = np.zeros((passes, n + 1), dtype=np.uint8)
+    prefix = np.zeros(n + 1, dtype=np.uint8)
+    for p in range(passes):
+        acc = 0
+        row = perm[p]
+        for q in range(n):
+            acc ^= bits[row[q]]
+            prefix[q + 1] = acc
+        if fenwick:
+            for i in range(1, n + 1):
+                out[p, i] = prefix[i] ^ prefix[i - (i & -i)]
+        else:
+            out[p, :] = prefix
+    return out
+
+
+@nb.njit(cache=True)
+def _flip(
+    bit: int,
+    bits: Bits,
+    fen: NDArray[np.uint8],
+    pos: NDArray[np.int32],
+    depths: NDArray[np.int64],
+    off: NDArray[np.int64],
+    known: NDArray[np.int8],
+    started: NDArray[np.bool_],
+    sp: NDArray[np.int64],
+    sl: NDArray[np.int64],
+    si: NDArray[np.int64],
+    ns: int,
+) -> int:  # pragma: no cover - compiled
+    """Flip one bit, toggle every known block containing it, queue new searches; returns ns."""
+    bits[bit] ^= 1
+    n = bits.shape[0]
+    for p in range(depths.shape[0]):
+        q = pos[p, bit]
+        i = q + 1
+        while i <= n:
+            fen[p, i] ^= 1
+            i += i & -i
+        found = False
+        for level in range(depths[p], -1, -1):
+            idx = off[p, level] + (q >> level)
+            k = known[idx]
+            if k < 0:
+                break  # known blocks form subtrees under the known top level
+            if k == 0 or k == 1:
+                known[idx] = 1 - k
+                if not found and k == 0 and started[p]:
+                    found = True
+                    if ns < sp.shape[0]:
+                        sp[ns] = p
+                        sl[ns] = level
+                        si[ns] = q >> level
+                        ns += 1
+    return ns
+
+
+@nb.njit(cache=True)
+def _descend(
+    bits: Bits,
+    fen: NDArray[np.uint8],
+    perm: NDArray[np.int32],
+    pos: NDArray[np.int32],
+    depths: NDArray[np.int64],
+    off: NDArray[np.int64],
+    known: NDArray[np.int8],
+    started: NDArray[np.bool_],
+    sp: NDArray[np.int64],
+    sl: NDArray[np.int64],
+    si: NDArray[np.int64],
+    ns: int,
+    alive: NDArray[np.bool_],
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Advance every search until it needs a question, flips a bit or dies.
+
+    Returns (number of searches, number of bits flipped). ``alive[j]`` marks searches that
+    asked a question (for the left child of their current node, now marked PENDING).
+    """
+    flips = 0
+    j = 0
+    while j < ns:
+        alive[j] = False
+        p = sp[j]
+        level = sl[j]
+        i = si[j]
+        while True:
+            if known[off[p, level] + i] != 1:
+                break  # block became even (or duplicate): drop
+            if level == 0:
+                ns = _flip(perm[p, i], bits, fen, pos, depths, off, known, started, sp, sl, si, ns)
+                flips += 1
+                break
+            left = off[p, level - 1] + 2 * i
+            k = known[left]
+            if k == PENDING:
+                break  # another search asked the same question this round
+            if k == UNKNOWN:
+                known[left] = PENDING
+                alive[j] = True
+                break
+            level -= 1
+            i = 2 * i if k == 1 else 2 * i + 1
+        sp[j] = p
+        sl[j] = level
+        si[j] = i
+        j += 1
+    return ns, flips
+
+
+@nb.njit(cache=True)
+def _apply_answers(
+    fen: NDArray[np.uint8],
+    off: NDArray[np.int64],
+    known: NDArray[np.int8],
+    sp: NDArray[np.int64],
+    sl: NDArray[np.int64],
+    si: NDArray[np.int64],
+    answers: Bits,
+) -> None:  # pragma: no cover - compiled
+    n = fen.shape[1] - 1
+    for j in range(answers.shape[0]):
+        p = sp[j]
+        level = sl[j] - 1
+        left_i = 2 * si[j]
+        left = off[p, level] + left_i
+        mismatch_left = answers[j] ^ _node_parity(fen[p], n, level, left_i)
+        known[left] = mismatch_left
+        parent = known[off[p, level + 1] + si[j]]
+        if parent == 0 or parent == 1:
+            known[left + 1] = parent ^ mismatch_left
+
+
+@nb.njit(cache=True)
+def _init_known(
+    fen: NDArray[np.uint8],
+    depths: NDArray[np.int64],
+    off: NDArray[np.int64],
+    known: NDArray[np.int8],
+    alice_tops: Bits,
+) -> None:  # pragma: no cover - compiled
+    n = fen.shape[1] - 1
+    cursor = 0
+    total = 0
+    for p in range(depths.shape[0]):
+        d = depths[p]
+        blocks = (n + (1 << d) - 1) >> d
+        acc = 0
+        for b in range(blocks):
+            bob = _node_parity(fen[p], n, d, b)
+            if p == 0:
+                alice = alice_tops[cursor]
+                cursor += 1
+                total ^= alice
+            elif b < blocks - 1:
+                alice = alice_tops[cursor]
+                cursor += 1
+                acc ^= alice
+            else:
+                alice = total ^ acc
+            known[off[p, d] + b] = alice ^ bob
+
+
+class CascadeBob:
+    """Bob's side: holds his bits, asks questions, corrects; never sees Alice's bits."""
+
+    def __init__(self, bits: Bits, qber: float, seed: int, config: CascadeConfig) -> None:
+        self.bits = bits.astype(np.uint8, copy=True)
+        self.n = len(bits)
+        self.config = config
+        depths = config.block_exponents(self.n, qber)
+        self.depths = np.asarray(depths, dtype=np.int64)
+        self.perm, self.pos = permutations(seed, self.n, len(depths))
+        self.fen = _pass_prefix(self.bits, self.perm, True)
+        self.off, total = _layout(self.n, depths)
+        self.known = np.full(total, UNKNOWN, dtype=np.int8)
+        self.started = np.zeros(len(depths), dtype=np.bool_)
+        cap = max(64, 2 * self.n)
+        self._sp = np.empty(cap, dtype=np.int64)
+        self._sl = np.empty(cap, dtype=np.int64)
+        self._si = np.empty(cap, dtype=np.int64)
+        self._alive = np.empty(cap, dtype=np.bool_)
+        self._ns = 0
+        self._stage_passes = [
+            list(range(s, s + 1)) for s in range(min(config.concurrent_from, len(depths)))
+        ] + (
+            [list(range(config.concurrent_from, len(depths)))]
+            if len(depths) > config.concurrent_from
+            else []
+        )
+        self._stage = 0
+        self.corrected_bits = 0
+        self.rounds = 0
+        self.done = False
+
+    def expected_top_parities(self) -> int:
+        """How many top-level parities Bob expects from Alice."""
+        counts = [-(-self.n // (1 << int(d))) for d in self.depths]
+        return counts[0] + sum(c - 1 for c in counts[1:])
+
+    def start(
+        self, alice_tops: Bits
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
+        """Take Alice's top-level parities; return the first batch of questions."""
+        if len(alice_tops) != self.expected_top_parities():
+            raise ValueError(
+                f"expected {self.expected_top_parities()} top-level parities, got {len(alice_tops)}"
+            )
+        _init_known(self.fen, self.depths, self.off, self.known, alice_tops.astype(np.uint8))
+        return self._advance()
+
+    def step(self, answers: Bits) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
+        """Apply Alice's answers to the last questions; return the next questions (empty: done)."""
+        if len(answers) != self._ns:
+            raise ValueError(f"expected {self._ns} answers, got {len(answers)}")
+        _apply_answers(
+            self.fen,
+            self.off,
+            self.known,
+            self._sp,
+            self._sl,
+            self._si,
+            answers.astype(np.uint8),
+        )
+        self.rounds += 1
+        return self._advance()
+
+    def _advance(self) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
+        ns = self._ns
+        while True:
+            ns, flips = _descend(
+                self.bits,
+                self.fen,
+                self.perm,
+                self.pos,
+                self.depths,
+                self.off,
+                self.known,
+                self.started,
+                self._sp,
+                self._sl,
+                self._si,
+                ns,
+                self._alive,
+            )
+            self.corrected_bits += flips
+            keep = np.flatnonzero(self._alive[:ns])
+            if len(keep):
+                break
+            if self._stage >= len(self._stage_passes):
+                self.done = True
+                self._ns = 0
+                empty8 = np.zeros(0, np.uint8)
+                return empty8, empty8, np.zeros(0, np.int64)
+            ns = self._start_stage()
+        count = len(keep)
+        self._sp[:count] = self._sp[keep]
+        self._sl[:count] = self._sl[keep]
+        self._si[:count] = self._si[keep]
+        self._ns = count
+        return (
+            self._sp[:count].astype(np.uint8),
+            (self._sl[:count] - 1).astype(np.uint8),
+            2 * self._si[:count],
+        )
+
+    def _start_stage(self) -> int:
+        ns = 0
+        for p in self._stage_passes[self._stage]:
+            self.started[p] = True
+            d = int(self.depths[p])
+            tops = self.known[self.off[p, d] : self.off[p, d] + (-(-self.n // (1 << d)))]
+            odd = np.flatnonzero(tops == 1)
+            self._sp[ns : ns + len(odd)] = p
+            self._sl[ns : ns + len(odd)] = d
+            self._si[ns : ns + len(odd)] = odd
+            ns += len(odd)
+        self._stage += 1
+        return ns
+
+
+@dataclass(frozen=True)
+class CascadeResult:
+    """Outcome of one local reconciliation (benchmarks and tests)."""
+
+    corrected: Bits
+    leaked_bits: int
+    round_trips: int
+    flipped_bits: int
+
+
+def reconcile_local(
+    alice_bits: Bits, bob_bits: Bits, qber: float, seed: int, config: CascadeConfig | None = None
+) -> CascadeResult:
+    """Run both ends in one process; they exchange only the arrays a network would carry."""
+    cfg = config or CascadeConfig()
+    alice = CascadeAlice(alice_bits, qber, seed, cfg)
+    bob = CascadeBob(bob_bits, qber, seed, cfg)
+    questions = bob.start(alice.top_parities())
+    trips = 1
+    while len(questions[0]):
+        questions = bob.step(alice.answer(*questions))
+        trips += 1
+    return CascadeResult(bob.bits, alice.leaked_bits, trips, bob.corrected_bits)
+
+
+def efficiency(leaked_bits: int, n: int, qber: float) -> float:
+    """f = leaked / (n h(Q)) (Martinez-Mateo et al. 2015, Eq. 1)."""
+    h = binary_entropy(qber)
+    return float("inf") if h <= 0 else leaked_bits / (n * h)

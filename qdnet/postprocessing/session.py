@@ -1,0 +1,600 @@
+"""The two post-processing endpoints: sift -> estimate -> reconcile -> verify -> amplify.
+
+Alice and Bob are separate coroutines that share nothing but messages on an
+:class:`~qdnet.transport.authentication.AuthenticatedChannel`; each reads only its own records.
+Message flow (A = Alice, B = Bob)::
+
+    A HELLO(block id, parameters)        B SIFT_REQUEST(slots, Bob's bases)
+    A SIFT_REPLY(bases, classes, test bits)  B TEST_BITS(Bob's test bits)
+      -> both compute the same estimate and the same abort decision
+    A EC_START ... B/A EC rounds (Cascade: questions/answers; LDPC: syndrome, reveals)
+    A VERIFY_HASH(keys, digest)          B VERIFY_RESULT(ok, corrected bits)
+    A PA_SEED(fresh Toeplitz seed, output length)
+    A/B AUTH_TAG (transcript checkpoint: 2 x 256 bits of one-time key)
+    A CONFIRM                            -> both hash, replenish the auth pool, emit the block
+
+Every disclosed parity or syndrome bit and the verification hash are charged to the key
+(``leak_ec_bits`` passed to :func:`qdnet.security.finite_key.secret_key_length`; the hash bits
+are charged on top of the formula's log2(2/eps_cor) term, which is conservative). A failed
+verification, a failed tag, a malformed or out-of-sequence message, or a QBER above threshold
+ends the session with ``aborted=True`` and the reason; no key block is produced then.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qdnet.postprocessing import ldpc as ldpc_ec
+from qdnet.postprocessing.amplification import fresh_seed, toeplitz_hash
+from qdnet.postprocessing.cascade import CascadeAlice, CascadeBob, CascadeConfig
+from qdnet.postprocessing.estimation import (
+    Estimate,
+    binary_entropy,
+    estimate,
+    observed_counts,
+)
+from qdnet.postprocessing.keyblock import KeyBlock
+from qdnet.postprocessing.sifting import SiftingError, alice_sift, bob_sift
+from qdnet.postprocessing.verification import MERSENNE_61, VerificationHash
+from qdnet.protocols.records import PartyRecords, RecordsMeta
+from qdnet.security.finite_key import KeyLength, ObservedCounts, secret_key_length
+from qdnet.transport.authentication import AuthenticatedChannel
+from qdnet.transport.messages import Message, MessageKind, ProtocolError
+
+KeyLengthFn = Callable[[ObservedCounts, float, float, float], KeyLength]
+Progress = Callable[[str, float], None]
+METHODS = ("cascade", "ldpc")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Parameters Alice announces in HELLO (Bob adopts them; users change them in the CLI)."""
+
+    method: str = "cascade"
+    eps_sec: float = 1e-10
+    eps_cor: float = 1e-15
+    eps_pe: float = 1e-10
+    qber_threshold: float = 0.11
+    frame_bits: int = 1_000_000
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    ldpc_frame_bits: int = 20_000
+
+    def to_fields(self) -> dict[str, Any]:
+        """Wire form."""
+        c = self.cascade
+        return {
+            "method": self.method,
+            "eps_sec": self.eps_sec,
+            "eps_cor": self.eps_cor,
+            "eps_pe": self.eps_pe,
+            "qber_threshold": self.qber_threshold,
+            "frame_bits": self.frame_bits,
+            "ldpc_frame_bits": self.ldpc_frame_bits,
+            "cascade": [
+                c.passes,
+                c.concurrent_from,
+                c.first_block_factor,
+                c.second_block_multiplier,
+                c.min_qber,
+            ],
+        }
+
+    @classmethod
+    def from_message(cls, msg: Message) -> SessionConfig:
+        """Parse Alice's HELLO."""
+        raw = msg.fields.get("cascade")
+        if not isinstance(raw, list) or len(raw) != 5:
+            raise ProtocolError("HELLO: bad cascade parameters")
+        method = msg.field_str("method")
+        if method not in METHODS:
+            raise ProtocolError(f"HELLO: unknown method {method!r}")
+        try:
+            cascade = CascadeConfig(
+                int(raw[0]), int(raw[1]), float(raw[2]), int(raw[3]), float(raw[4])
+            )
+        except (TypeError, ValueError):
+            raise ProtocolError("HELLO: bad cascade parameters") from None
+        return cls(
+            method=method,
+            eps_sec=msg.field_float("eps_sec"),
+            eps_cor=msg.field_float("eps_cor"),
+            eps_pe=msg.field_float("eps_pe"),
+            qber_threshold=msg.field_float("qber_threshold"),
+            frame_bits=msg.field_int("frame_bits"),
+            ldpc_frame_bits=msg.field_int("ldpc_frame_bits"),
+            cascade=cascade,
+        )
+
+
+@dataclass
+class SessionReport:
+    """What one endpoint reports (never any key bits)."""
+
+    role: str
+    block_id: str = ""
+    link_name: str = ""
+    protocol: str = ""
+    method: str = ""
+    aborted: bool = False
+    reason: str = ""
+    detected_slots: int = 0
+    sifted_key_bits: int = 0
+    sifted_test_bits: int = 0
+    estimate: dict[str, object] = field(default_factory=dict)
+    qber_key: float | None = None
+    leak_ec_bits: int = 0
+    verification_bits: int = 0
+    efficiency_f: float | None = None
+    verified: bool | None = None
+    eps_cor_achieved: float | None = None
+    final_key_bits: int = 0
+    finite_key_terms: dict[str, float] = field(default_factory=dict)
+    auth_consumed_bits: int = 0
+    auth_replenished_bits: int = 0
+    auth_pool_bits: int = 0
+    round_trips: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    frames: int = 0
+    block: KeyBlock | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready report without the key."""
+        out = {k: v for k, v in self.__dict__.items() if k != "block"}
+        out["key_block_written"] = self.block is not None
+        return out
+
+
+class SessionAbortError(Exception):
+    """A locally decided abort (reason in the message)."""
+
+
+def _split_frames(n: int, frame_bits: int) -> list[tuple[int, int]]:
+    count = max(1, math.ceil(n / max(1, frame_bits)))
+    edges = np.linspace(0, n, count + 1).astype(np.int64)
+    return [(int(edges[i]), int(edges[i + 1])) for i in range(count) if edges[i + 1] > edges[i]]
+
+
+def _pack(bits: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    return np.packbits(bits)
+
+
+def _unpack(msg: Message, name: str, count: int) -> NDArray[np.uint8]:
+    packed = msg.array(name, "uint8", (count + 7) // 8)
+    return np.unpackbits(packed)[:count].copy()
+
+
+def _decide(
+    est: Estimate, meta: RecordsMeta, cfg: SessionConfig, key_length: KeyLengthFn
+) -> str | None:
+    """The abort decision both ends take from the same public estimate (None: go on)."""
+    if sum(est.key_detections) == 0:
+        return "no sifted key bits"
+    if sum(est.test_detections) == 0:
+        return "no test-basis bits to estimate the QBER"
+    if est.qber_upper > cfg.qber_threshold:
+        return (
+            f"QBER {est.qber:.4f} (upper bound {est.qber_upper:.4f} at eps {cfg.eps_pe:g}) "
+            f"exceeds the threshold {cfg.qber_threshold:.4f}"
+        )
+    n_key = sum(est.key_detections)
+    predicted_leak = 1.2 * n_key * binary_entropy(min(est.qber, 0.5))
+    predicted = key_length(observed_counts(meta, est), predicted_leak, cfg.eps_sec, cfg.eps_cor)
+    if predicted.bits <= 0:
+        return (
+            f"no secret key possible: finite-key length <= 0 for {n_key} key bits at "
+            f"QBER {est.qber:.4f}"
+        )
+    return None
+
+
+def _check_meta(msg: Message, meta: RecordsMeta) -> None:
+    if msg.field_str("link_name") != meta.link_name or msg.field_str("protocol") != meta.protocol:
+        raise SessionAbortError(
+            f"peer runs link {msg.fields.get('link_name')!r}/{msg.fields.get('protocol')!r}, "
+            f"this endpoint has {meta.link_name!r}/{meta.protocol!r}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# error correction: Cascade over many frames in lockstep
+
+
+async def _cascade_alice(
+    chan: AuthenticatedChannel,
+    key: NDArray[np.uint8],
+    frames: list[tuple[int, int]],
+    qber: float,
+    cfg: SessionConfig,
+) -> int:
+    seed = secrets.randbits(63)
+    ends = [CascadeAlice(key[a:b], qber, seed, cfg.cascade) for a, b in frames]
+    tops = [e.top_parities() for e in ends]
+    await chan.send(
+        Message(
+            MessageKind.EC_START,
+            fields={"seed": seed, "qber": qber, "counts": [len(t) for t in tops]},
+            arrays={"tops": _pack(np.concatenate(tops))},
+        )
+    )
+    while True:
+        msg = await chan.recv(MessageKind.EC_QUESTIONS)
+        frame = msg.array("frame", "int32")
+        count = len(frame)
+        if count == 0:
+            break
+        passes = msg.array("pass", "uint8", count)
+        levels = msg.array("level", "uint8", count)
+        index = msg.array("index", "int64", count)
+        if int(frame.min()) < 0 or int(frame.max()) >= len(ends):
+            raise ProtocolError("EC_QUESTIONS: frame index out of range")
+        answers = np.empty(count, dtype=np.uint8)
+        order = np.argsort(frame, kind="stable")
+        bounds = np.searchsorted(frame[order], np.arange(len(ends) + 1))
+        for f, end in enumerate(ends):
+            sel = order[bounds[f] : bounds[f + 1]]
+            if len(sel):
+                try:
+                    answers[sel] = end.answer(passes[sel], levels[sel], index[sel])
+                except ValueError as exc:
+                    raise ProtocolError(f"EC_QUESTIONS: {exc}") from None
+        await chan.send(
+            Message(MessageKind.EC_ANSWERS, fields={"count": count}, arrays={"p": _pack(answers)})
+        )
+    return sum(e.leaked_bits for e in ends)
+
+
+async def _cascade_bob(
+    chan: AuthenticatedChannel,
+    key: NDArray[np.uint8],
+    frames: list[tuple[int, int]],
+    cfg: SessionConfig,
+    progress: Progress | None,
+) -> tuple[NDArray[np.uint8], int]:
+    start = await chan.recv(MessageKind.EC_START)
+    seed = start.field_int("seed")
+    qber = start.field_float("qber")
+    counts_raw = start.fields.get("counts")
+    if not isinstance(counts_raw, list) or len(counts_raw) != len(frames):
+        raise ProtocolError("EC_START: bad frame counts")
+    ends = [CascadeBob(key[a:b], qber, seed, cfg.cascade) for a, b in frames]
+    counts = [int(c) for c in counts_raw]
+    if counts != [e.expected_top_parities() for e in ends]:
+        raise ProtocolError("EC_START: top-level parity counts do not match")
+    tops = _unpack(start, "tops", sum(counts))
+    leaked = len(tops)
+    edges = np.cumsum([0, *counts])
+    pending = [e.start(tops[edges[i] : edges[i + 1]]) for i, e in enumerate(ends)]
+    while True:
+        sizes = [len(q[0]) for q in pending]
+        total = sum(sizes)
+        fields: dict[str, Any] = {}
+        if total == 0:
+            fields["corrected"] = sum(e.corrected_bits for e in ends)
+        msg = Message(
+            MessageKind.EC_QUESTIONS,
+            fields=fields,
+            arrays={
+                "frame": np.repeat(np.arange(len(ends), dtype=np.int32), sizes),
+                "pass": np.concatenate([q[0] for q in pending]),
+                "level": np.concatenate([q[1] for q in pending]),
+                "index": np.concatenate([q[2] for q in pending]).astype(np.int64),
+            },
+        )
+        if total == 0:
+            await chan.send(msg)
+            break
+        reply = await chan.request(msg, MessageKind.EC_ANSWERS)
+        answers = _unpack(reply, "p", total)
+        leaked += total
+        cut = np.cumsum([0, *sizes])
+        pending = [e.step(answers[cut[i] : cut[i + 1]]) for i, e in enumerate(ends)]
+        if progress is not None:
+            progress(
+                "reconcile",
+                sum(e._stage for e in ends) / max(1, sum(len(e._stage_passes) for e in ends)),
+            )
+    corrected = np.concatenate([e.bits for e in ends]) if ends else key
+    return corrected, leaked
+
+
+# ---------------------------------------------------------------------------------------------
+# the endpoints
+
+
+async def run_alice(
+    chan: AuthenticatedChannel,
+    records: PartyRecords,
+    meta: RecordsMeta,
+    cfg: SessionConfig | None = None,
+    key_length: KeyLengthFn = secret_key_length,
+    progress: Progress | None = None,
+) -> SessionReport:
+    """Alice's endpoint. Returns her report; ``report.block`` holds the key if one was made."""
+    cfg = cfg or SessionConfig()
+    report = SessionReport(
+        role="alice",
+        block_id=str(uuid.uuid4()),
+        link_name=meta.link_name,
+        protocol=meta.protocol,
+        method=cfg.method,
+    )
+    pool_start = chan.pool.consumed_bits
+    try:
+        await chan.send(
+            Message(
+                MessageKind.HELLO,
+                fields={
+                    "block_id": report.block_id,
+                    "link_name": meta.link_name,
+                    "protocol": meta.protocol,
+                    **cfg.to_fields(),
+                },
+            )
+        )
+        req = await chan.recv(MessageKind.SIFT_REQUEST)
+        _check_meta(req, meta)
+        slots = req.array("slots", "int64")
+        bob_basis = req.array("basis", "uint8", len(slots))
+        try:
+            basis, intensity, sifted = alice_sift(records, slots, bob_basis)
+        except SiftingError as exc:
+            raise SessionAbortError(str(exc)) from None
+        report.detected_slots = len(slots)
+        await chan.send(
+            Message(
+                MessageKind.SIFT_REPLY,
+                fields={"test_bits": len(sifted.test_bits)},
+                arrays={"basis": basis, "intensity": intensity, "test": _pack(sifted.test_bits)},
+            )
+        )
+        tb = await chan.recv(MessageKind.TEST_BITS)
+        bob_test = _unpack(tb, "test", len(sifted.test_bits))
+        est = estimate(
+            sifted.key_class,
+            sifted.test_class,
+            bob_test != sifted.test_bits,
+            len(meta.intensities),
+            cfg.eps_pe,
+        )
+        _fill_estimate(report, est)
+        if progress is not None:
+            progress("estimate", 1.0)
+        reason = _decide(est, meta, cfg, key_length)
+        if reason is not None:
+            raise SessionAbortError(reason)
+        key = sifted.key_bits
+        if cfg.method == "cascade":
+            frames = _split_frames(len(key), cfg.frame_bits)
+            report.leak_ec_bits = await _cascade_alice(chan, key, frames, est.qber, cfg)
+        else:
+            frames = _split_frames(len(key), cfg.ldpc_frame_bits)
+            report.leak_ec_bits = await ldpc_ec.alice_reconcile(chan, key, frames, est.qber)
+        report.frames = len(frames)
+        vh = VerificationHash.fresh(len(key), cfg.eps_cor)
+        await chan.send(
+            Message(
+                MessageKind.VERIFY_HASH,
+                fields={"keys": list(vh.keys), "digest": list(vh.digest(key))},
+            )
+        )
+        result = await chan.recv(MessageKind.VERIFY_RESULT)
+        report.verification_bits = vh.leaked_bits
+        report.eps_cor_achieved = vh.collision_probability(len(key))
+        report.verified = bool(result.fields.get("ok"))
+        corrected = result.field_int("corrected")
+        _fill_ec(report, len(key), corrected)
+        if not report.verified:
+            raise SessionAbortError(
+                "verification failed: the keys still differ after error correction"
+            )
+        length = _final_length(report, est, meta, cfg, key_length, chan)
+        seed = fresh_seed(len(key), length)
+        await chan.send(
+            Message(
+                MessageKind.PA_SEED,
+                fields={"m": length, "nbits": len(seed)},
+                arrays={"seed": _pack(seed)},
+            )
+        )
+        await chan.checkpoint()
+        await chan.send(Message(MessageKind.CONFIRM))
+        final = toeplitz_hash(key, seed, length)
+        report.block = _finish(report, chan, final, pool_start, est, meta, cfg)
+    except (SessionAbortError, ProtocolError) as exc:
+        await _abort(report, chan, exc)
+    finally:
+        _fill_channel(report, chan, pool_start)
+    return report
+
+
+async def run_bob(
+    chan: AuthenticatedChannel,
+    records: PartyRecords,
+    meta: RecordsMeta,
+    key_length: KeyLengthFn = secret_key_length,
+    progress: Progress | None = None,
+) -> SessionReport:
+    """Bob's endpoint; he adopts the parameters Alice announces in HELLO."""
+    report = SessionReport(role="bob", link_name=meta.link_name, protocol=meta.protocol)
+    pool_start = chan.pool.consumed_bits
+    try:
+        hello = await chan.recv(MessageKind.HELLO)
+        _check_meta(hello, meta)
+        cfg = SessionConfig.from_message(hello)
+        report.block_id = hello.field_str("block_id")
+        report.method = cfg.method
+        reply = await chan.request(
+            Message(
+                MessageKind.SIFT_REQUEST,
+                fields={"link_name": meta.link_name, "protocol": meta.protocol},
+                arrays={
+                    "slots": records.slot.astype(np.int64),
+                    "basis": records.basis.astype(np.uint8),
+                },
+            ),
+            MessageKind.SIFT_REPLY,
+        )
+        report.detected_slots = len(records)
+        alice_basis = reply.array("basis", "uint8", len(records))
+        intensity = reply.array("intensity", "uint8", len(records))
+        if len(intensity) and int(intensity.max()) >= len(meta.intensities):
+            raise ProtocolError("SIFT_REPLY: intensity class out of range")
+        try:
+            sifted = bob_sift(records, alice_basis, intensity)
+        except SiftingError as exc:
+            raise SessionAbortError(str(exc)) from None
+        alice_test = _unpack(reply, "test", len(sifted.test_bits))
+        await chan.send(Message(MessageKind.TEST_BITS, arrays={"test": _pack(sifted.test_bits)}))
+        est = estimate(
+            sifted.key_class,
+            sifted.test_class,
+            alice_test != sifted.test_bits,
+            len(meta.intensities),
+            cfg.eps_pe,
+        )
+        _fill_estimate(report, est)
+        if progress is not None:
+            progress("estimate", 1.0)
+        reason = _decide(est, meta, cfg, key_length)
+        if reason is not None:
+            raise SessionAbortError(reason)
+        key = sifted.key_bits
+        if cfg.method == "cascade":
+            frames = _split_frames(len(key), cfg.frame_bits)
+            corrected, report.leak_ec_bits = await _cascade_bob(chan, key, frames, cfg, progress)
+        else:
+            frames = _split_frames(len(key), cfg.ldpc_frame_bits)
+            corrected, report.leak_ec_bits = await ldpc_ec.bob_reconcile(chan, key, frames)
+        report.frames = len(frames)
+        flipped = int(np.count_nonzero(corrected != key))
+        vmsg = await chan.recv(MessageKind.VERIFY_HASH)
+        keys_raw = vmsg.fields.get("keys")
+        digest_raw = vmsg.fields.get("digest")
+        if (
+            not isinstance(keys_raw, list)
+            or not isinstance(digest_raw, list)
+            or len(keys_raw) != len(digest_raw)
+            or not keys_raw
+            or not all(isinstance(k, int) and 0 <= k < MERSENNE_61 for k in keys_raw)
+        ):
+            raise ProtocolError("VERIFY_HASH: malformed hash keys")
+        vh = VerificationHash(tuple(int(k) for k in keys_raw))
+        report.verified = list(vh.digest(corrected)) == digest_raw
+        report.verification_bits = vh.leaked_bits
+        report.eps_cor_achieved = vh.collision_probability(len(key))
+        _fill_ec(report, len(key), flipped)
+        await chan.send(
+            Message(MessageKind.VERIFY_RESULT, fields={"ok": report.verified, "corrected": flipped})
+        )
+        if not report.verified:
+            raise SessionAbortError(
+                "verification failed: the keys still differ after error correction"
+            )
+        length = _final_length(report, est, meta, cfg, key_length, chan)
+        pa = await chan.recv(MessageKind.PA_SEED)
+        if pa.field_int("m") != length or pa.field_int("nbits") != len(key) + length - 1:
+            raise ProtocolError("PA_SEED: output length disagrees with Bob's finite-key length")
+        seed = _unpack(pa, "seed", len(key) + length - 1)
+        await chan.checkpoint()
+        await chan.recv(MessageKind.CONFIRM)
+        final = toeplitz_hash(corrected, seed, length)
+        report.block = _finish(report, chan, final, pool_start, est, meta, cfg)
+    except (SessionAbortError, ProtocolError) as exc:
+        await _abort(report, chan, exc)
+    finally:
+        _fill_channel(report, chan, pool_start)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _fill_estimate(report: SessionReport, est: Estimate) -> None:
+    report.sifted_key_bits = sum(est.key_detections)
+    report.sifted_test_bits = sum(est.test_detections)
+    report.estimate = est.as_dict()
+
+
+def _fill_ec(report: SessionReport, n: int, corrected: int) -> None:
+    q = corrected / n if n else 0.0
+    report.qber_key = q
+    h = binary_entropy(q)
+    report.efficiency_f = report.leak_ec_bits / (n * h) if h > 0 else None
+
+
+AUTH_TAG_BITS_PER_CHECKPOINT = 512
+
+
+def _final_length(
+    report: SessionReport,
+    est: Estimate,
+    meta: RecordsMeta,
+    cfg: SessionConfig,
+    key_length: KeyLengthFn,
+    chan: AuthenticatedChannel,
+) -> int:
+    """Finite-key length minus what refills the auth pool, rounded down to whole bytes."""
+    leak = report.leak_ec_bits + report.verification_bits
+    result = key_length(observed_counts(meta, est), float(leak), cfg.eps_sec, cfg.eps_cor)
+    report.finite_key_terms = {k: float(v) for k, v in result.terms.items()}
+    refill = AUTH_TAG_BITS_PER_CHECKPOINT
+    usable = min(result.bits, sum(est.key_detections))
+    if usable - refill < 8:
+        raise SessionAbortError(
+            f"finite-key length {result.bits} bits leaves no key after refilling "
+            f"{refill} authentication bits"
+        )
+    return (usable // 8) * 8
+
+
+def _finish(
+    report: SessionReport,
+    chan: AuthenticatedChannel,
+    final: NDArray[np.uint8],
+    pool_start: int,
+    est: Estimate,
+    meta: RecordsMeta,
+    cfg: SessionConfig,
+) -> KeyBlock:
+    refill = AUTH_TAG_BITS_PER_CHECKPOINT
+    packed = np.packbits(final).tobytes()
+    chan.pool.replenish(packed[: refill // 8])
+    report.auth_replenished_bits = refill
+    key = packed[refill // 8 :]
+    report.final_key_bits = len(key) * 8
+    return KeyBlock(
+        block_id=report.block_id,
+        link_name=meta.link_name,
+        key=key,
+        length_bits=len(key) * 8,
+        protocol=meta.protocol,
+        eps_sec=cfg.eps_sec,
+        eps_cor=cfg.eps_cor,
+        qber=float(report.qber_key if report.qber_key is not None else est.qber),
+    )
+
+
+async def _abort(report: SessionReport, chan: AuthenticatedChannel, exc: Exception) -> None:
+    report.aborted = True
+    report.reason = str(exc)
+    report.block = None
+    report.final_key_bits = 0
+    await chan.abort(report.reason)
+
+
+def _fill_channel(report: SessionReport, chan: AuthenticatedChannel, pool_start: int) -> None:
+    report.round_trips = chan.round_trips
+    report.bytes_sent = chan.bytes_sent
+    report.bytes_received = chan.bytes_received
+    report.auth_consumed_bits = chan.pool.consumed_bits - pool_start
+    report.auth_pool_bits = chan.pool.available_bits

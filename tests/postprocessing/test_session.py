@@ -1,0 +1,186 @@
+"""End-to-end sessions: identical key blocks, aborts with reasons, attacks on the channel,
+and both endpoints as separate processes over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qdnet.postprocessing import session as session_mod
+from qdnet.postprocessing.keyblock import iter_key_blocks
+from qdnet.postprocessing.session import SessionConfig, SessionReport, run_alice, run_bob
+from qdnet.protocols.records import RawRecords, save_records
+from qdnet.transport import AuthenticatedChannel, AuthKeyPool, memory_pair
+from qdnet.transport.messages import MessageKind, decode_message
+
+from .synthetic import synthetic_records
+
+Tap = Callable[[bytes], list[bytes]]
+
+
+def _run(
+    rec: RawRecords,
+    cfg: SessionConfig,
+    tap_ab: Tap | None = None,
+    tap_ba: Tap | None = None,
+) -> tuple[SessionReport, SessionReport]:
+    psk = os.urandom(2048)
+
+    async def go() -> tuple[SessionReport, SessionReport]:
+        end_a, end_b = memory_pair(tap_ab, tap_ba)
+        chan_a = AuthenticatedChannel(end_a, AuthKeyPool(psk), "alice")
+        chan_b = AuthenticatedChannel(end_b, AuthKeyPool(psk), "bob")
+        return await asyncio.wait_for(
+            asyncio.gather(
+                run_alice(chan_a, rec.alice, rec.meta, cfg), run_bob(chan_b, rec.bob, rec.meta)
+            ),
+            60,
+        )
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("method", ["cascade", "ldpc"])
+@pytest.mark.parametrize("protocol", ["bb84", "bbm92"])
+def test_identical_key_blocks(method: str, protocol: str) -> None:
+    rec = synthetic_records(np.random.default_rng(11), 80_000, qber=0.02, protocol=protocol)
+    ra, rb = _run(rec, SessionConfig(method=method))
+    assert not ra.aborted and not rb.aborted, (ra.reason, rb.reason)
+    assert ra.block is not None and rb.block is not None
+    assert ra.block.key == rb.block.key
+    assert ra.block.block_id == rb.block.block_id
+    assert ra.final_key_bits == ra.block.length_bits > 1000
+    assert ra.leak_ec_bits == rb.leak_ec_bits > 0
+    assert ra.verified and rb.verified
+    assert ra.auth_consumed_bits == rb.auth_consumed_bits == 512
+    assert ra.finite_key_terms["leak_ec_bits"] == ra.leak_ec_bits + ra.verification_bits
+    assert ra.efficiency_f is not None and 1.0 < ra.efficiency_f < 1.5
+    assert "key" not in json.dumps(ra.as_dict(), default=str).replace("key_", "").replace(
+        "_key", ""
+    )
+
+
+def test_decoy_classes_are_counted_separately() -> None:
+    rec = synthetic_records(np.random.default_rng(12), 30_000, qber=0.02, protocol="decoy-bb84")
+    ra, rb = _run(rec, SessionConfig())
+    assert ra.estimate == rb.estimate
+    counts = ra.estimate["key_detections"]
+    assert isinstance(counts, list) and len(counts) == 3
+    assert sum(counts) == ra.sifted_key_bits
+
+
+def test_abort_above_qber_threshold() -> None:
+    rec = synthetic_records(np.random.default_rng(13), 50_000, qber=0.16, basis_bias=0.5)
+    ra, rb = _run(rec, SessionConfig())
+    for r in (ra, rb):
+        assert r.aborted and r.block is None
+        assert "exceeds the threshold" in r.reason
+        assert r.auth_consumed_bits == 0
+
+
+def test_verification_catches_planted_residual_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = session_mod._cascade_bob
+
+    async def leaky(*args: object, **kwargs: object) -> tuple[np.ndarray, int]:
+        corrected, leak = await original(*args, **kwargs)  # type: ignore[arg-type]
+        corrected = corrected.copy()
+        corrected[len(corrected) // 2] ^= 1
+        return corrected, leak
+
+    monkeypatch.setattr(session_mod, "_cascade_bob", leaky)
+    rec = synthetic_records(np.random.default_rng(14), 40_000, qber=0.02)
+    ra, rb = _run(rec, SessionConfig())
+    assert ra.verified is False and rb.verified is False
+    for r in (ra, rb):
+        assert r.aborted and r.block is None and "verification failed" in r.reason
+
+
+def _on_kind(kind: MessageKind, action: Callable[[bytes], list[bytes]]) -> Tap:
+    done = {"hit": False}
+
+    def tap(frame: bytes) -> list[bytes]:
+        if not done["hit"] and decode_message(frame).kind == kind:
+            done["hit"] = True
+            return action(frame)
+        return [frame]
+
+    return tap
+
+
+def _flip_last_byte(frame: bytes) -> list[bytes]:
+    raw = bytearray(frame)
+    raw[-1] ^= 0x01
+    return [bytes(raw)]
+
+
+@pytest.mark.parametrize(
+    ("tap", "reason"),
+    [
+        (_on_kind(MessageKind.PA_SEED, _flip_last_byte), "authentication failed"),
+        (_on_kind(MessageKind.EC_ANSWERS, lambda f: [f, f]), "out of sequence"),
+        (_on_kind(MessageKind.SIFT_REPLY, lambda f: [f[:-5]]), "truncated"),
+    ],
+    ids=["tampered", "replayed", "truncated"],
+)
+def test_channel_attacks_abort_the_session(tap: Tap, reason: str) -> None:
+    rec = synthetic_records(np.random.default_rng(15), 40_000, qber=0.02)
+    ra, rb = _run(rec, SessionConfig(), tap_ab=tap)
+    assert ra.block is None and rb.block is None
+    assert ra.aborted and rb.aborted
+    assert reason in rb.reason
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_endpoints_as_separate_processes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    save_records(synthetic_records(np.random.default_rng(16), 60_000, qber=0.03), run)
+    port = _free_port()
+    cli = [sys.executable, "-c", "from qdnet.cli import app; app()", "endpoint"]
+    common = ["--records", str(run), "--json", "--timeout", "30"]
+    alice = subprocess.Popen(
+        [*cli, "alice", "--listen", f"127.0.0.1:{port}", "--keys", str(tmp_path / "ka"), *common],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    bob = subprocess.run(
+        [*cli, "bob", "--connect", f"127.0.0.1:{port}", "--keys", str(tmp_path / "kb"), *common],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out_a, err_a = alice.communicate(timeout=120)
+    assert alice.returncode == 0 and bob.returncode == 0, (err_a, bob.stderr)
+    rep_a = json.loads(out_a)["alice"]
+    rep_b = json.loads(bob.stdout)["bob"]
+    assert rep_a["block_id"] == rep_b["block_id"] and not rep_a["aborted"]
+    [blk_a] = list(iter_key_blocks(tmp_path / "ka"))
+    [blk_b] = list(iter_key_blocks(tmp_path / "kb"))
+    assert blk_a.key == blk_b.key and blk_a.length_bits == rep_a["final_key_bits"]
+    assert (tmp_path / "ka" / "auth-pool.bin").read_bytes() == (
+        tmp_path / "kb" / "auth-pool.bin"
+    ).read_bytes()
+    assert blk_a.key.hex() not in out_a + err_a
+
+
+def test_cli_errors_are_clean(tmp_path: Path) -> None:
+    cli = [sys.executable, "-c", "from qdnet.cli import app; app()"]
+    res = subprocess.run(
+        [*cli, "distill", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and "no meta.json" in res.stderr
