@@ -1,0 +1,150 @@
+"""``qdnet simulate``: photon-level Monte Carlo of a link, with optional eavesdropper (issue 3)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``simulate`` command to the root app."""
+
+    @app.command()
+    def simulate(
+        link_file: Path = typer.Argument(..., help="Link YAML file."),
+        pulses: float = typer.Option(
+            1e8, "--pulses", help="Pulses (excitations) to simulate, e.g. 1e10."
+        ),
+        seed: int = typer.Option(
+            7, "--seed", help="Seed of the run's random generator (bit-identical runs)."
+        ),
+        out: Path | None = typer.Option(None, "--out", help="Directory for the raw records."),
+        attack: str | None = typer.Option(
+            None,
+            "--attack",
+            help="intercept-resend | pns | beam-splitting (bbm92: intercept-resend).",
+        ),
+        attack_fraction: float = typer.Option(
+            1.0, "--attack-fraction", help="Fraction intercepted or tapped."
+        ),
+        attack_basis: str = typer.Option(
+            "random", "--attack-basis", help="Eve's basis: random | z | x | P(Z)."
+        ),
+        method: str = typer.Option(
+            "event", "--method", help="event (event skipping) or pulse (per pulse)."
+        ),
+        workers: int = typer.Option(1, "--workers", help="Processes (prepare-and-measure links)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the JSON summary."),
+        set_: list[str] = typer.Option(
+            [], "--set", help="Override a link field, e.g. channel.length_km=50."
+        ),
+    ) -> None:
+        """Simulate a link photon by photon and judge the observed statistics."""
+        import numpy as np
+        import yaml
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from qdnet.attacks import make_attack
+        from qdnet.cli.common import clean_errors, console, error_console
+        from qdnet.config import ConfigError, apply_overrides, load_link_config
+        from qdnet.protocols.records import save_records
+        from qdnet.simulation.runner import simulate as run_simulation
+
+        @clean_errors
+        def body() -> None:
+            if not math.isfinite(pulses) or pulses < 1:
+                raise ConfigError(f"--pulses must be >= 1, got {pulses}")
+            config = load_link_config(link_file, list(set_))
+            link = config.build()
+            document = apply_overrides(yaml.safe_load(Path(link_file).read_text()), list(set_))
+            eve = (
+                make_attack(attack, attack_fraction, attack_basis, link.protocol.kind)
+                if attack
+                else None
+            )
+            with Progress(
+                TextColumn("simulating"),
+                BarColumn(),
+                TextColumn("{task.percentage:>5.1f}%"),
+                TimeRemainingColumn(),
+                console=error_console,
+                transient=True,
+                disable=not error_console.is_terminal,
+            ) as bar:
+                task = bar.add_task("run", total=int(pulses))
+                result = run_simulation(
+                    link,
+                    int(pulses),
+                    np.random.default_rng(seed),
+                    attack=eve,
+                    method=method,
+                    keep_records=out is not None,
+                    workers=workers,
+                    progress=lambda done, total: bar.update(task, completed=done),
+                    seed=seed,
+                    link_document=document,
+                )
+            if out is not None and result.records is not None:
+                save_records(result.records, out)
+                savez: Any = np.savez_compressed
+                for name, arrays in result.extra_files.items():
+                    savez(out / f"{name}.npz", **arrays)
+            summary = result.to_json()
+            summary["attack"] = eve.describe() if eve is not None else None
+            summary["seed"] = seed
+            summary["records"] = str(out) if out is not None else None
+            if as_json:
+                typer.echo(json.dumps(summary, default=float))
+                return
+            _print_table(console, summary)
+
+        body()
+
+
+def _print_table(console: object, summary: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    assert isinstance(console, Console)
+    table = Table(title=f"{summary['protocol']}: {summary['pulses']:.3g} pulses")
+    for column in (
+        "class",
+        "pulses",
+        "gain",
+        "expected",
+        "dev sigma",
+        "QBER Z",
+        "expected",
+        "QBER X",
+        "expected",
+    ):
+        table.add_column(column, justify="right")
+    per_class = summary["per_class"]
+    expected = summary["expected"]
+    deviations = summary["deviation_sigma"]
+    assert (
+        isinstance(per_class, list) and isinstance(expected, dict) and isinstance(deviations, dict)
+    )
+    for k, row in enumerate(per_class):
+        ex = expected["per_class"][k]
+        tag = "" if len(per_class) == 1 else f"[{k}]"
+        table.add_row(
+            f"{row['intensity']:.3g}",
+            f"{row['pulses']:.4g}",
+            f"{row['gain']:.4e}",
+            f"{ex['gain']:.4e}",
+            f"{deviations.get('gain' + tag, 0.0):+.1f}",
+            f"{row['qber']['z']:.3%}",
+            f"{ex['qber']['z']:.3%}",
+            f"{row['qber']['x']:.3%}",
+            f"{ex['qber']['x']:.3%}",
+        )
+    console.print(table)
+    colour = "green" if summary["key_possible"] else "red"
+    console.print(
+        f"[{colour}]{summary['verdict']}[/{colour}]: {summary['reason']}", highlight=False
+    )
