@@ -27,11 +27,12 @@ from scipy.optimize import minimize
 from qdnet.protocols import bbm92, prepare_measure
 from qdnet.protocols.link import Link
 from qdnet.protocols.statistics import LinkStatistics
+from qdnet.security import decoy_lp
 from qdnet.security.asymptotic import (
     bbm92_key_per_coincidence,
-    decoy_key_per_pulse,
     decoy_vacuum_weak_bounds,
     gllp_key_per_pulse,
+    single_photon_key_per_pulse,
 )
 from qdnet.security.bounds import plob_bits_per_channel_use
 from qdnet.security.entropy import binary_entropy as h
@@ -181,36 +182,45 @@ def _bb84_space(link: Link) -> ParameterSpace:
     return ParameterSpace(tuple(names), tuple(lower), tuple(upper), tuple(start), evaluate)
 
 
+def _single_photon_bounds(
+    source: SinglePhotonSource | WeakCoherentSource, stats: LinkStatistics, mu: float, nu: float
+) -> tuple[float, float, float]:
+    """(Y1 lower, e1 upper, P(1 photon) at the signal) from signal, weak and vacuum statistics:
+    Ma et al. 2005 closed form for a laser, the linear program for any other known distribution."""
+    if isinstance(source, WeakCoherentSource):
+        y1, e1 = decoy_vacuum_weak_bounds(
+            mu, nu, stats.gain[0], stats.qber_z[0], stats.gain[1], stats.qber_z[1], stats.gain[2]
+        )
+        return y1, e1, mu * math.exp(-mu)
+    distributions = [source.photon_number_distribution(k) for k in (mu, nu, 0.0)]
+    error_gains = [g * e for g, e in zip(stats.gain, stats.qber_z, strict=True)]
+    y1, e1 = decoy_lp.single_photon_bounds(distributions, stats.gain, error_gains)
+    return y1, e1, float(distributions[0][1])
+
+
 def _decoy_space(link: Link) -> ParameterSpace:
     settings = link.protocol
     source = link.source
     assert isinstance(source, SinglePhotonSource | WeakCoherentSource)
-    if not isinstance(source, WeakCoherentSource):
+    finite = settings.block_size is not None
+    if finite and not isinstance(source, WeakCoherentSource):
         raise ValueError(
-            "protocol decoy-bb84 is analysed for source.kind weak-coherent (Poisson photon numbers)"
+            "finite-key decoy-bb84 (Lim et al. 2014) assumes Poisson photon numbers: use "
+            "source.kind weak-coherent, or protocol.block_size null for a quantum-dot source"
         )
     mu_max = _max_intensity(link)
     decoys = source.decoy_intensities
     weakest = min(decoys) if decoys else 0.0
-    finite = settings.block_size is not None
     weak_start = decoys[0] if decoys and decoys[0] > weakest else source.mean_photon_number / 5
 
     def evaluate(x: Sequence[float]) -> Evaluation:
         mu, nu = x[0], x[1]
         if not finite:
             stats = prepare_measure.expected_statistics(link, (mu, nu, 0.0))
-            y1, e1 = decoy_vacuum_weak_bounds(
-                mu,
-                nu,
-                stats.gain[0],
-                stats.qber_z[0],
-                stats.gain[1],
-                stats.qber_z[1],
-                stats.gain[2],
-            )
+            y1, e1, p1 = _single_photon_bounds(source, stats, mu, nu)
             q = _asymptotic_sifting(settings.basis_bias)
-            rate = q * decoy_key_per_pulse(
-                mu, stats.gain[0], stats.qber_z[0], y1, e1, settings.error_correction_efficiency
+            rate = q * single_photon_key_per_pulse(
+                p1 * y1, stats.gain[0], stats.qber_z[0], e1, settings.error_correction_efficiency
             )
             params = {
                 "mean_photon_number": mu,

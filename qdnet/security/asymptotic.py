@@ -62,6 +62,21 @@ def decoy_vacuum_weak_bounds(
     return y1, min(max(e1, 0.0), 0.5)
 
 
+def single_photon_key_per_pulse(
+    single_photon_gain: float,
+    gain_signal: float,
+    qber_signal: float,
+    single_photon_error: float,
+    error_correction_efficiency: float,
+) -> float:
+    """``-Q_mu f h(E_mu) + Q1 [1 - h(e1)]`` (Lo, Ma, Chen, PRL 94, 230504 (2005), Eq. 1;
+    GLLP with the single-photon gain Q1 bounded by decoys). Clipped to 0."""
+    value = single_photon_gain * (1.0 - h(single_photon_error)) - (
+        gain_signal * error_correction_efficiency * h(qber_signal)
+    )
+    return max(0.0, value)
+
+
 def decoy_key_per_pulse(
     signal: float,
     gain_signal: float,
@@ -70,13 +85,14 @@ def decoy_key_per_pulse(
     single_photon_error: float,
     error_correction_efficiency: float,
 ) -> float:
-    """``-Q_mu f h(E_mu) + Q1 [1 - h(e1)]``, ``Q1 = Y1 mu e^-mu`` (Lo, Ma, Chen, PRL 94, 230504
-    (2005), Eq. 1, as used by Ma et al. 2005 Eq. 1). Clipped to 0."""
-    q1 = single_photon_yield * signal * math.exp(-signal)
-    value = q1 * (1.0 - h(single_photon_error)) - gain_signal * error_correction_efficiency * h(
-        qber_signal
+    """Decoy rate for Poisson pulses: Q1 = Y1 mu e^-mu (Ma et al. 2005, Eq. 1)."""
+    return single_photon_key_per_pulse(
+        single_photon_yield * signal * math.exp(-signal),
+        gain_signal,
+        qber_signal,
+        single_photon_error,
+        error_correction_efficiency,
     )
-    return max(0.0, value)
 
 
 def bbm92_key_per_coincidence(
