@@ -47,22 +47,29 @@ PENDING = np.int8(-2)
 
 @dataclass(frozen=True)
 class CascadeConfig:
-    """Cascade parameters (both ends must use the same ones; Alice sends them in EC_START)."""
+    """Cascade parameters (both ends must use the same ones; Alice sends them in EC_START).
+
+    Defaults were chosen by measurement (benchmarks/postprocessing.py): 16 passes run one after
+    the other (``concurrent_from`` >= passes) and k2 = 2 k1 below 50,000 bits, 4 k1 above.
+    """
 
     passes: int = 16
-    concurrent_from: int = 2
-    """Passes with index >= this start together in the last stage."""
+    concurrent_from: int = 16
+    """Passes with index >= this start together in one stage (fewer round trips, higher f)."""
     first_block_factor: float = 1.0
     """k1 = 2^ceil(log2(first_block_factor / Q))."""
-    second_block_multiplier: int = 4
+    second_block_multiplier: int = 0
+    """k2 = multiplier * k1; 0 picks 2 below ``large_frame_bits`` and 4 from there on."""
     min_qber: float = 1e-3
+    large_frame_bits: int = 50_000
 
     def block_exponents(self, n: int, qber: float) -> tuple[int, ...]:
         """log2 of the block size of each pass for an n-bit frame and estimated QBER."""
         q = max(qber, self.min_qber)
         top = max(1, math.ceil(math.log2(max(n, 2))) - 1)
         d1 = min(top, max(1, math.ceil(math.log2(self.first_block_factor / q))))
-        d2 = min(top, d1 + max(0, round(math.log2(self.second_block_multiplier))))
+        mult = self.second_block_multiplier or (2 if n < self.large_frame_bits else 4)
+        d2 = min(top, d1 + max(0, round(math.log2(mult))))
         return tuple([d1, d2][: self.passes] + [top] * max(0, self.passes - 2))
 
 

@@ -84,6 +84,7 @@ class SessionConfig:
                 c.first_block_factor,
                 c.second_block_multiplier,
                 c.min_qber,
+                c.large_frame_bits,
             ],
         }
 
@@ -91,14 +92,14 @@ class SessionConfig:
     def from_message(cls, msg: Message) -> SessionConfig:
         """Parse Alice's HELLO."""
         raw = msg.fields.get("cascade")
-        if not isinstance(raw, list) or len(raw) != 5:
+        if not isinstance(raw, list) or len(raw) != 6:
             raise ProtocolError("HELLO: bad cascade parameters")
         method = msg.field_str("method")
         if method not in METHODS:
             raise ProtocolError(f"HELLO: unknown method {method!r}")
         try:
             cascade = CascadeConfig(
-                int(raw[0]), int(raw[1]), float(raw[2]), int(raw[3]), float(raw[4])
+                int(raw[0]), int(raw[1]), float(raw[2]), int(raw[3]), float(raw[4]), int(raw[5])
             )
         except (TypeError, ValueError):
             raise ProtocolError("HELLO: bad cascade parameters") from None

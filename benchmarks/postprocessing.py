@@ -1,0 +1,238 @@
+"""Post-processing benchmark: Cascade and LDPC reconciliation, privacy amplification, and
+(optionally) Rijsman's cascade-cpp on the same sizes and error rates in the same run.
+
+Prints a table per figure and one JSON line per figure (prefixed ``JSON ``).
+
+    python benchmarks/postprocessing.py                 # full grid (1e4, 1e5, 1e6 bits)
+    python benchmarks/postprocessing.py --tiny          # seconds, for CI
+    python benchmarks/postprocessing.py --peer /tmp/cascade-cpp/bin/run_experiments
+
+Definitions (as in cascade-cpp, see the notes): f = disclosed parity/syndrome bits / (n h(Q))
+with Q the actual error fraction (exactly round(Q n) errors per frame); FER = fraction of frames
+with residual errors before verification; round trips = request/reply exchanges; throughput =
+n / median CPU time per frame of both ends on one core (time.process_time). The Cascade block
+sizes and the LDPC code rate use a QBER *estimated* from a 10 % random sample (binomial), not the
+true value. cascade-cpp draws its own random frames with the same n and Q (it cannot read ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdnet.postprocessing import cascade, ldpc
+from qdnet.postprocessing.amplification import fresh_seed, toeplitz_hash
+from qdnet.postprocessing.estimation import binary_entropy
+
+
+def _frame(rng: np.random.Generator, n: int, qber: float) -> tuple[np.ndarray, np.ndarray, float]:
+    a = rng.integers(0, 2, n, dtype=np.uint8)
+    b = a.copy()
+    b[rng.choice(n, round(qber * n), replace=False)] ^= 1
+    sample = max(100, n // 10)
+    est = max(rng.binomial(sample, qber) / sample, 1e-3)
+    return a, b, est
+
+
+def run_ec(method: str, n: int, qber: float, runs: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Reconcile ``runs`` frames; returns the figure's fields."""
+    fs, trips, times = [], [], []
+    failures = 0
+    seed = int(rng.integers(1 << 62))  # permutations / codes shared by the frames of a block
+    for _ in range(runs):
+        a, b, est = _frame(rng, n, qber)
+        start = time.process_time()
+        if method == "cascade":
+            res = cascade.reconcile_local(a, b, est, seed)
+            corrected, leak, rt = res.corrected, res.leaked_bits, res.round_trips
+        else:
+            corrected, leak, rt, _ = ldpc.reconcile_local(a, b, est, seed)
+        times.append(time.process_time() - start)
+        failures += int(not np.array_equal(corrected, a))
+        fs.append(leak / (n * binary_entropy(round(qber * n) / n)))
+        trips.append(rt)
+    return {
+        "figure": "reconciliation",
+        "method": method,
+        "n": n,
+        "qber": qber,
+        "runs": runs,
+        "f_mean": float(np.mean(fs)),
+        "f_std": float(np.std(fs)),
+        "fer": failures / runs,
+        "round_trips": float(np.mean(trips)),
+        "mbit_s_per_core": n / float(np.median(times)) / 1e6,
+    }
+
+
+def run_pa(n: int, reps: int) -> dict[str, Any]:
+    """Toeplitz hashing of n bits to n/2 with a fresh seed per block (spectrum not reused)."""
+    rng = np.random.default_rng(0)
+    key = rng.integers(0, 2, n, dtype=np.uint8)
+    m = n // 2
+    times = []
+    for _ in range(reps):
+        seed = fresh_seed(n, m)
+        start = time.process_time()
+        toeplitz_hash(key, seed, m)
+        times.append(time.process_time() - start)
+    t = float(np.median(times))
+    return {
+        "figure": "privacy_amplification",
+        "n": n,
+        "m": m,
+        "reps": reps,
+        "seconds": t,
+        "mbit_s_per_core": n / t / 1e6,
+    }
+
+
+def run_peer(
+    binary: Path, algorithm: str, n: int, qber: float, runs: int, seed: int
+) -> dict[str, Any]:
+    """cascade-cpp's run_experiments, single-threaded (-d), one data point."""
+    with tempfile.TemporaryDirectory() as tmp:
+        exp = Path(tmp) / "exp.json"
+        exp.write_text(
+            json.dumps(
+                [
+                    {
+                        "independent_variable": "error_rate",
+                        "algorithm": algorithm,
+                        "error_rate": [qber],
+                        "key_size": [n],
+                        "runs": runs,
+                    }
+                ]
+            )
+        )
+        out = Path(tmp) / "out"
+        out.mkdir()
+        subprocess.run(
+            [str(binary), str(exp), "-d", "-s", str(seed), "-o", str(out)],
+            check=True,
+            capture_output=True,
+            timeout=3600,
+        )
+        [data_file] = list(out.glob("data__*"))
+        point = json.loads(data_file.read_text().splitlines()[0])
+    return {
+        "figure": "peer_cascade_cpp",
+        "algorithm": algorithm,
+        "n": n,
+        "qber": qber,
+        "runs": runs,
+        "actual_qber": point["actual_bit_error_rate"]["average"],
+        "f_mean": point["efficiency"]["average"],
+        "fer": point["remaining_frame_error_rate"]["average"],
+        "round_trips": point["ask_parity_messages"]["average"],
+        "mbit_s_per_core": n / point["elapsed_process_time"]["average"] / 1e6,
+    }
+
+
+def _print(rows: list[dict[str, Any]], cols: list[str]) -> None:
+    print("  ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        print("  ".join(f"{_fmt(r.get(c)):>14}" for c in cols))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--tiny", action="store_true", help="one small point per figure (CI)")
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--qbers", default="0.01,0.02,0.03,0.05,0.08")
+    ap.add_argument("--methods", default="cascade,ldpc")
+    ap.add_argument(
+        "--bits-per-point",
+        type=float,
+        default=4e6,
+        help="frames per point = max(min_runs, this / n)",
+    )
+    ap.add_argument("--min-runs", type=int, default=2)
+    ap.add_argument("--pa-sizes", default="1000000,10000000")
+    ap.add_argument("--peer", type=Path, default=None, help="cascade-cpp bin/run_experiments")
+    ap.add_argument("--peer-algorithms", default="original,yanetal,option7")
+    ap.add_argument("--seed", type=int, default=2024)
+    args = ap.parse_args()
+    if args.tiny:
+        args.sizes, args.qbers, args.pa_sizes = "10000", "0.02", "1000000"
+        args.bits_per_point, args.min_runs = 2e4, 2
+    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    qbers = [float(q) for q in args.qbers.split(",")]
+    rng = np.random.default_rng(args.seed)
+    # warm up the compiled kernels so that compilation is not timed
+    a, b, _ = _frame(rng, 2000, 0.02)
+    cascade.reconcile_local(a, b, 0.02, 1)
+    rows: list[dict[str, Any]] = []
+    for method in args.methods.split(","):
+        for n in sizes:
+            runs = max(args.min_runs, math.ceil(args.bits_per_point / n))
+            if method == "ldpc":
+                runs = max(args.min_runs, runs // 4)
+            for q in qbers:
+                row = run_ec(method, n, q, runs, rng)
+                rows.append(row)
+                print("JSON " + json.dumps(row), flush=True)
+    peer_rows: list[dict[str, Any]] = []
+    if args.peer is not None:
+        for alg in args.peer_algorithms.split(","):
+            for n in sizes:
+                runs = max(args.min_runs, math.ceil(args.bits_per_point / n))
+                for q in qbers:
+                    pr = run_peer(args.peer, alg, n, q, runs, args.seed)
+                    ours = next(
+                        r
+                        for r in rows
+                        if r["method"] == "cascade" and r["n"] == n and r["qber"] == q
+                    )
+                    pr["ratio_f_ours_over_peer"] = ours["f_mean"] / pr["f_mean"]
+                    pr["ratio_speed_ours_over_peer"] = (
+                        ours["mbit_s_per_core"] / pr["mbit_s_per_core"]
+                    )
+                    pr["ratio_round_trips_ours_over_peer"] = ours["round_trips"] / pr["round_trips"]
+                    peer_rows.append(pr)
+                    print("JSON " + json.dumps(pr), flush=True)
+    pa_rows = [run_pa(int(float(n)), 3 if float(n) >= 1e7 else 7) for n in args.pa_sizes.split(",")]
+    for r in pa_rows:
+        print("JSON " + json.dumps(r), flush=True)
+    print("\nReconciliation (f, FER before verification, round trips, Mbit/s per core)")
+    _print(rows, ["method", "n", "qber", "runs", "f_mean", "fer", "round_trips", "mbit_s_per_core"])
+    if peer_rows:
+        print("\ncascade-cpp on the same n and Q (ratios: ours / peer)")
+        _print(
+            peer_rows,
+            [
+                "algorithm",
+                "n",
+                "qber",
+                "f_mean",
+                "fer",
+                "round_trips",
+                "mbit_s_per_core",
+                "ratio_f_ours_over_peer",
+                "ratio_speed_ours_over_peer",
+                "ratio_round_trips_ours_over_peer",
+            ],
+        )
+    print("\nPrivacy amplification (Toeplitz, m = n/2, fresh seed per block)")
+    _print(pa_rows, ["n", "m", "seconds", "mbit_s_per_core"])
+
+
+if __name__ == "__main__":
+    main()
