@@ -62,6 +62,11 @@ class CascadeConfig:
     """k2 = multiplier * k1; 0 picks 2 below ``large_frame_bits`` and 4 from there on."""
     min_qber: float = 1e-3
     large_frame_bits: int = 50_000
+    tail_depth: int = 1
+    """In the tail (few active searches) ask 2^depth - 1 parities per search per round."""
+    tail_divisor: int = 2000
+    tail_min: int = 4
+    """The tail: at most max(tail_min, n / tail_divisor) active searches."""
 
     def block_exponents(self, n: int, qber: float) -> tuple[int, ...]:
         """log2 of the block size of each pass for an n-bit frame and estimated QBER."""
@@ -171,18 +176,32 @@ class CascadeAlice:
         self, passes: NDArray[np.uint8], levels: NDArray[np.uint8], index: NDArray[np.int64]
     ) -> Bits:
         """Parities of the asked blocks (pass, level, index) in pass order."""
-        if len(passes) and (
-            int(passes.max()) >= len(self.depths) or int(levels.max()) > 40 or int(index.min()) < 0
-        ):
+        out = np.empty(len(passes), dtype=np.uint8)
+        if not _answer(self._prefix, passes, levels, index, out):
             raise ValueError("parity question out of range")
-        starts = index << levels.astype(np.int64)
-        if len(starts) and int(starts.max()) >= self.n:
-            raise ValueError("parity question out of range")
-        stops = np.minimum(starts + (np.int64(1) << levels.astype(np.int64)), self.n)
-        rows = passes.astype(np.int64)
-        out = (self._prefix[rows, stops] ^ self._prefix[rows, starts]).astype(np.uint8)
         self.leaked_bits += len(out)
         return out
+
+
+@nb.njit(cache=True)
+def _answer(
+    prefix: NDArray[np.uint8],
+    passes: NDArray[np.uint8],
+    levels: NDArray[np.uint8],
+    index: NDArray[np.int64],
+    out: Bits,
+) -> bool:  # pragma: no cover - compiled
+    rows, width = prefix.shape
+    n = width - 1
+    for j in range(passes.shape[0]):
+        p = np.int64(passes[j])
+        level = np.int64(levels[j])
+        start = index[j] << level
+        if p >= rows or level > 40 or index[j] < 0 or start >= n:
+            return False
+        stop = min(start + (np.int64(1) << level), n)
+        out[j] = prefix[p, stop] ^ prefix[p, start]
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,10 +266,11 @@ def _flip(
     n = bits.shape[0]
     for p in range(depths.shape[0]):
         q = pos[p, bit]
-        i = q + 1
-        while i <= n:
-            fen[p, i] ^= 1
-            i += i & -i
+        if started[p]:  # Fenwick trees of later passes are built when they start
+            i = q + 1
+            while i <= n:
+                fen[p, i] ^= 1
+                i += i & -i
         found = False
         for level in range(depths[p], -1, -1):
             idx = off[p, level] + (q >> level)
@@ -284,14 +304,23 @@ def _descend(
     si: NDArray[np.int64],
     ns: int,
     alive: NDArray[np.bool_],
-) -> tuple[int, int]:  # pragma: no cover - compiled
-    """Advance every search until it needs a question, flips a bit or dies.
+    depth: int,
+    qp: NDArray[np.int64],
+    ql: NDArray[np.int64],
+    qi: NDArray[np.int64],
+) -> tuple[int, int, int]:  # pragma: no cover - compiled
+    """Advance every search until it needs questions, flips a bit or dies.
 
-    Returns (number of searches, number of bits flipped). ``alive[j]`` marks searches that
-    asked a question (for the left child of their current node, now marked PENDING).
+    A search that needs information asks for the left children of every node of its subtree
+    down to ``depth`` levels (2^depth - 1 parities; depth 1 is plain bisection), top-down, into
+    (qp, ql, qi); asked nodes are marked PENDING. Returns (live searches, now at the front of
+    sp/sl/si, bits flipped, questions).
     """
+    n = bits.shape[0]
     flips = 0
+    nq = 0
     j = 0
+    w = 0  # searches that asked questions are compacted to the front
     while j < ns:
         alive[j] = False
         p = sp[j]
@@ -309,16 +338,31 @@ def _descend(
             if k == PENDING:
                 break  # another search asked the same question this round
             if k == UNKNOWN:
-                known[left] = PENDING
                 alive[j] = True
+                for s in range(1, min(depth, level) + 1):
+                    lev = level - s
+                    base = i << s
+                    for t in range(1 << (s - 1)):
+                        idx = base + 2 * t
+                        if (idx << lev) >= n:
+                            break
+                        node = off[p, lev] + idx
+                        if known[node] == UNKNOWN and nq < qp.shape[0]:
+                            known[node] = PENDING
+                            qp[nq] = p
+                            ql[nq] = lev
+                            qi[nq] = idx
+                            nq += 1
                 break
             level -= 1
             i = 2 * i if k == 1 else 2 * i + 1
-        sp[j] = p
-        sl[j] = level
-        si[j] = i
+        if alive[j]:
+            sp[w] = p
+            sl[w] = level
+            si[w] = i
+            w += 1
         j += 1
-    return ns, flips
+    return w, flips, nq
 
 
 @nb.njit(cache=True)
@@ -326,22 +370,23 @@ def _apply_answers(
     fen: NDArray[np.uint8],
     off: NDArray[np.int64],
     known: NDArray[np.int8],
-    sp: NDArray[np.int64],
-    sl: NDArray[np.int64],
-    si: NDArray[np.int64],
+    qp: NDArray[np.int64],
+    ql: NDArray[np.int64],
+    qi: NDArray[np.int64],
     answers: Bits,
 ) -> None:  # pragma: no cover - compiled
+    """Record Alice's parities of asked left children (top-down) and infer their siblings."""
     n = fen.shape[1] - 1
     for j in range(answers.shape[0]):
-        p = sp[j]
-        level = sl[j] - 1
-        left_i = 2 * si[j]
-        left = off[p, level] + left_i
-        mismatch_left = answers[j] ^ _node_parity(fen[p], n, level, left_i)
-        known[left] = mismatch_left
-        parent = known[off[p, level + 1] + si[j]]
+        p = qp[j]
+        level = ql[j]
+        idx = qi[j]
+        node = off[p, level] + idx
+        mismatch = answers[j] ^ _node_parity(fen[p], n, level, idx)
+        known[node] = mismatch
+        parent = known[off[p, level + 1] + (idx >> 1)]
         if parent == 0 or parent == 1:
-            known[left + 1] = parent ^ mismatch_left
+            known[node + 1] = parent ^ mismatch
 
 
 @nb.njit(cache=True)
@@ -393,6 +438,11 @@ class CascadeBob:
         self._sl = np.empty(cap, dtype=np.int64)
         self._si = np.empty(cap, dtype=np.int64)
         self._alive = np.empty(cap, dtype=np.bool_)
+        qcap = cap + (1 << config.tail_depth) * max(64, self.n // config.tail_divisor)
+        self._qp = np.empty(qcap, dtype=np.int64)
+        self._ql = np.empty(qcap, dtype=np.int64)
+        self._qi = np.empty(qcap, dtype=np.int64)
+        self._nq = 0
         self._ns = 0
         self._stage_passes = [
             list(range(s, s + 1)) for s in range(min(config.concurrent_from, len(depths)))
@@ -424,24 +474,20 @@ class CascadeBob:
 
     def step(self, answers: Bits) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
         """Apply Alice's answers to the last questions; return the next questions (empty: done)."""
-        if len(answers) != self._ns:
-            raise ValueError(f"expected {self._ns} answers, got {len(answers)}")
+        if len(answers) != self._nq:
+            raise ValueError(f"expected {self._nq} answers, got {len(answers)}")
         _apply_answers(
-            self.fen,
-            self.off,
-            self.known,
-            self._sp,
-            self._sl,
-            self._si,
-            answers.astype(np.uint8),
+            self.fen, self.off, self.known, self._qp, self._ql, self._qi, answers.astype(np.uint8)
         )
         self.rounds += 1
         return self._advance()
 
     def _advance(self) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
         ns = self._ns
+        tail = max(self.config.tail_min, self.n // self.config.tail_divisor)
         while True:
-            ns, flips = _descend(
+            depth = self.config.tail_depth if ns <= tail else 1
+            ns, flips, nq = _descend(
                 self.bits,
                 self.fen,
                 self.perm,
@@ -455,30 +501,34 @@ class CascadeBob:
                 self._si,
                 ns,
                 self._alive,
+                depth,
+                self._qp,
+                self._ql,
+                self._qi,
             )
             self.corrected_bits += flips
-            keep = np.flatnonzero(self._alive[:ns])
-            if len(keep):
+            if ns:
                 break
             if self._stage >= len(self._stage_passes):
                 self.done = True
                 self._ns = 0
+                self._nq = 0
                 empty8 = np.zeros(0, np.uint8)
                 return empty8, empty8, np.zeros(0, np.int64)
             ns = self._start_stage()
-        count = len(keep)
-        self._sp[:count] = self._sp[keep]
-        self._sl[:count] = self._sl[keep]
-        self._si[:count] = self._si[keep]
-        self._ns = count
+        self._ns = ns
+        self._nq = nq
         return (
-            self._sp[:count].astype(np.uint8),
-            (self._sl[:count] - 1).astype(np.uint8),
-            2 * self._si[:count],
+            self._qp[:nq].astype(np.uint8),
+            self._ql[:nq].astype(np.uint8),
+            self._qi[:nq].copy(),
         )
 
     def _start_stage(self) -> int:
         ns = 0
+        rows = np.asarray(self._stage_passes[self._stage], dtype=np.int64)
+        if len(rows) and rows[0] > 0:
+            self.fen[rows] = _pass_prefix(self.bits, self.perm[rows], True)
         for p in self._stage_passes[self._stage]:
             self.started[p] = True
             d = int(self.depths[p])

@@ -85,6 +85,9 @@ class SessionConfig:
                 c.second_block_multiplier,
                 c.min_qber,
                 c.large_frame_bits,
+                c.tail_depth,
+                c.tail_divisor,
+                c.tail_min,
             ],
         }
 
@@ -92,14 +95,22 @@ class SessionConfig:
     def from_message(cls, msg: Message) -> SessionConfig:
         """Parse Alice's HELLO."""
         raw = msg.fields.get("cascade")
-        if not isinstance(raw, list) or len(raw) != 6:
+        if not isinstance(raw, list) or len(raw) != 9:
             raise ProtocolError("HELLO: bad cascade parameters")
         method = msg.field_str("method")
         if method not in METHODS:
             raise ProtocolError(f"HELLO: unknown method {method!r}")
         try:
             cascade = CascadeConfig(
-                int(raw[0]), int(raw[1]), float(raw[2]), int(raw[3]), float(raw[4]), int(raw[5])
+                int(raw[0]),
+                int(raw[1]),
+                float(raw[2]),
+                int(raw[3]),
+                float(raw[4]),
+                int(raw[5]),
+                min(4, max(1, int(raw[6]))),
+                max(1, int(raw[7])),
+                int(raw[8]),
             )
         except (TypeError, ValueError):
             raise ProtocolError("HELLO: bad cascade parameters") from None
