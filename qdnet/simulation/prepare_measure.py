@@ -44,7 +44,7 @@ from qdnet.attacks.base import ChannelContext, Interceptor, NoAttack
 from qdnet.protocols.link import Link, PrepareMeasureSource
 from qdnet.protocols.prepare_measure import detection_parameters, expected_statistics
 from qdnet.protocols.statistics import LinkStatistics
-from qdnet.simulation.rng import U64, bit, new_state, uniform
+from qdnet.simulation.rng import _TWO53, U64, State, fair_bit, load, new_state, step, store, u53
 
 Progress = Callable[[int, int], None]
 FloatArray = NDArray[np.float64]
@@ -223,18 +223,18 @@ def _outcomes(
     )
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _event(  # pragma: no cover - compiled
-    s: U64,
+    st: State,
     slot: int,
     k: int,
     m: int,
     kind: int,
     noisy: int,
-    bias: float,
-    eve_pz: float,
-    e_d: float,
-    p_both: float,
+    bias53: float,
+    eve_pz53: float,
+    e_d53: float,
+    p_both53: float,
     n: int,
     o_slot: IntArray,
     o_abasis: NDArray[np.uint8],
@@ -243,32 +243,33 @@ def _event(  # pragma: no cover - compiled
     o_bbasis: NDArray[np.uint8],
     o_bbit: NDArray[np.uint8],
     counts: IntArray,
-) -> None:
-    a = 0 if uniform(s) < bias else 1
-    x = bit(s)
-    b = 0 if uniform(s) < bias else 1
+) -> State:
+    """Bases, bit and detector outcome of one non-trivial pulse; branch-free on random values."""
+    w, st = step(st)
+    a = 0 if u53(w) < bias53 else 1
+    w, st = step(st)
+    b = 0 if u53(w) < bias53 else 1
+    x, st = fair_bit(st)
     basis = a
     value = x
     if kind == 1:
-        basis = 0 if uniform(s) < eve_pz else 1
-        value = x if basis == a else bit(s)
-    c0 = False
-    c1 = False
+        w, st = step(st)
+        basis = 0 if u53(w) < eve_pz53 else 1
+        r, st = fair_bit(st)
+        value = x if basis == a else r
+    clicks = 0
     for _ in range(m):
-        det = (value if uniform(s) >= e_d else 1 - value) if b == basis else bit(s)
-        if det == 0:
-            c0 = True
-        else:
-            c1 = True
+        w, st = step(st)
+        r, st = fair_bit(st)
+        aligned = value ^ (1 if u53(w) < e_d53 else 0)
+        det = aligned if b == basis else r
+        clicks |= 1 << det
     if noisy:
-        if uniform(s) < p_both:
-            c0 = True
-            c1 = True
-        elif bit(s) == 0:
-            c0 = True
-        else:
-            c1 = True
-    y = bit(s) if (c0 and c1) else (0 if c0 else 1)
+        w, st = step(st)
+        r, st = fair_bit(st)
+        clicks |= 3 if u53(w) < p_both53 else 1 << r
+    r, st = fair_bit(st)
+    y = r if clicks == 3 else clicks >> 1
     o_slot[n] = slot
     o_abasis[n] = a
     o_abit[n] = x
@@ -276,11 +277,11 @@ def _event(  # pragma: no cover - compiled
     o_bbasis[n] = b
     o_bbit[n] = y
     counts[k, 0] += 1
-    if a == b:
-        col = 1 if a == 0 else 3
-        counts[k, col] += 1
-        if y != x:
-            counts[k, col + 1] += 1
+    sifted = 1 if a == b else 0
+    col = 1 + 2 * a
+    counts[k, col] += sifted
+    counts[k, col + 1] += sifted & (y ^ x)
+    return st
 
 
 @njit(cache=True)
@@ -288,16 +289,16 @@ def per_pulse_kernel(  # pragma: no cover - compiled
     s: U64,
     start: int,
     end: int,
-    cum: FloatArray,
+    cum53: FloatArray,
     o_k: IntArray,
     o_m: IntArray,
     o_kind: IntArray,
     o_noise: IntArray,
     o_triv: IntArray,
-    bias: float,
-    eve_pz: float,
-    e_d: float,
-    p_both: float,
+    bias53: float,
+    eve_pz53: float,
+    e_d53: float,
+    p_both53: float,
     o_slot: IntArray,
     o_abasis: NDArray[np.uint8],
     o_abit: NDArray[np.uint8],
@@ -310,28 +311,38 @@ def per_pulse_kernel(  # pragma: no cover - compiled
     """One uniform per pulse; returns (next pulse, events written)."""
     n = 0
     cap = len(o_slot)
-    last = len(cum) - 1
+    last = len(cum53) - 1
+    st = load(s)
+    # Outcome 0 is the most probable one (trivial at any distance): count it in a local.
+    first_trivial = o_triv[0] == 1
+    first_hits = 0
+    first = cum53[0]
     i = start
     while i < end:
         if n == cap:
-            return i, n
-        u = uniform(s)
+            break
+        w, st = step(st)
+        u = u53(w)
+        if first_trivial and u < first:
+            first_hits += 1
+            i += 1
+            continue
         j = 0
-        while j < last and u >= cum[j]:
+        while j < last and u >= cum53[j]:
             j += 1
         class_pulses[o_k[j]] += 1
         if o_triv[j] == 0:
-            _event(
-                s,
+            st = _event(
+                st,
                 i,
                 o_k[j],
                 o_m[j],
                 o_kind[j],
                 o_noise[j],
-                bias,
-                eve_pz,
-                e_d,
-                p_both,
+                bias53,
+                eve_pz53,
+                e_d53,
+                p_both53,
                 n,
                 o_slot,
                 o_abasis,
@@ -343,6 +354,8 @@ def per_pulse_kernel(  # pragma: no cover - compiled
             )
             n += 1
         i += 1
+    class_pulses[o_k[0]] += first_hits
+    store(st, s)
     return i, n
 
 
@@ -351,17 +364,17 @@ def event_kernel(  # pragma: no cover - compiled
     s: U64,
     start: int,
     end: int,
-    log_trivial: float,
-    cum: FloatArray,
+    inv_log_trivial: float,
+    cum53: FloatArray,
     index: IntArray,
     o_k: IntArray,
     o_m: IntArray,
     o_kind: IntArray,
     o_noise: IntArray,
-    bias: float,
-    eve_pz: float,
-    e_d: float,
-    p_both: float,
+    bias53: float,
+    eve_pz53: float,
+    e_d53: float,
+    p_both53: float,
     o_slot: IntArray,
     o_abasis: NDArray[np.uint8],
     o_abit: NDArray[np.uint8],
@@ -370,36 +383,43 @@ def event_kernel(  # pragma: no cover - compiled
     o_bbit: NDArray[np.uint8],
     counts: IntArray,
 ) -> tuple[int, int]:
-    """Geometric gaps between non-trivial pulses; returns (next pulse, events written)."""
+    """Geometric gaps between non-trivial pulses; returns (next pulse, events written).
+
+    ``inv_log_trivial`` is ``1 / ln(1 - P_event)`` (0 when every pulse is an event)."""
     n = 0
     cap = len(o_slot)
-    last = len(cum) - 1
+    last = len(cum53) - 1
     pos = start
+    st = load(s)
     while True:
         if n == cap:
-            return pos, n
-        u = 1.0 - uniform(s)
-        if log_trivial < 0.0:
-            gap = math.floor(math.log(u) / log_trivial)
+            break
+        w, st = step(st)
+        if inv_log_trivial < 0.0:
+            # U = 1 - uniform in (0, 1]; G = floor(ln U / ln P_0)
+            u = (_TWO53 - u53(w)) * (1.0 / _TWO53)
+            gap = math.floor(math.log(u) * inv_log_trivial)
             if gap >= end - pos:
-                return end, n
+                pos = end
+                break
             pos += int(gap)
-        v = uniform(s)
+        w, st = step(st)
+        v = u53(w)
         j = 0
-        while j < last and v >= cum[j]:
+        while j < last and v >= cum53[j]:
             j += 1
         r = index[j]
-        _event(
-            s,
+        st = _event(
+            st,
             pos,
             o_k[r],
             o_m[r],
             o_kind[r],
             o_noise[r],
-            bias,
-            eve_pz,
-            e_d,
-            p_both,
+            bias53,
+            eve_pz53,
+            e_d53,
+            p_both53,
             n,
             o_slot,
             o_abasis,
@@ -412,7 +432,9 @@ def event_kernel(  # pragma: no cover - compiled
         n += 1
         pos += 1
         if pos >= end:
-            return end, n
+            break
+    store(st, s)
+    return pos, n
 
 
 @dataclass
@@ -447,23 +469,30 @@ def run_chunk(
     p_both = noise * noise / p_any if p_any > 0 else 0.0
     end = start + length
     pos = start
-    log_trivial = math.log1p(-plan.event_probability) if plan.event_probability < 1 else -math.inf
+    inv_log_trivial = (
+        1.0 / math.log1p(-plan.event_probability) if plan.event_probability < 1 else 0.0
+    )
+    # Probabilities scaled by 2**53: ``uniform < p`` is then ``top 53 bits < p * 2**53`` exactly.
+    scaled = (
+        plan.basis_bias * _TWO53,
+        plan.eve_basis_z_probability * _TWO53,
+        plan.misalignment * _TWO53,
+        p_both * _TWO53,
+    )
+    event_cum53 = plan.event_cumulative * _TWO53
     while pos < end:
         if method == "pulse":
             pos, n = per_pulse_kernel(
                 state,
                 pos,
                 end,
-                plan.outcome_cumulative,
+                plan.outcome_cumulative * _TWO53,
                 plan.outcome_class,
                 plan.outcome_photons,
                 plan.outcome_kind,
                 plan.outcome_noise,
                 plan.outcome_trivial,
-                plan.basis_bias,
-                plan.eve_basis_z_probability,
-                plan.misalignment,
-                p_both,
+                *scaled,
                 b_slot,
                 b_abasis,
                 b_abit,
@@ -480,17 +509,14 @@ def run_chunk(
                 state,
                 pos,
                 end,
-                log_trivial,
-                plan.event_cumulative,
+                inv_log_trivial,
+                event_cum53,
                 plan.event_index,
                 plan.outcome_class,
                 plan.outcome_photons,
                 plan.outcome_kind,
                 plan.outcome_noise,
-                plan.basis_bias,
-                plan.eve_basis_z_probability,
-                plan.misalignment,
-                p_both,
+                *scaled,
                 b_slot,
                 b_abasis,
                 b_abit,

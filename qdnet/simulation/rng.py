@@ -56,10 +56,65 @@ def next_u64(s: U64) -> np.uint64:  # pragma: no cover - compiled
 @njit(inline="always")
 def uniform(s: U64) -> float:  # pragma: no cover - compiled
     """Uniform double in [0, 1) with 53 random bits."""
-    return float(next_u64(s) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return float(np.int64(next_u64(s) >> np.uint64(11))) * (1.0 / 9007199254740992.0)
 
 
 @njit(inline="always")
 def bit(s: U64) -> int:  # pragma: no cover - compiled
     """One fair random bit."""
     return int(np.int64(next_u64(s) >> np.uint64(63)))
+
+
+# Register-resident variant for hot kernels: the state travels as a tuple of locals
+# ``(s0, s1, s2, s3, pool, left)`` so that LLVM keeps it in registers (an array state is reloaded
+# after every store to an output array, which it cannot prove does not alias). ``pool`` holds
+# ``left`` unused fair bits of an earlier output, consumed from the top.
+State = tuple[np.uint64, np.uint64, np.uint64, np.uint64, np.uint64, np.uint64]
+_TWO53 = 9007199254740992.0
+
+
+@njit(inline="always")
+def load(s: U64) -> State:  # pragma: no cover - compiled
+    """Copy an array state into locals (with an empty bit pool)."""
+    return (s[0], s[1], s[2], s[3], np.uint64(0), np.uint64(0))
+
+
+@njit(inline="always")
+def store(st: State, s: U64) -> None:  # pragma: no cover - compiled
+    """Write the generator words back (unused pool bits are discarded)."""
+    s[0] = st[0]
+    s[1] = st[1]
+    s[2] = st[2]
+    s[3] = st[3]
+
+
+@njit(inline="always")
+def step(st: State) -> tuple[np.uint64, State]:  # pragma: no cover - compiled
+    """Next 64-bit output and the advanced state (same sequence as :func:`next_u64`)."""
+    s0, s1, s2, s3 = st[0], st[1], st[2], st[3]
+    result = _rotl(s1 * np.uint64(5), 7) * np.uint64(9)
+    t = s1 << np.uint64(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = _rotl(s3, 45)
+    return result, (s0, s1, s2, s3, st[4], st[5])
+
+
+@njit(inline="always")
+def u53(word: np.uint64) -> float:  # pragma: no cover - compiled
+    """The top 53 bits of ``word`` as a float in [0, 2**53) (signed conversion: one instruction)."""
+    return float(np.int64(word >> np.uint64(11)))
+
+
+@njit(inline="always")
+def fair_bit(st: State) -> tuple[int, State]:  # pragma: no cover - compiled
+    """One fair bit from the pool (refilled with a whole 64-bit output when empty)."""
+    pool, left = st[4], st[5]
+    if left == np.uint64(0):
+        pool, st = step(st)
+        left = np.uint64(64)
+    value = int(np.int64(pool >> np.uint64(63)))
+    return value, (st[0], st[1], st[2], st[3], pool << np.uint64(1), left - np.uint64(1))
