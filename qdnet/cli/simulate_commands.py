@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -51,7 +50,6 @@ def register(app: typer.Typer) -> None:
         from qdnet.attacks import make_attack
         from qdnet.cli.common import clean_errors, console, error_console
         from qdnet.config import ConfigError, apply_overrides, load_link_config
-        from qdnet.protocols.records import save_records
         from qdnet.simulation.runner import simulate as run_simulation
 
         @clean_errors
@@ -82,17 +80,13 @@ def register(app: typer.Typer) -> None:
                     np.random.default_rng(seed),
                     attack=eve,
                     method=method,
-                    keep_records=out is not None,
+                    keep_records=False,
                     workers=workers,
                     progress=lambda done, total: bar.update(task, completed=done),
                     seed=seed,
                     link_document=document,
+                    out=out,
                 )
-            if out is not None and result.records is not None:
-                save_records(result.records, out)
-                savez: Any = np.savez_compressed
-                for name, arrays in result.extra_files.items():
-                    savez(out / f"{name}.npz", **arrays)
             summary = result.to_json()
             summary["attack"] = eve.describe() if eve is not None else None
             summary["seed"] = seed

@@ -47,6 +47,8 @@ from qdnet.protocols.statistics import LinkStatistics
 from qdnet.simulation.rng import _TWO53, U64, State, fair_bit, load, new_state, step, store, u53
 
 Progress = Callable[[int, int], None]
+#: Receives each batch of records (the six columns of ``PrepareMeasureRun.records``) in slot order.
+RecordSink = Callable[[tuple[NDArray[np.generic], ...]], None]
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
@@ -447,9 +449,18 @@ class ChunkResult:
 
 
 def run_chunk(
-    plan: PulsePlan, method: str, start: int, length: int, seed_words: U64, keep_records: bool
+    plan: PulsePlan,
+    method: str,
+    start: int,
+    length: int,
+    seed_words: U64,
+    keep_records: bool,
+    sink: RecordSink | None = None,
 ) -> ChunkResult:
-    """Simulate pulses ``start .. start+length`` with the stream seeded by ``seed_words``."""
+    """Simulate pulses ``start .. start+length`` with the stream seeded by ``seed_words``.
+
+    With ``sink`` each filled event buffer is handed to it (and not kept): memory is then bounded
+    by :data:`EVENT_BUFFER` whatever the chunk length."""
     seeder = np.random.Generator(np.random.PCG64(seed_words.astype(np.uint64)))
     state = new_state(seeder)
     k = len(plan.intensities)
@@ -525,7 +536,9 @@ def run_chunk(
                 b_bbit,
                 counts,
             )
-        if keep_records and n:
+        if sink is not None and n:
+            sink(tuple(b[:n] for b in buffers))
+        elif keep_records and n:
             kept.append(tuple(b[:n].copy() for b in buffers))
     if method != "pulse":
         events = counts[:, 0]
@@ -535,7 +548,7 @@ def run_chunk(
         if weights is not None:
             class_pulses += seeder.multinomial(trivial, weights)
     records = None
-    if keep_records:
+    if keep_records and sink is None:
         records = tuple(
             np.concatenate([part[i] for part in kept]) if kept else buffers[i][:0].copy()
             for i in range(6)
@@ -579,8 +592,12 @@ def simulate_prepare_measure(
     chunk_pulses: int = DEFAULT_CHUNK_PULSES,
     workers: int = 1,
     progress: Progress | None = None,
+    sink: RecordSink | None = None,
 ) -> PrepareMeasureRun:
-    """Simulate ``pulses`` pulses of a BB84 / decoy-BB84 link (see module docstring)."""
+    """Simulate ``pulses`` pulses of a BB84 / decoy-BB84 link (see module docstring).
+
+    With ``sink`` the records are handed over batch by batch in slot order (and ``records`` of the
+    result is None); they are the same records, batch for batch, as with ``keep_records``."""
     if method not in ("event", "pulse"):
         raise ValueError(f"method must be 'event' or 'pulse', got {method!r}")
     pulses = int(pulses)
@@ -598,7 +615,10 @@ def simulate_prepare_measure(
         class_pulses[:] += result.class_pulses
         counts[:] += result.counts
         if result.records is not None:
-            parts.append(result.records)
+            if sink is not None:
+                sink(result.records)
+            else:
+                parts.append(result.records)
         done += length
         if progress is not None:
             progress(done, pulses)
@@ -606,7 +626,7 @@ def simulate_prepare_measure(
     jobs = chunk_jobs(pulses, chunk_pulses, rng)
     if workers <= 1:
         for start, length, words in jobs:
-            absorb(run_chunk(plan, method, start, length, words, keep_records), length)
+            absorb(run_chunk(plan, method, start, length, words, keep_records, sink), length)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             pending: list[tuple[int, object]] = []
@@ -614,7 +634,15 @@ def simulate_prepare_measure(
                 pending.append(
                     (
                         length,
-                        pool.submit(run_chunk, plan, method, start, length, words, keep_records),
+                        pool.submit(
+                            run_chunk,
+                            plan,
+                            method,
+                            start,
+                            length,
+                            words,
+                            keep_records or sink is not None,
+                        ),
                     )
                 )
                 if len(pending) >= 2 * workers:
@@ -623,7 +651,7 @@ def simulate_prepare_measure(
             for length0, future in pending:
                 absorb(future.result(), length0)  # type: ignore[attr-defined]
     records = None
-    if keep_records:
+    if keep_records and sink is None:
         records = tuple(
             np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(6)
         )

@@ -16,9 +16,12 @@ U64 = NDArray[np.uint64]
 
 
 def new_state(rng: np.random.Generator) -> U64:
-    """A fresh xoshiro256** state drawn from ``rng`` (deterministic for a seeded generator)."""
+    """A fresh xoshiro256** state drawn from ``rng`` (deterministic for a seeded generator).
+
+    Words 0-3 are the generator; words 4-5 the fair-bit pool of :func:`fair_bit` (empty), kept in
+    the array between kernel calls so that where a kernel returns does not change the stream."""
     words = rng.integers(0, 2**64 - 1, size=4, dtype=np.uint64, endpoint=True)
-    state = np.zeros(4, dtype=np.uint64)
+    state = np.zeros(6, dtype=np.uint64)
     _splitmix_expand(words, state)
     return state
 
@@ -75,17 +78,19 @@ _TWO53 = 9007199254740992.0
 
 @njit(inline="always")
 def load(s: U64) -> State:  # pragma: no cover - compiled
-    """Copy an array state into locals (with an empty bit pool)."""
-    return (s[0], s[1], s[2], s[3], np.uint64(0), np.uint64(0))
+    """Copy an array state (generator and bit pool) into locals."""
+    return (s[0], s[1], s[2], s[3], s[4], s[5])
 
 
 @njit(inline="always")
 def store(st: State, s: U64) -> None:  # pragma: no cover - compiled
-    """Write the generator words back (unused pool bits are discarded)."""
+    """Write the generator words and the bit pool back."""
     s[0] = st[0]
     s[1] = st[1]
     s[2] = st[2]
     s[3] = st[3]
+    s[4] = st[4]
+    s[5] = st[5]
 
 
 @njit(inline="always")

@@ -5,18 +5,25 @@ engine (:mod:`qdnet.simulation.prepare_measure`) or the BBM92 engine
 (:mod:`qdnet.simulation.entangled`), packs the records in the format of
 :mod:`qdnet.protocols.records` and sets the observed statistics beside the analytic expectation
 (:mod:`qdnet.simulation.analysis`).
+
+With ``out`` the records go to that directory in the format of :mod:`qdnet.protocols.records`
+(plus ``timetags.npz`` for BBM92). Prepare-and-measure records are streamed there batch by batch
+(:mod:`qdnet.simulation.stream`), so memory does not grow with the pulse count; they are the same
+records a run with ``keep_records`` holds in memory.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qdnet.attacks.base import Interceptor, PairInterceptor
 from qdnet.protocols.link import Link
-from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta
+from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta, save_records
 from qdnet.protocols.statistics import LinkStatistics
 from qdnet.simulation.analysis import RunStatistics, Verdict, compare, pm_statistics, verdict
 from qdnet.simulation.prepare_measure import (
@@ -24,6 +31,7 @@ from qdnet.simulation.prepare_measure import (
     Progress,
     simulate_prepare_measure,
 )
+from qdnet.simulation.stream import RecordStream
 
 
 @dataclass
@@ -90,6 +98,7 @@ def simulate(
     progress: Progress | None = None,
     seed: int | None = None,
     link_document: dict[str, Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
 ) -> SimulationResult:
     """Simulate ``pulses`` pulses of ``link`` (see module docstring)."""
     if link.protocol.kind == "bbm92":
@@ -97,46 +106,63 @@ def simulate(
 
         if attack is not None and not isinstance(attack, PairInterceptor):
             raise ValueError(f"attack {attack.name!r} does not apply to bbm92 links")
-        return simulate_bbm92_result(
+        result = simulate_bbm92_result(
             link,
             pulses,
             rng,
             attack=attack,
-            keep_records=keep_records,
+            keep_records=keep_records or out is not None,
             progress=progress,
             seed=seed,
             link_document=link_document,
         )
+        if out is not None and result.records is not None:
+            directory = Path(out)
+            save_records(result.records, directory)
+            for name, arrays in result.extra_files.items():
+                np.savez_compressed(directory / f"{name}.npz", **arrays)  # type: ignore[arg-type]
+            if not keep_records:
+                result.records = None
+        return result
     if attack is not None and not isinstance(attack, Interceptor):
         raise ValueError(f"attack {attack.name!r} applies to bbm92 links only")
-    run = simulate_prepare_measure(
-        link,
-        pulses,
-        rng,
-        method=method,
-        class_probabilities=class_probabilities,
-        attack=attack,
-        keep_records=keep_records,
-        workers=workers,
-        chunk_pulses=chunk_pulses,
-        progress=progress,
-    )
+    stream = RecordStream(out) if out is not None else None
+    try:
+        run = simulate_prepare_measure(
+            link,
+            pulses,
+            rng,
+            method=method,
+            class_probabilities=class_probabilities,
+            attack=attack,
+            keep_records=keep_records and stream is None,
+            workers=workers,
+            chunk_pulses=chunk_pulses,
+            progress=progress,
+            sink=stream.append if stream is not None else None,
+        )
+    except BaseException:
+        if stream is not None:
+            stream.abort()
+        raise
     plan = run.plan
     stats = pm_statistics(run.counts, run.class_pulses, link, plan.intensities, plan.basis_bias)
+    meta = RecordsMeta(
+        protocol=link.protocol.kind,
+        link_name=link.name,
+        pulses=run.pulses,
+        intensities=plan.intensities,
+        pulses_per_intensity=tuple(int(v) for v in run.class_pulses),
+        basis_bias=plan.basis_bias,
+        repetition_rate_hz=link.repetition_rate_hz,
+        seed=seed,
+        link=link_document or {},
+    )
     records = None
+    if stream is not None:
+        stream.finish(meta)
     if run.records is not None:
         slot, a_basis, a_bit, klass, b_basis, b_bit = run.records
-        meta = RecordsMeta(
-            protocol=link.protocol.kind,
-            link_name=link.name,
-            pulses=run.pulses,
-            intensities=plan.intensities,
-            pulses_per_intensity=tuple(int(v) for v in run.class_pulses),
-            basis_bias=plan.basis_bias,
-            repetition_rate_hz=link.repetition_rate_hz,
-            seed=seed,
-            link=link_document or {},
-        )
         records = RawRecords(
             meta=meta,
             alice=PartyRecords(

@@ -121,3 +121,40 @@ def test_chunking_and_workers_do_not_change_records(method: str) -> None:
     np.testing.assert_array_equal(one.records.alice.slot, two.records.alice.slot)
     np.testing.assert_array_equal(one.records.bob.bit, two.records.bob.bit)
     assert one.records.meta.pulses_per_intensity == two.records.meta.pulses_per_intensity
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_streamed_records_equal_in_memory_records(tmp_path: Path, workers: int) -> None:
+    """``out`` streams the records batch by batch: same files as saving the in-memory records."""
+    from qdnet.simulation import prepare_measure
+
+    the_link = link("telecom-laser-decoy", "channel.length_km=0")
+    kept = simulate(the_link, 400_000, np.random.default_rng(4), seed=4, chunk_pulses=150_000)
+    old = prepare_measure.EVENT_BUFFER
+    prepare_measure.EVENT_BUFFER = 1000  # several batches per chunk
+    try:
+        streamed = simulate(
+            the_link,
+            400_000,
+            np.random.default_rng(4),
+            seed=4,
+            chunk_pulses=150_000,
+            keep_records=False,
+            out=tmp_path / "run",
+            workers=workers,
+        )
+    finally:
+        prepare_measure.EVENT_BUFFER = old
+    assert kept.records is not None and streamed.records is None
+    back = load_records(tmp_path / "run")
+    assert back.meta == kept.records.meta
+    for party in ("alice", "bob"):
+        for column in ("slot", "basis", "bit", "intensity"):
+            np.testing.assert_array_equal(
+                getattr(getattr(back, party), column), getattr(getattr(kept.records, party), column)
+            )
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "alice.npz",
+        "bob.npz",
+        "meta.json",
+    ]

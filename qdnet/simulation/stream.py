@@ -1,0 +1,145 @@
+"""Stream raw records to disk chunk by chunk, so a run's memory does not grow with its length.
+
+:class:`RecordStream` appends each column of every batch of events to its own raw file in a hidden
+work folder inside the run directory (``RUN/.parts-XXXX/``). :meth:`RecordStream.finish` then
+writes ``alice.npz`` and ``bob.npz`` in the documented format of :mod:`qdnet.protocols.records`
+(a zip of ``.npy`` members, deflate-compressed) by copying the raw files through in fixed-size
+blocks, writes ``meta.json`` last (it marks a complete run) and removes the work folder. Files are
+written under temporary names and renamed, as :func:`qdnet.protocols.records.save_records` does, so
+:func:`~qdnet.protocols.records.load_records` reads a streamed run exactly like a saved one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from numpy.typing import NDArray
+
+from qdnet.protocols.records import RecordsMeta
+
+#: Bytes copied per block when the parts are consolidated.
+BLOCK = 1 << 22
+#: Columns of a prepare-and-measure stream: (name, dtype).
+PM_COLUMNS = (
+    ("slot", np.int64),
+    ("alice_basis", np.uint8),
+    ("alice_bit", np.uint8),
+    ("intensity", np.uint8),
+    ("bob_basis", np.uint8),
+    ("bob_bit", np.uint8),
+)
+
+
+class RecordStream:
+    """Append-only column files for one run directory (see module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix=".parts-", dir=self.directory))
+        self.rows = 0
+        self._files: dict[str, BinaryIO] = {
+            name: open(self.work / f"{name}.bin", "wb")  # noqa: SIM115 - closed in finish/abort
+            for name, _ in PM_COLUMNS
+        }
+
+    def append(self, columns: Iterable[NDArray[np.generic]]) -> None:
+        """Append one batch: arrays in the order of :data:`PM_COLUMNS`, all of one length."""
+        arrays = list(columns)
+        n = len(arrays[0])
+        for (name, dtype), array in zip(PM_COLUMNS, arrays, strict=True):
+            if len(array) != n:
+                raise ValueError(f"column {name} has {len(array)} rows, slot has {n}")
+            self._files[name].write(np.ascontiguousarray(array, dtype=dtype).tobytes())
+        self.rows += n
+
+    def finish(self, meta: RecordsMeta) -> Path:
+        """Consolidate into ``alice.npz`` / ``bob.npz``, write ``meta.json``, drop the parts."""
+        for handle in self._files.values():
+            handle.close()
+        n = self.rows
+        parts = {name: self.work / f"{name}.bin" for name, _ in PM_COLUMNS}
+        _write_npz(
+            self.directory / "alice.npz",
+            [
+                ("slot", np.int64, n, parts["slot"]),
+                ("basis", np.uint8, n, parts["alice_basis"]),
+                ("bit", np.uint8, n, parts["alice_bit"]),
+                ("intensity", np.uint8, n, parts["intensity"]),
+            ],
+        )
+        _write_npz(
+            self.directory / "bob.npz",
+            [
+                ("slot", np.int64, n, parts["slot"]),
+                ("basis", np.uint8, n, parts["bob_basis"]),
+                ("bit", np.uint8, n, parts["bob_bit"]),
+                ("intensity", np.uint8, n, None),
+            ],
+        )
+        shutil.rmtree(self.work, ignore_errors=True)
+        write_meta(meta, self.directory)
+        return self.directory
+
+    def abort(self) -> None:
+        """Close and remove the parts (after an error)."""
+        for handle in self._files.values():
+            handle.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def write_meta(meta: RecordsMeta, directory: Path) -> None:
+    """``meta.json`` written atomically (last: it marks a complete run)."""
+    path = directory / "meta.json"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".meta.json.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(json.dumps(asdict(meta), indent=2).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_npz(path: Path, members: list[tuple[str, type[np.generic], int, Path | None]]) -> None:
+    """A compressed ``.npz`` whose members are copied from raw files (None: zeros)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with (
+            os.fdopen(fd, "wb") as handle,
+            zipfile.ZipFile(
+                handle, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1, allowZip64=True
+            ) as archive,
+        ):
+            for name, dtype, count, source in members:
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    header = {
+                        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                        "fortran_order": False,
+                        "shape": (count,),
+                    }
+                    np.lib.format.write_array_header_2_0(member, header)
+                    if source is None:
+                        left = count * np.dtype(dtype).itemsize
+                        zeros = bytes(min(left, BLOCK))
+                        while left > 0:
+                            member.write(zeros[: min(left, BLOCK)])
+                            left -= min(left, BLOCK)
+                    else:
+                        with open(source, "rb") as raw:
+                            shutil.copyfileobj(raw, member, BLOCK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
