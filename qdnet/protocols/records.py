@@ -13,6 +13,24 @@ settings for exactly those slots: the list of detected slots is the first public
 sifting, so storing the rest of her 1e10 pulses would only waste disk. Bases: 0 = Z (H/V),
 1 = X (D/A). Intensity: index into ``RecordsMeta.intensities`` (0 = signal).
 An endpoint loads only its own file with :func:`load_party_records`.
+
+Optional files. A BBM92 run written by ``qdnet simulate --out`` (:mod:`qdnet.simulation.entangled`)
+also holds the raw time tags its coincidence analysis started from::
+
+    RUN/timetags.npz   alice_tag_ps (float64)   every click of Alice's receiver, in ps
+                       bob_tag_ps (float64)     every click of Bob's receiver, in ps
+                       alice_delay_ps, bob_delay_ps (float64, one value each): fibre delay of each arm
+                       period_ps (float64, one value): pulse period, 1e12 / repetition rate
+                       window_ps (float64, one value): detection window
+
+A tag is ``slot x period_ps + delay + offset``: the offset is the first pair's emission time (zero
+for a click without a photon pair), capped at 0.45 window, plus Gaussian jitter, clipped to within
+half a window. The pulse of a tag is
+``rint((tag - delay) / period_ps)``; the windows holding tags on both sides are the coincidences
+whose settings ``alice.npz`` / ``bob.npz`` list, in pulse order (there ``slot`` is the coincidence
+index). Loaders ignore files they do not know, so the optional file leaves format version 1 as is.
+Large prepare-and-measure runs are streamed to the same two ``.npz`` files batch by batch
+(:mod:`qdnet.simulation.stream`); they load like any other run.
 """
 
 from __future__ import annotations
