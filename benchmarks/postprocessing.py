@@ -11,8 +11,8 @@ Definitions (as in cascade-cpp, see the notes): f = disclosed parity/syndrome bi
 with Q the actual error fraction (exactly round(Q n) errors per frame); FER = fraction of frames
 with residual errors before verification; round trips = request/reply exchanges; throughput =
 n / median CPU time per frame of both ends on one core (time.process_time). The Cascade block
-sizes and the LDPC code rate use a QBER *estimated* from a 10 % random sample (binomial), not the
-true value. cascade-cpp draws its own random frames with the same n and Q (it cannot read ours).
+sizes and the LDPC code rate use a QBER *estimated* from a binomial test sample of
+max(1e5, n/10) bits (the X-basis sample of a block), not the true value. cascade-cpp draws its own random frames with the same n and Q (it cannot read ours).
 """
 
 from __future__ import annotations
@@ -32,12 +32,15 @@ from qdnet.postprocessing import cascade, ldpc
 from qdnet.postprocessing.amplification import fresh_seed, toeplitz_hash
 from qdnet.postprocessing.estimation import binary_entropy
 
+TEST_SAMPLE_BITS = 100_000
+"""Test-basis bits behind the QBER estimate (a block's X-basis sample, shared by its frames)."""
+
 
 def _frame(rng: np.random.Generator, n: int, qber: float) -> tuple[np.ndarray, np.ndarray, float]:
     a = rng.integers(0, 2, n, dtype=np.uint8)
     b = a.copy()
     b[rng.choice(n, round(qber * n), replace=False)] ^= 1
-    sample = max(100, n // 10)
+    sample = max(TEST_SAMPLE_BITS, n // 10)
     est = max(rng.binomial(sample, qber) / sample, 1e-3)
     return a, b, est
 

@@ -43,7 +43,7 @@ class LdpcConfig:
 
     start_efficiency: float = 1.0
     reveal_fraction: float = 0.005
-    max_rounds: int = 24
+    max_rounds: int = 20
     max_iter: int = 40
     min_sum: bool = False
     min_sum_scale: float = 0.8
@@ -102,6 +102,12 @@ def make_code(n: int, m: int, seed: int, cfg: LdpcConfig) -> sp.csr_matrix:
 def syndrome(h: sp.csr_matrix, bits: Bits) -> Bits:
     """H x over GF(2)."""
     return (h @ bits.astype(np.int64) % 2).astype(np.uint8)
+
+
+def reveal_count(n: int, round_index: int, cfg: LdpcConfig) -> int:
+    """Bits disclosed in reveal round r: d0 (1 + r // 3), d0 = reveal_fraction n; the growth
+    bounds the number of rounds when the QBER was underestimated."""
+    return max(1, int(cfg.reveal_fraction * n)) * (1 + round_index // 3)
 
 
 def check_count(n: int, qber: float, cfg: LdpcConfig) -> int:
@@ -296,9 +302,8 @@ def reconcile_local(
     h = make_code(n, m, seed, cfg)
     b = LdpcBob(bob, h, syndrome(h, alice), qber, cfg)
     leak, trips = m, 1
-    d = max(1, int(cfg.reveal_fraction * n))
     while not b.decode() and trips <= cfg.max_rounds:
-        pos = b.least_reliable(d)
+        pos = b.least_reliable(reveal_count(n, trips - 1, cfg))
         b.learn(pos, alice[pos])
         leak += len(pos)
         trips += 1
@@ -382,13 +387,13 @@ async def bob_reconcile(
         for i, (a, b) in enumerate(frames)
     ]
     leak = total
-    for _ in range(cfg.max_rounds):
+    for rnd in range(cfg.max_rounds):
         failing = [i for i, e in enumerate(ends) if not e.done and not e.decode()]
         if not failing:
             break
         req_frame, req_pos = [], []
         for i in failing:
-            pos = ends[i].least_reliable(max(1, int(cfg.reveal_fraction * ends[i].n)))
+            pos = ends[i].least_reliable(reveal_count(ends[i].n, rnd, cfg))
             req_frame.append(np.full(len(pos), i, dtype=np.int32))
             req_pos.append(pos)
         frame_arr = np.concatenate(req_frame)

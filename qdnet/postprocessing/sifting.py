@@ -61,9 +61,12 @@ def alice_lookup(records: PartyRecords, slots: NDArray[np.int64]) -> NDArray[np.
     idx = np.minimum(idx, len(sorted_slots) - 1) if len(sorted_slots) else idx
     if len(slots) and (len(sorted_slots) == 0 or not np.array_equal(sorted_slots[idx], slots)):
         raise SiftingError("peer announced slots that are not in Alice's records")
-    if len(np.unique(slots)) != len(slots):
+    rows = order[idx].astype(np.int64)
+    seen = np.zeros(len(records), dtype=bool)
+    seen[rows] = True
+    if int(np.count_nonzero(seen)) != len(rows):
         raise SiftingError("peer announced duplicate slots")
-    return order[idx].astype(np.int64)
+    return rows
 
 
 def alice_sift(

@@ -184,3 +184,35 @@ def test_cli_errors_are_clean(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "no meta.json" in res.stderr
+
+
+def test_distill_writes_identical_blocks(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    save_records(synthetic_records(np.random.default_rng(17), 60_000, qber=0.01), run)
+    cli = [sys.executable, "-c", "from qdnet.cli import app; app()", "distill", str(run), "--json"]
+    res = subprocess.run([*cli, "--method", "ldpc"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["alice"]["method"] == "ldpc" and doc["bob"]["verified"] is True
+    [blk_a] = list(iter_key_blocks(run / "keys" / "alice"))
+    [blk_b] = list(iter_key_blocks(run / "keys" / "bob"))
+    assert blk_a.key == blk_b.key and blk_a.block_id == doc["bob"]["block_id"]
+    # the second run draws its authentication keys from the refilled pools
+    res2 = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert res2.returncode == 0, res2.stderr
+    assert len(list(iter_key_blocks(run / "keys" / "bob"))) == 2
+
+
+def test_sifting_rejects_unknown_and_duplicate_slots() -> None:
+    from qdnet.postprocessing.sifting import SiftingError, alice_sift
+
+    rec = synthetic_records(np.random.default_rng(18), 1000)
+    slots = rec.bob.slot.copy()
+    with pytest.raises(SiftingError, match="duplicate"):
+        alice_sift(rec.alice, np.concatenate([slots[:5], slots[:1]]), np.zeros(6, np.uint8))
+    with pytest.raises(SiftingError, match="not in Alice"):
+        alice_sift(rec.alice, np.array([-5], np.int64), np.zeros(1, np.uint8))
+    basis, _intensity, sifted = alice_sift(rec.alice, slots, rec.bob.basis)
+    np.testing.assert_array_equal(basis, rec.alice.basis)
+    agree = (rec.alice.basis == rec.bob.basis) & (rec.alice.basis == 0)
+    np.testing.assert_array_equal(sifted.key_bits, rec.alice.bit[agree])
