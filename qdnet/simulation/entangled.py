@@ -30,6 +30,7 @@ two photons and nothing else) or accidental, make the raw key (slot = coincidenc
 from __future__ import annotations
 
 import math
+import os
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ from qdnet.protocols.link import Link
 from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta
 from qdnet.simulation.analysis import RunStatistics, compare, verdict
 from qdnet.simulation.rng import U64, bit, new_state, uniform
+from qdnet.simulation.stream import RecordStream, TagStream
 from qdnet.sources.entangled import EntangledPairSource
 
 if TYPE_CHECKING:
@@ -248,8 +250,12 @@ def simulate_bbm92_result(
     seed: int | None = None,
     link_document: dict[str, Any] | None = None,
     chunk_pulses: int = CHUNK_PULSES,
+    out: str | os.PathLike[str] | None = None,
 ) -> SimulationResult:
-    """Simulate BBM92; see module docstring."""
+    """Simulate BBM92; see module docstring.
+
+    Work and memory are per batch of events: with ``out`` the records and ``timetags.npz`` are
+    streamed to that directory, with ``keep_records`` they are also gathered in memory."""
     from qdnet.simulation.runner import SimulationResult
 
     source = link.source
@@ -283,74 +289,119 @@ def simulate_bbm92_result(
     bias = link.protocol.basis_bias or 0.5
     fraction = attack.fraction if attack is not None else 0.0
     eve_pz = attack.eve_basis_z_probability if attack is not None else 0.5
-    parts: list[tuple[NDArray[np.generic], ...]] = []
     _kernel: Any = bbm92_kernel
-    start = 0
-    while start < pulses:
-        length = min(chunk_pulses, pulses - start)
-        words = rng.integers(0, 2**64 - 1, size=4, dtype=np.uint64, endpoint=True)
-        seeder = np.random.Generator(np.random.PCG64(words))
-        state = new_state(seeder)
-        _seed_numba(int(seeder.integers(0, 2**31)))
-        pos, end = start, start + length
-        while pos < end:
-            bufs: list[Any] = [np.empty(BUFFER, dtype=np.int64) for _ in range(7)]
-            times = np.empty(BUFFER)
-            pos, n = _kernel(
-                state,
-                pos,
-                end,
-                log_trivial,
-                cum,
-                cols,
-                bias,
-                link.receiver.misalignment,
-                p_both,
-                tau,
-                inv_ss,
-                inv_hv,
-                phase_rate,
-                background,
-                fixed,
-                1 if cascade else 0,
-                sigma,
-                fraction,
-                eve_pz,
-                *bufs,
-                times,
-            )
-            parts.append((*(b[:n].copy() for b in bufs), times[:n].copy()))
-        start += length
-        if progress is not None:
-            progress(start, pulses)
-    columns: list[Any] = [np.concatenate([p[i] for p in parts]) for i in range(8)]
-    slot, a, b, abit, bbit, true, click, t_emit = columns
-    tags = time_tags(link, slot, click, t_emit, rng)
-    coincidence_slot, _, _ = coincidences(link, tags)
-    # map coincident windows back to the events (events are unique per slot)
-    event_of_slot = np.searchsorted(slot, coincidence_slot)
-    ev = event_of_slot
-    a_c, b_c = a[ev].astype(np.uint8), b[ev].astype(np.uint8)
-    abit_c, bbit_c = abit[ev].astype(np.uint8), bbit[ev].astype(np.uint8)
-    true_c = true[ev]
-    zz = (a_c == 0) & (b_c == 0)
-    xx = (a_c == 1) & (b_c == 1)
+    # Running totals; records and time tags go to ``out`` (streamed) and/or memory, batch by batch.
+    totals = dict.fromkeys(
+        ("events", "zz", "zz_errors", "xx", "xx_errors", "singles_a", "singles_b", "true"), 0
+    )
+    record_parts: list[tuple[NDArray[np.generic], ...]] = []
+    tag_parts: list[tuple[FloatArray, FloatArray]] = []
+    stream = RecordStream(out) if out is not None else None
+    tag_stream = TagStream(out) if out is not None else None
+    bufs: list[Any] = [np.empty(BUFFER, dtype=np.int64) for _ in range(7)]
+    times = np.empty(BUFFER)
+    header: dict[str, np.ndarray] = {}
+    try:
+        start = 0
+        while start < pulses:
+            length = min(chunk_pulses, pulses - start)
+            words = rng.integers(0, 2**64 - 1, size=4, dtype=np.uint64, endpoint=True)
+            seeder = np.random.Generator(np.random.PCG64(words))
+            state = new_state(seeder)
+            _seed_numba(int(seeder.integers(0, 2**31)))
+            pos, end = start, start + length
+            while pos < end:
+                pos, n = _kernel(
+                    state,
+                    pos,
+                    end,
+                    log_trivial,
+                    cum,
+                    cols,
+                    bias,
+                    link.receiver.misalignment,
+                    p_both,
+                    tau,
+                    inv_ss,
+                    inv_hv,
+                    phase_rate,
+                    background,
+                    fixed,
+                    1 if cascade else 0,
+                    sigma,
+                    fraction,
+                    eve_pz,
+                    *bufs,
+                    times,
+                )
+                if n == 0:
+                    continue
+                # Every event is one pulse and tags stay inside their window: the coincidence
+                # analysis of a batch is that of the whole run restricted to the batch.
+                slot, a, b, abit, bbit, true, click = (buf[:n] for buf in bufs)
+                tags = time_tags(link, slot, click, times[:n], seeder)
+                header = {k: v for k, v in tags.items() if not k.endswith("_tag_ps")}
+                coincidence_slot, _, _ = coincidences(link, tags)
+                ev = np.searchsorted(slot, coincidence_slot)
+                a_c, b_c = a[ev].astype(np.uint8), b[ev].astype(np.uint8)
+                abit_c, bbit_c = abit[ev].astype(np.uint8), bbit[ev].astype(np.uint8)
+                zz = (a_c == 0) & (b_c == 0)
+                xx = (a_c == 1) & (b_c == 1)
+                first = totals["events"]
+                totals["events"] += len(ev)
+                totals["zz"] += int(zz.sum())
+                totals["zz_errors"] += int((abit_c[zz] != bbit_c[zz]).sum())
+                totals["xx"] += int(xx.sum())
+                totals["xx_errors"] += int((abit_c[xx] != bbit_c[xx]).sum())
+                totals["singles_a"] += int(((click & 1) > 0).sum())
+                totals["singles_b"] += int(((click & 2) > 0).sum())
+                totals["true"] += int(true[ev].sum())
+                batch = (
+                    np.arange(first, first + len(ev), dtype=np.int64),
+                    a_c,
+                    abit_c,
+                    np.zeros(len(ev), dtype=np.uint8),
+                    b_c,
+                    bbit_c,
+                )
+                if stream is not None and tag_stream is not None:
+                    stream.append(batch)
+                    tag_stream.append(tags["alice_tag_ps"], tags["bob_tag_ps"])
+                if keep_records:
+                    record_parts.append(batch)
+                    tag_parts.append((tags["alice_tag_ps"], tags["bob_tag_ps"]))
+            start += length
+            if progress is not None:
+                progress(start, pulses)
+    except BaseException:
+        for writer in (stream, tag_stream):
+            if writer is not None:
+                writer.abort()
+        raise
+    if not header:
+        header = {
+            k: v
+            for k, v in time_tags(
+                link, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), rng
+            ).items()
+            if not k.endswith("_tag_ps")
+        }
     stats = RunStatistics(
         protocol="bbm92",
         intensities=(float(np.dot(np.arange(len(dist)), dist)),),
         pulses=(pulses,),
-        detections=(len(ev),),
-        zz=(int(zz.sum()),),
-        zz_errors=(int((abit_c[zz] != bbit_c[zz]).sum()),),
-        xx=(int(xx.sum()),),
-        xx_errors=(int((abit_c[xx] != bbit_c[xx]).sum()),),
+        detections=(totals["events"],),
+        zz=(totals["zz"],),
+        zz_errors=(totals["zz_errors"],),
+        xx=(totals["xx"],),
+        xx_errors=(totals["xx_errors"],),
         basis_bias=bias,
         multiphoton_probability=float(dist[2:].sum()),
         extra={
-            "singles_alice": int(((click & 1) > 0).sum()),
-            "singles_bob": int(((click & 2) > 0).sum()),
-            "true_coincidences": int(true_c.sum()),
-            "accidental_coincidences": int(len(ev) - true_c.sum()),
+            "singles_alice": totals["singles_a"],
+            "singles_bob": totals["singles_b"],
+            "true_coincidences": totals["true"],
+            "accidental_coincidences": totals["events"] - totals["true"],
         },
     )
     ex = expected(link)
@@ -361,34 +412,47 @@ def simulate_bbm92_result(
         ("true_coincidences", stats.extra["true_coincidences"], ex.true_coincidence_probability),
     ):
         deviations[name] = (count / pulses - p) / math.sqrt(max(p * (1 - p) / pulses, 1e-300))
+    meta = RecordsMeta(
+        protocol="bbm92",
+        link_name=link.name,
+        pulses=pulses,
+        intensities=stats.intensities,
+        pulses_per_intensity=(pulses,),
+        basis_bias=bias,
+        repetition_rate_hz=link.repetition_rate_hz,
+        seed=seed,
+        link=link_document or {},
+    )
+    if stream is not None and tag_stream is not None:
+        tag_stream.finish(header)
+        stream.finish(meta)
     records = None
-    extra: dict[str, dict[str, np.ndarray]] = {"timetags": tags}
+    extra: dict[str, dict[str, np.ndarray]] = {}
     if keep_records:
-        meta = RecordsMeta(
-            protocol="bbm92",
-            link_name=link.name,
-            pulses=pulses,
-            intensities=stats.intensities,
-            pulses_per_intensity=(pulses,),
-            basis_bias=bias,
-            repetition_rate_hz=link.repetition_rate_hz,
-            seed=seed,
-            link=link_document or {},
-        )
-        idx = np.arange(len(ev), dtype=np.int64)
-        zeros = np.zeros(len(ev), dtype=np.uint8)
+        columns: list[Any] = [
+            np.concatenate([p[i] for p in record_parts])
+            if record_parts
+            else np.zeros(0, np.int64 if i == 0 else np.uint8)
+            for i in range(6)
+        ]
+        idx, a_c, abit_c, zeros, b_c, bbit_c = columns
         records = RawRecords(
             meta=meta,
             alice=PartyRecords(slot=idx, basis=a_c, bit=abit_c, intensity=zeros),
-            bob=PartyRecords(slot=idx, basis=b_c, bit=bbit_c, intensity=zeros.copy()),
+            bob=PartyRecords(slot=idx.copy(), basis=b_c, bit=bbit_c, intensity=zeros.copy()),
         )
+        extra["timetags"] = {
+            "alice_tag_ps": np.concatenate([t[0] for t in tag_parts]) if tag_parts else np.zeros(0),
+            "bob_tag_ps": np.concatenate([t[1] for t in tag_parts]) if tag_parts else np.zeros(0),
+            **header,
+        }
     return SimulationResult(
         records=records,
         statistics=stats,
         expected=ex,
         deviation_sigma=deviations,
         verdict=verdict(stats, ex, link),
-        extra_files=extra if keep_records else {},
+        extra_files=extra,
     )
 
 

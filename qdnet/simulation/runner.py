@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qdnet.attacks.base import Interceptor, PairInterceptor
 from qdnet.protocols.link import Link
-from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta, save_records
+from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta
 from qdnet.protocols.statistics import LinkStatistics
 from qdnet.simulation.analysis import RunStatistics, Verdict, compare, pm_statistics, verdict
 from qdnet.simulation.prepare_measure import (
@@ -111,18 +110,12 @@ def simulate(
             pulses,
             rng,
             attack=attack,
-            keep_records=keep_records or out is not None,
+            keep_records=keep_records,
             progress=progress,
             seed=seed,
             link_document=link_document,
+            out=out,
         )
-        if out is not None and result.records is not None:
-            directory = Path(out)
-            save_records(result.records, directory)
-            for name, arrays in result.extra_files.items():
-                np.savez_compressed(directory / f"{name}.npz", **arrays)  # type: ignore[arg-type]
-            if not keep_records:
-                result.records = None
         return result
     if attack is not None and not isinstance(attack, Interceptor):
         raise ValueError(f"attack {attack.name!r} applies to bbm92 links only")

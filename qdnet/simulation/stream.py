@@ -112,8 +112,13 @@ def write_meta(meta: RecordsMeta, directory: Path) -> None:
         raise
 
 
-def _write_npz(path: Path, members: list[tuple[str, type[np.generic], int, Path | None]]) -> None:
-    """A compressed ``.npz`` whose members are copied from raw files (None: zeros)."""
+def _write_npz(
+    path: Path,
+    members: list[tuple[str, type[np.generic], int, Path | None]],
+    small: dict[str, NDArray[np.generic]] | None = None,
+) -> None:
+    """A compressed ``.npz`` whose members are copied from raw files (None: zeros), plus ``small``
+    arrays written as they are."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with (
@@ -139,7 +144,49 @@ def _write_npz(path: Path, members: list[tuple[str, type[np.generic], int, Path 
                     else:
                         with open(source, "rb") as raw:
                             shutil.copyfileobj(raw, member, BLOCK)
+            for name, array in (small or {}).items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class TagStream:
+    """Append-only time tags of both receivers, consolidated into ``RUN/timetags.npz``."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix=".tags-", dir=self.directory))
+        self.rows = {"alice_tag_ps": 0, "bob_tag_ps": 0}
+        self._files: dict[str, BinaryIO] = {
+            name: open(self.work / f"{name}.bin", "wb")  # noqa: SIM115 - closed in finish/abort
+            for name in self.rows
+        }
+
+    def append(self, alice_tag_ps: NDArray[np.float64], bob_tag_ps: NDArray[np.float64]) -> None:
+        """Append one batch of each side's tags (ps)."""
+        for name, tags in (("alice_tag_ps", alice_tag_ps), ("bob_tag_ps", bob_tag_ps)):
+            self._files[name].write(np.ascontiguousarray(tags, dtype=np.float64).tobytes())
+            self.rows[name] += len(tags)
+
+    def finish(self, header: dict[str, NDArray[np.generic]]) -> Path:
+        """Write ``timetags.npz``: the streamed tags plus the small ``header`` arrays."""
+        for handle in self._files.values():
+            handle.close()
+        path = self.directory / "timetags.npz"
+        _write_npz(
+            path,
+            [(name, np.float64, n, self.work / f"{name}.bin") for name, n in self.rows.items()],
+            header,
+        )
+        shutil.rmtree(self.work, ignore_errors=True)
+        return path
+
+    def abort(self) -> None:
+        """Close and remove the parts (after an error)."""
+        for handle in self._files.values():
+            handle.close()
+        shutil.rmtree(self.work, ignore_errors=True)

@@ -101,3 +101,25 @@ def test_bbm92_seed_reproducible() -> None:
     np.testing.assert_array_equal(
         one.extra_files["timetags"]["bob_tag_ps"], two.extra_files["timetags"]["bob_tag_ps"]
     )
+
+
+def test_bbm92_streamed_records_and_tags_equal_in_memory(tmp_path: Path) -> None:
+    from qdnet.protocols.records import load_records
+
+    kept = simulate(link(*BRIGHT), 500_000, np.random.default_rng(6), seed=6)
+    streamed = simulate(
+        link(*BRIGHT),
+        500_000,
+        np.random.default_rng(6),
+        seed=6,
+        keep_records=False,
+        out=tmp_path / "run",
+    )
+    assert kept.records is not None and streamed.records is None
+    back = load_records(tmp_path / "run")
+    assert back.meta == kept.records.meta
+    np.testing.assert_array_equal(back.bob.bit, kept.records.bob.bit)
+    np.testing.assert_array_equal(back.alice.basis, kept.records.alice.basis)
+    with np.load(tmp_path / "run" / "timetags.npz") as tags:
+        for name, array in kept.extra_files["timetags"].items():
+            np.testing.assert_array_equal(tags[name], array)
