@@ -141,6 +141,42 @@ def _layout(n: int, depths: tuple[int, ...]) -> tuple[NDArray[np.int64], int]:
     return off, total
 
 
+@nb.njit(cache=True)
+def _block_parities(
+    bits: Bits, pos: NDArray[np.int32], depths: NDArray[np.int64]
+) -> NDArray[np.uint8]:  # pragma: no cover - compiled
+    """Top-level block parities of every pass, concatenated (all blocks), by one streaming scan
+    per pass: block of bit b in pass p is pos[p, b] >> d_p (no random gather)."""
+    n = bits.shape[0]
+    total = 0
+    for p in range(depths.shape[0]):
+        total += (n + (1 << depths[p]) - 1) >> depths[p]
+    out = np.zeros(total, dtype=np.uint8)
+    base = 0
+    for p in range(depths.shape[0]):
+        d = depths[p]
+        row = pos[p]
+        blocks = (n + (1 << d) - 1) >> d
+        if blocks <= 4:  # few blocks: independent accumulators, no store dependency chain
+            a0 = a1 = a2 = a3 = 0
+            k = 1 << d
+            for b in range(n):
+                q = row[b]
+                v = bits[b]
+                a0 ^= v & (q < k)
+                a1 ^= v & ((q >= k) & (q < 2 * k))
+                a2 ^= v & ((q >= 2 * k) & (q < 3 * k))
+                a3 ^= v & (q >= 3 * k)
+            acc = (a0, a1, a2, a3)
+            for j in range(blocks):
+                out[base + j] = acc[j]
+        else:
+            for b in range(n):
+                out[base + (row[b] >> d)] ^= bits[b]
+        base += blocks
+    return out
+
+
 def _top_parities(prefix: NDArray[np.uint8], n: int, d: int) -> Bits:
     k = 1 << d
     starts = np.arange(0, n, k)
@@ -158,15 +194,22 @@ class CascadeAlice:
     def __init__(self, bits: Bits, qber: float, seed: int, config: CascadeConfig) -> None:
         self.n = len(bits)
         self.depths = config.block_exponents(self.n, qber)
-        perm, _ = permutations(seed, self.n, len(self.depths))
-        self._prefix = _pass_prefix(bits.astype(np.uint8, copy=False), perm, False)
+        self._bits = bits.astype(np.uint8, copy=True)
+        self._perm, pos = permutations(seed, self.n, len(self.depths))
+        self._tops = _block_parities(self._bits, pos, np.asarray(self.depths, dtype=np.int64))
+        # prefix parities of a pass are built when its first question arrives
+        self._prefix = np.zeros((len(self.depths), self.n + 1), dtype=np.uint8)
+        self._built = np.zeros(len(self.depths), dtype=bool)
         self.leaked_bits = 0
 
     def top_parities(self) -> Bits:
         """All passes' top-level parities, minus the last block of passes >= 1 (inferable)."""
         parts = []
+        base = 0
         for p, d in enumerate(self.depths):
-            tops = _top_parities(self._prefix[p], self.n, d)
+            count = -(-self.n // (1 << d))
+            tops = self._tops[base : base + count]
+            base += count
             parts.append(tops if p == 0 else tops[:-1])
         out = np.concatenate(parts)
         self.leaked_bits += len(out)
@@ -177,6 +220,13 @@ class CascadeAlice:
     ) -> Bits:
         """Parities of the asked blocks (pass, level, index) in pass order."""
         out = np.empty(len(passes), dtype=np.uint8)
+        if len(passes) and int(passes.max()) < len(self.depths):
+            asked = np.flatnonzero(
+                (np.bincount(passes, minlength=len(self.depths)) > 0) & ~self._built
+            )
+            if len(asked):
+                self._prefix[asked] = _pass_prefix(self._bits, self._perm[asked], False)
+                self._built[asked] = True
         if not _answer(self._prefix, passes, levels, index, out):
             raise ValueError("parity question out of range")
         self.leaked_bits += len(out)
@@ -391,21 +441,22 @@ def _apply_answers(
 
 @nb.njit(cache=True)
 def _init_known(
-    fen: NDArray[np.uint8],
+    n: int,
     depths: NDArray[np.int64],
     off: NDArray[np.int64],
     known: NDArray[np.int8],
     alice_tops: Bits,
+    bob_tops: Bits,
 ) -> None:  # pragma: no cover - compiled
-    n = fen.shape[1] - 1
     cursor = 0
+    base = 0
     total = 0
     for p in range(depths.shape[0]):
         d = depths[p]
         blocks = (n + (1 << d) - 1) >> d
         acc = 0
         for b in range(blocks):
-            bob = _node_parity(fen[p], n, d, b)
+            bob = bob_tops[base + b]
             if p == 0:
                 alice = alice_tops[cursor]
                 cursor += 1
@@ -417,6 +468,7 @@ def _init_known(
             else:
                 alice = total ^ acc
             known[off[p, d] + b] = alice ^ bob
+        base += blocks
 
 
 class CascadeBob:
@@ -429,7 +481,9 @@ class CascadeBob:
         depths = config.block_exponents(self.n, qber)
         self.depths = np.asarray(depths, dtype=np.int64)
         self.perm, self.pos = permutations(seed, self.n, len(depths))
-        self.fen = _pass_prefix(self.bits, self.perm, True)
+        # Fenwick trees: pass 1 now, later passes when their stage starts
+        self.fen = np.zeros((len(depths), self.n + 1), dtype=np.uint8)
+        self.fen[:1] = _pass_prefix(self.bits, self.perm[:1], True)
         self.off, total = _layout(self.n, depths)
         self.known = np.full(total, UNKNOWN, dtype=np.int8)
         self.started = np.zeros(len(depths), dtype=np.bool_)
@@ -469,7 +523,10 @@ class CascadeBob:
             raise ValueError(
                 f"expected {self.expected_top_parities()} top-level parities, got {len(alice_tops)}"
             )
-        _init_known(self.fen, self.depths, self.off, self.known, alice_tops.astype(np.uint8))
+        bob_tops = _block_parities(self.bits, self.pos, self.depths)
+        _init_known(
+            self.n, self.depths, self.off, self.known, alice_tops.astype(np.uint8), bob_tops
+        )
         return self._advance()
 
     def step(self, answers: Bits) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
