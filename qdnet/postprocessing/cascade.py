@@ -77,22 +77,53 @@ class CascadeConfig:
         d2 = min(top, d1 + max(0, round(math.log2(mult))))
         return tuple([d1, d2][: self.passes] + [top] * max(0, self.passes - 2))
 
+    def geometry(self, n: int, qber: float) -> Geometry:
+        """Block exponents, pass-order width and block counts of an n-bit frame."""
+        depths = self.block_exponents(n, qber)
+        top = max(1, math.ceil(math.log2(max(n, 2))) - 1)
+        width = 1 << (top + 1)
+        extents = tuple(n if p < SPREAD_FROM else width for p in range(len(depths)))
+        blocks = tuple(-(-e // (1 << d)) for e, d in zip(extents, depths, strict=True))
+        return Geometry(depths, width, extents, blocks)
+
+
+SPREAD_FROM = 2
+"""Passes from this index on (block size = width/2) scatter the n bits uniformly over all
+``width`` positions, so that both halves hold ~n/2 bits and an undetected error pair is split
+with probability ~1/2 per pass; earlier passes put their padding at the end."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Pass layout shared by both ends (a function of n, the QBER estimate and the config)."""
+
+    depths: tuple[int, ...]
+    width: int
+    extents: tuple[int, ...]
+    blocks: tuple[int, ...]
+
 
 # ---------------------------------------------------------------------------------------------
 # permutations
 
 
 @nb.njit(cache=True)
-def _permutations(seed: np.uint64, n: int, passes: int) -> NDArray[np.int32]:  # pragma: no cover
-    perm = np.empty((passes, n), dtype=np.int32)
+def _permutations(
+    seed: np.uint64, n: int, passes: int, width: int, spread_from: int
+) -> NDArray[np.int32]:  # pragma: no cover - compiled
+    """perm[p, q] = bit at pass-order position q, or n for padding (Fisher-Yates, SplitMix64)."""
+    perm = np.empty((passes, width), dtype=np.int32)
     state = seed
     for p in range(passes):
         row = perm[p]
-        for q in range(n):
+        span = n if p < spread_from else width
+        for q in range(width):
+            row[q] = q if q < n else n
+        for q in range(span):
             row[q] = q
         if p == 0:
             continue
-        for q in range(n - 1, 0, -1):
+        for q in range(span - 1, 0, -1):
             state += np.uint64(0x9E3779B97F4A7C15)
             z = state
             z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -102,39 +133,46 @@ def _permutations(seed: np.uint64, n: int, passes: int) -> NDArray[np.int32]:  #
             tmp = row[q]
             row[q] = row[r]
             row[r] = tmp
+        for q in range(width):
+            if row[q] > n:
+                row[q] = n
     return perm
 
 
-_PERM_CACHE: OrderedDict[tuple[int, int, int], tuple[NDArray[np.int32], NDArray[np.int32]]] = (
+_PERM_CACHE: OrderedDict[tuple[int, int, int, int], tuple[NDArray[np.int32], NDArray[np.int32]]] = (
     OrderedDict()
 )
 
 
-def permutations(seed: int, n: int, passes: int) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """(perm, pos): perm[p, q] is the bit at position q of pass p; pos is its inverse."""
-    key = (seed, n, passes)
+def permutations(
+    seed: int, n: int, passes: int, width: int | None = None
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """(perm, pos): perm[p, q] is the bit at position q of pass p (n: padding); pos[p, b] is
+    the position of bit b. ``width`` (>= n) is the pass-order length."""
+    w = n if width is None else width
+    key = (seed, n, passes, w)
     hit = _PERM_CACHE.get(key)
     if hit is not None:
         _PERM_CACHE.move_to_end(key)
         return hit
-    perm = _permutations(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), n, passes)
-    pos = np.empty_like(perm)
-    rows = np.arange(n, dtype=np.int32)
+    perm = _permutations(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), n, passes, w, SPREAD_FROM)
+    pos = np.empty((passes, n), dtype=np.int32)
     for p in range(passes):
-        pos[p, perm[p]] = rows
+        real = np.flatnonzero(perm[p] < n).astype(np.int32)
+        pos[p, perm[p, real]] = real
     _PERM_CACHE[key] = (perm, pos)
     while len(_PERM_CACHE) > 4:
         _PERM_CACHE.popitem(last=False)
     return perm, pos
 
 
-def _layout(n: int, depths: tuple[int, ...]) -> tuple[NDArray[np.int64], int]:
+def _layout(geo: Geometry) -> tuple[NDArray[np.int64], int]:
     """Offsets off[p, l] of level l of pass p in the flat node array, and its total size."""
-    dmax = max(depths)
-    off = np.zeros((len(depths), dmax + 2), dtype=np.int64)
+    dmax = max(geo.depths)
+    off = np.zeros((len(geo.depths), dmax + 2), dtype=np.int64)
     total = 0
-    for p, d in enumerate(depths):
-        padded = -(-n // (1 << d)) << d
+    for p, d in enumerate(geo.depths):
+        padded = geo.blocks[p] << d
         for level in range(d + 1):
             off[p, level] = total
             total += padded >> level
@@ -143,20 +181,17 @@ def _layout(n: int, depths: tuple[int, ...]) -> tuple[NDArray[np.int64], int]:
 
 @nb.njit(cache=True)
 def _block_parities(
-    bits: Bits, pos: NDArray[np.int32], depths: NDArray[np.int64]
+    bits: Bits, pos: NDArray[np.int32], depths: NDArray[np.int64], counts: NDArray[np.int64]
 ) -> NDArray[np.uint8]:  # pragma: no cover - compiled
     """Top-level block parities of every pass, concatenated (all blocks), by one streaming scan
     per pass: block of bit b in pass p is pos[p, b] >> d_p (no random gather)."""
-    n = bits.shape[0]
-    total = 0
-    for p in range(depths.shape[0]):
-        total += (n + (1 << depths[p]) - 1) >> depths[p]
-    out = np.zeros(total, dtype=np.uint8)
+    n = pos.shape[1]
+    out = np.zeros(counts.sum(), dtype=np.uint8)
     base = 0
     for p in range(depths.shape[0]):
         d = depths[p]
         row = pos[p]
-        blocks = (n + (1 << d) - 1) >> d
+        blocks = counts[p]
         if blocks <= 4:  # few blocks: independent accumulators, no store dependency chain
             a0 = a1 = a2 = a3 = 0
             k = 1 << d
@@ -177,13 +212,6 @@ def _block_parities(
     return out
 
 
-def _top_parities(prefix: NDArray[np.uint8], n: int, d: int) -> Bits:
-    k = 1 << d
-    starts = np.arange(0, n, k)
-    stops = np.minimum(starts + k, n)
-    return (prefix[stops] ^ prefix[starts]).astype(np.uint8)
-
-
 # ---------------------------------------------------------------------------------------------
 # Alice
 
@@ -193,12 +221,19 @@ class CascadeAlice:
 
     def __init__(self, bits: Bits, qber: float, seed: int, config: CascadeConfig) -> None:
         self.n = len(bits)
-        self.depths = config.block_exponents(self.n, qber)
-        self._bits = bits.astype(np.uint8, copy=True)
-        self._perm, pos = permutations(seed, self.n, len(self.depths))
-        self._tops = _block_parities(self._bits, pos, np.asarray(self.depths, dtype=np.int64))
+        self.geo = config.geometry(self.n, qber)
+        self.depths = self.geo.depths
+        self._bits = np.zeros(self.n + 1, dtype=np.uint8)  # index n: padding, always 0
+        self._bits[: self.n] = bits
+        self._perm, pos = permutations(seed, self.n, len(self.depths), self.geo.width)
+        self._tops = _block_parities(
+            self._bits,
+            pos,
+            np.asarray(self.depths, dtype=np.int64),
+            np.asarray(self.geo.blocks, dtype=np.int64),
+        )
         # prefix parities of a pass are built when its first question arrives
-        self._prefix = np.zeros((len(self.depths), self.n + 1), dtype=np.uint8)
+        self._prefix = np.zeros((len(self.depths), self.geo.width + 1), dtype=np.uint8)
         self._built = np.zeros(len(self.depths), dtype=bool)
         self.leaked_bits = 0
 
@@ -206,8 +241,7 @@ class CascadeAlice:
         """All passes' top-level parities, minus the last block of passes >= 1 (inferable)."""
         parts = []
         base = 0
-        for p, d in enumerate(self.depths):
-            count = -(-self.n // (1 << d))
+        for p, count in enumerate(self.geo.blocks):
             tops = self._tops[base : base + count]
             base += count
             parts.append(tops if p == 0 else tops[:-1])
@@ -279,7 +313,7 @@ def _node_parity(fen_p: NDArray[np.uint8], n: int, level: int, index: int) -> in
 def _pass_prefix(bits: Bits, perm: NDArray[np.int32], fenwick: bool) -> NDArray[np.uint8]:
     """Per pass, the prefix XOR of the pass-ordered bits, or (``fenwick``) its XOR Fenwick tree
     fen[i] = xor of a[i - lowbit(i) .. i)."""  # pragma: no cover - compiled
-    passes, n = perm.shape
+    passes, n = perm.shape  # n: the pass-order width; bits[perm] is 0 for padding
     out = np.zeros((passes, n + 1), dtype=np.uint8)
     prefix = np.zeros(n + 1, dtype=np.uint8)
     for p in range(passes):
@@ -313,7 +347,7 @@ def _flip(
 ) -> int:  # pragma: no cover - compiled
     """Flip one bit, toggle every known block containing it, queue new searches; returns ns."""
     bits[bit] ^= 1
-    n = bits.shape[0]
+    n = fen.shape[1] - 1
     for p in range(depths.shape[0]):
         q = pos[p, bit]
         if started[p]:  # Fenwick trees of later passes are built when they start
@@ -358,6 +392,7 @@ def _descend(
     qp: NDArray[np.int64],
     ql: NDArray[np.int64],
     qi: NDArray[np.int64],
+    extents: NDArray[np.int64],
 ) -> tuple[int, int, int]:  # pragma: no cover - compiled
     """Advance every search until it needs questions, flips a bit or dies.
 
@@ -366,7 +401,7 @@ def _descend(
     (qp, ql, qi); asked nodes are marked PENDING. Returns (live searches, now at the front of
     sp/sl/si, bits flipped, questions).
     """
-    n = bits.shape[0]
+    n_real = pos.shape[1]
     flips = 0
     nq = 0
     j = 0
@@ -385,6 +420,18 @@ def _descend(
                 break
             left = off[p, level - 1] + 2 * i
             k = known[left]
+            if k == UNKNOWN and level <= 5:
+                # a small left child made only of padding has parity 0 on both sides: free
+                start = (2 * i) << (level - 1)
+                real = False
+                for q in range(start, min(start + (1 << (level - 1)), perm.shape[1])):
+                    if perm[p, q] < n_real:
+                        real = True
+                        break
+                if not real:
+                    known[left] = 0
+                    known[left + 1] = 1
+                    k = 0
             if k == PENDING:
                 break  # another search asked the same question this round
             if k == UNKNOWN:
@@ -394,7 +441,7 @@ def _descend(
                     base = i << s
                     for t in range(1 << (s - 1)):
                         idx = base + 2 * t
-                        if (idx << lev) >= n:
+                        if (idx << lev) >= extents[p]:
                             break
                         node = off[p, lev] + idx
                         if known[node] == UNKNOWN and nq < qp.shape[0]:
@@ -441,7 +488,7 @@ def _apply_answers(
 
 @nb.njit(cache=True)
 def _init_known(
-    n: int,
+    counts: NDArray[np.int64],
     depths: NDArray[np.int64],
     off: NDArray[np.int64],
     known: NDArray[np.int8],
@@ -453,7 +500,7 @@ def _init_known(
     total = 0
     for p in range(depths.shape[0]):
         d = depths[p]
-        blocks = (n + (1 << d) - 1) >> d
+        blocks = counts[p]
         acc = 0
         for b in range(blocks):
             bob = bob_tops[base + b]
@@ -475,16 +522,20 @@ class CascadeBob:
     """Bob's side: holds his bits, asks questions, corrects; never sees Alice's bits."""
 
     def __init__(self, bits: Bits, qber: float, seed: int, config: CascadeConfig) -> None:
-        self.bits = bits.astype(np.uint8, copy=True)
         self.n = len(bits)
+        self._bits = np.zeros(self.n + 1, dtype=np.uint8)  # index n: padding, always 0
+        self._bits[: self.n] = bits
         self.config = config
-        depths = config.block_exponents(self.n, qber)
+        self.geo = config.geometry(self.n, qber)
+        depths = self.geo.depths
         self.depths = np.asarray(depths, dtype=np.int64)
-        self.perm, self.pos = permutations(seed, self.n, len(depths))
+        self._counts = np.asarray(self.geo.blocks, dtype=np.int64)
+        self._extents = np.asarray(self.geo.extents, dtype=np.int64)
+        self.perm, self.pos = permutations(seed, self.n, len(depths), self.geo.width)
         # Fenwick trees: pass 1 now, later passes when their stage starts
-        self.fen = np.zeros((len(depths), self.n + 1), dtype=np.uint8)
-        self.fen[:1] = _pass_prefix(self.bits, self.perm[:1], True)
-        self.off, total = _layout(self.n, depths)
+        self.fen = np.zeros((len(depths), self.geo.width + 1), dtype=np.uint8)
+        self.fen[:1] = _pass_prefix(self._bits, self.perm[:1], True)
+        self.off, total = _layout(self.geo)
         self.known = np.full(total, UNKNOWN, dtype=np.int8)
         self.started = np.zeros(len(depths), dtype=np.bool_)
         cap = max(64, 2 * self.n)
@@ -510,9 +561,14 @@ class CascadeBob:
         self.rounds = 0
         self.done = False
 
+    @property
+    def bits(self) -> Bits:
+        """Bob's current (corrected so far) bits."""
+        return self._bits[: self.n]
+
     def expected_top_parities(self) -> int:
         """How many top-level parities Bob expects from Alice."""
-        counts = [-(-self.n // (1 << int(d))) for d in self.depths]
+        counts = self.geo.blocks
         return counts[0] + sum(c - 1 for c in counts[1:])
 
     def start(
@@ -523,9 +579,9 @@ class CascadeBob:
             raise ValueError(
                 f"expected {self.expected_top_parities()} top-level parities, got {len(alice_tops)}"
             )
-        bob_tops = _block_parities(self.bits, self.pos, self.depths)
+        bob_tops = _block_parities(self._bits, self.pos, self.depths, self._counts)
         _init_known(
-            self.n, self.depths, self.off, self.known, alice_tops.astype(np.uint8), bob_tops
+            self._counts, self.depths, self.off, self.known, alice_tops.astype(np.uint8), bob_tops
         )
         return self._advance()
 
@@ -545,7 +601,7 @@ class CascadeBob:
         while True:
             depth = self.config.tail_depth if ns <= tail else 1
             ns, flips, nq = _descend(
-                self.bits,
+                self._bits,
                 self.fen,
                 self.perm,
                 self.pos,
@@ -562,6 +618,7 @@ class CascadeBob:
                 self._qp,
                 self._ql,
                 self._qi,
+                self._extents,
             )
             self.corrected_bits += flips
             if ns:
@@ -585,11 +642,11 @@ class CascadeBob:
         ns = 0
         rows = np.asarray(self._stage_passes[self._stage], dtype=np.int64)
         if len(rows) and rows[0] > 0:
-            self.fen[rows] = _pass_prefix(self.bits, self.perm[rows], True)
+            self.fen[rows] = _pass_prefix(self._bits, self.perm[rows], True)
         for p in self._stage_passes[self._stage]:
             self.started[p] = True
             d = int(self.depths[p])
-            tops = self.known[self.off[p, d] : self.off[p, d] + (-(-self.n // (1 << d)))]
+            tops = self.known[self.off[p, d] : self.off[p, d] + int(self._counts[p])]
             odd = np.flatnonzero(tops == 1)
             self._sp[ns : ns + len(odd)] = p
             self._sl[ns : ns + len(odd)] = d
