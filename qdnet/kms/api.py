@@ -1,0 +1,454 @@
+"""ETSI GS QKD 014 V1.1.1 REST API (FastAPI) for SAEs, and the KMS-to-KMS peer API.
+
+Every answer other than 200 is one of the spec's codes (400, 401, 503) with a JSON ``message``
+(unknown paths and methods are answered 400 too, as the spec defines no other code). Requests
+are parsed by hand so that malformed JSON, wrong JSON types or huge numbers give a clean 400
+with a clear message, never a 500; the OpenAPI document still describes the spec's schemas.
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: N815  (field names are the spec's own)
+import base64
+import functools
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from qdnet.kms.peer import parse_allocations
+from qdnet.kms.service import KMSError, KMSService
+from qdnet.kms.tls import PEER_IDENTITY_KEY, identity_of
+
+log = logging.getLogger("qdnet.kms.api")
+
+MAX_BODY_BYTES = 1 << 20
+ROUTE_EXTENSION = "qdnet_route_type"
+"""The one extension this KME understands (spec §6.2 example ``abc_route_type``): only
+``"direct"`` can be met, since a two-KMS link has no intermediate trusted node."""
+
+# --- spec data formats (documentation of the OpenAPI document) -------------------------------
+
+
+class Status(BaseModel):
+    """Spec Table 9."""
+
+    model_config = ConfigDict(extra="allow")
+    source_KME_ID: str
+    target_KME_ID: str
+    master_SAE_ID: str
+    slave_SAE_ID: str
+    key_size: int
+    stored_key_count: int
+    max_key_count: int
+    max_key_per_request: int
+    max_key_size: int
+    min_key_size: int
+    max_SAE_ID_count: int
+    status_extension: dict[str, Any] | None = None
+
+
+class KeyRequest(BaseModel):
+    """Spec Table 10 (every item optional; an empty body means ``{}``)."""
+
+    number: int | None = None
+    size: int | None = None
+    additional_slave_SAE_IDs: list[str] | None = None
+    extension_mandatory: list[dict[str, Any]] | None = None
+    extension_optional: list[dict[str, Any]] | None = None
+
+
+class Key(BaseModel):
+    """One key of a Key container: ``key`` is base64 (RFC 4648)."""
+
+    key_ID: str = Field(description="UUID")
+    key_ID_extension: dict[str, Any] | None = None
+    key: str
+    key_extension: dict[str, Any] | None = None
+
+
+class KeyContainer(BaseModel):
+    """Spec Table 11."""
+
+    keys: list[Key]
+    key_container_extension: dict[str, Any] | None = None
+
+
+class KeyIDItem(BaseModel):
+    """One entry of ``key_IDs``."""
+
+    key_ID: str
+    key_ID_extension: dict[str, Any] | None = None
+
+
+class KeyIDs(BaseModel):
+    """Spec Table 12."""
+
+    key_IDs: list[KeyIDItem]
+    key_IDs_extension: dict[str, Any] | None = None
+
+
+class Error(BaseModel):
+    """Spec Table 13."""
+
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Error, "description": "Bad request format"},
+    401: {"model": Error, "description": "Unauthorized"},
+    503: {"model": Error, "description": "Error on server side"},
+}
+
+
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def error_response(
+    status: int, message: str, details: list[dict[str, Any]] | None = None
+) -> Response:
+    """A spec Error body (Table 13)."""
+    body: dict[str, Any] = {"message": message}
+    if details:
+        body["details"] = details
+    return _json(status, body)
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def _guard(fn: Handler) -> Handler:
+    """Turn :class:`KMSError` into its answer and anything unexpected into a 503, never a 500."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await fn(*args, **kwargs)
+        except KMSError as err:
+            return error_response(err.status, err.message, err.details)
+        except Exception as err:
+            log.error("internal error in %s: %s", fn.__name__, type(err).__name__)
+            return error_response(503, "key data access error")
+
+    return wrapper
+
+
+async def _read_json(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise KMSError(400, "request body is too large")
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise KMSError(400, "request body is not valid JSON") from None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _query_int(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+        raise KMSError(400, f"{name} shall be a positive integer")
+    return int(raw)
+
+
+class _Ctx:
+    """Identity and limits of one SAE-facing app."""
+
+    def __init__(self, service: KMSService) -> None:
+        self.service = service
+        self.tls = service.settings.tls
+        self.saes = set(service.settings.saes)
+
+    def caller(self, request: Request) -> str:
+        ident = request.scope.get("state", {}).get(PEER_IDENTITY_KEY)
+        sae = identity_of(ident, self.tls.sae_identity, self.tls.sae_uri_prefix)
+        if sae is None:
+            raise KMSError(401, "a valid SAE client certificate is required")
+        if sae not in self.saes:
+            raise KMSError(401, f"SAE {sae!r} is not served by this KME")
+        return sae
+
+
+def _check_extensions(mandatory: Any, optional: Any) -> dict[str, Any]:
+    """Handle ``extension_mandatory`` / ``extension_optional`` (spec Table 10, §6.2)."""
+    echo: dict[str, Any] = {}
+    for field_name, value in (("extension_mandatory", mandatory), ("extension_optional", optional)):
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+            raise KMSError(400, f"{field_name} shall be an array of objects")
+    unsupported: list[dict[str, Any]] = []
+    unmet = False
+    for ext in mandatory or []:
+        for name, val in ext.items():
+            if name != ROUTE_EXTENSION:
+                unsupported.append({"extension_mandatory_unsupported": f"{name} is not supported"})
+            elif val != "direct":
+                unmet = True
+            else:
+                echo[ROUTE_EXTENSION] = "direct"
+    if unsupported:
+        raise KMSError(400, "not all extension_mandatory parameters are supported", unsupported)
+    if unmet:
+        raise KMSError(400, "not all extension_mandatory request options could be met")
+    for ext in optional or []:
+        if ext.get(ROUTE_EXTENSION) == "direct":
+            echo[ROUTE_EXTENSION] = "direct"
+        # other optional extensions are ignored, as the spec allows (answer 200)
+    return echo
+
+
+def create_sae_app(service: KMSService) -> FastAPI:
+    """The ETSI GS QKD 014 application for SAEs (serve it over mTLS, see :mod:`.server`)."""
+    ctx = _Ctx(service)
+    lim = service.settings.limits
+    app = FastAPI(
+        title=f"qdnet KME {service.settings.kme_id}: ETSI GS QKD 014 V1.1.1",
+        version="1.1.1",
+        description="Key delivery API (ETSI GS QKD 014 V1.1.1) over mutual TLS.",
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        message = "unknown request path" if exc.status_code == 404 else str(exc.detail)
+        return error_response(400 if exc.status_code < 500 else 503, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, _exc: RequestValidationError) -> Response:
+        return error_response(400, "malformed request")
+
+    prefix = "/api/v1/keys/{sae_id}"
+
+    @app.get(
+        prefix + "/status",
+        responses={200: {"model": Status}, **_ERRORS},
+        summary="Get status",
+    )
+    @_guard
+    async def get_status(sae_id: str, request: Request) -> Response:
+        """Status of the keys this KME can deliver to the caller (master) for ``sae_id`` (slave)."""
+        master = ctx.caller(request)
+        return _json(200, service.status(master, sae_id))
+
+    async def _enc(request: Request, slave: str, body: Any, from_get: bool) -> Response:
+        master = ctx.caller(request)
+        service.check_slave(master, slave)
+        if from_get:
+            number = _query_int(request, "number")
+            size = _query_int(request, "size")
+            extra: Any = None
+            mandatory: Any = None
+            optional: Any = None
+        else:
+            if body is None:
+                body = {}
+            if not isinstance(body, dict):
+                raise KMSError(400, "Key request shall be a JSON object")
+            number = body.get("number")
+            size = body.get("size")
+            extra = body.get("additional_slave_SAE_IDs")
+            mandatory = body.get("extension_mandatory")
+            optional = body.get("extension_optional")
+            for name, v in (("number", number), ("size", size)):
+                if v is not None and not _is_int(v):
+                    raise KMSError(400, f"{name} shall be an integer")
+        number = 1 if number is None else number
+        size = lim.key_size if size is None else size
+        if not 1 <= number <= lim.max_key_per_request:
+            raise KMSError(
+                400,
+                f"number shall be between 1 and max_key_per_request ({lim.max_key_per_request})",
+            )
+        if size % 8:
+            raise KMSError(400, "size shall be a multiple of 8")
+        if not lim.min_key_size <= size <= lim.max_key_size:
+            raise KMSError(
+                400,
+                f"size shall be between min_key_size ({lim.min_key_size}) "
+                f"and max_key_size ({lim.max_key_size})",
+            )
+        slaves = [slave]
+        if extra is not None:
+            if not isinstance(extra, list) or not all(isinstance(s, str) for s in extra):
+                raise KMSError(400, "additional_slave_SAE_IDs shall be an array of strings")
+            if len(extra) > lim.max_SAE_ID_count:
+                raise KMSError(
+                    400,
+                    f"additional_slave_SAE_IDs exceeds max_SAE_ID_count ({lim.max_SAE_ID_count})",
+                )
+            for s in extra:
+                service.check_slave(master, s)
+                if s in slaves:
+                    raise KMSError(400, f"slave SAE ID {s!r} is listed more than once")
+                slaves.append(s)
+        echo = _check_extensions(mandatory, optional)
+        cut = await service.enc_keys(master, slaves, number, size)
+        out: dict[str, Any] = {
+            "keys": [{"key_ID": k, "key": base64.b64encode(m).decode("ascii")} for k, m in cut]
+        }
+        if echo:
+            out["key_container_extension"] = echo
+        return _json(200, out)
+
+    @app.get(
+        prefix + "/enc_keys",
+        responses={200: {"model": KeyContainer}, **_ERRORS},
+        summary="Get key (simple request: number and size as query parameters)",
+    )
+    @_guard
+    async def get_enc_keys(
+        sae_id: str,
+        request: Request,
+        number: str | None = Query(None, description="number of keys (integer as string)"),
+        size: str | None = Query(None, description="key size in bits (integer as string)"),
+    ) -> Response:
+        """Keys for the caller (master) shared with slave ``sae_id``."""
+        del number, size  # parsed by hand for spec error messages
+        return await _enc(request, sae_id, None, True)
+
+    @app.post(
+        prefix + "/enc_keys",
+        responses={200: {"model": KeyContainer}, **_ERRORS},
+        summary="Get key",
+        openapi_extra=_body_doc(KeyRequest),
+    )
+    @_guard
+    async def post_enc_keys(sae_id: str, request: Request) -> Response:
+        """Keys for the caller (master) shared with slave ``sae_id`` (body: Key request)."""
+        return await _enc(request, sae_id, await _read_json(request), False)
+
+    def _dec(request: Request, master: str, ids: list[str]) -> Response:
+        if not ids:
+            raise KMSError(400, "key_IDs shall list at least one key_ID")
+        if len(ids) > lim.max_key_per_request:
+            raise KMSError(
+                400, f"at most max_key_per_request ({lim.max_key_per_request}) key_IDs per request"
+            )
+        if len(set(ids)) != len(ids):
+            raise KMSError(400, "key_IDs lists a key_ID more than once")
+        for k in ids:
+            try:
+                uuid.UUID(k)
+            except ValueError:
+                raise KMSError(400, "one or more keys specified are not found on KME") from None
+        caller = ctx.caller(request)
+        found = service.dec_keys(master, caller, ids)
+        return _json(
+            200,
+            {
+                "keys": [
+                    {"key_ID": k.key_id, "key": base64.b64encode(k.material).decode()}
+                    for k in found
+                ]
+            },
+        )
+
+    @app.get(
+        prefix + "/dec_keys",
+        responses={200: {"model": KeyContainer}, **_ERRORS},
+        summary="Get key with key IDs (simple request: one key_ID)",
+    )
+    @_guard
+    async def get_dec_keys(sae_id: str, request: Request, key_ID: str | None = None) -> Response:
+        """The key ``key_ID`` that master ``sae_id`` obtained for the caller (slave)."""
+        del key_ID
+        ctx.caller(request)
+        ids = request.query_params.getlist("key_ID")
+        if len(ids) != 1:
+            raise KMSError(400, "key_ID shall be given once (use POST for several keys)")
+        return _dec(request, sae_id, ids)
+
+    @app.post(
+        prefix + "/dec_keys",
+        responses={200: {"model": KeyContainer}, **_ERRORS},
+        summary="Get key with key IDs",
+        openapi_extra=_body_doc(KeyIDs),
+    )
+    @_guard
+    async def post_dec_keys(sae_id: str, request: Request) -> Response:
+        """The keys that master ``sae_id`` obtained for the caller (body: Key IDs)."""
+        ctx.caller(request)
+        body = await _read_json(request)
+        if not isinstance(body, dict):
+            raise KMSError(400, "Key IDs shall be a JSON object")
+        items = body.get("key_IDs")
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("key_ID"), str) for i in items
+        ):
+            raise KMSError(400, "key_IDs shall be an array of objects with a string key_ID")
+        return _dec(request, sae_id, [i["key_ID"] for i in items])
+
+    return app
+
+
+def create_peer_app(service: KMSService) -> FastAPI:
+    """The KMS-to-KMS API; only the peer KME's certificate is accepted."""
+    app = FastAPI(title="qdnet KMS peer API", docs_url=None, redoc_url=None, openapi_url=None)
+    peer_id = service.settings.peer.kme_id
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(400 if exc.status_code < 500 else 503, str(exc.detail))
+
+    def check(request: Request) -> None:
+        ident = request.scope.get("state", {}).get(PEER_IDENTITY_KEY)
+        if identity_of(ident, "cn", "") != peer_id:
+            raise KMSError(401, "only the peer KME may use this API")
+
+    @app.post("/peer/v1/blocks")
+    @_guard
+    async def peer_blocks(request: Request) -> Response:
+        check(request)
+        body = await _read_json(request)
+        ids = body.get("block_ids") if isinstance(body, dict) else None
+        if (
+            not isinstance(ids, list)
+            or not all(isinstance(i, str) for i in ids)
+            or len(ids) > 10000
+        ):
+            raise KMSError(400, "block_ids shall be an array of strings")
+        return _json(200, {"held": service.peer_inventory(ids)})
+
+    @app.post("/peer/v1/allocations")
+    @_guard
+    async def peer_allocations(request: Request) -> Response:
+        check(request)
+        try:
+            items = parse_allocations(await _read_json(request))
+        except ValueError as err:
+            raise KMSError(400, str(err)) from None
+        return _json(200, {"accepted": service.apply_peer_allocations(items)})
+
+    return app

@@ -1,0 +1,185 @@
+"""Settings of one KMS node: the pydantic model of the ``kms-alice.yaml`` file a user writes.
+
+Relative paths in the file are resolved against the folder holding the file. Errors name the
+offending field, e.g. ``kms-alice.yaml: tls.cert: file not found: pki/kme-alice.crt``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SettingsError(ValueError):
+    """A settings file that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Strict):
+    """Where a server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+
+
+class TLSSettings(_Strict):
+    """Certificates of this KME (server for SAEs and peer KME, client towards the peer KME)."""
+
+    ca: Path = Field(description="CA certificate (PEM) that signed SAE and KME certificates")
+    cert: Path = Field(description="this KME's certificate (PEM)")
+    key: Path = Field(description="this KME's private key (PEM)")
+    sae_identity: Literal["cn", "san_uri"] = Field(
+        default="cn", description="where the SAE ID comes from: certificate CN or SAN URI"
+    )
+    sae_uri_prefix: str = Field(
+        default="urn:qdnet:sae:", description="prefix stripped from a SAN URI to give the SAE ID"
+    )
+    minimum_version: Literal["1.2", "1.3"] = "1.2"
+
+
+class PeerSettings(_Strict):
+    """The KMS at the other end of the link."""
+
+    kme_id: str = Field(min_length=1)
+    url: str = Field(description="https://host:port of the peer's KMS-to-KMS listener")
+    saes: list[str] = Field(default_factory=list, description="SAE IDs served by the peer KMS")
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class Limits(_Strict):
+    """The figures reported by ``status`` and enforced on every request."""
+
+    key_size: int = Field(default=256, gt=0, description="default key size in bits")
+    min_key_size: int = Field(default=64, gt=0)
+    max_key_size: int = Field(default=8192, gt=0)
+    max_key_per_request: int = Field(default=128, gt=0)
+    max_key_count: int = Field(
+        default=1_000_000, gt=0, description="pool capacity, in keys of key_size"
+    )
+    max_SAE_ID_count: int = Field(default=4, ge=0, description="most additional_slave_SAE_IDs")  # noqa: N815
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Limits:
+        for name in ("key_size", "min_key_size", "max_key_size"):
+            if getattr(self, name) % 8:
+                raise ValueError(f"{name} must be a multiple of 8")
+        if not self.min_key_size <= self.key_size <= self.max_key_size:
+            raise ValueError("need min_key_size <= key_size <= max_key_size")
+        return self
+
+
+class KMSSettings(_Strict):
+    """One KMS node (``kms-alice.yaml``)."""
+
+    kme_id: str = Field(min_length=1)
+    listen: Listen = Field(
+        default_factory=lambda: Listen(), description="ETSI GS QKD 014 API for SAEs"
+    )
+    peer_listen: Listen = Field(
+        default_factory=lambda: Listen(port=9443), description="KMS-to-KMS mTLS API"
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default a SQLite file <kme_id>.sqlite next to the file",
+    )
+    tls: TLSSettings
+    peer: PeerSettings
+    saes: list[str] = Field(min_length=1, description="SAE IDs served by this KMS")
+    limits: Limits = Field(default_factory=lambda: Limits())
+    key_blocks_dir: Path | None = Field(
+        default=None, description="folder of post-processing key blocks, ingested while serving"
+    )
+    remove_ingested_blocks: bool = Field(
+        default=True, description="delete a block file once its key is safely in the store"
+    )
+    ingest_interval_s: float = Field(default=1.0, gt=0)
+    allow_self_addressed: bool = Field(
+        default=False, description="TEST ONLY: let an SAE request keys addressed to itself"
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning"
+
+    @model_validator(mode="after")
+    def _ids(self) -> KMSSettings:
+        if self.kme_id == self.peer.kme_id:
+            raise ValueError("kme_id and peer.kme_id must differ")
+        both = set(self.saes) & set(self.peer.saes)
+        if both:
+            raise ValueError(f"SAE IDs served by both KMS: {sorted(both)}")
+        return self
+
+    def resolved(self, base: Path) -> KMSSettings:
+        """A copy with relative paths (and the default database) anchored at ``base``."""
+
+        def anchor(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        tls = self.tls.model_copy(
+            update={
+                "ca": anchor(self.tls.ca),
+                "cert": anchor(self.tls.cert),
+                "key": anchor(self.tls.key),
+            }
+        )
+        db = self.database_url or f"sqlite:///{(base / f'{self.kme_id}.sqlite').resolve()}"
+        blocks = anchor(self.key_blocks_dir) if self.key_blocks_dir else None
+        return self.model_copy(update={"tls": tls, "database_url": db, "key_blocks_dir": blocks})
+
+    @property
+    def is_leader(self) -> bool:
+        """The KME whose ID sorts first carves keys from the front of each segment."""
+        return self.kme_id < self.peer.kme_id
+
+    def kme_of(self, sae_id: str) -> str | None:
+        """Which KME serves ``sae_id`` (None: unknown SAE)."""
+        if sae_id in self.saes:
+            return self.kme_id
+        if sae_id in self.peer.saes:
+            return self.peer.kme_id
+        return None
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        lines.append(f"{source}: {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def settings_from_dict(raw: Any, base: Path, source: str = "settings") -> KMSSettings:
+    """Validate a mapping (as read from YAML); raise :class:`SettingsError` naming the field."""
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{source}: expected a mapping at the top level")
+    try:
+        settings = KMSSettings.model_validate(raw).resolved(base)
+    except ValidationError as err:
+        raise SettingsError(_format_error(source, err)) from None
+    for name in ("ca", "cert", "key"):
+        p = getattr(settings.tls, name)
+        if not p.is_file():
+            raise SettingsError(f"{source}: tls.{name}: file not found: {p}")
+    return settings
+
+
+def load_settings(path: str | os.PathLike[str]) -> KMSSettings:
+    """Read and validate a KMS settings file."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except OSError as err:
+        raise SettingsError(f"{p}: cannot read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise SettingsError(f"{p}: not valid YAML: {err}") from None
+    return settings_from_dict(raw, p.parent.resolve(), str(p))
+
+
+def dump_settings(settings: KMSSettings) -> str:
+    """YAML text for ``settings`` (paths as strings)."""
+    return yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True), sort_keys=False)
