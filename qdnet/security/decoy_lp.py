@@ -50,7 +50,9 @@ def single_photon_bounds(
             bounds=bounds,
             method="highs",
         )
-        return float(result.fun) * scale if result.status == 0 else None
+        if result.status != 0 or result.fun is None:
+            return None
+        return float(result.fun) * scale
 
     minimise_y1 = np.zeros(2 * size)
     minimise_y1[1] = 1.0
