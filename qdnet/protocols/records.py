@@ -63,6 +63,8 @@ class RecordsMeta:
     seed: int | None = None
     link: dict[str, Any] = field(default_factory=dict)
     format_version: int = RECORDS_FORMAT_VERSION
+    #: Alice's characterised P(n>=2) per intensity class (prepare-and-measure; empty for BBM92).
+    multiphoton_probability: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ def load_meta(directory: str | os.PathLike[str]) -> RecordsMeta:
         raise ValueError(f"{path}: format_version {version!r}, expected {RECORDS_FORMAT_VERSION}")
     raw["intensities"] = tuple(raw["intensities"])
     raw["pulses_per_intensity"] = tuple(raw["pulses_per_intensity"])
+    raw["multiphoton_probability"] = tuple(raw.get("multiphoton_probability", ()))
     return RecordsMeta(**raw)
 
 

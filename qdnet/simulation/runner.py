@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from qdnet.attacks.base import Interceptor, PairInterceptor
-from qdnet.protocols.link import Link
+from qdnet.protocols.link import Link, PrepareMeasureSource
 from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta
 from qdnet.protocols.statistics import LinkStatistics
 from qdnet.simulation.analysis import RunStatistics, Verdict, compare, pm_statistics, verdict
@@ -150,6 +150,7 @@ def simulate(
         repetition_rate_hz=link.repetition_rate_hz,
         seed=seed,
         link=link_document or {},
+        multiphoton_probability=_multiphoton_probabilities(link, plan.intensities),
     )
     records = None
     if stream is not None:
@@ -178,3 +179,11 @@ def simulate(
         deviation_sigma=compare(stats, run.expected),
         verdict=verdict(stats, run.expected, link),
     )
+
+
+def _multiphoton_probabilities(link: Link, intensities: tuple[float, ...]) -> tuple[float, ...]:
+    """Alice's characterised P(n>=2) per intensity class, published in the run's metadata."""
+    source = link.source
+    if not isinstance(source, PrepareMeasureSource):
+        return ()
+    return tuple(float(source.multiphoton_probability(mu)) for mu in intensities)
