@@ -562,6 +562,11 @@ class CascadeBob:
         self.done = False
 
     @property
+    def progress(self) -> float:
+        """Fraction of the pass stages started (for progress bars)."""
+        return self._stage / max(1, len(self._stage_passes))
+
+    @property
     def bits(self) -> Bits:
         """Bob's current (corrected so far) bits."""
         return self._bits[: self.n]

@@ -312,7 +312,7 @@ async def _cascade_bob(
         if progress is not None:
             progress(
                 "reconcile",
-                sum(e._stage for e in ends) / max(1, sum(len(e._stage_passes) for e in ends)),
+                sum(e.progress for e in ends) / max(1, len(ends)),
             )
     corrected = np.concatenate([e.bits for e in ends]) if ends else key
     return corrected, leaked

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qdnet.transport import (
     AuthenticatedChannel,
@@ -206,3 +209,15 @@ def test_tcp_roundtrip_and_truncation() -> None:
         await srv.close()
 
     asyncio.run(go())
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_mutated_frames_raise_protocol_error_or_decode(data: st.DataObject) -> None:
+    frame = bytearray(encode_message(_msg(2), seq=3))
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(frame) - 1))
+        frame[pos] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(frame)))
+    with contextlib.suppress(ProtocolError):
+        decode_message(bytes(frame[:cut]))
