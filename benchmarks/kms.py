@@ -1,0 +1,279 @@
+"""KMS benchmark: ETSI GS QKD 014 requests/s and latency over keep-alive mutual TLS.
+
+Cases, on SQLite and (when reachable) PostgreSQL:
+* ``enc_1x256``   GET enc_keys?number=1&size=256 on kme-alice (app-a master, app-b slave);
+* ``enc_128x256`` GET enc_keys?number=128&size=256;
+* ``enc_dec_pair`` enc_keys (1 x 256) on kme-alice, then dec_keys of that key on kme-bob.
+
+Both KMS run as their own processes (``qdnet kms serve``); the load generator is a separate
+process with C keep-alive mTLS connections (a minimal HTTP/1.1 client on asyncio, cheaper per
+request than httpx so it measures the server, not the client). Each enc_keys is reserved at the
+peer KMS before it is answered. Prints a table and one JSON line per figure.
+
+    python benchmarks/kms.py                 # full run (about a minute)
+    python benchmarks/kms.py --tiny          # one quick pass (CI)
+    QDNET_BENCH_POSTGRES_URL=postgresql://user:pw@127.0.0.1/postgres python benchmarks/kms.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import signal
+import ssl
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from qdnet.kms.link import free_port, ingest, link_settings, spawn_kms, wait_until_serving
+from qdnet.kms.pki import PKI, create_pki
+from qdnet.kms.tls import client_context
+from qdnet.postprocessing.keyblock import KeyBlock, write_key_block
+
+PG_ENVS = ("QDNET_BENCH_POSTGRES_URL", "QDNET_TEST_POSTGRES_URL")
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection over TLS."""
+
+    def __init__(self, host: str, port: int, ctx: ssl.SSLContext) -> None:
+        self.host, self.port, self.ctx = host, port, ctx
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(
+            self.host, self.port, ssl=self.ctx, server_hostname="localhost"
+        )
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+
+async def _run_case(
+    case: str,
+    url_a: str,
+    url_b: str,
+    ctx_a: ssl.SSLContext,
+    ctx_b: ssl.SSLContext,
+    conns: int,
+    duration: float,
+    warmup: float,
+) -> dict[str, Any]:
+    ha, pa = url_a.removeprefix("https://").split(":")
+    hb, pb = url_b.removeprefix("https://").split(":")
+    number = 128 if case == "enc_128x256" else 1
+    enc_path = f"/api/v1/keys/app-b/enc_keys?number={number}&size=256"
+    lat: list[float] = []
+    errors = 0
+    t_start = time.perf_counter()
+    t_measure = t_start + warmup
+    t_end = t_measure + duration
+
+    async def worker() -> None:
+        nonlocal errors
+        a = _Conn(ha, int(pa), ctx_a)
+        await a.open()
+        b = None
+        if case == "enc_dec_pair":
+            b = _Conn(hb, int(pb), ctx_b)
+            await b.open()
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= t_end:
+                break
+            status, body = await a.get(enc_path)
+            ok = status == 200
+            if ok and b is not None:
+                key_id = json.loads(body)["keys"][0]["key_ID"]
+                status, _ = await b.get(f"/api/v1/keys/app-a/dec_keys?key_ID={key_id}")
+                ok = status == 200
+            t1 = time.perf_counter()
+            if t0 >= t_measure:
+                if ok:
+                    lat.append(t1 - t0)
+                else:
+                    errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    lat.sort()
+    n = len(lat)
+
+    def pct(p: float) -> float:
+        return 1000 * lat[min(n - 1, int(p * n))] if n else float("nan")
+
+    return {
+        "requests": n,
+        "errors": errors,
+        "req_per_s": n / duration,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+    }
+
+
+def _load_process(args: dict[str, Any], out: Any) -> None:
+    pki = PKI.at(args["pki"])
+    ca, a, b = pki.ca_cert, pki.credential("app-a"), pki.credential("app-b")
+    res = asyncio.run(
+        _run_case(
+            args["case"],
+            args["url_a"],
+            args["url_b"],
+            client_context(ca, a.cert, a.key),
+            client_context(ca, b.cert, b.key),
+            args["conns"],
+            args["duration"],
+            args["warmup"],
+        )
+    )
+    out.put(res)
+
+
+def _blocks(folders: list[Path], total_bytes: int) -> None:
+    per = 1 << 20
+    for _ in range(max(1, total_bytes // per)):
+        blk = KeyBlock(
+            block_id=str(uuid.uuid4()),
+            link_name="bench",
+            key=os.urandom(per),
+            length_bits=per * 8,
+            protocol="bb84",
+            eps_sec=1e-10,
+            eps_cor=1e-15,
+            qber=0.02,
+        )
+        for f in folders:
+            write_key_block(f, blk)
+
+
+def _pg_urls(base: str) -> tuple[str, str, list[str]]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base).set(drivername="postgresql+psycopg")
+    names = [f"qdnet_bench_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    eng = create_engine(url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        for n in names:
+            c.execute(text(f'CREATE DATABASE "{n}"'))
+    eng.dispose()
+    a, b = (url.set(database=n).render_as_string(hide_password=False) for n in names)
+    return a, b, names
+
+
+def _drop_pg(base: str, names: list[str]) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    eng = create_engine(
+        make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    with eng.connect() as c:
+        for n in names:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)'))
+    eng.dispose()
+
+
+def run_backend(
+    backend: str, work: Path, pki: PKI, cases: list[str], conns: int, duration: float,
+    warmup: float, pool_bytes: int, pg_base: str | None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Start two KMS processes on ``backend`` and run every case against them."""
+    wd = work / backend
+    ports = (free_port(), free_port(), free_port(), free_port())
+    dbs: tuple[str | None, str | None] = (None, None)
+    names: list[str] = []
+    if backend == "postgresql":
+        assert pg_base is not None
+        a, b, names = _pg_urls(pg_base)
+        dbs = (a, b)
+    sa, sb = link_settings(
+        wd, pki, saes=(["app-a"], ["app-b"]), ports=ports, database_urls=dbs,
+        extra={"ingest_interval_s": 0.2, "log_level": "error"},
+    )  # fmt: skip
+    _blocks([wd / "ka", wd / "kb"], pool_bytes)
+    ingest(sa, wd / "ka", remove=True)
+    ingest(sb, wd / "kb", remove=True)
+    procs = [spawn_kms(wd / "kme-alice.yaml", wd / "kms.log")]
+    procs.append(spawn_kms(wd / "kme-bob.yaml", wd / "kms.log"))
+    url_a, url_b = f"https://127.0.0.1:{ports[0]}", f"https://127.0.0.1:{ports[2]}"
+    results = []
+    try:
+        wait_until_serving(url_a, pki, "app-a", "app-b")
+        wait_until_serving(url_b, pki, "app-b", "app-a")
+        time.sleep(1.0)  # first inventory exchange
+        ctx = mp.get_context("spawn")
+        for case in cases:
+            q = ctx.Queue()
+            args = {
+                "case": case, "url_a": url_a, "url_b": url_b, "pki": str(pki.root),
+                "conns": conns, "duration": duration, "warmup": warmup,
+            }  # fmt: skip
+            p = ctx.Process(target=_load_process, args=(args, q))
+            p.start()
+            res = q.get(timeout=duration + warmup + 120)
+            p.join(30)
+            res.update({"backend": backend, "case": case, "connections": conns})
+            results.append(res)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
+        if names and pg_base:
+            _drop_pg(pg_base, names)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="one short pass (CI smoke run)")
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds measured per case")
+    ap.add_argument("--connections", type=int, default=16, help="keep-alive mTLS connections")
+    ap.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    args = ap.parse_args(argv)
+    duration, warmup, conns = args.duration, 1.0, args.connections
+    pool = 48 << 20
+    if args.tiny:
+        duration, warmup, conns, pool = 1.0, 0.3, 4, 4 << 20
+    pg_base = next((os.environ[e] for e in PG_ENVS if os.environ.get(e)), None)
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    if "postgresql" in backends and pg_base is None:
+        print(f"# PostgreSQL skipped: set {PG_ENVS[0]}", file=sys.stderr)
+        backends.remove("postgresql")
+    cases = ["enc_1x256", "enc_128x256", "enc_dec_pair"]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="qdnet-kms-bench-") as tmp:
+        work = Path(tmp)
+        pki = create_pki(work / "pki", ["kme-alice", "kme-bob"], ["app-a", "app-b"])
+        for backend in backends:
+            rows += run_backend(backend, work, pki, cases, conns, duration, warmup, pool, pg_base)
+    print(
+        f"{'backend':<11} {'case':<13} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['backend']:<11} {r['case']:<13} {r['connections']:>5} {r['req_per_s']:>8.0f} "
+            f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['errors']:>6}"
+        )
+    for r in rows:
+        print(json.dumps({"benchmark": "kms", "cpus": os.cpu_count(), **r}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
