@@ -223,17 +223,17 @@ def run_backend(
                 "case": case, "url_a": url_a, "url_b": url_b, "pki": str(pki.root),
                 "conns": conns, "duration": duration, "warmup": warmup,
             }  # fmt: skip
-            p = ctx.Process(target=_load_process, args=(args, q))
-            p.start()
+            loadgen = ctx.Process(target=_load_process, args=(args, q))
+            loadgen.start()
             res = q.get(timeout=duration + warmup + 120)
-            p.join(30)
+            loadgen.join(30)
             res.update({"backend": backend, "case": case, "connections": conns})
             results.append(res)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(30)
+        for server in procs:
+            server.send_signal(signal.SIGTERM)
+        for server in procs:
+            server.wait(30)
         if names and pg_base:
             _drop_pg(pg_base, names)
     return results
