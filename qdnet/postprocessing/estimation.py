@@ -85,10 +85,18 @@ def estimate(
 
 
 def _multiphoton(meta: RecordsMeta) -> float:
-    value = meta.link.get("multiphoton_probability", 0.0) if meta.link else 0.0
-    if isinstance(value, list | tuple):
-        value = value[0] if value else 0.0
-    return float(value) if isinstance(value, int | float) else 0.0
+    """Alice's characterised P(n>=2) of the signal class, published in the run's metadata.
+
+    One-intensity BB84 cannot be secured without it (GLLP's tagged bound), so it is required.
+    """
+    if meta.multiphoton_probability:
+        return float(meta.multiphoton_probability[0])
+    if meta.protocol == "bb84":
+        raise ValueError(
+            "records lack the source's multi-photon probability (meta.json "
+            "multiphoton_probability); re-create them with qdnet simulate"
+        )
+    return 0.0
 
 
 def observed_counts(meta: RecordsMeta, est: Estimate) -> ObservedCounts:

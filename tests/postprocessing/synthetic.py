@@ -45,7 +45,7 @@ def synthetic_records(
         basis_bias=basis_bias,
         repetition_rate_hz=1e9,
         seed=None,
-        link={"multiphoton_probability": 1e-4} if protocol == "bb84" else {},
+        multiphoton_probability=(1e-4,) if protocol == "bb84" else (),
     )
     return RawRecords(
         meta=meta,

@@ -1,0 +1,1 @@
+"""Applications built on the whole chain (the end-to-end demo)."""
