@@ -160,7 +160,6 @@ def source_report(link: Link) -> dict[str, Any]:
 
 def register(app: typer.Typer) -> None:
     """Add the link-model commands to the root app."""
-    register_demo(app)
 
     @app.command()
     @clean_errors
@@ -233,70 +232,3 @@ def register(app: typer.Typer) -> None:
             else:
                 table.add_row(key, str(value))
         console.print(table)
-
-
-def examples_directory() -> Path:
-    """``examples/links`` of the source tree (the README installs qdnet editable from it)."""
-    return Path(__file__).resolve().parents[2] / "examples" / "links"
-
-
-def register_demo(app: typer.Typer) -> None:
-    """Add ``qdnet demo``."""
-
-    @app.command()
-    @clean_errors
-    def demo(
-        distance_km: Annotated[
-            str, typer.Option("--distance-km", help="Sweep START:STOP:STEP.")
-        ] = "0:250:25",
-        plot: Annotated[
-            Path | None, typer.Option("--plot", help="Also write the curves as PNG.")
-        ] = None,
-    ) -> None:
-        """A quantum-dot BB84 link against a decoy-laser link and the PLOB bound over distance."""
-        folder = examples_directory()
-        if not folder.is_dir():
-            raise ValueError(f"example links not found at {folder}; run qdnet from its source tree")
-        dot = load_link_config(folder / "telecom-dot-bb84.yaml").build()
-        laser = load_link_config(folder / "telecom-laser-decoy.yaml").build()
-        curves = [(link.name, run_sweep(link, None, distance_km, True)) for link in (dot, laser)]
-        table = Table(
-            title="Quantum dot vs decoy laser, asymptotic secret-key rate (80 MHz, 0.18 dB/km)"
-        )
-        for column in (
-            "km",
-            "loss dB",
-            "dot bit/s",
-            "dot QBER",
-            "laser bit/s",
-            "dot/laser",
-            "PLOB bit/s",
-        ):
-            table.add_column(column, justify="right")
-        for d, las in zip(curves[0][1], curves[1][1], strict=True):
-            ratio = (
-                d.secret_key_rate_bps / las.secret_key_rate_bps
-                if las.secret_key_rate_bps > 0
-                else float("nan")
-            )
-            table.add_row(
-                f"{d.distance_km:g}",
-                f"{d.loss_db:.1f}",
-                f"{d.secret_key_rate_bps:.4g}",
-                f"{100 * d.qber['z']:.2f} %",
-                f"{las.secret_key_rate_bps:.4g}",
-                f"{ratio:.3g}",
-                f"{d.plob_bits_per_pulse * dot.repetition_rate_hz:.4g}",
-            )
-        console.print(table)
-        reach = {
-            name: max((p.distance_km or 0.0) for p in pts if p.secret_bits_per_pulse > 0)
-            for name, pts in curves
-        }
-        console.print(
-            "Maximum distance with key on this grid: "
-            + ", ".join(f"{name} {km:g} km" for name, km in reach.items())
-        )
-        if plot is not None:
-            plot_curves(curves, plot)
-            console.print(f"plot written to {plot}")

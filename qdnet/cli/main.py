@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from qdnet.cli import kms_commands, link_commands, postprocessing_commands, simulate_commands
+from qdnet.cli import (
+    demo_command,
+    kms_commands,
+    link_commands,
+    postprocessing_commands,
+    simulate_commands,
+)
 
 app = typer.Typer(
     name="qdnet",
@@ -20,5 +26,11 @@ def _root() -> None:
     """Quantum-dot quantum networks: emitters, QKD links, post-processing, key management."""
 
 
-for _module in (link_commands, kms_commands, postprocessing_commands, simulate_commands):
+for _module in (
+    demo_command,
+    link_commands,
+    simulate_commands,
+    postprocessing_commands,
+    kms_commands,
+):
     _module.register(app)
