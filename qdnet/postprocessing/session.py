@@ -10,8 +10,13 @@ Message flow (A = Alice, B = Bob)::
     A EC_START ... B/A EC rounds (Cascade: questions/answers; LDPC: syndrome, reveals)
     A VERIFY_HASH(keys, digest)          B VERIFY_RESULT(ok, corrected bits)
     A PA_SEED(fresh Toeplitz seed, output length)
-    A/B AUTH_TAG (transcript checkpoint: 2 x 256 bits of one-time key)
-    A CONFIRM                            -> both hash, replenish the auth pool, emit the block
+    A AUTH_TAG                           B AUTH_TAG   (tags on the whole transcript, both ways)
+    A CONFIRM or ABORT, each with a one-time Poly1305 tag (the verdict; 3 x 256 bits in all)
+      -> both hash, replenish the auth pool, emit the block
+
+Each end keeps a block only after verifying the peer's tag on the whole transcript; Bob then
+keeps it unless an *authentic* ABORT follows, so a modified, forged or dropped closing message
+leaves both ends with the same block (see :meth:`AuthenticatedChannel.commit`).
 
 Every disclosed parity or syndrome bit and the verification hash are charged to the key
 (``leak_ec_bits`` passed to :func:`qdnet.security.finite_key.secret_key_length`; the hash bits
@@ -46,7 +51,7 @@ from qdnet.postprocessing.sifting import SiftingError, alice_sift, bob_sift
 from qdnet.postprocessing.verification import MERSENNE_61, VerificationHash
 from qdnet.protocols.records import PartyRecords, RecordsMeta
 from qdnet.security.finite_key import KeyLength, ObservedCounts, secret_key_length
-from qdnet.transport.authentication import AuthenticatedChannel
+from qdnet.transport.authentication import COMMIT_KEY_BITS, AuthenticatedChannel
 from qdnet.transport.messages import Message, MessageKind, ProtocolError
 
 KeyLengthFn = Callable[[ObservedCounts, float, float, float], KeyLength]
@@ -156,6 +161,7 @@ class SessionReport:
     bytes_sent: int = 0
     bytes_received: int = 0
     frames: int = 0
+    confirmed: bool | None = None
     block: KeyBlock | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, object]:
@@ -417,10 +423,10 @@ async def run_alice(
                 arrays={"seed": _pack(seed)},
             )
         )
-        await chan.checkpoint()
-        await chan.send(Message(MessageKind.CONFIRM))
+        report.confirmed = await chan.commit(report.block_id.encode())
         final = toeplitz_hash(key, seed, length)
         report.block = _finish(report, chan, final, pool_start, est, meta, cfg)
+        await chan.close()  # Bob treats the end of the stream after his tag as "no ABORT"
     except (SessionAbortError, ProtocolError) as exc:
         await _abort(report, chan, exc)
     finally:
@@ -516,8 +522,7 @@ async def run_bob(
         if pa.field_int("m") != length or pa.field_int("nbits") != len(key) + length - 1:
             raise ProtocolError("PA_SEED: output length disagrees with Bob's finite-key length")
         seed = _unpack(pa, "seed", len(key) + length - 1)
-        await chan.checkpoint()
-        await chan.recv(MessageKind.CONFIRM)
+        report.confirmed = await chan.commit(report.block_id.encode())
         final = toeplitz_hash(corrected, seed, length)
         report.block = _finish(report, chan, final, pool_start, est, meta, cfg)
     except (SessionAbortError, ProtocolError) as exc:
@@ -544,7 +549,7 @@ def _fill_ec(report: SessionReport, n: int, corrected: int) -> None:
     report.efficiency_f = report.leak_ec_bits / (n * h) if h > 0 else None
 
 
-AUTH_TAG_BITS_PER_CHECKPOINT = 512
+AUTH_TAG_BITS_PER_CHECKPOINT = COMMIT_KEY_BITS
 
 
 def _final_length(

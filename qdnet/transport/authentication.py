@@ -11,6 +11,21 @@ pad; Wegman and Carter, JCSS 22, 265 (1981)). Authenticating transcripts rather 
 keeps interactive error correction from eating key (notes: 2x256 bits per checkpoint instead of
 per round trip).
 
+Both tags of a checkpoint cover the *whole* transcript segment, both directions (each side hashes
+what it sent and what it received in one canonical order), so a modification in either direction
+is detected by *both* endpoints, not only by the one that received the modified frame.
+
+Closing a key block (:meth:`AuthenticatedChannel.commit`) is a checkpoint plus an authenticated
+verdict: Alice sends her tag, Bob verifies it and answers with his, Alice verifies that and sends
+CONFIRM or ABORT carrying a Poly1305 tag under a third one-time key. Every message that decides
+whether a block is kept is thus authenticated. Bob, once he has verified Alice's tag and sent his
+own, keeps the block unless an *authentic* ABORT arrives; a forged, modified or missing closing
+message leaves both ends with the same block. (No finite protocol over a channel the adversary
+controls can guarantee agreement when more than the last message is suppressed -- the two-generals
+problem: if Bob's tag and Alice's ABORT are both suppressed, Bob holds an authentic block Alice
+lacks, recognisable by its block ID. Secrecy is never affected: each end keeps a block only after
+verifying the peer's tag on the whole transcript.)
+
 Sequence numbers are checked on every frame, so a replayed, dropped or reordered frame aborts
 at once; a modified frame is caught by the tag at the next checkpoint, before any key derived
 from the segment is accepted. The pool is bootstrapped from a pre-shared secret and refilled
@@ -19,9 +34,11 @@ from distilled key (:meth:`AuthKeyPool.replenish`); both endpoints consume it in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import math
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +47,7 @@ from numpy.typing import NDArray
 
 from qdnet.transport.channel import Channel
 from qdnet.transport.messages import (
+    FieldValue,
     Message,
     MessageKind,
     ProtocolError,
@@ -38,6 +56,9 @@ from qdnet.transport.messages import (
 )
 
 TAG_KEY_BYTES = 32
+#: One-time key bits one :meth:`AuthenticatedChannel.commit` draws (two tags and the verdict).
+COMMIT_KEY_BITS = 3 * TAG_KEY_BYTES * 8
+_VERDICT_LABEL = b"qdnet-verdict-v1"
 
 
 class AuthenticationError(ProtocolError):
@@ -115,6 +136,23 @@ class TranscriptMac:
         return sum(len(f) for f in self.frames)
 
 
+def transcript_tag(key: bytes, a_to_b: TranscriptMac, b_to_a: TranscriptMac) -> bytes:
+    """Poly1305 tag of a segment, both directions: lengths, Alice's frames, then Bob's frames."""
+    mac = Poly1305(key)
+    mac.update(struct.pack(">QQ", a_to_b.nbytes, b_to_a.nbytes))
+    for frame in a_to_b.frames:
+        mac.update(frame)
+    for frame in b_to_a.frames:
+        mac.update(frame)
+    return mac.finalize()
+
+
+def _verdict_tag(key: bytes, kind: MessageKind, context: bytes) -> bytes:
+    mac = Poly1305(key)
+    mac.update(_VERDICT_LABEL + struct.pack(">H", int(kind)) + context)
+    return mac.finalize()
+
+
 class AuthenticatedChannel:
     """A channel with sequence numbers and Wegman-Carter transcript checkpoints.
 
@@ -182,14 +220,67 @@ class AuthenticatedChannel:
         """
         key_ab = self.pool.take(TAG_KEY_BYTES)
         key_ba = self.pool.take(TAG_KEY_BYTES)
-        out_key, in_key = (key_ab, key_ba) if self.role == "alice" else (key_ba, key_ab)
-        my_tag = self._sent.tag(out_key)
-        expected_tag = self._received.tag(in_key)
+        await self._exchange_tags(key_ab, key_ba)
+
+    async def commit(self, context: bytes, verdict_timeout_s: float = 30.0) -> bool:
+        """Close a key block: transcript checkpoint plus Alice's authenticated verdict.
+
+        Draws 3 x 256 bits of one-time key. Alice: raises if Bob's tag does not verify (after
+        sending an authenticated ABORT), else sends an authenticated CONFIRM and returns True.
+        Bob: raises if Alice's tag does not verify or an authentic ABORT follows his tag; returns
+        True when an authentic CONFIRM arrived and False when the closing message was missing,
+        modified or forged -- he keeps the block then, as Alice does (see the module docstring).
+        ``context`` (the block ID) is bound into the verdict tag.
+        """
+        key_ab = self.pool.take(TAG_KEY_BYTES)
+        key_ba = self.pool.take(TAG_KEY_BYTES)
+        key_verdict = self.pool.take(TAG_KEY_BYTES)
+        if self.role == "alice":
+            try:
+                await self._exchange_tags(key_ab, key_ba)
+            except ProtocolError as exc:
+                with contextlib.suppress(ProtocolError):
+                    await self._send_verdict(
+                        MessageKind.ABORT, key_verdict, context, f"closing tag rejected: {exc}"
+                    )
+                raise
+            with contextlib.suppress(ProtocolError):  # best effort: Bob keeps the block anyway
+                await self._send_verdict(MessageKind.CONFIRM, key_verdict, context)
+            return True
+        await self._exchange_tags(key_ab, key_ba)
+        try:
+            frame = await asyncio.wait_for(self.channel.recv_frame(), verdict_timeout_s)
+            message = decode_message(frame)
+        except (ProtocolError, TimeoutError):
+            return False
+        if message.seq != self._recv_seq or message.kind not in (
+            MessageKind.CONFIRM,
+            MessageKind.ABORT,
+        ):
+            return False
+        self._recv_seq += 1
+        self.bytes_received += len(frame)
+        try:
+            tag = message.array("tag", "uint8", 16).tobytes()
+        except ProtocolError:
+            return False
+        if not hmac.compare_digest(tag, _verdict_tag(key_verdict, message.kind, context)):
+            return False
+        if message.kind == MessageKind.ABORT:
+            raise _peer_aborted(message)
+        return True
+
+    async def _exchange_tags(self, key_ab: bytes, key_ba: bytes) -> None:
+        a_to_b, b_to_a = (
+            (self._sent, self._received) if self.role == "alice" else (self._received, self._sent)
+        )
+        tag_ab = transcript_tag(key_ab, a_to_b, b_to_a)
+        tag_ba = transcript_tag(key_ba, a_to_b, b_to_a)
         self.max_forgery_probability = max(
             self.max_forgery_probability,
-            poly1305_forgery_bound(self._sent.nbytes),
-            poly1305_forgery_bound(self._received.nbytes),
+            poly1305_forgery_bound(16 + self._sent.nbytes + self._received.nbytes),
         )
+        my_tag, expected_tag = (tag_ab, tag_ba) if self.role == "alice" else (tag_ba, tag_ab)
         tag_message = Message(MessageKind.AUTH_TAG, arrays={"tag": _bytes_array(my_tag)})
         if self.role == "alice":
             await self._send_unauthenticated(tag_message)
@@ -200,6 +291,18 @@ class AuthenticatedChannel:
         self._sent = TranscriptMac([])
         self._received = TranscriptMac([])
         self.checkpoints += 1
+
+    async def _send_verdict(
+        self, kind: MessageKind, key: bytes, context: bytes, reason: str | None = None
+    ) -> None:
+        fields: dict[str, FieldValue] = {} if reason is None else {"reason": reason}
+        await self._send_unauthenticated(
+            Message(
+                kind,
+                fields=fields,
+                arrays={"tag": _bytes_array(_verdict_tag(key, kind, context))},
+            )
+        )
 
     async def abort(self, reason: str) -> None:
         """Tell the peer (best effort) that this endpoint aborts, then close."""

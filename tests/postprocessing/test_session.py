@@ -20,7 +20,7 @@ from qdnet.postprocessing.keyblock import iter_key_blocks
 from qdnet.postprocessing.session import SessionConfig, SessionReport, run_alice, run_bob
 from qdnet.protocols.records import RawRecords, save_records
 from qdnet.transport import AuthenticatedChannel, AuthKeyPool, memory_pair
-from qdnet.transport.messages import MessageKind, decode_message
+from qdnet.transport.messages import Message, MessageKind, decode_message, encode_message
 
 from .synthetic import synthetic_records
 
@@ -61,7 +61,7 @@ def test_identical_key_blocks(method: str, protocol: str) -> None:
     assert ra.final_key_bits == ra.block.length_bits > 1000
     assert ra.leak_ec_bits == rb.leak_ec_bits > 0
     assert ra.verified and rb.verified
-    assert ra.auth_consumed_bits == rb.auth_consumed_bits == 512
+    assert ra.auth_consumed_bits == rb.auth_consumed_bits == 768
     assert ra.finite_key_terms["leak_ec_bits"] == ra.leak_ec_bits + ra.verification_bits
     assert ra.efficiency_f is not None and 1.0 < ra.efficiency_f < 1.5
     assert "key" not in json.dumps(ra.as_dict(), default=str).replace("key_", "").replace(
@@ -137,6 +137,55 @@ def test_channel_attacks_abort_the_session(tap: Tap, reason: str) -> None:
     assert ra.block is None and rb.block is None
     assert ra.aborted and rb.aborted
     assert reason in rb.reason
+
+
+def _forged_abort(frame: bytes) -> list[bytes]:
+    seq = decode_message(frame).seq
+    return [encode_message(Message(MessageKind.ABORT, fields={"reason": "forged"}), seq)]
+
+
+@pytest.mark.parametrize(
+    "action",
+    [_flip_last_byte, lambda f: [], _forged_abort, lambda f: [f[:-3]]],
+    ids=["tampered", "dropped", "forged-abort", "truncated"],
+)
+def test_closing_message_attacks_leave_identical_blocks(
+    action: Callable[[bytes], list[bytes]],
+) -> None:
+    """The final message (Alice's verdict) cannot make the two ends disagree."""
+    rec = synthetic_records(np.random.default_rng(19), 40_000, qber=0.02)
+    ra, rb = _run(rec, SessionConfig(), tap_ab=_on_kind(MessageKind.CONFIRM, action))
+    assert not ra.aborted and not rb.aborted, (ra.reason, rb.reason)
+    assert ra.block is not None and rb.block is not None
+    assert ra.block.key == rb.block.key and ra.block.block_id == rb.block.block_id
+    assert ra.confirmed is True and rb.confirmed is False
+
+
+@pytest.mark.parametrize("direction", ["ab", "ba"])
+def test_tampered_closing_tag_leaves_no_block(direction: str) -> None:
+    """A modified tag on either side: both ends discard (Alice's rejection is authenticated)."""
+    rec = synthetic_records(np.random.default_rng(20), 40_000, qber=0.02)
+    tap = _on_kind(MessageKind.AUTH_TAG, _flip_last_byte)
+    ra, rb = _run(
+        rec, SessionConfig(), **({"tap_ab": tap} if direction == "ab" else {"tap_ba": tap})
+    )
+    assert ra.block is None and rb.block is None
+    assert ra.aborted and rb.aborted
+
+
+def test_tampering_bobs_messages_is_detected_by_both_ends() -> None:
+    """Tags cover both directions, so Bob also notices a change made to his own messages."""
+    rec = synthetic_records(np.random.default_rng(21), 40_000, qber=0.02)
+
+    def lie(frame: bytes) -> list[bytes]:  # Alice accepts it, only her report changes
+        msg = decode_message(frame)
+        fields = {**msg.fields, "corrected": msg.field_int("corrected") + 1}
+        return [encode_message(Message(msg.kind, fields=fields), msg.seq)]
+
+    tap = _on_kind(MessageKind.VERIFY_RESULT, lie)
+    ra, rb = _run(rec, SessionConfig(), tap_ba=tap)
+    assert ra.block is None and rb.block is None
+    assert "authentication failed" in rb.reason
 
 
 def _free_port() -> int:
