@@ -200,15 +200,11 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Run both endpoints in one process over loopback TCP and write identical key blocks."""
-        from qdnet.postprocessing.session import run_alice, run_bob
-        from qdnet.protocols.records import load_meta, load_party_records
-        from qdnet.transport.authentication import AuthenticatedChannel
-        from qdnet.transport.channel import TcpChannel
+        from qdnet.postprocessing.loopback import distill_loopback_async
+        from qdnet.protocols.records import load_meta
 
         try:
-            meta = load_meta(run)
-            rec_a = load_party_records(run, "alice")
-            rec_b = load_party_records(run, "bob")
+            load_meta(run)  # a clean error before any socket is opened
             cfg = _session_config(method, frame_bits, eps_sec, eps_cor, qber_max)
             key_dir = keys if keys is not None else run / "keys"
             psk_path = psk if psk is not None else run / "auth-psk.bin"
@@ -224,32 +220,23 @@ def register(app: typer.Typer) -> None:
                 if progress is not None and task is not None:
                     progress.update(task, description=f"{stage} ({fraction:.0%})")
 
-            ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            server = asyncio.create_task(
-                TcpChannel.accept_one("127.0.0.1", 0, 30, on_listening=ready.set_result)
-            )
-            port = await ready
-            client = await TcpChannel.connect("127.0.0.1", port)
-            chan_a = AuthenticatedChannel(await server, pool_a, "alice")
-            chan_b = AuthenticatedChannel(client, pool_b, "bob")
-            ra, rb = await asyncio.gather(
-                run_alice(chan_a, rec_a, meta, cfg), run_bob(chan_b, rec_b, meta, progress=tick)
-            )
-            await chan_a.close()
-            await chan_b.close()
-            return [ra, rb]
+            result = await distill_loopback_async(run, pool_a, pool_b, cfg, progress=tick)
+            return [result.alice, result.bob]
 
         start = time.perf_counter()
-        if as_json:
-            reports = asyncio.run(both(None))
-        else:
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                transient=True,
-            ) as bar:
-                reports = asyncio.run(both(bar))
+        try:
+            if as_json:
+                reports = asyncio.run(both(None))
+            else:
+                with Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    TimeElapsedColumn(),
+                    transient=True,
+                ) as bar:
+                    reports = asyncio.run(both(bar))
+        except (ValueError, OSError) as exc:
+            raise _fail(str(exc)) from None
         wall = time.perf_counter() - start
         for role, report, pool in (("alice", reports[0], pool_a), ("bob", reports[1], pool_b)):
             _save_pool(key_dir / role, pool)
