@@ -5,10 +5,12 @@ Cases, on SQLite and (when reachable) PostgreSQL:
 * ``enc_128x256`` GET enc_keys?number=128&size=256;
 * ``enc_dec_pair`` enc_keys (1 x 256) on kme-alice, then dec_keys of that key on kme-bob.
 
-Both KMS run as their own processes (``qdnet kms serve``); the load generator is a separate
-process with C keep-alive mTLS connections (a minimal HTTP/1.1 client on asyncio, cheaper per
-request than httpx so it measures the server, not the client). Each enc_keys is reserved at the
-peer KMS before it is answered. Prints a table and one JSON line per figure.
+Both KMS run as their own processes (``qdnet kms serve``); the load generator runs in
+``--procs`` separate processes (default 2) sharing C keep-alive mTLS connections between them
+(a minimal HTTP/1.1 client on asyncio, on uvloop when installed: much cheaper per request than
+httpx, so it measures the server, not the client). All load processes start measuring at the
+same instant; their latencies are merged before taking percentiles. Each enc_keys is reserved
+at the peer KMS before it is answered. Prints a table and one JSON line per figure.
 
     python benchmarks/kms.py                 # full run (about a minute)
     python benchmarks/kms.py --tiny          # one quick pass (CI)
@@ -36,6 +38,7 @@ from qdnet.kms.pki import PKI, create_pki
 from qdnet.kms.tls import client_context
 from qdnet.postprocessing.keyblock import KeyBlock, write_key_block
 
+CASES = ("enc_1x256", "enc_128x256", "enc_dec_pair")
 PG_ENVS = ("QDNET_BENCH_POSTGRES_URL", "QDNET_TEST_POSTGRES_URL")
 
 
@@ -73,6 +76,7 @@ async def _run_case(
     conns: int,
     duration: float,
     warmup: float,
+    t0_wall: float,
 ) -> dict[str, Any]:
     ha, pa = url_a.removeprefix("https://").split(":")
     hb, pb = url_b.removeprefix("https://").split(":")
@@ -80,6 +84,7 @@ async def _run_case(
     enc_path = f"/api/v1/keys/app-b/enc_keys?number={number}&size=256"
     lat: list[float] = []
     errors = 0
+    await asyncio.sleep(max(0.0, t0_wall - time.time()))  # common start of all load processes
     t_start = time.perf_counter()
     t_measure = t_start + warmup
     t_end = t_measure + duration
@@ -110,7 +115,11 @@ async def _run_case(
                     errors += 1
 
     await asyncio.gather(*(worker() for _ in range(conns)))
-    lat.sort()
+    return {"lat": lat, "errors": errors}
+
+
+def _summary(parts: list[dict[str, Any]], duration: float) -> dict[str, Any]:
+    lat = sorted(x for p in parts for x in p["lat"])
     n = len(lat)
 
     def pct(p: float) -> float:
@@ -118,7 +127,7 @@ async def _run_case(
 
     return {
         "requests": n,
-        "errors": errors,
+        "errors": sum(p["errors"] for p in parts),
         "req_per_s": n / duration,
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
@@ -128,7 +137,13 @@ async def _run_case(
 def _load_process(args: dict[str, Any], out: Any) -> None:
     pki = PKI.at(args["pki"])
     ca, a, b = pki.ca_cert, pki.credential("app-a"), pki.credential("app-b")
-    res = asyncio.run(
+    try:
+        import uvloop
+
+        run: Any = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    res = run(
         _run_case(
             args["case"],
             args["url_a"],
@@ -138,6 +153,7 @@ def _load_process(args: dict[str, Any], out: Any) -> None:
             args["conns"],
             args["duration"],
             args["warmup"],
+            args["t0_wall"],
         )
     )
     out.put(res)
@@ -190,7 +206,7 @@ def _drop_pg(base: str, names: list[str]) -> None:
 
 def run_backend(
     backend: str, work: Path, pki: PKI, cases: list[str], conns: int, duration: float,
-    warmup: float, pool_bytes: int, pg_base: str | None,
+    warmup: float, pool_bytes: int, pg_base: str | None, load_procs: int = 2,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Start two KMS processes on ``backend`` and run every case against them."""
     wd = work / backend
@@ -219,15 +235,23 @@ def run_backend(
         ctx = mp.get_context("spawn")
         for case in cases:
             q = ctx.Queue()
-            args = {
-                "case": case, "url_a": url_a, "url_b": url_b, "pki": str(pki.root),
-                "conns": conns, "duration": duration, "warmup": warmup,
-            }  # fmt: skip
-            loadgen = ctx.Process(target=_load_process, args=(args, q))
-            loadgen.start()
-            res = q.get(timeout=duration + warmup + 120)
-            loadgen.join(30)
-            res.update({"backend": backend, "case": case, "connections": conns})
+            t0_wall = time.time() + 3.0  # leaves time for the load processes to start
+            loadgens = []
+            for i in range(load_procs):
+                args = {
+                    "case": case, "url_a": url_a, "url_b": url_b, "pki": str(pki.root),
+                    "conns": conns // load_procs + (i < conns % load_procs), "duration": duration,
+                    "warmup": warmup, "t0_wall": t0_wall,
+                }  # fmt: skip
+                loadgens.append(ctx.Process(target=_load_process, args=(args, q)))
+                loadgens[-1].start()
+            parts = [q.get(timeout=duration + warmup + 120) for _ in loadgens]
+            for lg in loadgens:
+                lg.join(30)
+            res = _summary(parts, duration)
+            res.update(
+                {"backend": backend, "case": case, "connections": conns, "procs": load_procs}
+            )
             results.append(res)
     finally:
         for server in procs:
@@ -245,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=8.0, help="seconds measured per case")
     ap.add_argument("--connections", type=int, default=16, help="keep-alive mTLS connections")
     ap.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    ap.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    ap.add_argument(
+        "--case", action="append", choices=CASES, help="run only this case (repeatable)"
+    )
     args = ap.parse_args(argv)
     duration, warmup, conns = args.duration, 1.0, args.connections
     pool = 48 << 20
@@ -255,13 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     if "postgresql" in backends and pg_base is None:
         print(f"# PostgreSQL skipped: set {PG_ENVS[0]}", file=sys.stderr)
         backends.remove("postgresql")
-    cases = ["enc_1x256", "enc_128x256", "enc_dec_pair"]
+    cases = args.case or list(CASES)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="qdnet-kms-bench-") as tmp:
         work = Path(tmp)
         pki = create_pki(work / "pki", ["kme-alice", "kme-bob"], ["app-a", "app-b"])
         for backend in backends:
-            rows += run_backend(backend, work, pki, cases, conns, duration, warmup, pool, pg_base)
+            rows += run_backend(
+                backend, work, pki, cases, conns, duration, warmup, pool, pg_base, args.procs
+            )
     print(
         f"{'backend':<11} {'case':<13} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
     )

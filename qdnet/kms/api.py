@@ -13,6 +13,7 @@ import base64
 import functools
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -158,8 +160,7 @@ def _guard(fn: Handler) -> Handler:
     return wrapper
 
 
-async def _read_json(request: Request) -> Any:
-    body = await request.body()
+def _parse_json(body: bytes) -> Any:
     if len(body) > MAX_BODY_BYTES:
         raise KMSError(400, "request body is too large")
     if not body.strip():
@@ -170,35 +171,21 @@ async def _read_json(request: Request) -> Any:
         raise KMSError(400, "request body is not valid JSON") from None
 
 
+async def _read_json(request: Request) -> Any:
+    return _parse_json(await request.body())
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _query_int(request: Request, name: str) -> int | None:
-    raw = request.query_params.get(name)
+def _query_int(params: QueryParams, name: str) -> int | None:
+    raw = params.get(name)
     if raw is None:
         return None
     if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
         raise KMSError(400, f"{name} shall be a positive integer")
     return int(raw)
-
-
-class _Ctx:
-    """Identity and limits of one SAE-facing app."""
-
-    def __init__(self, service: KMSService) -> None:
-        self.service = service
-        self.tls = service.settings.tls
-        self.saes = set(service.settings.saes)
-
-    def caller(self, request: Request) -> str:
-        ident = request.scope.get("state", {}).get(PEER_IDENTITY_KEY)
-        sae = identity_of(ident, self.tls.sae_identity, self.tls.sae_uri_prefix)
-        if sae is None:
-            raise KMSError(401, "a valid SAE client certificate is required")
-        if sae not in self.saes:
-            raise KMSError(401, f"SAE {sae!r} is not served by this KME")
-        return sae
 
 
 def _check_extensions(mandatory: Any, optional: Any) -> dict[str, Any]:
@@ -230,44 +217,50 @@ def _check_extensions(mandatory: Any, optional: Any) -> dict[str, Any]:
     return echo
 
 
-def create_sae_app(service: KMSService) -> FastAPI:
-    """The ETSI GS QKD 014 application for SAEs (serve it over mTLS, see :mod:`.server`)."""
-    ctx = _Ctx(service)
-    lim = service.settings.limits
-    app = FastAPI(
-        title=f"qdnet KME {service.settings.kme_id}: ETSI GS QKD 014 V1.1.1",
-        version="1.1.1",
-        description="Key delivery API (ETSI GS QKD 014 V1.1.1) over mutual TLS.",
-    )
+def _b64(material: bytes) -> str:
+    return base64.b64encode(material).decode("ascii")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
-        message = "unknown request path" if exc.status_code == 404 else str(exc.detail)
-        return error_response(400 if exc.status_code < 500 else 503, message)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, _exc: RequestValidationError) -> Response:
-        return error_response(400, "malformed request")
+class SAEHandlers:
+    """The ETSI GS QKD 014 calls, independent of the web framework.
 
-    prefix = "/api/v1/keys/{sae_id}"
+    ``state`` is the request's ``scope["state"]`` (it holds the TLS identity of the connection),
+    ``params`` its query parameters. Each call returns ``(HTTP status, JSON body)`` or raises
+    :class:`KMSError`. Both the FastAPI routes and the raw ASGI fast path use these, so their
+    answers are the same byte for byte.
+    """
 
-    @app.get(
-        prefix + "/status",
-        responses={200: {"model": Status}, **_ERRORS},
-        summary="Get status",
-    )
-    @_guard
-    async def get_status(sae_id: str, request: Request) -> Response:
-        """Status of the keys this KME can deliver to the caller (master) for ``sae_id`` (slave)."""
-        master = ctx.caller(request)
-        return _json(200, service.status(master, sae_id))
+    def __init__(self, service: KMSService) -> None:
+        self.service = service
+        self.tls = service.settings.tls
+        self.saes = set(service.settings.saes)
+        self.lim = service.settings.limits
 
-    async def _enc(request: Request, slave: str, body: Any, from_get: bool) -> Response:
-        master = ctx.caller(request)
+    def caller(self, state: dict[str, Any]) -> str:
+        sae = identity_of(
+            state.get(PEER_IDENTITY_KEY), self.tls.sae_identity, self.tls.sae_uri_prefix
+        )
+        if sae is None:
+            raise KMSError(401, "a valid SAE client certificate is required")
+        if sae not in self.saes:
+            raise KMSError(401, f"SAE {sae!r} is not served by this KME")
+        return sae
+
+    def status(self, state: dict[str, Any], slave: str) -> dict[str, Any]:
+        master = self.caller(state)
+        return self.service.status(master, slave)
+
+    async def enc(
+        self, state: dict[str, Any], slave: str, params: QueryParams | None, body: Any
+    ) -> dict[str, Any]:
+        """``enc_keys``: GET when ``params`` is given, else POST with the parsed ``body``."""
+        lim = self.lim
+        service = self.service
+        master = self.caller(state)
         service.check_slave(master, slave)
-        if from_get:
-            number = _query_int(request, "number")
-            size = _query_int(request, "size")
+        if params is not None:
+            number = _query_int(params, "number")
+            size = _query_int(params, "size")
             extra: Any = None
             mandatory: Any = None
             optional: Any = None
@@ -313,14 +306,91 @@ def create_sae_app(service: KMSService) -> FastAPI:
                 if s in slaves:
                     raise KMSError(400, f"slave SAE ID {s!r} is listed more than once")
                 slaves.append(s)
-        echo = _check_extensions(mandatory, optional)
+        echo = (
+            _check_extensions(mandatory, optional)
+            if mandatory is not None or optional is not None
+            else None
+        )
         cut = await service.enc_keys(master, slaves, number, size)
-        out: dict[str, Any] = {
-            "keys": [{"key_ID": k, "key": base64.b64encode(m).decode("ascii")} for k, m in cut]
-        }
+        out: dict[str, Any] = {"keys": [{"key_ID": k, "key": _b64(m)} for k, m in cut]}
         if echo:
             out["key_container_extension"] = echo
-        return _json(200, out)
+        return out
+
+    def dec(self, state: dict[str, Any], master: str, ids: list[str]) -> dict[str, Any]:
+        lim = self.lim
+        if not ids:
+            raise KMSError(400, "key_IDs shall list at least one key_ID")
+        if len(ids) > lim.max_key_per_request:
+            raise KMSError(
+                400, f"at most max_key_per_request ({lim.max_key_per_request}) key_IDs per request"
+            )
+        if len(set(ids)) != len(ids):
+            raise KMSError(400, "key_IDs lists a key_ID more than once")
+        for k in ids:
+            try:
+                uuid.UUID(k)
+            except ValueError:
+                raise KMSError(400, "one or more keys specified are not found on KME") from None
+        caller = self.caller(state)
+        found = self.service.dec_keys(master, caller, ids)
+        return {"keys": [{"key_ID": k.key_id, "key": _b64(k.material)} for k in found]}
+
+    def dec_get(self, state: dict[str, Any], master: str, params: QueryParams) -> dict[str, Any]:
+        self.caller(state)
+        ids = params.getlist("key_ID")
+        if len(ids) != 1:
+            raise KMSError(400, "key_ID shall be given once (use POST for several keys)")
+        return self.dec(state, master, ids)
+
+    def dec_post(self, state: dict[str, Any], master: str, raw_body: bytes) -> dict[str, Any]:
+        self.caller(state)
+        body = _parse_json(raw_body)
+        if not isinstance(body, dict):
+            raise KMSError(400, "Key IDs shall be a JSON object")
+        items = body.get("key_IDs")
+        if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("key_ID"), str) for i in items
+        ):
+            raise KMSError(400, "key_IDs shall be an array of objects with a string key_ID")
+        return self.dec(state, master, [i["key_ID"] for i in items])
+
+
+def _state(request: Request) -> dict[str, Any]:
+    state: dict[str, Any] = request.scope.get("state", {})
+    return state
+
+
+def create_sae_app(service: KMSService) -> FastAPI:
+    """The ETSI GS QKD 014 application for SAEs, as a FastAPI app (it serves the OpenAPI
+    document; :func:`create_sae_asgi` puts the fast path for the key routes in front of it)."""
+    h = SAEHandlers(service)
+    app = FastAPI(
+        title=f"qdnet KME {service.settings.kme_id}: ETSI GS QKD 014 V1.1.1",
+        version="1.1.1",
+        description="Key delivery API (ETSI GS QKD 014 V1.1.1) over mutual TLS.",
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        message = "unknown request path" if exc.status_code == 404 else str(exc.detail)
+        return error_response(400 if exc.status_code < 500 else 503, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, _exc: RequestValidationError) -> Response:
+        return error_response(400, "malformed request")
+
+    prefix = "/api/v1/keys/{sae_id}"
+
+    @app.get(
+        prefix + "/status",
+        responses={200: {"model": Status}, **_ERRORS},
+        summary="Get status",
+    )
+    @_guard
+    async def get_status(sae_id: str, request: Request) -> Response:
+        """Status of the keys this KME can deliver to the caller (master) for ``sae_id`` (slave)."""
+        return _json(200, h.status(_state(request), sae_id))
 
     @app.get(
         prefix + "/enc_keys",
@@ -336,7 +406,7 @@ def create_sae_app(service: KMSService) -> FastAPI:
     ) -> Response:
         """Keys for the caller (master) shared with slave ``sae_id``."""
         del number, size  # parsed by hand for spec error messages
-        return await _enc(request, sae_id, None, True)
+        return _json(200, await h.enc(_state(request), sae_id, request.query_params, None))
 
     @app.post(
         prefix + "/enc_keys",
@@ -347,33 +417,8 @@ def create_sae_app(service: KMSService) -> FastAPI:
     @_guard
     async def post_enc_keys(sae_id: str, request: Request) -> Response:
         """Keys for the caller (master) shared with slave ``sae_id`` (body: Key request)."""
-        return await _enc(request, sae_id, await _read_json(request), False)
-
-    def _dec(request: Request, master: str, ids: list[str]) -> Response:
-        if not ids:
-            raise KMSError(400, "key_IDs shall list at least one key_ID")
-        if len(ids) > lim.max_key_per_request:
-            raise KMSError(
-                400, f"at most max_key_per_request ({lim.max_key_per_request}) key_IDs per request"
-            )
-        if len(set(ids)) != len(ids):
-            raise KMSError(400, "key_IDs lists a key_ID more than once")
-        for k in ids:
-            try:
-                uuid.UUID(k)
-            except ValueError:
-                raise KMSError(400, "one or more keys specified are not found on KME") from None
-        caller = ctx.caller(request)
-        found = service.dec_keys(master, caller, ids)
-        return _json(
-            200,
-            {
-                "keys": [
-                    {"key_ID": k.key_id, "key": base64.b64encode(k.material).decode()}
-                    for k in found
-                ]
-            },
-        )
+        body = await _read_json(request)
+        return _json(200, await h.enc(_state(request), sae_id, None, body))
 
     @app.get(
         prefix + "/dec_keys",
@@ -384,11 +429,7 @@ def create_sae_app(service: KMSService) -> FastAPI:
     async def get_dec_keys(sae_id: str, request: Request, key_ID: str | None = None) -> Response:
         """The key ``key_ID`` that master ``sae_id`` obtained for the caller (slave)."""
         del key_ID
-        ctx.caller(request)
-        ids = request.query_params.getlist("key_ID")
-        if len(ids) != 1:
-            raise KMSError(400, "key_ID shall be given once (use POST for several keys)")
-        return _dec(request, sae_id, ids)
+        return _json(200, h.dec_get(_state(request), sae_id, request.query_params))
 
     @app.post(
         prefix + "/dec_keys",
@@ -399,16 +440,94 @@ def create_sae_app(service: KMSService) -> FastAPI:
     @_guard
     async def post_dec_keys(sae_id: str, request: Request) -> Response:
         """The keys that master ``sae_id`` obtained for the caller (body: Key IDs)."""
-        ctx.caller(request)
-        body = await _read_json(request)
-        if not isinstance(body, dict):
-            raise KMSError(400, "Key IDs shall be a JSON object")
-        items = body.get("key_IDs")
-        if not isinstance(items, list) or not all(
-            isinstance(i, dict) and isinstance(i.get("key_ID"), str) for i in items
-        ):
-            raise KMSError(400, "key_IDs shall be an array of objects with a string key_ID")
-        return _dec(request, sae_id, [i["key_ID"] for i in items])
+        return _json(200, h.dec_post(_state(request), sae_id, await request.body()))
+
+    return app
+
+
+# --- raw ASGI fast path -------------------------------------------------------------------------
+
+ASGIApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
+
+_KEY_ROUTE = re.compile(r"^/api/v1/keys/(?P<sae_id>[^/]+)/(?P<op>status|enc_keys|dec_keys)$")
+"""The three spec routes, matched exactly as Starlette matches ``/api/v1/keys/{sae_id}/...``."""
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+async def _send_json(send: Callable[..., Any], status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(data)).encode()), _JSON_TYPE],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _receive_body(receive: Callable[..., Any]) -> bytes | None:
+    """The whole request body (None if the client went away)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def create_sae_asgi(service: KMSService) -> ASGIApp:
+    """The SAE application to serve: the key routes answered straight from ASGI (no routing,
+    dependency injection or request objects per call), everything else (OpenAPI document, docs,
+    unknown paths and methods) by the FastAPI app of :func:`create_sae_app`.
+
+    The answers are the ones FastAPI gives: same handlers, same JSON, same headers.
+    """
+    fallback = create_sae_app(service)
+    h = SAEHandlers(service)
+
+    async def app(
+        scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            m = _KEY_ROUTE.match(scope["path"])
+            method = scope["method"]
+            if m is not None and (method == "GET" or (method == "POST" and m["op"] != "status")):
+                state: dict[str, Any] = scope.get("state") or {}
+                sae_id, op = m["sae_id"], m["op"]
+                try:
+                    if method == "GET":
+                        params = QueryParams(scope["query_string"])
+                        if op == "enc_keys":
+                            body = await h.enc(state, sae_id, params, None)
+                        elif op == "dec_keys":
+                            body = h.dec_get(state, sae_id, params)
+                        else:
+                            body = h.status(state, sae_id)
+                    else:
+                        raw = await _receive_body(receive)
+                        if raw is None:
+                            return
+                        if op == "enc_keys":
+                            body = await h.enc(state, sae_id, None, _parse_json(raw))
+                        else:
+                            body = h.dec_post(state, sae_id, raw)
+                except KMSError as err:
+                    error: dict[str, Any] = {"message": err.message}
+                    if err.details:
+                        error["details"] = err.details
+                    await _send_json(send, err.status, error)
+                    return
+                except Exception as err:
+                    log.error("internal error in %s %s: %s", method, op, type(err).__name__)
+                    await _send_json(send, 503, {"message": "key data access error"})
+                    return
+                await _send_json(send, 200, body)
+                return
+        await fallback(scope, receive, send)
 
     return app
 

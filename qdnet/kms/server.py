@@ -14,15 +14,24 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import uvicorn
 
-from qdnet.kms.api import create_peer_app, create_sae_app
+from qdnet.kms.api import create_peer_app, create_sae_asgi
 from qdnet.kms.service import KMSService
 from qdnet.kms.settings import KMSSettings, Listen, load_settings
-from qdnet.kms.tls import MTLSProtocol, server_context
+from qdnet.kms.tls import FAST_PROTOCOL, server_context
+
+
+def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
+    """``asyncio.run`` on uvloop when it is installed (several times faster I/O and TLS)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 class _Server(uvicorn.Server):
@@ -39,7 +48,7 @@ def _uvicorn(app: Any, listen: Listen, settings: KMSSettings, require_client_cer
         app,
         host=listen.host,
         port=listen.port,
-        http=MTLSProtocol,
+        http=FAST_PROTOCOL,
         ssl_certfile=str(tls.cert),
         ssl_keyfile=str(tls.key),
         ssl_ca_certs=str(tls.ca),
@@ -75,7 +84,7 @@ async def serve_kms(
 ) -> None:
     """Serve both listeners until ``stop`` is set (or SIGINT/SIGTERM with ``handle_signals``)."""
     service = KMSService(settings)
-    sae = _uvicorn(create_sae_app(service), settings.listen, settings, False)
+    sae = _uvicorn(create_sae_asgi(service), settings.listen, settings, False)
     peer = _uvicorn(create_peer_app(service), settings.peer_listen, settings, True)
     stop = stop or asyncio.Event()
     if handle_signals:
@@ -110,7 +119,7 @@ async def serve_kms(
 
 def run_kms(settings: KMSSettings) -> None:
     """Serve in the foreground until SIGINT or SIGTERM."""
-    asyncio.run(serve_kms(settings, handle_signals=True))
+    run_loop(serve_kms(settings, handle_signals=True))
 
 
 class KMSNode:
@@ -155,7 +164,7 @@ class KMSNode:
             )
 
         try:
-            asyncio.run(main())
+            run_loop(main())
         except BaseException as err:
             self._error = err
         finally:

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Column,
     Engine,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -82,6 +83,9 @@ segments = Table(
     Column("shared", Boolean, nullable=False, index=True),
     Column("data", LargeBinary, nullable=False),
 )
+
+pool_order = Index("ix_kms_segments_pool", segments.c.shared, segments.c.sort_key, segments.c.idx)
+"""Carving walks this index from either end: no sort, no scan of the pool."""
 
 keys = Table(
     "kms_keys",
@@ -213,6 +217,8 @@ class KeyStore:
         self.engine = make_engine(url)
         self._for_update = not url.startswith("sqlite")
         metadata.create_all(self.engine)
+        with self.engine.begin() as conn:  # stores made before the index existed
+            pool_order.create(conn, checkfirst=True)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -330,15 +336,6 @@ class KeyStore:
         """
         out: list[Allocation | None] = [None] * len(sizes)
         with self.engine.begin() as conn:
-            avail = self._remaining(conn, shared_only=True)
-            want = []
-            for i, n in enumerate(sizes):
-                if 0 < n <= avail:
-                    want.append(i)
-                    avail -= n
-            if not want:
-                return out
-            need = sum(sizes[i] for i in want)
             order = (
                 (segments.c.sort_key, segments.c.idx)
                 if from_front
@@ -347,14 +344,23 @@ class KeyStore:
             q = select(*_SEG_COLS).where(segments.c.shared.is_(True)).order_by(*order)
             if self._for_update:
                 q = q.with_for_update()
-            segs: list[_Seg] = []
-            got = 0
-            for row in conn.execute(q.limit(need // SEGMENT_BYTES + 4)):
-                s = _seg(row)
-                segs.append(s)
-                got += s.avail
-            if got < need:  # many partly used segments: take the rest in one go
-                segs = [_seg(r) for r in conn.execute(q)]
+            total = sum(n for n in sizes if n > 0)
+            # common case: the first few segments hold enough for every request, and the pool
+            # is not summed at all (a full scan on a large pool)
+            segs = [_seg(r) for r in conn.execute(q.limit(total // SEGMENT_BYTES + 4))]
+            got = sum(s.avail for s in segs)
+            if got >= total:
+                want = [i for i, n in enumerate(sizes) if n > 0]
+            else:
+                segs = [_seg(r) for r in conn.execute(q)]  # take the rest in one go
+                avail = sum(s.avail for s in segs)
+                want = []
+                for i, n in enumerate(sizes):
+                    if 0 < n <= avail:
+                        want.append(i)
+                        avail -= n
+            if not want:
+                return out
             pos = 0
             for i in want:
                 left = sizes[i]

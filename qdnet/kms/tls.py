@@ -16,6 +16,11 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+try:  # the fast HTTP/1.1 parser (C); h11 (pure Python) is the fallback
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools not installed
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
 from qdnet.kms.settings import TLSSettings
 
 PEER_IDENTITY_KEY = "tls_identity"
@@ -78,15 +83,19 @@ def identity_of(ident: dict[str, Any] | None, source: str, uri_prefix: str) -> s
     return None
 
 
-class MTLSProtocol(H11Protocol):
-    """uvicorn's h11 protocol, with the client certificate's identities in ``scope["state"]``.
+class _MTLSMixin:
+    """Per-connection identity and quick shutdown, for uvicorn's h11 and httptools protocols.
 
     uvicorn copies ``app_state`` into each request's ``scope["state"]``; the identities are read
     once per connection, after the handshake has verified the certificate.
     """
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    app_state: dict[str, Any]
+    cycle: Any
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # header and body go out as separate TLS records: without this each response
@@ -103,6 +112,20 @@ class MTLSProtocol(H11Protocol):
         only sends when it next reads; uvicorn would wait for that (up to 30 s).
         """
         idle = self.cycle is None or self.cycle.response_complete
-        super().shutdown()
+        super().shutdown()  # type: ignore[misc]
         if idle:
             self.transport.abort()
+
+
+class MTLSProtocol(_MTLSMixin, H11Protocol):  # type: ignore[misc]
+    """uvicorn's h11 protocol with the client certificate's identities in ``scope["state"]``."""
+
+
+if HttpToolsProtocol is not None:
+
+    class MTLSHttpToolsProtocol(_MTLSMixin, HttpToolsProtocol):  # type: ignore[misc]
+        """uvicorn's httptools protocol (C parser) with the client certificate's identities."""
+
+    FAST_PROTOCOL: type[asyncio.Protocol] = MTLSHttpToolsProtocol
+else:  # pragma: no cover
+    FAST_PROTOCOL = MTLSProtocol
