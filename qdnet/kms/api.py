@@ -550,24 +550,65 @@ def create_peer_app(service: KMSService) -> FastAPI:
     @_guard
     async def peer_blocks(request: Request) -> Response:
         check(request)
-        body = await _read_json(request)
-        ids = body.get("block_ids") if isinstance(body, dict) else None
-        if (
-            not isinstance(ids, list)
-            or not all(isinstance(i, str) for i in ids)
-            or len(ids) > 10000
-        ):
-            raise KMSError(400, "block_ids shall be an array of strings")
-        return _json(200, {"held": service.peer_inventory(ids)})
+        return _json(200, _peer_blocks(service, await request.body()))
 
     @app.post("/peer/v1/allocations")
     @_guard
     async def peer_allocations(request: Request) -> Response:
         check(request)
+        return _json(200, _peer_allocations(service, await request.body()))
+
+    return app
+
+
+def _peer_blocks(service: KMSService, raw: bytes) -> dict[str, Any]:
+    body = _parse_json(raw)
+    ids = body.get("block_ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 10000:
+        raise KMSError(400, "block_ids shall be an array of strings")
+    return {"held": service.peer_inventory(ids)}
+
+
+def _peer_allocations(service: KMSService, raw: bytes) -> dict[str, Any]:
+    try:
+        items = parse_allocations(_parse_json(raw))
+    except ValueError as err:
+        raise KMSError(400, str(err)) from None
+    return {"accepted": service.apply_peer_allocations(items)}
+
+
+def create_peer_asgi(service: KMSService) -> ASGIApp:
+    """The KMS-to-KMS application to serve: its two POST routes straight from ASGI, anything
+    else by the FastAPI app of :func:`create_peer_app` (same answers)."""
+    fallback = create_peer_app(service)
+    peer_id = service.settings.peer.kme_id
+    routes = {"/peer/v1/blocks": _peer_blocks, "/peer/v1/allocations": _peer_allocations}
+
+    async def app(
+        scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
+        handler = routes.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST" or scope.get("root_path"):
+            await fallback(scope, receive, send)
+            return
         try:
-            items = parse_allocations(await _read_json(request))
-        except ValueError as err:
-            raise KMSError(400, str(err)) from None
-        return _json(200, {"accepted": service.apply_peer_allocations(items)})
+            ident = (scope.get("state") or {}).get(PEER_IDENTITY_KEY)
+            if identity_of(ident, "cn", "") != peer_id:
+                raise KMSError(401, "only the peer KME may use this API")
+            raw = await _receive_body(receive)
+            if raw is None:
+                return
+            body = handler(service, raw)
+        except KMSError as err:
+            error: dict[str, Any] = {"message": err.message}
+            if err.details:
+                error["details"] = err.details
+            await _send_json(send, err.status, error)
+            return
+        except Exception as err:
+            log.error("internal error in peer %s: %s", scope["path"], type(err).__name__)
+            await _send_json(send, 503, {"message": "key data access error"})
+            return
+        await _send_json(send, 200, body)
 
     return app

@@ -20,12 +20,12 @@ back otherwise, so the two KMS only ever meet when the pool is nearly empty.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from qdnet.kms.store import SEGMENT_BYTES, Piece
 from qdnet.kms.tls import client_context
@@ -72,39 +72,117 @@ def parse_allocations(raw: Any) -> list[tuple[list[Piece], list[KeySpec]]]:
     return out
 
 
+class _Conn:
+    """One keep-alive HTTP/1.1 connection over mutual TLS (asyncio streams)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    def usable(self) -> bool:
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def post(self, host: str, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (path.encode(), host.encode(), len(body), body)
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = -1
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            low = name.strip().lower()
+            if low == b"content-length":
+                length = int(value)
+            elif low == b"transfer-encoding":
+                raise ConnectionError("chunked answers are not expected from a peer KMS")
+            elif low == b"connection" and value.strip().lower() == b"close":
+                self.reader.feed_eof()  # not reused
+        if length < 0:
+            raise ConnectionError("answer without content-length")
+        return status, await self.reader.readexactly(length)
+
+
 class PeerClient:
-    """Client of the peer KMS (keep-alive mTLS with this KME's certificate)."""
+    """Client of the peer KMS (keep-alive mTLS with this KME's certificate).
+
+    A minimal HTTP/1.1 client on asyncio streams: one call at a time on one kept-alive
+    connection, so calls reach the peer in the order they are made (allocations must).
+    """
 
     def __init__(self, url: str, ca: Path, cert: Path, key: Path, timeout_s: float = 5.0) -> None:
         self.url = url.rstrip("/")
-        ctx = client_context(ca, cert, key)
-        self._client = httpx.AsyncClient(
-            base_url=self.url,
-            verify=ctx,
-            timeout=timeout_s,
-            transport=httpx.AsyncHTTPTransport(
-                verify=ctx,
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-                limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
-            ),
-        )
+        parts = urlsplit(self.url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"peer URL must be https://host:port, not {url!r}")
+        self._host, self._port = parts.hostname, parts.port or 443
+        self._hostport = parts.netloc
+        self._ctx = client_context(ca, cert, key)
+        self._timeout = timeout_s
+        self._conn: _Conn | None = None
+        self._lock = asyncio.Lock()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _connect(self) -> _Conn:
+        reader, writer = await asyncio.open_connection(
+            self._host, self._port, ssl=self._ctx, limit=1 << 22
+        )
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _Conn(reader, writer)
+
+    async def _call(self, path: str, body: bytes) -> tuple[int, bytes]:
+        async with self._lock:
+            for attempt in (0, 1):
+                reused = self._conn is not None and self._conn.usable()
+                if not reused:
+                    if self._conn is not None:
+                        self._conn.close()
+                    self._conn = await self._connect()
+                conn = self._conn
+                assert conn is not None
+                try:
+                    return await conn.post(self._hostport, path, body)
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    conn.close()
+                    self._conn = None
+                    # a kept-alive connection the peer closed meanwhile: try once on a fresh
+                    # one (safe even for allocations: the peer refuses bytes it already applied)
+                    if not reused or attempt:
+                        raise
+                except BaseException:
+                    conn.close()
+                    self._conn = None
+                    raise
+            raise AssertionError("unreachable")
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        raw = json.dumps(body, separators=(",", ":")).encode()
         try:
-            resp = await self._client.post(
-                path,
-                content=json.dumps(body, separators=(",", ":")),
-                headers={"content-type": "application/json"},
-            )
-        except httpx.HTTPError as err:
+            status, answer = await asyncio.wait_for(self._call(path, raw), self._timeout)
+        except (
+            TimeoutError,
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+        ) as err:
             raise PeerError(f"peer KMS {self.url} unreachable: {type(err).__name__}") from None
-        if resp.status_code != 200:
-            raise PeerError(f"peer KMS {self.url} answered HTTP {resp.status_code}")
-        data = resp.json()
+        if status != 200:
+            raise PeerError(f"peer KMS {self.url} answered HTTP {status}")
+        try:
+            data = json.loads(answer)
+        except ValueError:
+            raise PeerError("peer KMS answered invalid JSON") from None
         if not isinstance(data, dict):
             raise PeerError("peer KMS answered a non-object")
         return data

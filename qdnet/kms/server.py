@@ -19,7 +19,7 @@ from typing import Any
 
 import uvicorn
 
-from qdnet.kms.api import create_peer_app, create_sae_asgi
+from qdnet.kms.api import create_peer_asgi, create_sae_asgi
 from qdnet.kms.service import KMSService
 from qdnet.kms.settings import KMSSettings, Listen, load_settings
 from qdnet.kms.tls import FAST_PROTOCOL, server_context
@@ -85,7 +85,7 @@ async def serve_kms(
     """Serve both listeners until ``stop`` is set (or SIGINT/SIGTERM with ``handle_signals``)."""
     service = KMSService(settings)
     sae = _uvicorn(create_sae_asgi(service), settings.listen, settings, False)
-    peer = _uvicorn(create_peer_app(service), settings.peer_listen, settings, True)
+    peer = _uvicorn(create_peer_asgi(service), settings.peer_listen, settings, True)
     stop = stop or asyncio.Event()
     if handle_signals:
         loop = asyncio.get_running_loop()
