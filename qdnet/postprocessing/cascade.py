@@ -23,8 +23,8 @@ even because another search flipped a bit in it is dropped (its question is stil
 Leakage. Bob learns a parity only from Alice's messages: ``leaked_bits`` counts exactly the
 parity bits Alice sent (both ends count them independently). Efficiency f = leaked / (n h(Q)).
 
-Both ends derive the same public permutations from a public seed (Fisher-Yates driven by
-SplitMix64, Steele et al., OOPSLA 2014); they are cached per (seed, n, passes).
+Both ends derive the same public permutations from a public seed (keyed bijections of
+[0, 2^k) with SplitMix64 keys, see :func:`_permutations`); they are cached per (seed, n, passes).
 """
 
 from __future__ import annotations
@@ -107,36 +107,68 @@ class Geometry:
 # permutations
 
 
+@nb.njit(cache=True, inline="always")
+def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:  # pragma: no cover - compiled
+    state += np.uint64(0x9E3779B97F4A7C15)
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return state, z ^ (z >> np.uint64(31))
+
+
+@nb.njit(cache=True, inline="always")
+def _mix(x: np.uint64, k: int, mask: np.uint64, keys: NDArray[np.uint64]) -> np.uint64:
+    # pragma: no cover - compiled
+    """A keyed bijection of [0, 2^k): rounds of xorshift, odd multiply and add, all mod 2^k."""
+    s = np.uint64(max(1, (k + 1) // 2))
+    for r in range(3):
+        x = (x ^ (x >> s)) & mask
+        x = (x * keys[2 * r]) & mask
+        x = (x + keys[2 * r + 1]) & mask
+    return x
+
+
 @nb.njit(cache=True)
 def _permutations(
     seed: np.uint64, n: int, passes: int, width: int, spread_from: int
-) -> NDArray[np.int32]:  # pragma: no cover - compiled
-    """perm[p, q] = bit at pass-order position q, or n for padding (Fisher-Yates, SplitMix64)."""
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:  # pragma: no cover - compiled
+    """(perm, pos): perm[p, q] = bit at pass-order position q (n for padding), pos = inverse.
+
+    Pass 0 is the identity. Pass p >= 1 maps bit b to a keyed pseudo-random bijection of
+    [0, 2^k) (three rounds of xorshift / odd multiply / add mod 2^k, keys from SplitMix64 of the
+    public seed; Steele et al., OOPSLA 2014), restricted to [0, n) by cycle walking for passes
+    that keep the padding at the end. O(n) per pass with no random swaps, so a fresh seed per
+    block costs a few ms instead of a Fisher-Yates shuffle's random memory traffic.
+    """
     perm = np.empty((passes, width), dtype=np.int32)
+    pos = np.empty((passes, n), dtype=np.int32)
     state = seed
+    keys = np.empty(6, dtype=np.uint64)
     for p in range(passes):
         row = perm[p]
-        span = n if p < spread_from else width
-        for q in range(width):
-            row[q] = q if q < n else n
-        for q in range(span):
-            row[q] = q
         if p == 0:
+            for q in range(width):
+                row[q] = q if q < n else n
+            for b in range(n):
+                pos[0, b] = b
             continue
-        for q in range(span - 1, 0, -1):
-            state += np.uint64(0x9E3779B97F4A7C15)
-            z = state
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            z = z ^ (z >> np.uint64(31))
-            r = int(z % np.uint64(q + 1))
-            tmp = row[q]
-            row[q] = row[r]
-            row[r] = tmp
+        span = n if p < spread_from else width
+        k = 1
+        while (1 << k) < span:
+            k += 1
+        mask = np.uint64((1 << k) - 1)
+        for j in range(6):
+            state, z = _splitmix(state)
+            keys[j] = z | np.uint64(1) if j % 2 == 0 else z
         for q in range(width):
-            if row[q] > n:
-                row[q] = n
-    return perm
+            row[q] = n
+        for b in range(n):
+            x = _mix(np.uint64(b), k, mask, keys)
+            while x >= np.uint64(span):
+                x = _mix(x, k, mask, keys)
+            pos[p, b] = np.int32(x)
+            row[x] = b
+    return perm, pos
 
 
 _PERM_CACHE: OrderedDict[tuple[int, int, int, int], tuple[NDArray[np.int32], NDArray[np.int32]]] = (
@@ -155,11 +187,7 @@ def permutations(
     if hit is not None:
         _PERM_CACHE.move_to_end(key)
         return hit
-    perm = _permutations(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), n, passes, w, SPREAD_FROM)
-    pos = np.empty((passes, n), dtype=np.int32)
-    for p in range(passes):
-        real = np.flatnonzero(perm[p] < n).astype(np.int32)
-        pos[p, perm[p, real]] = real
+    perm, pos = _permutations(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), n, passes, w, SPREAD_FROM)
     _PERM_CACHE[key] = (perm, pos)
     while len(_PERM_CACHE) > 4:
         _PERM_CACHE.popitem(last=False)
@@ -340,6 +368,7 @@ def _flip(
     off: NDArray[np.int64],
     known: NDArray[np.int8],
     started: NDArray[np.bool_],
+    built: NDArray[np.bool_],
     sp: NDArray[np.int64],
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
@@ -350,7 +379,7 @@ def _flip(
     n = fen.shape[1] - 1
     for p in range(depths.shape[0]):
         q = pos[p, bit]
-        if started[p]:  # Fenwick trees of later passes are built when they start
+        if built[p]:  # Fenwick trees are built when a pass's first question is asked
             i = q + 1
             while i <= n:
                 fen[p, i] ^= 1
@@ -383,6 +412,7 @@ def _descend(
     off: NDArray[np.int64],
     known: NDArray[np.int8],
     started: NDArray[np.bool_],
+    built: NDArray[np.bool_],
     sp: NDArray[np.int64],
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
@@ -415,7 +445,9 @@ def _descend(
             if known[off[p, level] + i] != 1:
                 break  # block became even (or duplicate): drop
             if level == 0:
-                ns = _flip(perm[p, i], bits, fen, pos, depths, off, known, started, sp, sl, si, ns)
+                ns = _flip(
+                    perm[p, i], bits, fen, pos, depths, off, known, started, built, sp, sl, si, ns
+                )
                 flips += 1
                 break
             left = off[p, level - 1] + 2 * i
@@ -532,12 +564,14 @@ class CascadeBob:
         self._counts = np.asarray(self.geo.blocks, dtype=np.int64)
         self._extents = np.asarray(self.geo.extents, dtype=np.int64)
         self.perm, self.pos = permutations(seed, self.n, len(depths), self.geo.width)
-        # Fenwick trees: pass 1 now, later passes when their stage starts
+        # Fenwick trees: pass 1 now, later passes when their first question is asked
         self.fen = np.zeros((len(depths), self.geo.width + 1), dtype=np.uint8)
         self.fen[:1] = _pass_prefix(self._bits, self.perm[:1], True)
         self.off, total = _layout(self.geo)
         self.known = np.full(total, UNKNOWN, dtype=np.int8)
         self.started = np.zeros(len(depths), dtype=np.bool_)
+        self.built = np.zeros(len(depths), dtype=np.bool_)
+        self.built[0] = True
         cap = max(64, 2 * self.n)
         self._sp = np.empty(cap, dtype=np.int64)
         self._sl = np.empty(cap, dtype=np.int64)
@@ -614,6 +648,7 @@ class CascadeBob:
                 self.off,
                 self.known,
                 self.started,
+                self.built,
                 self._sp,
                 self._sl,
                 self._si,
@@ -637,6 +672,11 @@ class CascadeBob:
             ns = self._start_stage()
         self._ns = ns
         self._nq = nq
+        asked = np.flatnonzero(np.bincount(self._qp[:nq], minlength=len(self.built)) > 0)
+        fresh = asked[~self.built[asked]]
+        if len(fresh):
+            self.fen[fresh] = _pass_prefix(self._bits, self.perm[fresh], True)
+            self.built[fresh] = True
         return (
             self._qp[:nq].astype(np.uint8),
             self._ql[:nq].astype(np.uint8),
@@ -645,9 +685,6 @@ class CascadeBob:
 
     def _start_stage(self) -> int:
         ns = 0
-        rows = np.asarray(self._stage_passes[self._stage], dtype=np.int64)
-        if len(rows) and rows[0] > 0:
-            self.fen[rows] = _pass_prefix(self._bits, self.perm[rows], True)
         for p in self._stage_passes[self._stage]:
             self.started[p] = True
             d = int(self.depths[p])
@@ -690,3 +727,35 @@ def efficiency(leaked_bits: int, n: int, qber: float) -> float:
     """f = leaked / (n h(Q)) (Martinez-Mateo et al. 2015, Eq. 1)."""
     h = binary_entropy(qber)
     return float("inf") if h <= 0 else leaked_bits / (n * h)
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """Outcome of reconciling the frames of one block in lockstep (benchmarks and tests)."""
+
+    corrected: list[Bits]
+    leaked_bits: int
+    round_trips: int
+
+
+def reconcile_frames_local(
+    alice_frames: list[Bits],
+    bob_frames: list[Bits],
+    qber: float,
+    seed: int,
+    config: CascadeConfig | None = None,
+) -> BlockResult:
+    """Several frames in lockstep, as the session runs them: one round trip carries the
+    questions of every frame (so a block's round trips are those of its slowest frame)."""
+    cfg = config or CascadeConfig()
+    alices = [CascadeAlice(a, qber, seed, cfg) for a in alice_frames]
+    bobs = [CascadeBob(b, qber, seed, cfg) for b in bob_frames]
+    pending = [b.start(a.top_parities()) for a, b in zip(alices, bobs, strict=True)]
+    trips = 1
+    while any(len(q[0]) for q in pending):
+        pending = [
+            b.step(a.answer(*q)) if len(q[0]) else q
+            for a, b, q in zip(alices, bobs, pending, strict=True)
+        ]
+        trips += 1
+    return BlockResult([b.bits.copy() for b in bobs], sum(a.leaked_bits for a in alices), trips)

@@ -86,3 +86,31 @@ def test_ldpc_code_family_is_deterministic_and_sized() -> None:
     assert (h1 - h2).count_nonzero() == 0
     assert set(np.unique(h1.data)) == {1}
     assert int(h1.sum(axis=0).min()) >= 1
+
+
+def test_cascade_permutations_are_bijections_with_padding() -> None:
+    from qdnet.postprocessing import cascade
+
+    n = 12_345
+    geo = cascade.CascadeConfig().geometry(n, 0.02)
+    perm, pos = cascade.permutations(99, n, len(geo.depths), geo.width)
+    for p in range(len(geo.depths)):
+        np.testing.assert_array_equal(perm[p, pos[p]], np.arange(n))
+        assert int(np.count_nonzero(perm[p] < n)) == n
+        if p < cascade.SPREAD_FROM:
+            assert int(pos[p].max()) < n  # padding stays at the end
+
+
+def test_cascade_frames_in_lockstep() -> None:
+    from qdnet.postprocessing import cascade
+
+    rng = np.random.default_rng(31)
+    alice = [rng.integers(0, 2, 20_000, dtype=np.uint8) for _ in range(3)]
+    bob = [a ^ (rng.random(len(a)) < 0.03).astype(np.uint8) for a in alice]
+    res = cascade.reconcile_frames_local(alice, bob, 0.03, 5)
+    for a, b in zip(alice, res.corrected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    single = [
+        cascade.reconcile_local(a, b, 0.03, 5).round_trips for a, b in zip(alice, bob, strict=True)
+    ]
+    assert res.round_trips == max(single)
