@@ -10,7 +10,8 @@ Prints a table per figure and one JSON line per figure (prefixed ``JSON ``).
 Definitions (as in cascade-cpp, see the notes): f = disclosed parity/syndrome bits / (n h(Q))
 with Q the actual error fraction (exactly round(Q n) errors per frame); FER = fraction of frames
 with residual errors before verification; round trips = request/reply exchanges; throughput =
-n / median CPU time per frame of both ends on one core (time.process_time). The Cascade block
+n / median CPU time per frame of both ends on one core (time.process_time), Cascade with a fresh
+permutation seed per frame (its permutations are timed). The Cascade block
 sizes and the LDPC code rate use a QBER *estimated* from a binomial test sample of
 max(1e5, n/10) bits (the X-basis sample of a block), not the true value. cascade-cpp draws its own random frames with the same n and Q (it cannot read ours).
 """
@@ -49,9 +50,11 @@ def run_ec(method: str, n: int, qber: float, runs: int, rng: np.random.Generator
     """Reconcile ``runs`` frames; returns the figure's fields."""
     fs, trips, times = [], [], []
     failures = 0
-    seed = int(rng.integers(1 << 62))  # permutations / codes shared by the frames of a block
+    seed = int(rng.integers(1 << 62))  # LDPC codes shared by the frames of a block
     for _ in range(runs):
         a, b, est = _frame(rng, n, qber)
+        if method == "cascade":
+            seed = int(rng.integers(1 << 62))  # fresh permutations per frame (timed)
         start = time.process_time()
         if method == "cascade":
             res = cascade.reconcile_local(a, b, est, seed)
@@ -73,6 +76,32 @@ def run_ec(method: str, n: int, qber: float, runs: int, rng: np.random.Generator
         "fer": failures / runs,
         "round_trips": float(np.mean(trips)),
         "mbit_s_per_core": n / float(np.median(times)) / 1e6,
+    }
+
+
+def run_block(n: int, qber: float, block_bits: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Cascade on one block of ``block_bits`` split into n-bit frames run in lockstep (one round
+    trip carries every frame's questions, as the session does): round trips per 1e6 bits."""
+    frames = max(1, block_bits // n)
+    pairs = [_frame(rng, n, qber) for _ in range(frames)]
+    est = pairs[0][2]
+    start = time.process_time()
+    res = cascade.reconcile_frames_local(
+        [p[0] for p in pairs], [p[1] for p in pairs], est, int(rng.integers(1 << 62))
+    )
+    elapsed = time.process_time() - start
+    bad = sum(not np.array_equal(c, p[0]) for c, p in zip(res.corrected, pairs, strict=True))
+    bits = frames * n
+    return {
+        "figure": "cascade_block",
+        "n": n,
+        "qber": qber,
+        "frames": frames,
+        "block_round_trips": res.round_trips,
+        "round_trips_per_1e6_bits": res.round_trips / (bits / 1e6),
+        "block_f": res.leaked_bits / (bits * binary_entropy(round(qber * n) / n)),
+        "block_frame_errors": bad,
+        "block_mbit_s_per_core": bits / elapsed / 1e6,
     }
 
 
@@ -176,10 +205,16 @@ def main() -> None:
     ap.add_argument("--peer", type=Path, default=None, help="cascade-cpp bin/run_experiments")
     ap.add_argument("--peer-algorithms", default="original,yanetal,option7")
     ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument(
+        "--block-bits",
+        type=float,
+        default=1e7,
+        help="Cascade lockstep block (frames of n bits) for round trips per 1e6 bits; 0: skip",
+    )
     args = ap.parse_args()
     if args.tiny:
         args.sizes, args.qbers, args.pa_sizes = "10000", "0.02", "1000000"
-        args.bits_per_point, args.min_runs = 2e4, 2
+        args.bits_per_point, args.min_runs, args.block_bits = 2e4, 2, 4e4
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     qbers = [float(q) for q in args.qbers.split(",")]
     rng = np.random.default_rng(args.seed)
@@ -196,6 +231,13 @@ def main() -> None:
                 row = run_ec(method, n, q, runs, rng)
                 rows.append(row)
                 print("JSON " + json.dumps(row), flush=True)
+    block_rows: list[dict[str, Any]] = []
+    if "cascade" in args.methods and args.block_bits > 0:
+        for n in sizes:
+            for q in qbers:
+                br = run_block(n, q, int(args.block_bits), rng)
+                block_rows.append(br)
+                print("JSON " + json.dumps(br), flush=True)
     peer_rows: list[dict[str, Any]] = []
     if args.peer is not None:
         for alg in args.peer_algorithms.split(","):
@@ -224,6 +266,21 @@ def main() -> None:
         print("JSON " + json.dumps(r), flush=True)
     print("\nReconciliation (f, FER before verification, round trips, Mbit/s per core)")
     _print(rows, ["method", "n", "qber", "runs", "f_mean", "fer", "round_trips", "mbit_s_per_core"])
+    if block_rows:
+        print("\nCascade, one block of frames in lockstep (round trips per 1e6 bits)")
+        _print(
+            block_rows,
+            [
+                "n",
+                "qber",
+                "frames",
+                "block_round_trips",
+                "round_trips_per_1e6_bits",
+                "block_f",
+                "block_frame_errors",
+                "block_mbit_s_per_core",
+            ],
+        )
     if peer_rows:
         print("\ncascade-cpp on the same n and Q (ratios: ours / peer)")
         _print(
