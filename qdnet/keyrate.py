@@ -372,7 +372,7 @@ def optimise(
         best_start,
         method="Nelder-Mead",
         bounds=list(zip(lower, upper, strict=True)),
-        options={"xatol": 1e-3, "fatol": 1e-3, "maxfev": 300},
+        options={"xatol": 1e-2, "fatol": 1e-3, "maxfev": 300},
     )
     best = tuple(float(v) for v in np.exp(np.clip(result.x, lower, upper)))
     return space.evaluate(best), best
