@@ -6,12 +6,15 @@ J. Cryptology 18, 133 (2005). Expected statistics from :mod:`qdnet.protocols.pre
 
 from __future__ import annotations
 
-from qdnet.protocols.link import Link
+from qdnet.protocols.link import Link, PrepareMeasureSource
 from qdnet.protocols.prepare_measure import expected_statistics
 from qdnet.protocols.statistics import LinkStatistics
 
 
 def expected(link: Link, mean_photon_number: float | None = None) -> LinkStatistics:
     """Expected statistics at the source's (or the given) mean photon number."""
-    mu = link.source.mean_photon_number if mean_photon_number is None else mean_photon_number  # type: ignore[union-attr]
+    source = link.source
+    if not isinstance(source, PrepareMeasureSource):
+        raise ValueError("protocol bb84 needs source.kind single-photon or weak-coherent")
+    mu = source.mean_photon_number if mean_photon_number is None else mean_photon_number
     return expected_statistics(link, (mu,))

@@ -7,20 +7,8 @@ Signal intensity first, then the decoys (weak, then vacuum-like). Expected stati
 from __future__ import annotations
 
 from qdnet.protocols.link import Link
-from qdnet.protocols.prepare_measure import expected_statistics
+from qdnet.protocols.prepare_measure import expected_statistics, link_intensities
 from qdnet.protocols.statistics import LinkStatistics
-
-
-def link_intensities(link: Link) -> tuple[float, ...]:
-    """Signal and decoy intensities as configured on the source."""
-    source = link.source
-    mu = getattr(source, "mean_photon_number", None)
-    decoys = getattr(source, "decoy_intensities", ())
-    if mu is None or not decoys:
-        raise ValueError(
-            "protocol decoy-bb84 needs source.mean_photon_number and source.decoy_intensities"
-        )
-    return (float(mu), *decoys)
 
 
 def expected(link: Link, intensities: tuple[float, ...] | None = None) -> LinkStatistics:

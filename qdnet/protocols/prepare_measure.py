@@ -18,6 +18,20 @@ from qdnet.protocols.statistics import LinkStatistics
 from qdnet.sources.photon_statistics import FloatArray
 
 
+def link_intensities(link: Link) -> tuple[float, ...]:
+    """Signal intensity, then the decoys for ``decoy-bb84``, as configured on the source."""
+    source = link.source
+    if not isinstance(source, PrepareMeasureSource):
+        raise ValueError(
+            f"protocol {link.protocol.kind} needs source.kind single-photon or weak-coherent"
+        )
+    if link.protocol.kind != "decoy-bb84":
+        return (float(source.mean_photon_number),)
+    if not source.decoy_intensities:
+        raise ValueError("protocol decoy-bb84 needs source.decoy_intensities")
+    return (float(source.mean_photon_number), *source.decoy_intensities)
+
+
 def detection_parameters(link: Link, signal_gain_guess: float | None = None) -> tuple[float, float]:
     """Effective (transmittance to detection, noise click probability per detector).
 

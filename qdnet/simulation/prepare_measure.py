@@ -42,7 +42,11 @@ from numpy.typing import NDArray
 
 from qdnet.attacks.base import ChannelContext, Interceptor, NoAttack
 from qdnet.protocols.link import Link, PrepareMeasureSource
-from qdnet.protocols.prepare_measure import detection_parameters, expected_statistics
+from qdnet.protocols.prepare_measure import (
+    detection_parameters,
+    expected_statistics,
+    link_intensities,
+)
 from qdnet.protocols.statistics import LinkStatistics
 from qdnet.simulation.rng import _TWO53, U64, State, fair_bit, load, new_state, step, store, u53
 
@@ -91,18 +95,6 @@ def default_class_probabilities(n_classes: int) -> tuple[float, ...]:
         return (0.7, 0.2, 0.1)
     rest = 0.3 / (n_classes - 1)
     return (0.7, *([rest] * (n_classes - 1)))
-
-
-def link_intensities(link: Link) -> tuple[float, ...]:
-    """Signal (and decoy) intensities of a prepare-and-measure link."""
-    source = link.source
-    if not isinstance(source, PrepareMeasureSource):
-        raise ValueError(
-            f"protocol {link.protocol.kind} needs source.kind single-photon or weak-coherent"
-        )
-    if link.protocol.kind == "decoy-bb84":
-        return (float(source.mean_photon_number), *source.decoy_intensities)
-    return (float(source.mean_photon_number),)
 
 
 def make_plan(
