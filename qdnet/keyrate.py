@@ -217,6 +217,8 @@ def _decoy_space(link: Link) -> ParameterSpace:
         mu, nu = x[0], x[1]
         if not finite:
             stats = prepare_measure.expected_statistics(link, (mu, nu, 0.0))
+            if nu >= mu:  # the decoy must be the weaker intensity
+                return Evaluation(0.0, stats, {})
             y1, e1, p1 = _single_photon_bounds(source, stats, mu, nu)
             q = _asymptotic_sifting(settings.basis_bias)
             rate = q * single_photon_key_per_pulse(
@@ -232,10 +234,9 @@ def _decoy_space(link: Link) -> ParameterSpace:
             return Evaluation(rate, stats, params)
         p_mu, p_nu = x[2], x[3]
         bias = x[4] if settings.basis_bias is None else settings.basis_bias
-        if mu <= nu + weakest or p_mu + p_nu >= 1.0:
-            stats = prepare_measure.expected_statistics(link, (mu, nu, weakest))
-            return Evaluation(0.0, stats, {})
         stats = prepare_measure.expected_statistics(link, (mu, nu, weakest))
+        if mu <= nu + weakest or p_mu + p_nu >= 1.0:  # Lim et al.'s conditions on the intensities
+            return Evaluation(0.0, stats, {})
         probs = (p_mu, p_nu, 1.0 - p_mu - p_nu)
         mean_gain = sum(p * q for p, q in zip(probs, stats.gain, strict=True))
         block = float(settings.block_size or 0)
