@@ -42,27 +42,40 @@ class LdpcConfig:
     """Code-family and blind-protocol parameters."""
 
     start_efficiency: float = 1.0
-    reveal_fraction: float = 0.005
+    reveal_fraction: float = 0.02
     max_rounds: int = 20
     max_iter: int = 40
     min_sum: bool = False
     min_sum_scale: float = 0.8
-    stall_iterations: int = 6
+    stall_iterations: int = 4
     staircase_fraction: float = 0.9
     high_degree: int = 10
     high_fraction: float = 0.4
+    rate_step: float = 0.01
+
+    @property
+    def structure(self) -> tuple[float, int, float]:
+        """The fields that shape the parity-check matrix."""
+        return (self.staircase_fraction, self.high_degree, self.high_fraction)
 
 
-_CODE_CACHE: OrderedDict[tuple[int, int, int, LdpcConfig], sp.csr_matrix] = OrderedDict()
+_FAMILY_SEED = 0x51D1DC0DE
+_CODE_CACHE: OrderedDict[tuple[int, int, tuple[float, int, float]], sp.csr_matrix] = OrderedDict()
 
 
-def make_code(n: int, m: int, seed: int, cfg: LdpcConfig) -> sp.csr_matrix:
-    """Deterministic m x n parity-check matrix of the family (same on both ends)."""
-    key = (n, m, seed, cfg)
+def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> sp.csr_matrix:
+    """Deterministic m x n parity-check matrix of the family (same on both ends).
+
+    The family is fixed (built from a constant seed, cached in memory), so a code is built once per
+    (n, m) and process; ``seed`` is accepted for interface compatibility and does not select it."""
+    del seed
+    cfg = cfg or LdpcConfig()
+    key = (n, m, cfg.structure)
     hit = _CODE_CACHE.get(key)
     if hit is not None:
+        _CODE_CACHE.move_to_end(key)
         return hit
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([_FAMILY_SEED, n, m])
     n2 = min(n, max(0, int(cfg.staircase_fraction * (m - 1))))
     check_order = rng.permutation(m)
     rows = [check_order[:n2], check_order[1 : n2 + 1]]
@@ -93,137 +106,167 @@ def make_code(n: int, m: int, seed: int, cfg: LdpcConfig) -> sp.csr_matrix:
     h.data[:] = h.data % 2  # a repeated edge cancels over GF(2)
     h.eliminate_zeros()
     h.data[:] = 1
+    h.indptr = h.indptr.astype(np.int32)
+    h.indices = h.indices.astype(np.int32)
     _CODE_CACHE[key] = h
-    while len(_CODE_CACHE) > 16:
+    while len(_CODE_CACHE) > 32:
         _CODE_CACHE.popitem(last=False)
     return h
 
 
+@nb.njit(cache=True)
+def _csr_syndrome(
+    row_ptr: NDArray[np.int32], col: NDArray[np.int32], bits: Bits
+) -> Bits:  # pragma: no cover - compiled
+    m = row_ptr.shape[0] - 1
+    out = np.zeros(m, dtype=np.uint8)
+    for c in range(m):
+        par = 0
+        for e in range(row_ptr[c], row_ptr[c + 1]):
+            par ^= bits[col[e]]
+        out[c] = par & 1
+    return out
+
+
 def syndrome(h: sp.csr_matrix, bits: Bits) -> Bits:
     """H x over GF(2)."""
-    return (h @ bits.astype(np.int64) % 2).astype(np.uint8)
+    return _csr_syndrome(
+        h.indptr.astype(np.int32, copy=False),
+        h.indices.astype(np.int32, copy=False),
+        np.ascontiguousarray(bits, dtype=np.uint8),
+    )
 
 
-def reveal_count(n: int, round_index: int, cfg: LdpcConfig) -> int:
-    """Bits disclosed in reveal round r: d0 (1 + r // 3), d0 = reveal_fraction n; the growth
-    bounds the number of rounds when the QBER was underestimated."""
-    return max(1, int(cfg.reveal_fraction * n)) * (1 + round_index // 3)
+def reveal_count(n: int, qber: float, round_index: int, cfg: LdpcConfig) -> int:
+    """Bits disclosed in reveal round r: d0 (1 + r // 3) with d0 = reveal_fraction n h(Q) (a
+    fixed step in efficiency); the growth bounds the rounds when the QBER was underestimated."""
+    d0 = max(1, math.ceil(cfg.reveal_fraction * n * binary_entropy(min(max(qber, 1e-4), 0.5))))
+    return d0 * (1 + round_index // 3)
 
 
 def check_count(n: int, qber: float, cfg: LdpcConfig) -> int:
-    """m = ceil(f0 n h(Q)), at least 1 and at most n - 1."""
-    return int(min(n - 1, max(1, math.ceil(cfg.start_efficiency * n * binary_entropy(qber)))))
+    """m ~ f0 n h(Q), rounded down to a geometric grid of step ``rate_step`` (so that frames with
+    slightly different QBER estimates share a code), at least 1 and at most n - 1."""
+    want = cfg.start_efficiency * n * binary_entropy(min(max(qber, 1e-4), 0.5))
+    if want <= 1.0:
+        return 1
+    step = math.log1p(cfg.rate_step)
+    m = math.ceil(math.exp(math.floor(math.log(want) / step + 1e-9) * step) - 1e-9)
+    return int(min(n - 1, max(1, m)))
 
 
 # ---------------------------------------------------------------------------------------------
 # layered belief propagation (compiled)
 
 _LLR_CLAMP = 40.0
+_PHI_MAX = 16.0
+_PHI_STEPS = 4096
+_PHI_INV_STEP = _PHI_STEPS / _PHI_MAX
 
 
-_PHI_MAX = 32.0
-_PHI_STEPS = 16384
-_PHI_STEP = _PHI_MAX / _PHI_STEPS
+def _phi_table() -> NDArray[np.float32]:
+    """phi(x) = -log(tanh(x/2)) at the midpoints of 4096 steps on [0, 16), then 0."""
+    x = (np.arange(_PHI_STEPS, dtype=np.float64) + 0.5) / _PHI_INV_STEP
+    t = np.zeros(_PHI_STEPS + 1, dtype=np.float32)
+    t[:-1] = -np.log(np.tanh(0.5 * x))
+    return t
 
 
-def _phi_exact(x: NDArray[np.float64]) -> NDArray[np.float64]:
-    with np.errstate(divide="ignore"):
-        return np.asarray(-np.log(np.tanh(0.5 * np.maximum(x, 1e-300))), dtype=np.float64)
+_PHI_TABLE = _phi_table()
 
 
-_PHI_TABLE = _phi_exact(np.arange(_PHI_STEPS + 2, dtype=np.float64) * np.float64(_PHI_STEP))
-_PHI_TABLE[0] = 40.0
-
-
-@nb.njit(cache=True, inline="always")
-def _phi(x: float, table: NDArray[np.float64]) -> float:  # pragma: no cover - compiled
-    """phi(x) = -log(tanh(x/2)), its own inverse on (0, inf) (Gallager's check-node function);
-    exact below one table step, linear interpolation in a 16k-entry table above."""
-    if x < _PHI_STEP:
-        return 40.0 if x < 1e-17 else -math.log(math.tanh(0.5 * x))
-    if x >= _PHI_MAX:
-        return 0.0
-    t = x / _PHI_STEP
-    k = int(t)
-    frac = t - k
-    return table[k] + frac * (table[k + 1] - table[k])
-
-
-@nb.njit(cache=True)
+@nb.njit(cache=True, fastmath=True)
 def _layered_bp(
-    row_ptr: NDArray[np.int64],
-    col: NDArray[np.int64],
+    row_ptr: NDArray[np.int32],
+    col: NDArray[np.int32],
     target: NDArray[np.uint8],
-    post: NDArray[np.float64],
-    msg: NDArray[np.float64],
+    post: NDArray[np.float32],
+    msg: NDArray[np.float32],
     max_iter: int,
     min_sum: bool,
     scale: float,
     stall: int,
-    table: NDArray[np.float64],
+    table: NDArray[np.float32],
+    inv_step: float,
 ) -> tuple[bool, int]:  # pragma: no cover - compiled
     """Row-layered BP for H e = target. ``post`` holds the posterior LLRs log P(e=0)/P(e=1)
     (prior plus all check messages), ``msg`` the check-to-variable messages per edge; both are
     updated in place so a later call continues where this one stopped (warm start after bits
-    are revealed). Sum-product uses Gallager's phi form (Gallager 1963; layered schedule:
-    Hocevar, SiPS 2004); ``min_sum`` uses normalised min-sum (Chen and Fossorier 2002)."""
+    are revealed). Sum-product uses Gallager's phi form with a 4096-entry float32 table
+    (Gallager 1963; layered schedule: Hocevar, SiPS 2004); ``min_sum`` uses normalised min-sum
+    (Chen and Fossorier 2002). Each layer also records whether its check holds after its own
+    update; when every check did, the syndrome is verified exactly and decoding stops."""
     m = row_ptr.shape[0] - 1
     width = 0
     for c in range(m):
         width = max(width, row_ptr[c + 1] - row_ptr[c])
-    q = np.empty(width, dtype=np.float64)
+    q = np.empty(width, dtype=np.float32)
+    ph = np.empty(width, dtype=np.float32)
+    top = np.int32(table.shape[0] - 1)
+    fscale = np.float32(scale)
     best = m + 1
     since = 0
+    one = np.float32(1.0)
+    two = np.float32(2.0)
+    zero = np.float32(0.0)
+    fstep = np.float32(inv_step)
     for it in range(max_iter):
+        unsat = np.int32(0)
         for c in range(m):
             a = row_ptr[c]
-            b = row_ptr[c + 1]
-            sign = -1.0 if target[c] else 1.0
+            deg = row_ptr[c + 1] - a
+            sign = one - two * np.float32(target[c])
+            par = np.int32(target[c])
             if min_sum:
-                m1 = 1e300
-                m2 = 1e300
+                m1 = np.float32(1e30)
+                m2 = np.float32(1e30)
                 arg = -1
-                for k in range(b - a):
-                    v = q[k] = post[col[a + k]] - msg[a + k]
+                for k in range(deg):
+                    v = post[col[a + k]] - msg[a + k]
+                    q[k] = v
                     mag = abs(v)
-                    if v < 0:
-                        sign = -sign
-                    if mag < m1:
-                        m2 = m1
-                        m1 = mag
-                        arg = k
-                    elif mag < m2:
-                        m2 = mag
-                for k in range(b - a):
+                    sign *= one - two * np.float32(v < zero)
+                    m2 = min(m2, max(m1, mag))
+                    arg = k if mag < m1 else arg
+                    m1 = min(m1, mag)
+                m1 *= fscale
+                m2 *= fscale
+                for k in range(deg):
                     v = q[k]
-                    mag = scale * (m2 if k == arg else m1)
-                    s = -sign if v < 0 else sign
-                    r = s * mag
+                    mag = m2 if k == arg else m1
+                    r = sign * (one - two * np.float32(v < zero)) * mag
                     msg[a + k] = r
-                    post[col[a + k]] = v + r
+                    nv = v + r
+                    post[col[a + k]] = nv
+                    par ^= np.int32(nv < zero)
             else:
-                total = 0.0
-                for k in range(b - a):
-                    v = q[k] = post[col[a + k]] - msg[a + k]
-                    if v < 0:
-                        sign = -sign
-                    total += _phi(abs(v), table)
-                for k in range(b - a):
+                total = zero
+                for k in range(deg):
+                    v = post[col[a + k]] - msg[a + k]
+                    q[k] = v
+                    sign *= one - two * np.float32(v < zero)
+                    i = min(np.int32(abs(v) * fstep), top)
+                    p = table[i]
+                    ph[k] = p
+                    total += p
+                for k in range(deg):
                     v = q[k]
-                    mag = _phi(max(total - _phi(abs(v), table), 0.0), table)
-                    s = -sign if v < 0 else sign
-                    r = min(s * mag, _LLR_CLAMP) if s > 0 else max(s * mag, -_LLR_CLAMP)
+                    i = min(np.int32(max(total - ph[k], zero) * fstep), top)
+                    r = sign * (one - two * np.float32(v < zero)) * table[i]
                     msg[a + k] = r
-                    post[col[a + k]] = v + r
-        unsat = 0
-        for c in range(m):
-            par = target[c]
-            for e in range(row_ptr[c], row_ptr[c + 1]):
-                if post[col[e]] < 0:
-                    par ^= 1
+                    nv = v + r
+                    post[col[a + k]] = nv
+                    par ^= np.int32(nv < zero)
             unsat += par
         if unsat == 0:
-            return True, it + 1
+            exact = 0
+            for c in range(m):
+                par = target[c] != 0
+                for e in range(row_ptr[c], row_ptr[c + 1]):
+                    par ^= post[col[e]] < 0
+                exact += par
+            if exact == 0:
+                return True, it + 1
         if unsat < best:
             best = unsat
             since = 0
@@ -238,16 +281,17 @@ class LdpcBob:
     """Bob's decoder for one frame; keeps his BP state between reveal rounds (warm start)."""
 
     def __init__(self, bits: Bits, h: sp.csr_matrix, s_alice: Bits, qber: float, cfg: LdpcConfig):
-        self.y = bits.astype(np.uint8)
+        self.y = np.ascontiguousarray(bits, dtype=np.uint8)
         self.n = len(bits)
+        self.qber = qber
         self.cfg = cfg
-        self.target = (s_alice ^ syndrome(h, self.y)).astype(np.uint8)
+        self.row_ptr = h.indptr.astype(np.int32, copy=False)
+        self.col = h.indices.astype(np.int32, copy=False)
+        self.target = (s_alice ^ _csr_syndrome(self.row_ptr, self.col, self.y)).astype(np.uint8)
         p = min(max(qber, 1e-4), 0.45)
-        self.prior = np.full(self.n, math.log((1 - p) / p))
-        self.post = self.prior.copy()
-        self.row_ptr = h.indptr.astype(np.int64)
-        self.col = h.indices.astype(np.int64)
-        self.msg = np.zeros(len(self.col), dtype=np.float64)
+        self.prior_llr = np.float32(math.log((1 - p) / p))
+        self.post = np.full(self.n, self.prior_llr, dtype=np.float32)
+        self.msg = np.zeros(len(self.col), dtype=np.float32)
         self.revealed = np.zeros(self.n, dtype=bool)
         self.done = False
         self.iterations = 0
@@ -265,6 +309,7 @@ class LdpcBob:
             self.cfg.min_sum_scale,
             self.cfg.stall_iterations,
             _PHI_TABLE,
+            _PHI_INV_STEP,
         )
         self.iterations += iters
         self.done = bool(ok)
@@ -274,17 +319,19 @@ class LdpcBob:
         """The d positions (not yet revealed) with the smallest posterior |LLR|."""
         llr = np.abs(self.post)
         llr[self.revealed] = np.inf
-        d = min(d, int((~self.revealed).sum()))
+        d = min(d, self.n - int(np.count_nonzero(self.revealed)))
         idx = np.argpartition(llr, d - 1)[:d] if d > 0 else np.zeros(0, np.int64)
         return np.sort(idx).astype(np.int64)
 
     def learn(self, positions: NDArray[np.int64], alice_bits: Bits) -> None:
-        """Fix disclosed positions: the error there is now known exactly."""
+        """Fix disclosed positions: the error there is now known exactly. The posterior keeps
+        the check messages (warm start) with the prior replaced by +-40."""
         e_known = alice_bits ^ self.y[positions]
+        if np.any(self.revealed[positions]):
+            raise ValueError("position revealed twice")
         self.revealed[positions] = True
-        new_prior = np.where(e_known == 1, -_LLR_CLAMP, _LLR_CLAMP)
-        self.post[positions] += new_prior - self.prior[positions]
-        self.prior[positions] = new_prior
+        new_prior = np.where(e_known == 1, -_LLR_CLAMP, _LLR_CLAMP).astype(np.float32)
+        self.post[positions] += new_prior - self.prior_llr
 
     @property
     def corrected(self) -> Bits:
@@ -303,7 +350,7 @@ def reconcile_local(
     b = LdpcBob(bob, h, syndrome(h, alice), qber, cfg)
     leak, trips = m, 1
     while not b.decode() and trips <= cfg.max_rounds:
-        pos = b.least_reliable(reveal_count(n, trips - 1, cfg))
+        pos = b.least_reliable(reveal_count(n, qber, trips - 1, cfg))
         b.learn(pos, alice[pos])
         leak += len(pos)
         trips += 1
@@ -393,7 +440,7 @@ async def bob_reconcile(
             break
         req_frame, req_pos = [], []
         for i in failing:
-            pos = ends[i].least_reliable(reveal_count(ends[i].n, rnd, cfg))
+            pos = ends[i].least_reliable(reveal_count(ends[i].n, qber, rnd, cfg))
             req_frame.append(np.full(len(pos), i, dtype=np.int32))
             req_pos.append(pos)
         frame_arr = np.concatenate(req_frame)

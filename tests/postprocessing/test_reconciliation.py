@@ -81,7 +81,7 @@ def test_ldpc_identical_keys(qber: float) -> None:
 def test_ldpc_code_family_is_deterministic_and_sized() -> None:
     cfg = ldpc.LdpcConfig()
     h1 = ldpc.make_code(2000, 300, 4, cfg)
-    h2 = ldpc.make_code(2000, 300, 4, ldpc.LdpcConfig(max_iter=61))
+    h2 = ldpc.make_code(2000, 300, 9, ldpc.LdpcConfig(max_iter=61))
     assert h1.shape == (300, 2000)
     assert (h1 - h2).count_nonzero() == 0
     assert set(np.unique(h1.data)) == {1}
