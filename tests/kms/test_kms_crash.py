@@ -127,14 +127,21 @@ def test_kill_9_under_load_loses_and_duplicates_nothing(
         threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+
+        def wait_for_deliveries(count: int, timeout_s: float = 30.0) -> None:
+            # Wait on progress, not on the clock: a loaded CI machine may be slow to serve.
+            deadline = time.monotonic() + timeout_s
+            while len(delivered) < count and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+        wait_for_deliveries(40)
         before_kill = len(delivered)
         procs["a"].send_signal(signal.SIGKILL)
         procs["a"].wait(10)
         time.sleep(0.3)
         procs["a"] = spawn_kms(tmp_path / "kme-alice.yaml", log)
         wait_until_serving(url_a, pki, "app-a", "app-b")
-        time.sleep(0.8)
+        wait_for_deliveries(before_kill + 40)
         stop.set()
         for t in threads:
             t.join(20)
