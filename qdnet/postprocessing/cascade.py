@@ -30,7 +30,6 @@ Both ends derive the same public permutations from a public seed (keyed bijectio
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numba as nb
@@ -41,8 +40,12 @@ from qdnet.postprocessing.estimation import binary_entropy
 
 Bits = NDArray[np.uint8]
 
-UNKNOWN = np.int8(-1)
-PENDING = np.int8(-2)
+# node states in Bob's tree of block parities (0 = unknown, so the tree is allocated by np.zeros
+# and pages of sparse passes are never touched); EVEN/ODD: Alice's xor Bob's parity is 0/1
+UNKNOWN = np.int8(0)
+PENDING = np.int8(1)
+EVEN = np.int8(2)
+ODD = np.int8(3)
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class Geometry:
 
 
 # ---------------------------------------------------------------------------------------------
-# permutations
+# permutations (computed on the fly: no tables)
 
 
 @nb.njit(cache=True, inline="always")
@@ -116,82 +119,227 @@ def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:  # pragma: no co
     return state, z ^ (z >> np.uint64(31))
 
 
-@nb.njit(cache=True, inline="always")
-def _mix(x: np.uint64, k: int, mask: np.uint64, keys: NDArray[np.uint64]) -> np.uint64:
-    # pragma: no cover - compiled
-    """A keyed bijection of [0, 2^k): rounds of xorshift, odd multiply and add, all mod 2^k."""
-    s = np.uint64(max(1, (k + 1) // 2))
-    for r in range(3):
-        x = (x ^ (x >> s)) & mask
-        x = (x * keys[2 * r]) & mask
-        x = (x + keys[2 * r + 1]) & mask
-    return x
-
-
 @nb.njit(cache=True)
-def _permutations(
+def _pass_keys(
     seed: np.uint64, n: int, passes: int, width: int, spread_from: int
-) -> tuple[NDArray[np.int32], NDArray[np.int32]]:  # pragma: no cover - compiled
-    """(perm, pos): perm[p, q] = bit at pass-order position q (n for padding), pos = inverse.
-
-    Pass 0 is the identity. Pass p >= 1 maps bit b to a keyed pseudo-random bijection of
-    [0, 2^k) (three rounds of xorshift / odd multiply / add mod 2^k, keys from SplitMix64 of the
-    public seed; Steele et al., OOPSLA 2014), restricted to [0, n) by cycle walking for passes
-    that keep the padding at the end. O(n) per pass with no random swaps, so a fresh seed per
-    block costs a few ms instead of a Fisher-Yates shuffle's random memory traffic.
-    """
-    perm = np.empty((passes, width), dtype=np.int32)
-    pos = np.empty((passes, n), dtype=np.int32)
+) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:  # pragma: no cover - compiled
+    """Per pass p: keys[p] = (3 odd multipliers, 3 addends, 3 inverse multipliers mod 2^64) and
+    geo[p] = (k, span): a keyed bijection of [0, 2^k), restricted to [0, span) by cycle walking
+    (span = n for passes that keep the padding at the end, 2^k = width for the others)."""
+    keys = np.zeros((passes, 9), dtype=np.uint64)
+    geo = np.zeros((passes, 2), dtype=np.int64)
     state = seed
-    keys = np.empty(6, dtype=np.uint64)
     for p in range(passes):
-        row = perm[p]
-        if p == 0:
-            for q in range(width):
-                row[q] = q if q < n else n
-            for b in range(n):
-                pos[0, b] = b
-            continue
         span = n if p < spread_from else width
         k = 1
         while (1 << k) < span:
             k += 1
-        mask = np.uint64((1 << k) - 1)
+        geo[p, 0] = k
+        geo[p, 1] = span
+        if p == 0:
+            continue
         for j in range(6):
             state, z = _splitmix(state)
-            keys[j] = z | np.uint64(1) if j % 2 == 0 else z
+            if j % 2 == 0:
+                keys[p, j // 2] = z | np.uint64(1)
+            else:
+                keys[p, 3 + j // 2] = z
+        for r in range(3):
+            m = keys[p, r]
+            inv = m
+            for _ in range(6):  # Newton: inv <- inv (2 - m inv) doubles the correct bits
+                inv = inv * (np.uint64(2) - m * inv)
+            keys[p, 6 + r] = inv
+    return keys, geo
+
+
+@nb.njit(cache=True, inline="always")
+def _fwd(x: np.uint64, k: int, keys: NDArray[np.uint64]) -> np.uint64:  # pragma: no cover
+    """Three rounds of xorshift (shift >= k/2, so it is an involution), odd multiply and add,
+    all mod 2^k (Steele et al., OOPSLA 2014 style keyed mixing)."""
+    mask = (np.uint64(1) << np.uint64(k)) - np.uint64(1)
+    s = np.uint64(max(1, (k + 1) // 2))
+    for r in range(3):
+        x = (x ^ (x >> s)) & mask
+        x = (x * keys[r]) & mask
+        x = (x + keys[3 + r]) & mask
+    return x
+
+
+@nb.njit(cache=True, inline="always")
+def _inv(x: np.uint64, k: int, keys: NDArray[np.uint64]) -> np.uint64:  # pragma: no cover
+    mask = (np.uint64(1) << np.uint64(k)) - np.uint64(1)
+    s = np.uint64(max(1, (k + 1) // 2))
+    for r in range(2, -1, -1):
+        x = (x - keys[3 + r]) & mask
+        x = (x * keys[6 + r]) & mask
+        x = (x ^ (x >> s)) & mask
+    return x
+
+
+@nb.njit(cache=True, inline="always")
+def _position(p: int, b: int, keys: NDArray[np.uint64], geo: NDArray[np.int64]) -> int:
+    # pragma: no cover - compiled
+    """Pass-order position of bit b in pass p."""
+    if p == 0:
+        return b
+    k = geo[p, 0]
+    span = np.uint64(geo[p, 1])
+    x = _fwd(np.uint64(b), k, keys[p])
+    while x >= span:
+        x = _fwd(x, k, keys[p])
+    return int(np.int64(x))
+
+
+@nb.njit(cache=True, inline="always")
+def _bit_at(p: int, q: int, keys: NDArray[np.uint64], geo: NDArray[np.int64], n: int) -> int:
+    # pragma: no cover - compiled
+    """The bit at pass-order position q of pass p, or n for padding."""
+    span = geo[p, 1]
+    if q >= span:
+        return n
+    if p == 0:
+        return q
+    k = geo[p, 0]
+    x = _inv(np.uint64(q), k, keys[p])
+    while x >= np.uint64(span):
+        x = _inv(x, k, keys[p])
+    r = int(np.int64(x))
+    return r if r < n else n
+
+
+@nb.njit(cache=True)
+def _tables(
+    keys: NDArray[np.uint64], geo: NDArray[np.int64], n: int, width: int
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:  # pragma: no cover - compiled
+    passes = keys.shape[0]
+    perm = np.empty((passes, width), dtype=np.int32)
+    pos = np.empty((passes, n), dtype=np.int32)
+    for p in range(passes):
         for q in range(width):
-            row[q] = n
+            perm[p, q] = _bit_at(p, q, keys, geo, n)
         for b in range(n):
-            x = _mix(np.uint64(b), k, mask, keys)
-            while x >= np.uint64(span):
-                x = _mix(x, k, mask, keys)
-            pos[p, b] = np.int32(x)
-            row[x] = b
+            pos[p, b] = _position(p, b, keys, geo)
     return perm, pos
-
-
-_PERM_CACHE: OrderedDict[tuple[int, int, int, int], tuple[NDArray[np.int32], NDArray[np.int32]]] = (
-    OrderedDict()
-)
 
 
 def permutations(
     seed: int, n: int, passes: int, width: int | None = None
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """(perm, pos): perm[p, q] is the bit at position q of pass p (n: padding); pos[p, b] is
-    the position of bit b. ``width`` (>= n) is the pass-order length."""
+    """(perm, pos) as tables (tests, inspection; the protocol computes them on the fly):
+    perm[p, q] is the bit at position q of pass p (n: padding); pos[p, b] is the position of
+    bit b. ``width`` (>= n) is the pass-order length."""
     w = n if width is None else width
-    key = (seed, n, passes, w)
-    hit = _PERM_CACHE.get(key)
-    if hit is not None:
-        _PERM_CACHE.move_to_end(key)
-        return hit
-    perm, pos = _permutations(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), n, passes, w, SPREAD_FROM)
-    _PERM_CACHE[key] = (perm, pos)
-    while len(_PERM_CACHE) > 4:
-        _PERM_CACHE.popitem(last=False)
-    return perm, pos
+    keys, geo = _pass_keys(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), n, passes, w, SPREAD_FROM)
+    return _tables(keys, geo, n, w)
+
+
+@nb.njit(cache=True, inline="always")
+def _parity64(x: np.uint64) -> int:  # pragma: no cover - compiled
+    x ^= x >> np.uint64(32)
+    x ^= x >> np.uint64(16)
+    x ^= x >> np.uint64(8)
+    x ^= x >> np.uint64(4)
+    x ^= x >> np.uint64(2)
+    x ^= x >> np.uint64(1)
+    return int(np.int64(x & np.uint64(1)))
+
+
+@nb.njit(cache=True)
+def _fwd32(xs: NDArray[np.uint64], k: int, kp: NDArray[np.uint64]) -> None:
+    # pragma: no cover - compiled
+    """xs[b] = _fwd(b) for all b, in 32-bit lanes (k <= 32: the same values, vectorised)."""
+    lo = np.uint64(0xFFFFFFFF)
+    mask = np.uint32((1 << k) - 1)
+    s = np.uint32(max(1, (k + 1) // 2))
+    m0, m1, m2 = np.uint32(kp[0] & lo), np.uint32(kp[1] & lo), np.uint32(kp[2] & lo)
+    a0, a1, a2 = np.uint32(kp[3] & lo), np.uint32(kp[4] & lo), np.uint32(kp[5] & lo)
+    for b in range(xs.shape[0]):
+        x = np.uint32(b)
+        x = np.uint32((x ^ (x >> s)) * m0 + a0) & mask
+        x = np.uint32((x ^ (x >> s)) * m1 + a1) & mask
+        x = np.uint32((x ^ (x >> s)) * m2 + a2) & mask
+        xs[b] = x
+
+
+@nb.njit(cache=True)
+def _pack_passes(
+    bits: Bits, keys: NDArray[np.uint64], geo: NDArray[np.int64], nwords: int
+) -> NDArray[np.uint64]:  # pragma: no cover - compiled
+    """Bit-packed pass-ordered copies of ``bits`` (one row of 64-bit words per pass): a scatter
+    into nwords*8 bytes per pass (cache resident), positions computed on the fly."""
+    passes = keys.shape[0]
+    n = bits.shape[0] - 1  # bits[n] is the padding bit (0)
+    words = np.zeros((passes, nwords), dtype=np.uint64)
+    xs = np.empty(n, dtype=np.uint64)
+    for p in range(passes):
+        row = words[p]
+        if p == 0:
+            for b in range(n):
+                row[b >> 6] |= np.uint64(bits[b]) << np.uint64(b & 63)
+            continue
+        k = geo[p, 0]
+        span = np.uint64(geo[p, 1])
+        kp = keys[p]
+        if k <= 32:
+            _fwd32(xs, k, kp)
+        else:
+            for b in range(n):
+                xs[b] = _fwd(np.uint64(b), k, kp)
+        for b in range(n):
+            x = xs[b]
+            while x >= span:
+                x = _fwd(x, k, kp)
+            row[x >> np.uint64(6)] |= np.uint64(bits[b]) << (x & np.uint64(63))
+    return words
+
+
+@nb.njit(cache=True)
+def _word_prefix(words: NDArray[np.uint64]) -> NDArray[np.uint64]:  # pragma: no cover
+    """pre[p, j] = xor of words[p, :j]."""
+    passes, nwords = words.shape
+    pre = np.zeros((passes, nwords + 1), dtype=np.uint64)
+    for p in range(passes):
+        acc = np.uint64(0)
+        for j in range(nwords):
+            acc ^= words[p, j]
+            pre[p, j + 1] = acc
+    return pre
+
+
+@nb.njit(cache=True, inline="always")
+def _static_prefix_parity(words: NDArray[np.uint64], pre: NDArray[np.uint64], i: int) -> int:
+    # pragma: no cover - compiled
+    """Parity of positions [0, i) of one pass from its words and word prefix."""
+    w = i >> 6
+    r = i & 63
+    acc = pre[w]
+    if r:
+        acc ^= words[w] & ((np.uint64(1) << np.uint64(r)) - np.uint64(1))
+    return _parity64(acc)
+
+
+@nb.njit(cache=True)
+def _block_parities(
+    words: NDArray[np.uint64],
+    pre: NDArray[np.uint64],
+    depths: NDArray[np.int64],
+    counts: NDArray[np.int64],
+    width: int,
+) -> NDArray[np.uint8]:  # pragma: no cover - compiled
+    """Top-level block parities of every pass, concatenated (all blocks)."""
+    out = np.zeros(counts.sum(), dtype=np.uint8)
+    base = 0
+    for p in range(depths.shape[0]):
+        d = depths[p]
+        prev = 0
+        for j in range(counts[p]):
+            stop = min((j + 1) << d, width)
+            cur = _static_prefix_parity(words[p], pre[p], stop)
+            out[base + j] = cur ^ prev
+            prev = cur
+        base += counts[p]
+    return out
 
 
 def _layout(geo: Geometry) -> tuple[NDArray[np.int64], int]:
@@ -207,39 +355,6 @@ def _layout(geo: Geometry) -> tuple[NDArray[np.int64], int]:
     return off, total
 
 
-@nb.njit(cache=True)
-def _block_parities(
-    bits: Bits, pos: NDArray[np.int32], depths: NDArray[np.int64], counts: NDArray[np.int64]
-) -> NDArray[np.uint8]:  # pragma: no cover - compiled
-    """Top-level block parities of every pass, concatenated (all blocks), by one streaming scan
-    per pass: block of bit b in pass p is pos[p, b] >> d_p (no random gather)."""
-    n = pos.shape[1]
-    out = np.zeros(counts.sum(), dtype=np.uint8)
-    base = 0
-    for p in range(depths.shape[0]):
-        d = depths[p]
-        row = pos[p]
-        blocks = counts[p]
-        if blocks <= 4:  # few blocks: independent accumulators, no store dependency chain
-            a0 = a1 = a2 = a3 = 0
-            k = 1 << d
-            for b in range(n):
-                q = row[b]
-                v = bits[b]
-                a0 ^= v & (q < k)
-                a1 ^= v & ((q >= k) & (q < 2 * k))
-                a2 ^= v & ((q >= 2 * k) & (q < 3 * k))
-                a3 ^= v & (q >= 3 * k)
-            acc = (a0, a1, a2, a3)
-            for j in range(blocks):
-                out[base + j] = acc[j]
-        else:
-            for b in range(n):
-                out[base + (row[b] >> d)] ^= bits[b]
-        base += blocks
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Alice
 
@@ -251,18 +366,24 @@ class CascadeAlice:
         self.n = len(bits)
         self.geo = config.geometry(self.n, qber)
         self.depths = self.geo.depths
-        self._bits = np.zeros(self.n + 1, dtype=np.uint8)  # index n: padding, always 0
-        self._bits[: self.n] = bits
-        self._perm, pos = permutations(seed, self.n, len(self.depths), self.geo.width)
+        padded = np.zeros(self.n + 1, dtype=np.uint8)  # index n: padding, always 0
+        padded[: self.n] = bits
+        keys, geo = _pass_keys(
+            np.uint64(seed & 0xFFFFFFFFFFFFFFFF),
+            self.n,
+            len(self.depths),
+            self.geo.width,
+            SPREAD_FROM,
+        )
+        self._words = _pack_passes(padded, keys, geo, _nwords(self.geo.width))
+        self._pre = _word_prefix(self._words)
         self._tops = _block_parities(
-            self._bits,
-            pos,
+            self._words,
+            self._pre,
             np.asarray(self.depths, dtype=np.int64),
             np.asarray(self.geo.blocks, dtype=np.int64),
+            self.geo.width,
         )
-        # prefix parities of a pass are built when its first question arrives
-        self._prefix = np.zeros((len(self.depths), self.geo.width + 1), dtype=np.uint8)
-        self._built = np.zeros(len(self.depths), dtype=bool)
         self.leaked_bits = 0
 
     def top_parities(self) -> Bits:
@@ -282,37 +403,39 @@ class CascadeAlice:
     ) -> Bits:
         """Parities of the asked blocks (pass, level, index) in pass order."""
         out = np.empty(len(passes), dtype=np.uint8)
-        if len(passes) and int(passes.max()) < len(self.depths):
-            asked = np.flatnonzero(
-                (np.bincount(passes, minlength=len(self.depths)) > 0) & ~self._built
-            )
-            if len(asked):
-                self._prefix[asked] = _pass_prefix(self._bits, self._perm[asked], False)
-                self._built[asked] = True
-        if not _answer(self._prefix, passes, levels, index, out):
+        if not _answer(self._words, self._pre, self.geo.width, passes, levels, index, out):
             raise ValueError("parity question out of range")
         self.leaked_bits += len(out)
         return out
 
 
+def _nwords(width: int) -> int:
+    return max(1, (width + 63) >> 6)
+
+
 @nb.njit(cache=True)
 def _answer(
-    prefix: NDArray[np.uint8],
+    words: NDArray[np.uint64],
+    pre: NDArray[np.uint64],
+    width: int,
     passes: NDArray[np.uint8],
     levels: NDArray[np.uint8],
     index: NDArray[np.int64],
     out: Bits,
 ) -> bool:  # pragma: no cover - compiled
-    rows, width = prefix.shape
-    n = width - 1
+    rows = words.shape[0]
     for j in range(passes.shape[0]):
         p = np.int64(passes[j])
         level = np.int64(levels[j])
-        start = index[j] << level
-        if p >= rows or level > 40 or index[j] < 0 or start >= n:
+        if p >= rows or level > 40 or index[j] < 0:
             return False
-        stop = min(start + (np.int64(1) << level), n)
-        out[j] = prefix[p, stop] ^ prefix[p, start]
+        start = index[j] << level
+        if start >= width:
+            return False
+        stop = min(start + (np.int64(1) << level), width)
+        out[j] = _static_prefix_parity(words[p], pre[p], stop) ^ _static_prefix_parity(
+            words[p], pre[p], start
+        )
     return True
 
 
@@ -321,54 +444,57 @@ def _answer(
 
 
 @nb.njit(cache=True, inline="always")
-def _prefix(fen_p: NDArray[np.uint8], i: int) -> int:  # pragma: no cover - compiled
-    acc = 0
-    while i > 0:
-        acc ^= fen_p[i]
-        i -= i & -i
-    return acc
-
-
-@nb.njit(cache=True)
-def _node_parity(fen_p: NDArray[np.uint8], n: int, level: int, index: int) -> int:
+def _prefix_parity(words_p: NDArray[np.uint64], fen_p: NDArray[np.uint64], i: int) -> int:
     # pragma: no cover - compiled
-    start = index << level
-    stop = min(start + (1 << level), n)
-    return _prefix(fen_p, stop) ^ _prefix(fen_p, start)
+    """Parity of positions [0, i) of one pass: a Fenwick tree over its words, then one word."""
+    w = i >> 6
+    r = i & 63
+    acc = np.uint64(0)
+    j = w
+    while j > 0:
+        acc ^= fen_p[j]
+        j -= j & -j
+    if r:
+        acc ^= words_p[w] & ((np.uint64(1) << np.uint64(r)) - np.uint64(1))
+    return _parity64(acc)
 
 
 @nb.njit(cache=True)
-def _pass_prefix(bits: Bits, perm: NDArray[np.int32], fenwick: bool) -> NDArray[np.uint8]:
-    """Per pass, the prefix XOR of the pass-ordered bits, or (``fenwick``) its XOR Fenwick tree
-    fen[i] = xor of a[i - lowbit(i) .. i)."""  # pragma: no cover - compiled
-    passes, n = perm.shape  # n: the pass-order width; bits[perm] is 0 for padding
-    out = np.zeros((passes, n + 1), dtype=np.uint8)
-    prefix = np.zeros(n + 1, dtype=np.uint8)
+def _node_parity(
+    words_p: NDArray[np.uint64], fen_p: NDArray[np.uint64], width: int, level: int, index: int
+) -> int:  # pragma: no cover - compiled
+    start = index << level
+    stop = min(start + (1 << level), width)
+    if level < 6 and (start >> 6) == ((stop - 1) >> 6):  # inside one word
+        span = stop - start
+        m = ((np.uint64(1) << np.uint64(span)) - np.uint64(1)) if span < 64 else ~np.uint64(0)
+        return _parity64((words_p[start >> 6] >> np.uint64(start & 63)) & m)
+    return _prefix_parity(words_p, fen_p, stop) ^ _prefix_parity(words_p, fen_p, start)
+
+
+@nb.njit(cache=True)
+def _fenwick(pre: NDArray[np.uint64]) -> NDArray[np.uint64]:  # pragma: no cover - compiled
+    """XOR Fenwick trees over words from their prefix: fen[i] = xor of words[i - lowbit(i), i)."""
+    passes, m = pre.shape
+    fen = np.zeros((passes, m), dtype=np.uint64)
     for p in range(passes):
-        acc = 0
-        row = perm[p]
-        for q in range(n):
-            acc ^= bits[row[q]]
-            prefix[q + 1] = acc
-        if fenwick:
-            for i in range(1, n + 1):
-                out[p, i] = prefix[i] ^ prefix[i - (i & -i)]
-        else:
-            out[p, :] = prefix
-    return out
+        for i in range(1, m):
+            fen[p, i] = pre[p, i] ^ pre[p, i - (i & -i)]
+    return fen
 
 
 @nb.njit(cache=True)
 def _flip(
     bit: int,
     bits: Bits,
-    fen: NDArray[np.uint8],
-    pos: NDArray[np.int32],
+    words: NDArray[np.uint64],
+    fen: NDArray[np.uint64],
+    keys: NDArray[np.uint64],
+    geo: NDArray[np.int64],
     depths: NDArray[np.int64],
     off: NDArray[np.int64],
     known: NDArray[np.int8],
     started: NDArray[np.bool_],
-    built: NDArray[np.bool_],
     sp: NDArray[np.int64],
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
@@ -376,23 +502,24 @@ def _flip(
 ) -> int:  # pragma: no cover - compiled
     """Flip one bit, toggle every known block containing it, queue new searches; returns ns."""
     bits[bit] ^= 1
-    n = fen.shape[1] - 1
+    nw = words.shape[1]
     for p in range(depths.shape[0]):
-        q = pos[p, bit]
-        if built[p]:  # Fenwick trees are built when a pass's first question is asked
-            i = q + 1
-            while i <= n:
-                fen[p, i] ^= 1
-                i += i & -i
+        q = _position(p, bit, keys, geo)
+        v = np.uint64(1) << np.uint64(q & 63)
+        words[p, q >> 6] ^= v
+        i = (q >> 6) + 1
+        while i <= nw:
+            fen[p, i] ^= v
+            i += i & -i
         found = False
         for level in range(depths[p], -1, -1):
             idx = off[p, level] + (q >> level)
             k = known[idx]
-            if k < 0:
+            if k < EVEN:
                 break  # known blocks form subtrees under the known top level
-            if k == 0 or k == 1:
-                known[idx] = 1 - k
-                if not found and k == 0 and started[p]:
+            if k >= EVEN:
+                known[idx] = k ^ 1
+                if not found and k == EVEN and started[p]:
                     found = True
                     if ns < sp.shape[0]:
                         sp[ns] = p
@@ -405,14 +532,14 @@ def _flip(
 @nb.njit(cache=True)
 def _descend(
     bits: Bits,
-    fen: NDArray[np.uint8],
-    perm: NDArray[np.int32],
-    pos: NDArray[np.int32],
+    words: NDArray[np.uint64],
+    fen: NDArray[np.uint64],
+    keys: NDArray[np.uint64],
+    geo: NDArray[np.int64],
     depths: NDArray[np.int64],
     off: NDArray[np.int64],
     known: NDArray[np.int8],
     started: NDArray[np.bool_],
-    built: NDArray[np.bool_],
     sp: NDArray[np.int64],
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
@@ -431,7 +558,7 @@ def _descend(
     (qp, ql, qi); asked nodes are marked PENDING. Returns (live searches, now at the front of
     sp/sl/si, bits flipped, questions).
     """
-    n_real = pos.shape[1]
+    n_real = bits.shape[0] - 1
     flips = 0
     nq = 0
     j = 0
@@ -442,11 +569,24 @@ def _descend(
         level = sl[j]
         i = si[j]
         while True:
-            if known[off[p, level] + i] != 1:
+            if known[off[p, level] + i] != ODD:
                 break  # block became even (or duplicate): drop
             if level == 0:
                 ns = _flip(
-                    perm[p, i], bits, fen, pos, depths, off, known, started, built, sp, sl, si, ns
+                    _bit_at(p, i, keys, geo, n_real),
+                    bits,
+                    words,
+                    fen,
+                    keys,
+                    geo,
+                    depths,
+                    off,
+                    known,
+                    started,
+                    sp,
+                    sl,
+                    si,
+                    ns,
                 )
                 flips += 1
                 break
@@ -456,14 +596,14 @@ def _descend(
                 # a small left child made only of padding has parity 0 on both sides: free
                 start = (2 * i) << (level - 1)
                 real = False
-                for q in range(start, min(start + (1 << (level - 1)), perm.shape[1])):
-                    if perm[p, q] < n_real:
+                for q in range(start, min(start + (1 << (level - 1)), extents[p])):
+                    if _bit_at(p, q, keys, geo, n_real) < n_real:
                         real = True
                         break
                 if not real:
-                    known[left] = 0
-                    known[left + 1] = 1
-                    k = 0
+                    known[left] = EVEN
+                    known[left + 1] = ODD
+                    k = EVEN
             if k == PENDING:
                 break  # another search asked the same question this round
             if k == UNKNOWN:
@@ -484,7 +624,7 @@ def _descend(
                             nq += 1
                 break
             level -= 1
-            i = 2 * i if k == 1 else 2 * i + 1
+            i = 2 * i if k == ODD else 2 * i + 1
         if alive[j]:
             sp[w] = p
             sl[w] = level
@@ -496,7 +636,9 @@ def _descend(
 
 @nb.njit(cache=True)
 def _apply_answers(
-    fen: NDArray[np.uint8],
+    words: NDArray[np.uint64],
+    fen: NDArray[np.uint64],
+    width: int,
     off: NDArray[np.int64],
     known: NDArray[np.int8],
     qp: NDArray[np.int64],
@@ -505,16 +647,15 @@ def _apply_answers(
     answers: Bits,
 ) -> None:  # pragma: no cover - compiled
     """Record Alice's parities of asked left children (top-down) and infer their siblings."""
-    n = fen.shape[1] - 1
     for j in range(answers.shape[0]):
         p = qp[j]
         level = ql[j]
         idx = qi[j]
         node = off[p, level] + idx
-        mismatch = answers[j] ^ _node_parity(fen[p], n, level, idx)
-        known[node] = mismatch
+        mismatch = answers[j] ^ _node_parity(words[p], fen[p], width, level, idx)
+        known[node] = EVEN + mismatch
         parent = known[off[p, level + 1] + (idx >> 1)]
-        if parent == 0 or parent == 1:
+        if parent >= EVEN:
             known[node + 1] = parent ^ mismatch
 
 
@@ -546,7 +687,7 @@ def _init_known(
                 acc ^= alice
             else:
                 alice = total ^ acc
-            known[off[p, d] + b] = alice ^ bob
+            known[off[p, d] + b] = EVEN + (alice ^ bob)
         base += blocks
 
 
@@ -563,15 +704,19 @@ class CascadeBob:
         self.depths = np.asarray(depths, dtype=np.int64)
         self._counts = np.asarray(self.geo.blocks, dtype=np.int64)
         self._extents = np.asarray(self.geo.extents, dtype=np.int64)
-        self.perm, self.pos = permutations(seed, self.n, len(depths), self.geo.width)
-        # Fenwick trees: pass 1 now, later passes when their first question is asked
-        self.fen = np.zeros((len(depths), self.geo.width + 1), dtype=np.uint8)
-        self.fen[:1] = _pass_prefix(self._bits, self.perm[:1], True)
+        self._keys, self._pgeo = _pass_keys(
+            np.uint64(seed & 0xFFFFFFFFFFFFFFFF), self.n, len(depths), self.geo.width, SPREAD_FROM
+        )
+        # bit-packed pass-ordered copies and XOR Fenwick trees over their words
+        self._words = _pack_passes(self._bits, self._keys, self._pgeo, _nwords(self.geo.width))
+        pre = _word_prefix(self._words)
+        self._bob_tops = _block_parities(
+            self._words, pre, self.depths, self._counts, self.geo.width
+        )
+        self._fen = _fenwick(pre)
         self.off, total = _layout(self.geo)
-        self.known = np.full(total, UNKNOWN, dtype=np.int8)
+        self.known = np.zeros(total, dtype=np.int8)  # UNKNOWN
         self.started = np.zeros(len(depths), dtype=np.bool_)
-        self.built = np.zeros(len(depths), dtype=np.bool_)
-        self.built[0] = True
         cap = max(64, 2 * self.n)
         self._sp = np.empty(cap, dtype=np.int64)
         self._sl = np.empty(cap, dtype=np.int64)
@@ -618,9 +763,13 @@ class CascadeBob:
             raise ValueError(
                 f"expected {self.expected_top_parities()} top-level parities, got {len(alice_tops)}"
             )
-        bob_tops = _block_parities(self._bits, self.pos, self.depths, self._counts)
         _init_known(
-            self._counts, self.depths, self.off, self.known, alice_tops.astype(np.uint8), bob_tops
+            self._counts,
+            self.depths,
+            self.off,
+            self.known,
+            alice_tops.astype(np.uint8),
+            self._bob_tops,
         )
         return self._advance()
 
@@ -629,7 +778,15 @@ class CascadeBob:
         if len(answers) != self._nq:
             raise ValueError(f"expected {self._nq} answers, got {len(answers)}")
         _apply_answers(
-            self.fen, self.off, self.known, self._qp, self._ql, self._qi, answers.astype(np.uint8)
+            self._words,
+            self._fen,
+            self.geo.width,
+            self.off,
+            self.known,
+            self._qp,
+            self._ql,
+            self._qi,
+            answers.astype(np.uint8),
         )
         self.rounds += 1
         return self._advance()
@@ -641,14 +798,14 @@ class CascadeBob:
             depth = self.config.tail_depth if ns <= tail else 1
             ns, flips, nq = _descend(
                 self._bits,
-                self.fen,
-                self.perm,
-                self.pos,
+                self._words,
+                self._fen,
+                self._keys,
+                self._pgeo,
                 self.depths,
                 self.off,
                 self.known,
                 self.started,
-                self.built,
                 self._sp,
                 self._sl,
                 self._si,
@@ -672,11 +829,6 @@ class CascadeBob:
             ns = self._start_stage()
         self._ns = ns
         self._nq = nq
-        asked = np.flatnonzero(np.bincount(self._qp[:nq], minlength=len(self.built)) > 0)
-        fresh = asked[~self.built[asked]]
-        if len(fresh):
-            self.fen[fresh] = _pass_prefix(self._bits, self.perm[fresh], True)
-            self.built[fresh] = True
         return (
             self._qp[:nq].astype(np.uint8),
             self._ql[:nq].astype(np.uint8),
@@ -689,7 +841,7 @@ class CascadeBob:
             self.started[p] = True
             d = int(self.depths[p])
             tops = self.known[self.off[p, d] : self.off[p, d] + int(self._counts[p])]
-            odd = np.flatnonzero(tops == 1)
+            odd = np.flatnonzero(tops == ODD)
             self._sp[ns : ns + len(odd)] = p
             self._sl[ns : ns + len(odd)] = d
             self._si[ns : ns + len(odd)] = odd
