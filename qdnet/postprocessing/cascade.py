@@ -443,44 +443,37 @@ def _answer(
 # Bob: numba kernels
 
 
-@nb.njit(cache=True, inline="always")
-def _prefix_parity(words_p: NDArray[np.uint64], fen_p: NDArray[np.uint64], i: int) -> int:
-    # pragma: no cover - compiled
-    """Parity of positions [0, i) of one pass: a Fenwick tree over its words, then one word."""
-    w = i >> 6
-    r = i & 63
+@nb.njit(cache=True)
+def _node_parity(
+    words_p: NDArray[np.uint64], chunks_p: NDArray[np.uint64], width: int, level: int, index: int
+) -> int:  # pragma: no cover - compiled
+    """Parity of an aligned block: inside one word (level < 6), xor of its words (level < 12)
+    or of its 4096-bit chunks (each chunk keeps the xor of its 64 words)."""
+    start = index << level
+    stop = min(start + (1 << level), width)
     acc = np.uint64(0)
-    j = w
-    while j > 0:
-        acc ^= fen_p[j]
-        j -= j & -j
-    if r:
-        acc ^= words_p[w] & ((np.uint64(1) << np.uint64(r)) - np.uint64(1))
+    if level >= 12:
+        for c in range(start >> 12, (stop + 4095) >> 12):
+            acc ^= chunks_p[c]
+    elif level >= 6:
+        for w in range(start >> 6, (stop + 63) >> 6):
+            acc ^= words_p[w]
+    else:
+        span = stop - start
+        m = (np.uint64(1) << np.uint64(span)) - np.uint64(1)
+        acc = (words_p[start >> 6] >> np.uint64(start & 63)) & m
     return _parity64(acc)
 
 
 @nb.njit(cache=True)
-def _node_parity(
-    words_p: NDArray[np.uint64], fen_p: NDArray[np.uint64], width: int, level: int, index: int
-) -> int:  # pragma: no cover - compiled
-    start = index << level
-    stop = min(start + (1 << level), width)
-    if level < 6 and (start >> 6) == ((stop - 1) >> 6):  # inside one word
-        span = stop - start
-        m = ((np.uint64(1) << np.uint64(span)) - np.uint64(1)) if span < 64 else ~np.uint64(0)
-        return _parity64((words_p[start >> 6] >> np.uint64(start & 63)) & m)
-    return _prefix_parity(words_p, fen_p, stop) ^ _prefix_parity(words_p, fen_p, start)
-
-
-@nb.njit(cache=True)
-def _fenwick(pre: NDArray[np.uint64]) -> NDArray[np.uint64]:  # pragma: no cover - compiled
-    """XOR Fenwick trees over words from their prefix: fen[i] = xor of words[i - lowbit(i), i)."""
-    passes, m = pre.shape
-    fen = np.zeros((passes, m), dtype=np.uint64)
+def _chunks(words: NDArray[np.uint64]) -> NDArray[np.uint64]:  # pragma: no cover - compiled
+    """chunks[p, c] = xor of words[p, 64 c : 64 c + 64]."""
+    passes, nw = words.shape
+    out = np.zeros((passes, (nw + 63) >> 6), dtype=np.uint64)
     for p in range(passes):
-        for i in range(1, m):
-            fen[p, i] = pre[p, i] ^ pre[p, i - (i & -i)]
-    return fen
+        for w in range(nw):
+            out[p, w >> 6] ^= words[p, w]
+    return out
 
 
 @nb.njit(cache=True)
@@ -488,7 +481,7 @@ def _flip(
     bit: int,
     bits: Bits,
     words: NDArray[np.uint64],
-    fen: NDArray[np.uint64],
+    chunks: NDArray[np.uint64],
     keys: NDArray[np.uint64],
     geo: NDArray[np.int64],
     depths: NDArray[np.int64],
@@ -502,15 +495,11 @@ def _flip(
 ) -> int:  # pragma: no cover - compiled
     """Flip one bit, toggle every known block containing it, queue new searches; returns ns."""
     bits[bit] ^= 1
-    nw = words.shape[1]
     for p in range(depths.shape[0]):
         q = _position(p, bit, keys, geo)
         v = np.uint64(1) << np.uint64(q & 63)
         words[p, q >> 6] ^= v
-        i = (q >> 6) + 1
-        while i <= nw:
-            fen[p, i] ^= v
-            i += i & -i
+        chunks[p, q >> 12] ^= v
         found = False
         for level in range(depths[p], -1, -1):
             idx = off[p, level] + (q >> level)
@@ -533,7 +522,7 @@ def _flip(
 def _descend(
     bits: Bits,
     words: NDArray[np.uint64],
-    fen: NDArray[np.uint64],
+    chunks: NDArray[np.uint64],
     keys: NDArray[np.uint64],
     geo: NDArray[np.int64],
     depths: NDArray[np.int64],
@@ -576,7 +565,7 @@ def _descend(
                     _bit_at(p, i, keys, geo, n_real),
                     bits,
                     words,
-                    fen,
+                    chunks,
                     keys,
                     geo,
                     depths,
@@ -637,7 +626,7 @@ def _descend(
 @nb.njit(cache=True)
 def _apply_answers(
     words: NDArray[np.uint64],
-    fen: NDArray[np.uint64],
+    chunks: NDArray[np.uint64],
     width: int,
     off: NDArray[np.int64],
     known: NDArray[np.int8],
@@ -652,7 +641,7 @@ def _apply_answers(
         level = ql[j]
         idx = qi[j]
         node = off[p, level] + idx
-        mismatch = answers[j] ^ _node_parity(words[p], fen[p], width, level, idx)
+        mismatch = answers[j] ^ _node_parity(words[p], chunks[p], width, level, idx)
         known[node] = EVEN + mismatch
         parent = known[off[p, level + 1] + (idx >> 1)]
         if parent >= EVEN:
@@ -707,13 +696,13 @@ class CascadeBob:
         self._keys, self._pgeo = _pass_keys(
             np.uint64(seed & 0xFFFFFFFFFFFFFFFF), self.n, len(depths), self.geo.width, SPREAD_FROM
         )
-        # bit-packed pass-ordered copies and XOR Fenwick trees over their words
+        # bit-packed pass-ordered copies, and the xor of each 64-word chunk
         self._words = _pack_passes(self._bits, self._keys, self._pgeo, _nwords(self.geo.width))
         pre = _word_prefix(self._words)
         self._bob_tops = _block_parities(
             self._words, pre, self.depths, self._counts, self.geo.width
         )
-        self._fen = _fenwick(pre)
+        self._chunks = _chunks(self._words)
         self.off, total = _layout(self.geo)
         self.known = np.zeros(total, dtype=np.int8)  # UNKNOWN
         self.started = np.zeros(len(depths), dtype=np.bool_)
@@ -779,7 +768,7 @@ class CascadeBob:
             raise ValueError(f"expected {self._nq} answers, got {len(answers)}")
         _apply_answers(
             self._words,
-            self._fen,
+            self._chunks,
             self.geo.width,
             self.off,
             self.known,
@@ -799,7 +788,7 @@ class CascadeBob:
             ns, flips, nq = _descend(
                 self._bits,
                 self._words,
-                self._fen,
+                self._chunks,
                 self._keys,
                 self._pgeo,
                 self.depths,
