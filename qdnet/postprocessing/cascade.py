@@ -4,7 +4,8 @@ Protocol (Brassard and Salvail, EUROCRYPT 1993) with the improvements studied by
 Pacher, Peev, Ciurana and Martin, "Demystifying the information reconciliation protocol Cascade",
 QIC 15, 453 (2015), arXiv:1407.3257:
 
-* power-of-two block sizes: k1 = 2^ceil(log2(1/Q)), k2 = 4 k1, then ~n/2 (their option (7));
+* power-of-two block sizes (their option (7) family): k1 = 2^ceil(log2(0.5/Q)), k2 = 4 k1
+  (8 k1 from 50,000 bits), then ~n/2, 16 passes;
 * sub-block reuse: every parity Alice disclosed (top-level and inside binary searches) and every
   parity inferred from it (sibling = parent xor left child) stays "known"; when Bob flips a
   bit, every known block containing it toggles, and the highest known odd block on that path
@@ -23,8 +24,11 @@ even because another search flipped a bit in it is dropped (its question is stil
 Leakage. Bob learns a parity only from Alice's messages: ``leaked_bits`` counts exactly the
 parity bits Alice sent (both ends count them independently). Efficiency f = leaked / (n h(Q)).
 
-Both ends derive the same public permutations from a public seed (keyed bijections of
-[0, 2^k) with SplitMix64 keys, see :func:`_permutations`); they are cached per (seed, n, passes).
+Both ends derive the same public permutations from a public seed (keyed invertible mixes of
+[0, 2^k) with SplitMix64 keys, see :func:`_pass_keys`), computed on the fly: no permutation
+tables. Each end keeps, per pass, its bits bit-packed in pass order (n/8 bytes, built by one
+cache-resident scatter) so block parities are word xors; Bob also keeps the xor of every
+4096-bit chunk, so a flip costs O(1) per pass and a parity at most 64 chunk xors.
 """
 
 from __future__ import annotations
@@ -52,17 +56,19 @@ ODD = np.int8(3)
 class CascadeConfig:
     """Cascade parameters (both ends must use the same ones; Alice sends them in EC_START).
 
-    Defaults were chosen by measurement (benchmarks/postprocessing.py): 16 passes run one after
-    the other (``concurrent_from`` >= passes) and k2 = 2 k1 below 50,000 bits, 4 k1 above.
+    Defaults were chosen by measurement (benchmarks/postprocessing.py, 300 frames of 1e4 bits,
+    30 of 1e5, 3 of 1e6 per QBER): 16 passes run one after the other (``concurrent_from`` >=
+    passes), k1 = 2^ceil(log2(0.5/Q)) (k1 Q in [0.5, 1)) and k2 = 4 k1 below 50,000 bits, 8 k1 above: small first blocks cost few
+    bisection bits and fewer round trips, the large second block catches the pairs.
     """
 
     passes: int = 16
     concurrent_from: int = 16
     """Passes with index >= this start together in one stage (fewer round trips, higher f)."""
-    first_block_factor: float = 1.0
+    first_block_factor: float = 0.5
     """k1 = 2^ceil(log2(first_block_factor / Q))."""
     second_block_multiplier: int = 0
-    """k2 = multiplier * k1; 0 picks 2 below ``large_frame_bits`` and 4 from there on."""
+    """k2 = multiplier * k1; 0 picks 4 below ``large_frame_bits`` and 8 from there on."""
     min_qber: float = 1e-3
     large_frame_bits: int = 50_000
     tail_depth: int = 1
@@ -76,7 +82,7 @@ class CascadeConfig:
         q = max(qber, self.min_qber)
         top = max(1, math.ceil(math.log2(max(n, 2))) - 1)
         d1 = min(top, max(1, math.ceil(math.log2(self.first_block_factor / q))))
-        mult = self.second_block_multiplier or (2 if n < self.large_frame_bits else 4)
+        mult = self.second_block_multiplier or (4 if n < self.large_frame_bits else 8)
         d2 = min(top, d1 + max(0, round(math.log2(mult))))
         return tuple([d1, d2][: self.passes] + [top] * max(0, self.passes - 2))
 
