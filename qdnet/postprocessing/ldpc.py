@@ -17,9 +17,7 @@ progress (unsatisfied checks down by < 10 % over 3 iterations).
 Codes. Irregular, with an IRA-style staircase of degree-2 columns (no cycles among them, which
 keeps the error floor low; Jin, Khandekar, McEliece, 2000) and the remaining columns of degree 3
 and ``high_degree`` attached to the least-loaded check nodes (a greedy, PEG-like balancing; Hu,
-Eleftheriou, Arnold, IEEE TIT 51 (2005)). ``peg=True`` (opt-in) places those columns with the
-compiled greedy PEG of :mod:`qdnet.postprocessing.ldpc_codes`, which avoids 4-cycles where it
-can; measured f was within +-0.01 of the default, with slower construction at n = 1e5. The family is fixed (constant seed) and cached per
+Eleftheriou, Arnold, IEEE TIT 51 (2005)). The family is fixed (constant seed) and cached per
 (n, m); m lies on a 1 % geometric grid so frames whose QBER estimates differ slightly share a
 code. Decoding: layered sum-product BP compiled with Numba, float32 messages, branch-free
 check updates with a 16k-entry phi table, warm-started after every reveal (normalised min-sum
@@ -38,7 +36,6 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from qdnet.postprocessing import ldpc_codes
 from qdnet.postprocessing.estimation import binary_entropy
 from qdnet.transport.authentication import AuthenticatedChannel
 from qdnet.transport.messages import Message, MessageKind, ProtocolError
@@ -63,18 +60,15 @@ class LdpcConfig:
     high_degree: int = 10
     high_fraction: float = 0.4
     rate_step: float = 0.01
-    peg: bool = False
 
     @property
-    def structure(self) -> tuple[float, int, float, bool]:
+    def structure(self) -> tuple[float, int, float]:
         """The fields that shape the parity-check matrix."""
-        return (self.staircase_fraction, self.high_degree, self.high_fraction, self.peg)
+        return (self.staircase_fraction, self.high_degree, self.high_fraction)
 
 
 _FAMILY_SEED = 0x51D1DC0DE
-_CODE_CACHE: OrderedDict[tuple[int, int, tuple[float, int, float, bool]], sp.csr_matrix] = (
-    OrderedDict()
-)
+_CODE_CACHE: OrderedDict[tuple[int, int, tuple[float, int, float]], sp.csr_matrix] = OrderedDict()
 
 
 def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> sp.csr_matrix:
@@ -89,10 +83,6 @@ def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> s
     if hit is not None:
         _CODE_CACHE.move_to_end(key)
         return hit
-    if cfg.peg:
-        dist = ((3, 1.0 - cfg.high_fraction), (cfg.high_degree, cfg.high_fraction))
-        h = ldpc_codes.build(n, m, dist, (_FAMILY_SEED * 1_000_003 + n * 7919 + m) % (1 << 31))
-        return _remember(key, h)
     rng = np.random.default_rng([_FAMILY_SEED, n, m])
     n2 = min(n, max(0, int(cfg.staircase_fraction * (m - 1))))
     check_order = rng.permutation(m)
@@ -126,12 +116,6 @@ def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> s
     h.data[:] = 1
     h.indptr = h.indptr.astype(np.int32)
     h.indices = h.indices.astype(np.int32)
-    return _remember(key, h)
-
-
-def _remember(
-    key: tuple[int, int, tuple[float, int, float, bool]], h: sp.csr_matrix
-) -> sp.csr_matrix:
     _CODE_CACHE[key] = h
     while len(_CODE_CACHE) > 32:
         _CODE_CACHE.popitem(last=False)

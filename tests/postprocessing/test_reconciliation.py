@@ -88,25 +88,6 @@ def test_ldpc_code_family_is_deterministic_and_sized() -> None:
     assert int(h1.sum(axis=0).min()) >= 1
 
 
-def test_ldpc_peg_code_has_no_4_cycles_and_concentrated_checks() -> None:
-    cfg = ldpc.LdpcConfig(peg=True)
-    n, m = 3000, 1000
-    h = ldpc.make_code(n, m, 0, cfg).astype(np.int32)
-    col_deg = np.asarray(h.sum(axis=0)).ravel()
-    assert int(col_deg.min()) >= 2 and int(col_deg.max()) == cfg.high_degree
-    assert int(np.count_nonzero(col_deg == 2)) == m - 1  # staircase
-    overlap = (h @ h.T).tocoo()
-    off = overlap.row != overlap.col
-    assert int(overlap.data[off].max()) == 1  # two checks share at most one column
-    row_deg = np.diff(h.indptr)
-    assert int(row_deg.max() - row_deg.min()) <= 2
-    rng = np.random.default_rng(8)
-    a, b = _pair(rng, 4000, 0.03)
-    corrected, _, _, ok = ldpc.reconcile_local(a, b, 0.03, seed=0, cfg=cfg)
-    assert ok
-    np.testing.assert_array_equal(corrected, a)
-
-
 def test_ldpc_family_is_fixed_and_shared_across_nearby_estimates() -> None:
     cfg = ldpc.LdpcConfig()
     n = 5000
