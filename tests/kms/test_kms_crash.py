@@ -12,44 +12,21 @@ Runs on SQLite and, when ``QDNET_TEST_POSTGRES_URL`` reaches a server, on Postgr
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from qdnet.kms.client import KMEError, SAEClient
 from qdnet.kms.link import free_port, ingest, link_settings, spawn_kms, wait_until_serving
 from qdnet.kms.pki import PKI
 from qdnet.kms.store import KeyStore
-from tests.kms.conftest import write_blocks
-
-PG_ENV = "QDNET_TEST_POSTGRES_URL"
-
-
-def _pg_admin_url() -> str | None:
-    url = os.environ.get(PG_ENV)
-    if not url:
-        return None
-    try:
-        eng = create_engine(
-            make_url(url).set(drivername="postgresql+psycopg"),
-            connect_args={"connect_timeout": 3},
-        )
-        with eng.connect() as c:
-            c.execute(text("select 1"))
-        eng.dispose()
-    except Exception:
-        return None
-    return url
+from tests.kms.conftest import PG_ENV, pg_admin_url, pg_databases, write_blocks
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -57,22 +34,11 @@ def database_urls(request: pytest.FixtureRequest) -> Iterator[tuple[str | None, 
     if request.param == "sqlite":
         yield (None, None)
         return
-    url = _pg_admin_url()
+    url = pg_admin_url()
     if url is None:
         pytest.skip(f"no PostgreSQL server: set {PG_ENV} (e.g. postgresql://u:p@127.0.0.1/db)")
-    base = make_url(url).set(drivername="postgresql+psycopg")
-    names = [f"qdnet_kms_{uuid.uuid4().hex[:12]}" for _ in range(2)]
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        for n in names:
-            c.execute(text(f'CREATE DATABASE "{n}"'))
-    try:
-        yield tuple(base.set(database=n).render_as_string(hide_password=False) for n in names)  # type: ignore[misc]
-    finally:
-        with admin.connect() as c:
-            for n in names:
-                c.execute(text(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_databases(url, 2) as (alice, bob):
+        yield (alice, bob)
 
 
 def test_kill_9_under_load_loses_and_duplicates_nothing(
