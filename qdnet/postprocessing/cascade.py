@@ -28,7 +28,11 @@ Both ends derive the same public permutations from a public seed (keyed invertib
 [0, 2^k) with SplitMix64 keys, see :func:`_pass_keys`), computed on the fly: no permutation
 tables. Each end keeps, per pass, its bits bit-packed in pass order (n/8 bytes, built by one
 cache-resident scatter) so block parities are word xors; Bob also keeps the xor of every
-4096-bit chunk, so a flip costs O(1) per pass and a parity at most 64 chunk xors.
+4096-bit chunk, so a flip costs O(1) per pass and a parity at most 64 chunk xors. Packed copies
+are lazy: top-level parities are streamed from positions, Alice packs a pass (beyond the first
+two) on its first question and Bob when the pass starts with an odd block (or a flip makes one
+odd); Bob sets a pass's top blocks when it starts, from his bits then, so a flip only touches
+started passes. Most frames never search in late passes, which then cost one streamed parity.
 """
 
 from __future__ import annotations
@@ -95,6 +99,10 @@ class CascadeConfig:
         blocks = tuple(-(-e // (1 << d)) for e, d in zip(extents, depths, strict=True))
         return Geometry(depths, width, extents, blocks)
 
+
+EAGER_PASSES = 2
+"""Passes whose packed copies are built up front (almost every frame searches in them); later
+passes are packed only if they get a search (Bob) or a question (Alice)."""
 
 SPREAD_FROM = 2
 """Passes from this index on (block size = width/2) scatter the n bits uniformly over all
@@ -269,48 +277,94 @@ def _fwd32(xs: NDArray[np.uint64], k: int, kp: NDArray[np.uint64]) -> None:
 
 
 @nb.njit(cache=True)
-def _pack_passes(
-    bits: Bits, keys: NDArray[np.uint64], geo: NDArray[np.int64], nwords: int
-) -> NDArray[np.uint64]:  # pragma: no cover - compiled
-    """Bit-packed pass-ordered copies of ``bits`` (one row of 64-bit words per pass): a scatter
-    into nwords*8 bytes per pass (cache resident), positions computed on the fly."""
-    passes = keys.shape[0]
-    n = bits.shape[0] - 1  # bits[n] is the padding bit (0)
-    words = np.zeros((passes, nwords), dtype=np.uint64)
-    xs = np.empty(n, dtype=np.uint64)
-    for p in range(passes):
-        row = words[p]
-        if p == 0:
-            for b in range(n):
-                row[b >> 6] |= np.uint64(bits[b]) << np.uint64(b & 63)
-            continue
-        k = geo[p, 0]
-        span = np.uint64(geo[p, 1])
-        kp = keys[p]
-        if k <= 32:
-            _fwd32(xs, k, kp)
-        else:
-            for b in range(n):
-                xs[b] = _fwd(np.uint64(b), k, kp)
+def _positions_of(
+    p: int, keys: NDArray[np.uint64], geo: NDArray[np.int64], xs: NDArray[np.uint64]
+) -> None:  # pragma: no cover - compiled
+    """xs[b] = pass-order position of bit b in pass p, for all n bits (vectorised mix, then
+    cycle walking for the few that land outside the span)."""
+    n = xs.shape[0]
+    if p == 0:
         for b in range(n):
-            x = xs[b]
-            while x >= span:
-                x = _fwd(x, k, kp)
-            row[x >> np.uint64(6)] |= np.uint64(bits[b]) << (x & np.uint64(63))
-    return words
+            xs[b] = b
+        return
+    k = geo[p, 0]
+    span = np.uint64(geo[p, 1])
+    kp = keys[p]
+    if k <= 32:
+        _fwd32(xs, k, kp)
+    else:
+        for b in range(n):
+            xs[b] = _fwd(np.uint64(b), k, kp)
+    for b in range(n):
+        x = xs[b]
+        while x >= span:
+            x = _fwd(x, k, kp)
+        xs[b] = x
 
 
 @nb.njit(cache=True)
-def _word_prefix(words: NDArray[np.uint64]) -> NDArray[np.uint64]:  # pragma: no cover
-    """pre[p, j] = xor of words[p, :j]."""
-    passes, nwords = words.shape
-    pre = np.zeros((passes, nwords + 1), dtype=np.uint64)
-    for p in range(passes):
+def _pack_row(bits: Bits, xs: NDArray[np.uint64], row: NDArray[np.uint64]) -> None:
+    # pragma: no cover - compiled
+    """Bit-packed pass-ordered copy of ``bits`` (positions xs): a scatter into width/8 bytes."""
+    row[:] = 0
+    for b in range(xs.shape[0]):
+        x = xs[b]
+        row[x >> np.uint64(6)] |= np.uint64(bits[b]) << (x & np.uint64(63))
+
+
+@nb.njit(cache=True)
+def _stream_tops(bits: Bits, xs: NDArray[np.uint64], d: int, tops: Bits) -> None:
+    # pragma: no cover - compiled
+    """Top-level block parities (blocks of 2^d positions) without a packed copy."""
+    sd = np.uint64(d)
+    if tops.shape[0] <= 64:  # one register: no store-to-load chains on a few bytes
         acc = np.uint64(0)
-        for j in range(nwords):
-            acc ^= words[p, j]
-            pre[p, j + 1] = acc
-    return pre
+        for b in range(xs.shape[0]):
+            acc ^= np.uint64(bits[b]) << (xs[b] >> sd)
+        for j in range(tops.shape[0]):
+            tops[j] = (acc >> np.uint64(j)) & np.uint64(1)
+        return
+    tops[:] = 0
+    for b in range(xs.shape[0]):
+        tops[xs[b] >> sd] ^= bits[b]
+
+
+@nb.njit(cache=True)
+def _prefix_row(row: NDArray[np.uint64], pre: NDArray[np.uint64]) -> None:
+    # pragma: no cover - compiled
+    acc = np.uint64(0)
+    pre[0] = acc
+    for j in range(row.shape[0]):
+        acc ^= row[j]
+        pre[j + 1] = acc
+
+
+@nb.njit(cache=True)
+def _alice_tops(
+    bits: Bits,
+    keys: NDArray[np.uint64],
+    geo: NDArray[np.int64],
+    depths: NDArray[np.int64],
+    counts: NDArray[np.int64],
+    words: NDArray[np.uint64],
+    pre: NDArray[np.uint64],
+    packed: NDArray[np.bool_],
+    eager: int,
+) -> NDArray[np.uint8]:  # pragma: no cover - compiled
+    """Top-level parities of every pass, concatenated; passes < eager are also packed (the
+    others are packed on their first question, which most frames never ask)."""
+    xs = np.empty(bits.shape[0] - 1, dtype=np.uint64)
+    out = np.zeros(counts.sum(), dtype=np.uint8)
+    base = 0
+    for p in range(depths.shape[0]):
+        _positions_of(p, keys, geo, xs)
+        _stream_tops(bits, xs, depths[p], out[base : base + counts[p]])
+        if p < eager:
+            _pack_row(bits, xs, words[p])
+            _prefix_row(words[p], pre[p])
+            packed[p] = True
+        base += counts[p]
+    return out
 
 
 @nb.njit(cache=True, inline="always")
@@ -323,29 +377,6 @@ def _static_prefix_parity(words: NDArray[np.uint64], pre: NDArray[np.uint64], i:
     if r:
         acc ^= words[w] & ((np.uint64(1) << np.uint64(r)) - np.uint64(1))
     return _parity64(acc)
-
-
-@nb.njit(cache=True)
-def _block_parities(
-    words: NDArray[np.uint64],
-    pre: NDArray[np.uint64],
-    depths: NDArray[np.int64],
-    counts: NDArray[np.int64],
-    width: int,
-) -> NDArray[np.uint8]:  # pragma: no cover - compiled
-    """Top-level block parities of every pass, concatenated (all blocks)."""
-    out = np.zeros(counts.sum(), dtype=np.uint8)
-    base = 0
-    for p in range(depths.shape[0]):
-        d = depths[p]
-        prev = 0
-        for j in range(counts[p]):
-            stop = min((j + 1) << d, width)
-            cur = _static_prefix_parity(words[p], pre[p], stop)
-            out[base + j] = cur ^ prev
-            prev = cur
-        base += counts[p]
-    return out
 
 
 def _layout(geo: Geometry) -> tuple[NDArray[np.int64], int]:
@@ -381,14 +412,23 @@ class CascadeAlice:
             self.geo.width,
             SPREAD_FROM,
         )
-        self._words = _pack_passes(padded, keys, geo, _nwords(self.geo.width))
-        self._pre = _word_prefix(self._words)
-        self._tops = _block_parities(
-            self._words,
-            self._pre,
+        nw = _nwords(self.geo.width)
+        passes = len(self.depths)
+        self._bits = padded
+        self._keys, self._pgeo = keys, geo
+        self._words = np.zeros((passes, nw), dtype=np.uint64)  # rows packed on demand
+        self._pre = np.zeros((passes, nw + 1), dtype=np.uint64)
+        self._packed = np.zeros(passes, dtype=np.bool_)
+        self._tops = _alice_tops(
+            padded,
+            keys,
+            geo,
             np.asarray(self.depths, dtype=np.int64),
             np.asarray(self.geo.blocks, dtype=np.int64),
-            self.geo.width,
+            self._words,
+            self._pre,
+            self._packed,
+            EAGER_PASSES,
         )
         self.leaked_bits = 0
 
@@ -409,7 +449,20 @@ class CascadeAlice:
     ) -> Bits:
         """Parities of the asked blocks (pass, level, index) in pass order."""
         out = np.empty(len(passes), dtype=np.uint8)
-        if not _answer(self._words, self._pre, self.geo.width, passes, levels, index, out):
+        ok = _answer(
+            self._bits,
+            self._keys,
+            self._pgeo,
+            self._packed,
+            self._words,
+            self._pre,
+            self.geo.width,
+            passes,
+            levels,
+            index,
+            out,
+        )
+        if not ok:
             raise ValueError("parity question out of range")
         self.leaked_bits += len(out)
         return out
@@ -421,6 +474,10 @@ def _nwords(width: int) -> int:
 
 @nb.njit(cache=True)
 def _answer(
+    bits: Bits,
+    keys: NDArray[np.uint64],
+    geo: NDArray[np.int64],
+    packed: NDArray[np.bool_],
     words: NDArray[np.uint64],
     pre: NDArray[np.uint64],
     width: int,
@@ -438,6 +495,12 @@ def _answer(
         start = index[j] << level
         if start >= width:
             return False
+        if not packed[p]:
+            xs = np.empty(bits.shape[0] - 1, dtype=np.uint64)
+            _positions_of(int(p), keys, geo, xs)
+            _pack_row(bits, xs, words[p])
+            _prefix_row(words[p], pre[p])
+            packed[p] = True
         stop = min(start + (np.int64(1) << level), width)
         out[j] = _static_prefix_parity(words[p], pre[p], stop) ^ _static_prefix_parity(
             words[p], pre[p], start
@@ -472,14 +535,17 @@ def _node_parity(
 
 
 @nb.njit(cache=True)
-def _chunks(words: NDArray[np.uint64]) -> NDArray[np.uint64]:  # pragma: no cover - compiled
-    """chunks[p, c] = xor of words[p, 64 c : 64 c + 64]."""
-    passes, nw = words.shape
-    out = np.zeros((passes, (nw + 63) >> 6), dtype=np.uint64)
-    for p in range(passes):
-        for w in range(nw):
-            out[p, w >> 6] ^= words[p, w]
-    return out
+def _pack_bob(
+    bits: Bits,
+    xs: NDArray[np.uint64],
+    words_p: NDArray[np.uint64],
+    chunks_p: NDArray[np.uint64],
+) -> None:  # pragma: no cover - compiled
+    """Bob's packed copy of one pass (positions xs) and the xor of each 64-word chunk."""
+    _pack_row(bits, xs, words_p)
+    chunks_p[:] = 0
+    for w in range(words_p.shape[0]):
+        chunks_p[w >> 6] ^= words_p[w]
 
 
 @nb.njit(cache=True)
@@ -494,18 +560,26 @@ def _flip(
     off: NDArray[np.int64],
     known: NDArray[np.int8],
     started: NDArray[np.bool_],
+    packed: NDArray[np.bool_],
+    xs: NDArray[np.uint64],
     sp: NDArray[np.int64],
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
     ns: int,
 ) -> int:  # pragma: no cover - compiled
-    """Flip one bit, toggle every known block containing it, queue new searches; returns ns."""
+    """Flip one bit, toggle every known block containing it, queue new searches; returns ns.
+
+    Only started passes hold known blocks (a pass's top parities are set when it starts); a
+    started pass whose blocks were all even is packed when a flip first makes one odd."""
     bits[bit] ^= 1
     for p in range(depths.shape[0]):
+        if not started[p]:
+            continue
         q = _position(p, bit, keys, geo)
-        v = np.uint64(1) << np.uint64(q & 63)
-        words[p, q >> 6] ^= v
-        chunks[p, q >> 12] ^= v
+        if packed[p]:
+            v = np.uint64(1) << np.uint64(q & 63)
+            words[p, q >> 6] ^= v
+            chunks[p, q >> 12] ^= v
         found = False
         for level in range(depths[p], -1, -1):
             idx = off[p, level] + (q >> level)
@@ -521,6 +595,10 @@ def _flip(
                         sl[ns] = level
                         si[ns] = q >> level
                         ns += 1
+        if found and not packed[p]:
+            _positions_of(p, keys, geo, xs)
+            _pack_bob(bits, xs, words[p], chunks[p])
+            packed[p] = True
     return ns
 
 
@@ -535,6 +613,8 @@ def _descend(
     off: NDArray[np.int64],
     known: NDArray[np.int8],
     started: NDArray[np.bool_],
+    packed: NDArray[np.bool_],
+    xs: NDArray[np.uint64],
     sp: NDArray[np.int64],
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
@@ -578,6 +658,8 @@ def _descend(
                     off,
                     known,
                     started,
+                    packed,
+                    xs,
                     sp,
                     sl,
                     si,
@@ -655,23 +737,17 @@ def _apply_answers(
 
 
 @nb.njit(cache=True)
-def _init_known(
-    counts: NDArray[np.int64],
-    depths: NDArray[np.int64],
-    off: NDArray[np.int64],
-    known: NDArray[np.int8],
-    alice_tops: Bits,
-    bob_tops: Bits,
-) -> None:  # pragma: no cover - compiled
+def _alice_full(counts: NDArray[np.int64], alice_tops: Bits) -> Bits:  # pragma: no cover
+    """Alice's top parities of every block of every pass: the last block of passes >= 1 is
+    inferred from the parity of the whole frame (pass 0's blocks)."""
+    out = np.zeros(counts.sum(), dtype=np.uint8)
     cursor = 0
     base = 0
     total = 0
-    for p in range(depths.shape[0]):
-        d = depths[p]
+    for p in range(counts.shape[0]):
         blocks = counts[p]
         acc = 0
         for b in range(blocks):
-            bob = bob_tops[base + b]
             if p == 0:
                 alice = alice_tops[cursor]
                 cursor += 1
@@ -682,8 +758,52 @@ def _init_known(
                 acc ^= alice
             else:
                 alice = total ^ acc
-            known[off[p, d] + b] = EVEN + (alice ^ bob)
+            out[base + b] = alice
         base += blocks
+    return out
+
+
+@nb.njit(cache=True)
+def _begin_pass(
+    p: int,
+    base: int,
+    bits: Bits,
+    keys: NDArray[np.uint64],
+    geo: NDArray[np.int64],
+    depths: NDArray[np.int64],
+    counts: NDArray[np.int64],
+    off: NDArray[np.int64],
+    known: NDArray[np.int8],
+    alice: Bits,
+    words: NDArray[np.uint64],
+    chunks: NDArray[np.uint64],
+    packed: NDArray[np.bool_],
+    xs: NDArray[np.uint64],
+    sp: NDArray[np.int64],
+    sl: NDArray[np.int64],
+    si: NDArray[np.int64],
+    ns: int,
+) -> int:  # pragma: no cover - compiled
+    """Start pass p from Bob's current bits: set its top blocks' state from Alice's parities,
+    queue a search in each odd block, pack the pass only if one is odd; returns ns."""
+    d = depths[p]
+    _positions_of(p, keys, geo, xs)
+    tops = np.empty(counts[p], dtype=np.uint8)
+    _stream_tops(bits, xs, d, tops)
+    odd = False
+    for b in range(counts[p]):
+        v = alice[base + b] ^ tops[b]
+        known[off[p, d] + b] = EVEN + v
+        if v:
+            odd = True
+            sp[ns] = p
+            sl[ns] = d
+            si[ns] = b
+            ns += 1
+    if odd:
+        _pack_bob(bits, xs, words[p], chunks[p])
+        packed[p] = True
+    return ns
 
 
 class CascadeBob:
@@ -702,13 +822,15 @@ class CascadeBob:
         self._keys, self._pgeo = _pass_keys(
             np.uint64(seed & 0xFFFFFFFFFFFFFFFF), self.n, len(depths), self.geo.width, SPREAD_FROM
         )
-        # bit-packed pass-ordered copies, and the xor of each 64-word chunk
-        self._words = _pack_passes(self._bits, self._keys, self._pgeo, _nwords(self.geo.width))
-        pre = _word_prefix(self._words)
-        self._bob_tops = _block_parities(
-            self._words, pre, self.depths, self._counts, self.geo.width
-        )
-        self._chunks = _chunks(self._words)
+        # bit-packed pass-ordered copies and the xor of each 64-word chunk, built when a pass
+        # starts with an odd block (or a flip first makes one odd): most late passes never are
+        nw = _nwords(self.geo.width)
+        self._words = np.zeros((len(depths), nw), dtype=np.uint64)
+        self._chunks = np.zeros((len(depths), (nw + 63) >> 6), dtype=np.uint64)
+        self._packed = np.zeros(len(depths), dtype=np.bool_)
+        self._xs = np.empty(self.n, dtype=np.uint64)
+        self._bases = np.concatenate(([0], np.cumsum(self._counts)[:-1])).astype(np.int64)
+        self._alice = np.zeros(0, dtype=np.uint8)
         self.off, total = _layout(self.geo)
         self.known = np.zeros(total, dtype=np.int8)  # UNKNOWN
         self.started = np.zeros(len(depths), dtype=np.bool_)
@@ -758,14 +880,7 @@ class CascadeBob:
             raise ValueError(
                 f"expected {self.expected_top_parities()} top-level parities, got {len(alice_tops)}"
             )
-        _init_known(
-            self._counts,
-            self.depths,
-            self.off,
-            self.known,
-            alice_tops.astype(np.uint8),
-            self._bob_tops,
-        )
+        self._alice = _alice_full(self._counts, alice_tops.astype(np.uint8))
         return self._advance()
 
     def step(self, answers: Bits) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
@@ -801,6 +916,8 @@ class CascadeBob:
                 self.off,
                 self.known,
                 self.started,
+                self._packed,
+                self._xs,
                 self._sp,
                 self._sl,
                 self._si,
@@ -834,13 +951,26 @@ class CascadeBob:
         ns = 0
         for p in self._stage_passes[self._stage]:
             self.started[p] = True
-            d = int(self.depths[p])
-            tops = self.known[self.off[p, d] : self.off[p, d] + int(self._counts[p])]
-            odd = np.flatnonzero(tops == ODD)
-            self._sp[ns : ns + len(odd)] = p
-            self._sl[ns : ns + len(odd)] = d
-            self._si[ns : ns + len(odd)] = odd
-            ns += len(odd)
+            ns = _begin_pass(
+                p,
+                int(self._bases[p]),
+                self._bits,
+                self._keys,
+                self._pgeo,
+                self.depths,
+                self._counts,
+                self.off,
+                self.known,
+                self._alice,
+                self._words,
+                self._chunks,
+                self._packed,
+                self._xs,
+                self._sp,
+                self._sl,
+                self._si,
+                ns,
+            )
         self._stage += 1
         return ns
 

@@ -146,3 +146,25 @@ def test_cascade_frames_in_lockstep() -> None:
         cascade.reconcile_local(a, b, 0.03, 5).round_trips for a, b in zip(alice, bob, strict=True)
     ]
     assert res.round_trips == max(single)
+
+
+def test_cascade_lazy_packing_matches_eager_parities() -> None:
+    """Late passes are packed only when searched; the packed copies that exist (both ends) equal
+    a full repack of the current bits, and the keys agree."""
+    rng = np.random.default_rng(21)
+    n = 30_000
+    a, b = _pair(rng, n, 0.02)
+    cfg = cascade.CascadeConfig()
+    alice = cascade.CascadeAlice(a, 0.02, 5, cfg)
+    bob = cascade.CascadeBob(b, 0.02, 5, cfg)
+    q = bob.start(alice.top_parities())
+    while len(q[0]):
+        q = bob.step(alice.answer(*q))
+    np.testing.assert_array_equal(bob.bits, a)
+    assert not bob._packed.all() and not alice._packed.all()
+    _, pos = cascade.permutations(5, n, len(bob.depths), bob.geo.width)
+    for p in np.flatnonzero(bob._packed):
+        ref = np.zeros(bob.geo.width, np.uint8)
+        ref[pos[p]] = a
+        packed = np.unpackbits(bob._words[p].view(np.uint8), bitorder="little")
+        np.testing.assert_array_equal(packed[: bob.geo.width], ref)
