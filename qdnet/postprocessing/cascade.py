@@ -92,6 +92,8 @@ class CascadeConfig:
 
     def geometry(self, n: int, qber: float) -> Geometry:
         """Block exponents, pass-order width and block counts of an n-bit frame."""
+        if n > 1 << 31:
+            raise ValueError("Cascade frames are limited to 2^31 bits")
         depths = self.block_exponents(n, qber)
         top = max(1, math.ceil(math.log2(max(n, 2))) - 1)
         width = 1 << (top + 1)
@@ -260,7 +262,7 @@ def _parity64(x: np.uint64) -> int:  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True)
-def _fwd32(xs: NDArray[np.uint64], k: int, kp: NDArray[np.uint64]) -> None:
+def _fwd32(xs: NDArray[np.uint32], k: int, kp: NDArray[np.uint64]) -> None:
     # pragma: no cover - compiled
     """xs[b] = _fwd(b) for all b, in 32-bit lanes (k <= 32: the same values, vectorised)."""
     lo = np.uint64(0xFFFFFFFF)
@@ -278,49 +280,48 @@ def _fwd32(xs: NDArray[np.uint64], k: int, kp: NDArray[np.uint64]) -> None:
 
 @nb.njit(cache=True)
 def _positions_of(
-    p: int, keys: NDArray[np.uint64], geo: NDArray[np.int64], xs: NDArray[np.uint64]
+    p: int, keys: NDArray[np.uint64], geo: NDArray[np.int64], xs: NDArray[np.uint32]
 ) -> None:  # pragma: no cover - compiled
-    """xs[b] = pass-order position of bit b in pass p, for all n bits (vectorised mix, then
-    cycle walking for the few that land outside the span)."""
+    """xs[b] = pass-order position of bit b in pass p, for all n bits (mix in 32-bit lanes,
+    then cycle walking for the few that land outside the span; k <= 32, see geometry)."""
     n = xs.shape[0]
     if p == 0:
         for b in range(n):
             xs[b] = b
         return
     k = geo[p, 0]
-    span = np.uint64(geo[p, 1])
     kp = keys[p]
-    if k <= 32:
-        _fwd32(xs, k, kp)
-    else:
-        for b in range(n):
-            xs[b] = _fwd(np.uint64(b), k, kp)
+    _fwd32(xs, k, kp)
+    span = np.uint32(geo[p, 1])
+    if geo[p, 1] >= (1 << k):
+        return
     for b in range(n):
-        x = xs[b]
-        while x >= span:
-            x = _fwd(x, k, kp)
-        xs[b] = x
+        if xs[b] >= span:
+            x = np.uint64(xs[b])
+            while x >= span:
+                x = _fwd(x, k, kp)
+            xs[b] = x
 
 
 @nb.njit(cache=True)
-def _pack_row(bits: Bits, xs: NDArray[np.uint64], row: NDArray[np.uint64]) -> None:
+def _pack_row(bits: Bits, xs: NDArray[np.uint32], row: NDArray[np.uint64]) -> None:
     # pragma: no cover - compiled
     """Bit-packed pass-ordered copy of ``bits`` (positions xs): a scatter into width/8 bytes."""
     row[:] = 0
     for b in range(xs.shape[0]):
-        x = xs[b]
+        x = np.uint64(xs[b])
         row[x >> np.uint64(6)] |= np.uint64(bits[b]) << (x & np.uint64(63))
 
 
 @nb.njit(cache=True)
-def _stream_tops(bits: Bits, xs: NDArray[np.uint64], d: int, tops: Bits) -> None:
+def _stream_tops(bits: Bits, xs: NDArray[np.uint32], d: int, tops: Bits) -> None:
     # pragma: no cover - compiled
     """Top-level block parities (blocks of 2^d positions) without a packed copy."""
-    sd = np.uint64(d)
+    sd = np.uint32(d)
     if tops.shape[0] <= 64:  # one register: no store-to-load chains on a few bytes
         acc = np.uint64(0)
         for b in range(xs.shape[0]):
-            acc ^= np.uint64(bits[b]) << (xs[b] >> sd)
+            acc ^= np.uint64(bits[b]) << np.uint64(xs[b] >> sd)
         for j in range(tops.shape[0]):
             tops[j] = (acc >> np.uint64(j)) & np.uint64(1)
         return
@@ -353,7 +354,7 @@ def _alice_tops(
 ) -> NDArray[np.uint8]:  # pragma: no cover - compiled
     """Top-level parities of every pass, concatenated; passes < eager are also packed (the
     others are packed on their first question, which most frames never ask)."""
-    xs = np.empty(bits.shape[0] - 1, dtype=np.uint64)
+    xs = np.empty(bits.shape[0] - 1, dtype=np.uint32)
     out = np.zeros(counts.sum(), dtype=np.uint8)
     base = 0
     for p in range(depths.shape[0]):
@@ -496,7 +497,7 @@ def _answer(
         if start >= width:
             return False
         if not packed[p]:
-            xs = np.empty(bits.shape[0] - 1, dtype=np.uint64)
+            xs = np.empty(bits.shape[0] - 1, dtype=np.uint32)
             _positions_of(int(p), keys, geo, xs)
             _pack_row(bits, xs, words[p])
             _prefix_row(words[p], pre[p])
@@ -537,7 +538,7 @@ def _node_parity(
 @nb.njit(cache=True)
 def _pack_bob(
     bits: Bits,
-    xs: NDArray[np.uint64],
+    xs: NDArray[np.uint32],
     words_p: NDArray[np.uint64],
     chunks_p: NDArray[np.uint64],
 ) -> None:  # pragma: no cover - compiled
@@ -561,7 +562,7 @@ def _flip(
     known: NDArray[np.int8],
     started: NDArray[np.bool_],
     packed: NDArray[np.bool_],
-    xs: NDArray[np.uint64],
+    xs: NDArray[np.uint32],
     sp: NDArray[np.int64],
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
@@ -614,7 +615,7 @@ def _descend(
     known: NDArray[np.int8],
     started: NDArray[np.bool_],
     packed: NDArray[np.bool_],
-    xs: NDArray[np.uint64],
+    xs: NDArray[np.uint32],
     sp: NDArray[np.int64],
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
@@ -778,7 +779,7 @@ def _begin_pass(
     words: NDArray[np.uint64],
     chunks: NDArray[np.uint64],
     packed: NDArray[np.bool_],
-    xs: NDArray[np.uint64],
+    xs: NDArray[np.uint32],
     sp: NDArray[np.int64],
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
@@ -828,7 +829,7 @@ class CascadeBob:
         self._words = np.zeros((len(depths), nw), dtype=np.uint64)
         self._chunks = np.zeros((len(depths), (nw + 63) >> 6), dtype=np.uint64)
         self._packed = np.zeros(len(depths), dtype=np.bool_)
-        self._xs = np.empty(self.n, dtype=np.uint64)
+        self._xs = np.empty(self.n, dtype=np.uint32)
         self._bases = np.concatenate(([0], np.cumsum(self._counts)[:-1])).astype(np.int64)
         self._alice = np.zeros(0, dtype=np.uint8)
         self.off, total = _layout(self.geo)
