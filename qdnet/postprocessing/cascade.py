@@ -682,6 +682,12 @@ def _descend(
                     known[left] = EVEN
                     known[left + 1] = ODD
                     k = EVEN
+            if k == UNKNOWN and (2 * i + 1) << (level - 1) >= extents[p]:
+                # passes 0 and 1 keep their padding at the end: a right child made only of
+                # padding leaves the (odd) left child odd, for free
+                known[left] = ODD
+                known[left + 1] = EVEN
+                k = ODD
             if k == PENDING:
                 break  # another search asked the same question this round
             if k == UNKNOWN:
