@@ -512,6 +512,8 @@ def _answer(
 # ---------------------------------------------------------------------------------------------
 # Bob: numba kernels
 
+_EMPTY8 = np.zeros(0, dtype=np.uint8)
+
 
 @nb.njit(cache=True)
 def _node_parity(
@@ -813,6 +815,100 @@ def _begin_pass(
     return ns
 
 
+@nb.njit(cache=True)
+def _bob_round(
+    answers: Bits,
+    nq: int,
+    ns: int,
+    stage: int,
+    stage_lo: NDArray[np.int64],
+    stage_hi: NDArray[np.int64],
+    tail: int,
+    tail_depth: int,
+    bits: Bits,
+    words: NDArray[np.uint64],
+    chunks: NDArray[np.uint64],
+    keys: NDArray[np.uint64],
+    geo: NDArray[np.int64],
+    depths: NDArray[np.int64],
+    counts: NDArray[np.int64],
+    bases: NDArray[np.int64],
+    off: NDArray[np.int64],
+    known: NDArray[np.int8],
+    alice: Bits,
+    started: NDArray[np.bool_],
+    packed: NDArray[np.bool_],
+    xs: NDArray[np.uint32],
+    sp: NDArray[np.int64],
+    sl: NDArray[np.int64],
+    si: NDArray[np.int64],
+    alive: NDArray[np.bool_],
+    qp: NDArray[np.int64],
+    ql: NDArray[np.int64],
+    qi: NDArray[np.int64],
+    extents: NDArray[np.int64],
+    width: int,
+) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
+    """One round of Bob in one compiled call: apply the answers to the last ``nq`` questions,
+    advance the searches, start the next stages until some search asks. Returns (live
+    searches, questions, bits flipped, next stage); no searches left after the last stage:
+    done."""
+    if nq:
+        _apply_answers(words, chunks, width, off, known, qp[:nq], ql[:nq], qi[:nq], answers)
+    flips = 0
+    while True:
+        depth = tail_depth if ns <= tail else 1
+        ns, f, nq = _descend(
+            bits,
+            words,
+            chunks,
+            keys,
+            geo,
+            depths,
+            off,
+            known,
+            started,
+            packed,
+            xs,
+            sp,
+            sl,
+            si,
+            ns,
+            alive,
+            depth,
+            qp,
+            ql,
+            qi,
+            extents,
+        )
+        flips += f
+        if ns or stage >= stage_lo.shape[0]:
+            return ns, nq, flips, stage
+        for p in range(stage_lo[stage], stage_hi[stage]):
+            started[p] = True
+            ns = _begin_pass(
+                p,
+                bases[p],
+                bits,
+                keys,
+                geo,
+                depths,
+                counts,
+                off,
+                known,
+                alice,
+                words,
+                chunks,
+                packed,
+                xs,
+                sp,
+                sl,
+                si,
+                ns,
+            )
+        stage += 1
+
+
 class CascadeBob:
     """Bob's side: holds his bits, asks questions, corrects; never sees Alice's bits."""
 
@@ -859,6 +955,9 @@ class CascadeBob:
             if len(depths) > config.concurrent_from
             else []
         )
+        self._stage_lo = np.asarray([st[0] for st in self._stage_passes], dtype=np.int64)
+        self._stage_hi = np.asarray([st[-1] + 1 for st in self._stage_passes], dtype=np.int64)
+        self._tail = max(config.tail_min, self.n // config.tail_divisor)
         self._stage = 0
         self.corrected_bits = 0
         self.rounds = 0
@@ -894,92 +993,56 @@ class CascadeBob:
         """Apply Alice's answers to the last questions; return the next questions (empty: done)."""
         if len(answers) != self._nq:
             raise ValueError(f"expected {self._nq} answers, got {len(answers)}")
-        _apply_answers(
+        self.rounds += 1
+        return self._advance(answers.astype(np.uint8, copy=False))
+
+    def _advance(
+        self, answers: Bits | None = None
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
+        ns, nq, flips, self._stage = _bob_round(
+            _EMPTY8 if answers is None else answers,
+            0 if answers is None else self._nq,
+            self._ns,
+            self._stage,
+            self._stage_lo,
+            self._stage_hi,
+            self._tail,
+            self.config.tail_depth,
+            self._bits,
             self._words,
             self._chunks,
-            self.geo.width,
+            self._keys,
+            self._pgeo,
+            self.depths,
+            self._counts,
+            self._bases,
             self.off,
             self.known,
+            self._alice,
+            self.started,
+            self._packed,
+            self._xs,
+            self._sp,
+            self._sl,
+            self._si,
+            self._alive,
             self._qp,
             self._ql,
             self._qi,
-            answers.astype(np.uint8),
+            self._extents,
+            self.geo.width,
         )
-        self.rounds += 1
-        return self._advance()
-
-    def _advance(self) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
-        ns = self._ns
-        tail = max(self.config.tail_min, self.n // self.config.tail_divisor)
-        while True:
-            depth = self.config.tail_depth if ns <= tail else 1
-            ns, flips, nq = _descend(
-                self._bits,
-                self._words,
-                self._chunks,
-                self._keys,
-                self._pgeo,
-                self.depths,
-                self.off,
-                self.known,
-                self.started,
-                self._packed,
-                self._xs,
-                self._sp,
-                self._sl,
-                self._si,
-                ns,
-                self._alive,
-                depth,
-                self._qp,
-                self._ql,
-                self._qi,
-                self._extents,
-            )
-            self.corrected_bits += flips
-            if ns:
-                break
-            if self._stage >= len(self._stage_passes):
-                self.done = True
-                self._ns = 0
-                self._nq = 0
-                empty8 = np.zeros(0, np.uint8)
-                return empty8, empty8, np.zeros(0, np.int64)
-            ns = self._start_stage()
+        self.corrected_bits += flips
         self._ns = ns
         self._nq = nq
+        if not ns:
+            self.done = True
+            return _EMPTY8, _EMPTY8, np.zeros(0, np.int64)
         return (
             self._qp[:nq].astype(np.uint8),
             self._ql[:nq].astype(np.uint8),
             self._qi[:nq].copy(),
         )
-
-    def _start_stage(self) -> int:
-        ns = 0
-        for p in self._stage_passes[self._stage]:
-            self.started[p] = True
-            ns = _begin_pass(
-                p,
-                int(self._bases[p]),
-                self._bits,
-                self._keys,
-                self._pgeo,
-                self.depths,
-                self._counts,
-                self.off,
-                self.known,
-                self._alice,
-                self._words,
-                self._chunks,
-                self._packed,
-                self._xs,
-                self._sp,
-                self._sl,
-                self._si,
-                ns,
-            )
-        self._stage += 1
-        return ns
 
 
 @dataclass(frozen=True)
