@@ -76,25 +76,14 @@ class SourceConfig(_Strict):
         """The physics object for this source."""
         if self.kind == "single-photon":
             assert self.g2 is not None
+            mu = self.mean_photon_number
             if self.brightness is not None:
-                sps = SinglePhotonSource.from_brightness(
-                    self.brightness,
-                    self.g2,
-                    self.repetition_rate_hz,
-                    self.wavelength_nm,
-                    self.indistinguishability,
-                )
-                return SinglePhotonSource(
-                    sps.mean_photon_number,
-                    self.g2,
-                    self.repetition_rate_hz,
-                    self.wavelength_nm,
-                    self.indistinguishability,
-                    tuple(self.decoy_intensities),
-                )
-            assert self.mean_photon_number is not None
+                mu = SinglePhotonSource.from_brightness(
+                    self.brightness, self.g2, self.repetition_rate_hz
+                ).mean_photon_number
+            assert mu is not None
             return SinglePhotonSource(
-                self.mean_photon_number,
+                mu,
                 self.g2,
                 self.repetition_rate_hz,
                 self.wavelength_nm,

@@ -97,6 +97,32 @@ class ParameterSpace:
     evaluate: Callable[[Sequence[float]], Evaluation]
 
 
+@dataclass(frozen=True)
+class Parameter:
+    """One free parameter: name, bounds and a starting value."""
+
+    name: str
+    lower: float
+    upper: float
+    start: float
+
+
+#: P(Z) for both parties; 0.9 is a good start for finite keys at any loss.
+BASIS_BIAS = Parameter("basis_bias", 0.5, 1 - MIN_PARAMETER, 0.9)
+
+
+def _space(
+    parameters: Sequence[Parameter], evaluate: Callable[[Sequence[float]], Evaluation]
+) -> ParameterSpace:
+    return ParameterSpace(
+        tuple(p.name for p in parameters),
+        tuple(p.lower for p in parameters),
+        tuple(p.upper for p in parameters),
+        tuple(p.start for p in parameters),
+        evaluate,
+    )
+
+
 def _max_intensity(link: Link) -> float:
     source = link.source
     if isinstance(source, SinglePhotonSource):
@@ -168,18 +194,14 @@ def _bb84_space(link: Link) -> ParameterSpace:
         params.update({"basis_bias": bias, "pulses_per_block": float(pulses)})
         return Evaluation(result.bits / pulses if pulses > 0 else 0.0, stats, params, result.terms)
 
-    names, lower, upper, start = [], [], [], []
+    parameters = []
     if free_mu:
-        names.append("mean_photon_number")
-        lower.append(MIN_PARAMETER)
-        upper.append(mu_max)
-        start.append(min(mu_start, mu_max))
+        parameters.append(
+            Parameter("mean_photon_number", MIN_PARAMETER, mu_max, min(mu_start, mu_max))
+        )
     if free_bias:
-        names.append("basis_bias")
-        lower.append(0.5)
-        upper.append(1 - MIN_PARAMETER)
-        start.append(0.9)
-    return ParameterSpace(tuple(names), tuple(lower), tuple(upper), tuple(start), evaluate)
+        parameters.append(BASIS_BIAS)
+    return _space(parameters, evaluate)
 
 
 def _single_photon_bounds(
@@ -267,21 +289,18 @@ def _decoy_space(link: Link) -> ParameterSpace:
         }
         return Evaluation(result.bits / pulses, stats, params, result.terms)
 
-    names = ["mean_photon_number", "decoy_intensity"]
-    lower = [2 * MIN_PARAMETER, MIN_PARAMETER]
-    upper = [mu_max, mu_max / 2]
-    start = [source.mean_photon_number, min(weak_start, mu_max / 2)]
+    parameters = [
+        Parameter("mean_photon_number", 2 * MIN_PARAMETER, mu_max, source.mean_photon_number),
+        Parameter("decoy_intensity", MIN_PARAMETER, mu_max / 2, min(weak_start, mu_max / 2)),
+    ]
     if finite:
-        names += ["signal_probability", "decoy_probability"]
-        lower += [0.05, 0.02]
-        upper += [0.95, 0.6]
-        start += [0.7, 0.2]
+        parameters += [
+            Parameter("signal_probability", 0.05, 0.95, 0.7),
+            Parameter("decoy_probability", 0.02, 0.6, 0.2),
+        ]
         if settings.basis_bias is None:
-            names.append("basis_bias")
-            lower.append(0.5)
-            upper.append(1 - MIN_PARAMETER)
-            start.append(0.9)
-    return ParameterSpace(tuple(names), tuple(lower), tuple(upper), tuple(start), evaluate)
+            parameters.append(BASIS_BIAS)
+    return _space(parameters, evaluate)
 
 
 def _bbm92_space(link: Link) -> ParameterSpace:
@@ -313,19 +332,16 @@ def _bbm92_space(link: Link) -> ParameterSpace:
         params.update({"basis_bias": bias, "pulses_per_block": float(pulses)})
         return Evaluation(result.bits / pulses if pulses > 0 else 0.0, stats, params, result.terms)
 
-    names, lower, upper, start = [], [], [], []
+    parameters = []
     if free_mu:
         assert isinstance(source, SpdcSource)
-        names.append("mean_pair_number")
-        lower.append(MIN_PARAMETER)
-        upper.append(max(0.5, source.mean_pair_number))
-        start.append(source.mean_pair_number)
+        upper = max(0.5, source.mean_pair_number)
+        parameters.append(
+            Parameter("mean_pair_number", MIN_PARAMETER, upper, source.mean_pair_number)
+        )
     if free_bias:
-        names.append("basis_bias")
-        lower.append(0.5)
-        upper.append(1 - MIN_PARAMETER)
-        start.append(0.9)
-    return ParameterSpace(tuple(names), tuple(lower), tuple(upper), tuple(start), evaluate)
+        parameters.append(BASIS_BIAS)
+    return _space(parameters, evaluate)
 
 
 def parameter_space(link: Link) -> ParameterSpace:

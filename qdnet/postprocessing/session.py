@@ -47,7 +47,7 @@ from qdnet.postprocessing.estimation import (
     observed_counts,
 )
 from qdnet.postprocessing.keyblock import KeyBlock
-from qdnet.postprocessing.sifting import SiftingError, alice_sift, bob_sift
+from qdnet.postprocessing.sifting import Sifted, SiftingError, alice_sift, bob_sift
 from qdnet.postprocessing.verification import MERSENNE_61, VerificationHash
 from qdnet.protocols.records import PartyRecords, RecordsMeta
 from qdnet.security.finite_key import KeyLength, ObservedCounts, secret_key_length
@@ -190,6 +190,11 @@ def _unpack(msg: Message, name: str, count: int) -> NDArray[np.uint8]:
     return np.unpackbits(packed)[:count].copy()
 
 
+#: Error-correction efficiency assumed when deciding, before reconciliation, whether a key is
+#: possible at all (worse than every method's measured f, so no block is started in vain).
+PREDICTED_EC_EFFICIENCY = 1.2
+
+
 def _decide(
     est: Estimate, meta: RecordsMeta, cfg: SessionConfig, key_length: KeyLengthFn
 ) -> str | None:
@@ -204,7 +209,7 @@ def _decide(
             f"exceeds the threshold {cfg.qber_threshold:.4f}"
         )
     n_key = sum(est.key_detections)
-    predicted_leak = 1.2 * n_key * binary_entropy(min(est.qber, 0.5))
+    predicted_leak = PREDICTED_EC_EFFICIENCY * n_key * binary_entropy(min(est.qber, 0.5))
     predicted = key_length(observed_counts(meta, est), predicted_leak, cfg.eps_sec, cfg.eps_cor)
     if predicted.bits <= 0:
         return (
@@ -376,19 +381,7 @@ async def run_alice(
         )
         tb = await chan.recv(MessageKind.TEST_BITS)
         bob_test = _unpack(tb, "test", len(sifted.test_bits))
-        est = estimate(
-            sifted.key_class,
-            sifted.test_class,
-            bob_test != sifted.test_bits,
-            len(meta.intensities),
-            cfg.eps_pe,
-        )
-        _fill_estimate(report, est)
-        if progress is not None:
-            progress("estimate", 1.0)
-        reason = _decide(est, meta, cfg, key_length)
-        if reason is not None:
-            raise SessionAbortError(reason)
+        est = _estimate_and_decide(report, sifted, bob_test, meta, cfg, key_length, progress)
         key = sifted.key_bits
         if cfg.method == "cascade":
             frames = _split_frames(len(key), cfg.frame_bits)
@@ -472,19 +465,7 @@ async def run_bob(
             raise SessionAbortError(str(exc)) from None
         alice_test = _unpack(reply, "test", len(sifted.test_bits))
         await chan.send(Message(MessageKind.TEST_BITS, arrays={"test": _pack(sifted.test_bits)}))
-        est = estimate(
-            sifted.key_class,
-            sifted.test_class,
-            alice_test != sifted.test_bits,
-            len(meta.intensities),
-            cfg.eps_pe,
-        )
-        _fill_estimate(report, est)
-        if progress is not None:
-            progress("estimate", 1.0)
-        reason = _decide(est, meta, cfg, key_length)
-        if reason is not None:
-            raise SessionAbortError(reason)
+        est = _estimate_and_decide(report, sifted, alice_test, meta, cfg, key_length, progress)
         key = sifted.key_bits
         if cfg.method == "cascade":
             frames = _split_frames(len(key), cfg.frame_bits)
@@ -536,10 +517,32 @@ async def run_bob(
 # shared helpers
 
 
-def _fill_estimate(report: SessionReport, est: Estimate) -> None:
+def _estimate_and_decide(
+    report: SessionReport,
+    sifted: Sifted,
+    peer_test_bits: NDArray[np.uint8],
+    meta: RecordsMeta,
+    cfg: SessionConfig,
+    key_length: KeyLengthFn,
+    progress: Progress | None,
+) -> Estimate:
+    """Parameter estimation from the disclosed test bits, then the common abort decision."""
+    est = estimate(
+        sifted.key_class,
+        sifted.test_class,
+        peer_test_bits != sifted.test_bits,
+        len(meta.intensities),
+        cfg.eps_pe,
+    )
     report.sifted_key_bits = sum(est.key_detections)
     report.sifted_test_bits = sum(est.test_detections)
     report.estimate = est.as_dict()
+    if progress is not None:
+        progress("estimate", 1.0)
+    reason = _decide(est, meta, cfg, key_length)
+    if reason is not None:
+        raise SessionAbortError(reason)
+    return est
 
 
 def _fill_ec(report: SessionReport, n: int, corrected: int) -> None:

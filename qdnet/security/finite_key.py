@@ -115,7 +115,6 @@ def _lim_single_photon(
     counts: tuple[int, ...],
     intensities: tuple[float, ...],
     probabilities: tuple[float, ...],
-    total_pulses: int,
     eps: float,
 ) -> tuple[float, float]:
     """(s_0 lower, s_1 lower) for one basis, Lim et al. 2014 Eqs. (2)-(3), with counts per class."""
@@ -156,10 +155,8 @@ def decoy_key_length(
         )
     total = sum(counts.pulses)
     probs = tuple(n / total for n in counts.pulses)
-    s_z0, s_z1 = _lim_single_photon(
-        counts.key_detections, counts.intensities, probs, total, eps_sec
-    )
-    _, s_x1 = _lim_single_photon(counts.test_detections, counts.intensities, probs, total, eps_sec)
+    s_z0, s_z1 = _lim_single_photon(counts.key_detections, counts.intensities, probs, eps_sec)
+    _, s_x1 = _lim_single_photon(counts.test_detections, counts.intensities, probs, eps_sec)
     dev = _hoeffding(sum(counts.test_errors), eps_sec)
     m_up = math.exp(mu2) / probs[1] * (counts.test_errors[1] + dev)
     m_lo = math.exp(mu3) / probs[2] * (counts.test_errors[2] - dev)
