@@ -436,20 +436,20 @@ class CascadeAlice:
         )
         nw = _nwords(self.geo.width)
         passes = len(self.depths)
-        self._bits = padded
-        self._keys, self._pgeo = keys, geo
-        self._words = np.zeros((passes, nw), dtype=np.uint64)  # rows packed on demand
-        self._pre = np.zeros((passes, nw + 1), dtype=np.uint64)
-        self._packed = np.zeros(passes, dtype=np.bool_)
+        self.bits_padded = padded
+        self.keys, self.pass_geometry = keys, geo
+        self.words = np.zeros((passes, nw), dtype=np.uint64)  # rows packed on demand
+        self.prefix = np.zeros((passes, nw + 1), dtype=np.uint64)
+        self.packed = np.zeros(passes, dtype=np.bool_)
         self._tops = _alice_tops(
             padded,
             keys,
             geo,
             np.asarray(self.depths, dtype=np.int64),
             np.asarray(self.geo.blocks, dtype=np.int64),
-            self._words,
-            self._pre,
-            self._packed,
+            self.words,
+            self.prefix,
+            self.packed,
             EAGER_PASSES,
         )
         self.leaked_bits = 0
@@ -472,12 +472,12 @@ class CascadeAlice:
         """Parities of the asked blocks (pass, level, index) in pass order."""
         out = np.empty(len(passes), dtype=np.uint8)
         ok = _answer(
-            self._bits,
-            self._keys,
-            self._pgeo,
-            self._packed,
-            self._words,
-            self._pre,
+            self.bits_padded,
+            self.keys,
+            self.pass_geometry,
+            self.packed,
+            self.words,
+            self.prefix,
             self.geo.width,
             passes,
             levels,
@@ -1017,6 +1017,58 @@ class CascadeBob:
         self.rounds += 1
         return self._advance(answers.astype(np.uint8, copy=False))
 
+    def finish_against(self, alice: CascadeAlice) -> int:
+        """Run the remaining rounds against an in-process Alice in one compiled loop (the
+        questions and answers are the ones :meth:`step` and :meth:`CascadeAlice.answer` would
+        exchange). Returns the round trips taken."""
+        trips, leaked, flips, ok = _loopback(
+            self._nq,
+            self._ns,
+            self._stage,
+            self._stage_lo,
+            self._stage_hi,
+            self._tail,
+            self.config.tail_depth,
+            self._bits,
+            self._words,
+            self._chunks,
+            self._keys,
+            self._pgeo,
+            self.depths,
+            self._counts,
+            self._bases,
+            self.off,
+            self.known,
+            self._alice,
+            self.started,
+            self._packed,
+            self._xs,
+            self._sp,
+            self._sl,
+            self._si,
+            self._alive,
+            self._qp,
+            self._ql,
+            self._qi,
+            self._extents,
+            self.geo.width,
+            alice.bits_padded,
+            alice.keys,
+            alice.pass_geometry,
+            alice.packed,
+            alice.words,
+            alice.prefix,
+        )
+        if not ok:
+            raise ValueError("parity question out of range")
+        alice.leaked_bits += leaked
+        self.corrected_bits += flips
+        self.rounds += trips
+        self._ns = self._nq = 0
+        self._stage = len(self._stage_passes)
+        self.done = True
+        return trips
+
     def _advance(
         self, answers: Bits | None = None
     ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
@@ -1066,6 +1118,108 @@ class CascadeBob:
         )
 
 
+@nb.njit(cache=True)
+def _loopback(
+    nq: int,
+    ns: int,
+    stage: int,
+    stage_lo: NDArray[np.int64],
+    stage_hi: NDArray[np.int64],
+    tail: int,
+    tail_depth: int,
+    bits: Bits,
+    words: NDArray[np.uint64],
+    chunks: NDArray[np.uint64],
+    keys: NDArray[np.uint64],
+    geo: NDArray[np.int64],
+    depths: NDArray[np.int64],
+    counts: NDArray[np.int64],
+    bases: NDArray[np.int64],
+    off: NDArray[np.int64],
+    known: NDArray[np.int8],
+    alice: Bits,
+    started: NDArray[np.bool_],
+    packed: NDArray[np.bool_],
+    xs: NDArray[np.uint32],
+    sp: NDArray[np.int64],
+    sl: NDArray[np.int64],
+    si: NDArray[np.int64],
+    alive: NDArray[np.bool_],
+    qp: NDArray[np.int64],
+    ql: NDArray[np.int64],
+    qi: NDArray[np.int64],
+    extents: NDArray[np.int64],
+    width: int,
+    a_bits: Bits,
+    a_keys: NDArray[np.uint64],
+    a_geo: NDArray[np.int64],
+    a_packed: NDArray[np.bool_],
+    a_words: NDArray[np.uint64],
+    a_pre: NDArray[np.uint64],
+) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
+    """Bob's rounds and Alice's answers alternating in one compiled loop, from Bob's first
+    questions ``qp/ql/qi[:nq]`` to the end. Only the questions and the answers pass between the
+    two sides, exactly what :func:`reconcile_frames_local` and the session carry. Returns
+    (round trips, parity bits Alice disclosed, bits Bob flipped, 1 if every question was in
+    range else 0)."""
+    answers = np.empty(qp.shape[0], dtype=np.uint8)
+    trips = 0
+    leaked = 0
+    flips = 0
+    while ns:
+        if not _answer(
+            a_bits,
+            a_keys,
+            a_geo,
+            a_packed,
+            a_words,
+            a_pre,
+            width,
+            qp[:nq],
+            ql[:nq],
+            qi[:nq],
+            answers[:nq],
+        ):
+            return trips, leaked, flips, 0
+        leaked += nq
+        trips += 1
+        ns, nq, f, stage = _bob_round(
+            answers[:nq],
+            nq,
+            ns,
+            stage,
+            stage_lo,
+            stage_hi,
+            tail,
+            tail_depth,
+            bits,
+            words,
+            chunks,
+            keys,
+            geo,
+            depths,
+            counts,
+            bases,
+            off,
+            known,
+            alice,
+            started,
+            packed,
+            xs,
+            sp,
+            sl,
+            si,
+            alive,
+            qp,
+            ql,
+            qi,
+            extents,
+            width,
+        )
+        flips += f
+    return trips, leaked, flips, 1
+
+
 @dataclass(frozen=True)
 class CascadeResult:
     """Outcome of one local reconciliation (benchmarks and tests)."""
@@ -1083,11 +1237,8 @@ def reconcile_local(
     cfg = config or CascadeConfig()
     alice = CascadeAlice(alice_bits, qber, seed, cfg)
     bob = CascadeBob(bob_bits, qber, seed, cfg)
-    questions = bob.start(alice.top_parities())
-    trips = 1
-    while len(questions[0]):
-        questions = bob.step(alice.answer(*questions))
-        trips += 1
+    bob.start(alice.top_parities())
+    trips = 1 + bob.finish_against(alice)
     return CascadeResult(bob.bits, alice.leaked_bits, trips, bob.corrected_bits)
 
 

@@ -161,7 +161,7 @@ def test_cascade_lazy_packing_matches_eager_parities() -> None:
     while len(q[0]):
         q = bob.step(alice.answer(*q))
     np.testing.assert_array_equal(bob.bits, a)
-    assert not bob._packed.all() and not alice._packed.all()
+    assert not bob._packed.all() and not alice.packed.all()
     _, pos = cascade.permutations(5, n, len(bob.depths), bob.geo.width)
     for p in np.flatnonzero(bob._packed):
         ref = np.zeros(bob.geo.width, np.uint8)
