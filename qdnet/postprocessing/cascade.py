@@ -94,6 +94,8 @@ class CascadeConfig:
         """Block exponents, pass-order width and block counts of an n-bit frame."""
         if n > 1 << 31:
             raise ValueError("Cascade frames are limited to 2^31 bits")
+        if self.passes > MAX_PASSES:
+            raise ValueError(f"at most {MAX_PASSES} passes (one hash bit per late pass)")
         depths = self.block_exponents(n, qber)
         top = max(1, math.ceil(math.log2(max(n, 2))) - 1)
         width = 1 << (top + 1)
@@ -107,9 +109,14 @@ EAGER_PASSES = 2
 passes are packed only if they get a search (Bob) or a question (Alice)."""
 
 SPREAD_FROM = 2
-"""Passes from this index on (block size = width/2) scatter the n bits uniformly over all
+"""Passes from this index on ("late" passes, two blocks of width/2) scatter the n bits over all
 ``width`` positions, so that both halves hold ~n/2 bits and an undetected error pair is split
-with probability ~1/2 per pass; earlier passes put their padding at the end."""
+with probability ~1/2 per pass; earlier passes put their padding at the end. A late pass sends
+bit b to the half given by bit p of one 64-bit hash of b (see :func:`_late_mask`), so one sweep
+gives the top parities of every late pass and a flip updates them all with one xor."""
+
+MAX_PASSES = 64
+"""Late pass p takes bit p of the 64-bit hash."""
 
 
 @dataclass(frozen=True)
@@ -140,11 +147,14 @@ def _pass_keys(
     seed: np.uint64, n: int, passes: int, width: int, spread_from: int
 ) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:  # pragma: no cover - compiled
     """Per pass p: keys[p] = (3 odd multipliers, 3 addends, 3 inverse multipliers mod 2^64) and
-    geo[p] = (k, span): a keyed bijection of [0, 2^k), restricted to [0, span) by cycle walking
-    (span = n for passes that keep the padding at the end, 2^k = width for the others)."""
+    geo[p] = (k, span, late): a keyed bijection of [0, 2^k), restricted to [0, span) by cycle
+    walking (span = n for passes that keep the padding at the end, 2^k = width for the others).
+    A late pass (late = 1) is the bijection (hi, lo) -> (hi xor bit p of H(lo), mix(lo)) of
+    [0, 2^k), with hi the top bit and mix the keyed bijection of [0, 2^(k-1)); keys[0, 0] keys H.
+    """
     keys = np.zeros((passes, 9), dtype=np.uint64)
-    geo = np.zeros((passes, 2), dtype=np.int64)
-    state = seed
+    geo = np.zeros((passes, 3), dtype=np.int64)
+    state, keys[0, 0] = _splitmix(seed)  # pass 0 is the identity: its slot keys the late hash
     for p in range(passes):
         span = n if p < spread_from else width
         k = 1
@@ -152,6 +162,7 @@ def _pass_keys(
             k += 1
         geo[p, 0] = k
         geo[p, 1] = span
+        geo[p, 2] = 1 if p >= spread_from and span == 1 << k else 0  # width: a power of 2
         if p == 0:
             continue
         for j in range(6):
@@ -194,12 +205,46 @@ def _inv(x: np.uint64, k: int, keys: NDArray[np.uint64]) -> np.uint64:  # pragma
 
 
 @nb.njit(cache=True, inline="always")
+def _late_hash(lo: np.uint64, key: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """64 pseudo-random bits of lo: the SplitMix64 finalizer (Steele, Lea, Flood, OOPSLA 2014)
+    of lo xor a per-frame key; bit p is lo's half in late pass p (before the top bit of b)."""
+    z = (lo ^ key) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@nb.njit(cache=True, inline="always")
+def _late_mask(b: int, k: int, key: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """Bit p set iff bit b lies in the second half of late pass p (width 2^k)."""
+    half = np.uint64(k - 1)
+    h = _late_hash(np.uint64(b) & ((np.uint64(1) << half) - np.uint64(1)), key)
+    return h ^ (np.uint64(0) - (np.uint64(b) >> half))
+
+
+@nb.njit(cache=True)
+def _late_halves(bits: Bits, k: int, key: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """Bit p: parity of the second half of late pass p, for every late pass in one sweep."""
+    acc = np.uint64(0)
+    for b in range(bits.shape[0] - 1):  # the last entry is the padding bit
+        acc ^= _late_mask(b, k, key) & (np.uint64(0) - np.uint64(bits[b]))
+    return acc
+
+
+@nb.njit(cache=True, inline="always")
 def _position(p: int, b: int, keys: NDArray[np.uint64], geo: NDArray[np.int64]) -> int:
     # pragma: no cover - compiled
     """Pass-order position of bit b in pass p."""
     if p == 0:
         return b
     k = geo[p, 0]
+    if geo[p, 2]:
+        half = k - 1
+        lo = np.uint64(b) & ((np.uint64(1) << np.uint64(half)) - np.uint64(1))
+        top = (np.uint64(b) >> np.uint64(half)) ^ (
+            (_late_hash(lo, keys[0, 0]) >> np.uint64(p)) & np.uint64(1)
+        )
+        return int(np.int64((top << np.uint64(half)) | _fwd(lo, half, keys[p])))
     span = np.uint64(geo[p, 1])
     x = _fwd(np.uint64(b), k, keys[p])
     while x >= span:
@@ -217,6 +262,14 @@ def _bit_at(p: int, q: int, keys: NDArray[np.uint64], geo: NDArray[np.int64], n:
     if p == 0:
         return q
     k = geo[p, 0]
+    if geo[p, 2]:
+        half = k - 1
+        lo = _inv(np.uint64(q) & ((np.uint64(1) << np.uint64(half)) - np.uint64(1)), half, keys[p])
+        top = (np.uint64(q) >> np.uint64(half)) ^ (
+            (_late_hash(lo, keys[0, 0]) >> np.uint64(p)) & np.uint64(1)
+        )
+        b = int(np.int64((top << np.uint64(half)) | lo))
+        return b if b < n else n
     x = _inv(np.uint64(q), k, keys[p])
     while x >= np.uint64(span):
         x = _inv(x, k, keys[p])
@@ -297,6 +350,25 @@ def _walk32(xs: NDArray[np.uint32], k: int, kp: NDArray[np.uint64], span: np.uin
 
 
 @nb.njit(cache=True)
+def _late_positions(
+    p: int, k: int, kp: NDArray[np.uint64], key: np.uint64, xs: NDArray[np.uint32]
+) -> None:  # pragma: no cover - compiled
+    """xs[b] = position of bit b in late pass p (see :func:`_pass_keys`), in 32-bit lanes."""
+    half = k - 1
+    _fwd32(xs, half, kp)  # mix(b) for b < 2^(k-1); entries beyond repeat mix(b - 2^(k-1))
+    n = xs.shape[0]
+    size = 1 << half
+    for b in range(size, n):
+        xs[b] = xs[b - size]
+    sp = np.uint64(p)
+    for b in range(n):
+        hi = np.uint64(b >> half) ^ (
+            (_late_hash(np.uint64(b & (size - 1)), key) >> sp) & np.uint64(1)
+        )
+        xs[b] |= np.uint32(hi) << np.uint32(half)
+
+
+@nb.njit(cache=True)
 def _positions_of(
     p: int, keys: NDArray[np.uint64], geo: NDArray[np.int64], xs: NDArray[np.uint32]
 ) -> None:  # pragma: no cover - compiled
@@ -309,6 +381,9 @@ def _positions_of(
         return
     k = geo[p, 0]
     kp = keys[p]
+    if geo[p, 2]:
+        _late_positions(p, k, kp, keys[0, 0], xs)
+        return
     _fwd32(xs, k, kp)
     span = np.uint32(geo[p, 1])
     if geo[p, 1] >= (1 << k):
@@ -378,7 +453,18 @@ def _alice_tops(
     xs = np.empty(bits.shape[0] - 1, dtype=np.uint32)
     out = np.zeros(counts.sum(), dtype=np.uint8)
     base = 0
+    halves = np.uint64(0)
+    total = np.uint8(0)
     for p in range(depths.shape[0]):
+        if geo[p, 2]:  # late pass: both halves from one sweep shared by all late passes
+            if not total & 2:
+                halves = _late_halves(bits, geo[p, 0], keys[0, 0])
+                total = np.uint8(2 | (np.sum(bits) & 1))
+            second = np.uint8((halves >> np.uint64(p)) & np.uint64(1))
+            out[base] = (total & 1) ^ second
+            out[base + 1] = second
+            base += counts[p]
+            continue
         _positions_of(p, keys, geo, xs)
         _stream_tops(bits, xs, depths[p], out[base : base + counts[p]])
         if p < eager:
@@ -503,8 +589,8 @@ def _answer(
     words: NDArray[np.uint64],
     pre: NDArray[np.uint64],
     width: int,
-    passes: NDArray[np.uint8],
-    levels: NDArray[np.uint8],
+    passes: NDArray[np.uint8] | NDArray[np.int64],
+    levels: NDArray[np.uint8] | NDArray[np.int64],
     index: NDArray[np.int64],
     out: Bits,
 ) -> bool:  # pragma: no cover - compiled
@@ -590,12 +676,17 @@ def _flip(
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
     ns: int,
+    late: NDArray[np.uint64],
 ) -> int:  # pragma: no cover - compiled
     """Flip one bit, toggle every known block containing it, queue new searches; returns ns.
 
     Only started passes hold known blocks (a pass's top parities are set when it starts); a
-    started pass whose blocks were all even is packed when a flip first makes one odd."""
+    started pass whose blocks were all even is packed when a flip first makes one odd. Once
+    the late passes' halves are tracked (``late``), the flip toggles them too."""
     bits[bit] ^= 1
+    if late[0]:
+        late[1] ^= _late_mask(bit, geo[depths.shape[0] - 1, 0], keys[0, 0])
+        late[2] ^= np.uint64(1)
     for p in range(depths.shape[0]):
         if not started[p]:
             continue
@@ -649,6 +740,7 @@ def _descend(
     ql: NDArray[np.int64],
     qi: NDArray[np.int64],
     extents: NDArray[np.int64],
+    late: NDArray[np.uint64],
 ) -> tuple[int, int, int]:  # pragma: no cover - compiled
     """Advance every search until it needs questions, flips a bit or dies.
 
@@ -688,6 +780,7 @@ def _descend(
                     sl,
                     si,
                     ns,
+                    late,
                 )
                 flips += 1
                 break
@@ -813,13 +906,26 @@ def _begin_pass(
     sl: NDArray[np.int64],
     si: NDArray[np.int64],
     ns: int,
+    late: NDArray[np.uint64],
 ) -> int:  # pragma: no cover - compiled
     """Start pass p from Bob's current bits: set its top blocks' state from Alice's parities,
-    queue a search in each odd block, pack the pass only if one is odd; returns ns."""
+    queue a search in each odd block, pack the pass only if one is odd; returns ns. The first
+    late pass starts tracking every late pass's halves (``late``: on, second halves, total)."""
     d = depths[p]
-    _positions_of(p, keys, geo, xs)
     tops = np.empty(counts[p], dtype=np.uint8)
-    _stream_tops(bits, xs, d, tops)
+    positioned = False
+    if geo[p, 2]:
+        if not late[0]:
+            late[1] = _late_halves(bits, geo[p, 0], keys[0, 0])
+            late[2] = np.uint64(np.sum(bits) & 1)
+            late[0] = 1
+        second = np.uint8((late[1] >> np.uint64(p)) & np.uint64(1))
+        tops[0] = np.uint8(late[2]) ^ second
+        tops[1] = second
+    else:
+        _positions_of(p, keys, geo, xs)
+        _stream_tops(bits, xs, d, tops)
+        positioned = True
     odd = False
     for b in range(counts[p]):
         v = alice[base + b] ^ tops[b]
@@ -831,6 +937,8 @@ def _begin_pass(
             si[ns] = b
             ns += 1
     if odd:
+        if not positioned:
+            _positions_of(p, keys, geo, xs)
         _pack_bob(bits, xs, words[p], chunks[p])
         packed[p] = True
     return ns
@@ -869,6 +977,7 @@ def _bob_round(
     qi: NDArray[np.int64],
     extents: NDArray[np.int64],
     width: int,
+    late: NDArray[np.uint64],
 ) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
     """One round of Bob in one compiled call: apply the answers to the last ``nq`` questions,
     advance the searches, start the next stages until some search asks. Returns (live
@@ -901,6 +1010,7 @@ def _bob_round(
             ql,
             qi,
             extents,
+            late,
         )
         flips += f
         if ns or stage >= stage_lo.shape[0]:
@@ -926,6 +1036,7 @@ def _bob_round(
                 sl,
                 si,
                 ns,
+                late,
             )
         stage += 1
 
@@ -958,6 +1069,7 @@ class CascadeBob:
         self.off, total = _layout(self.geo)
         self.known = np.zeros(total, dtype=np.int8)  # UNKNOWN
         self.started = np.zeros(len(depths), dtype=np.bool_)
+        self._late = np.zeros(3, dtype=np.uint64)  # late passes' halves: tracking, second, total
         cap = max(64, 2 * self.n)
         self._sp = np.empty(cap, dtype=np.int64)
         self._sl = np.empty(cap, dtype=np.int64)
@@ -1058,6 +1170,7 @@ class CascadeBob:
             alice.packed,
             alice.words,
             alice.prefix,
+            self._late,
         )
         if not ok:
             raise ValueError("parity question out of range")
@@ -1104,6 +1217,7 @@ class CascadeBob:
             self._qi,
             self._extents,
             self.geo.width,
+            self._late,
         )
         self.corrected_bits += flips
         self._ns = ns
@@ -1156,6 +1270,7 @@ def _loopback(
     a_packed: NDArray[np.bool_],
     a_words: NDArray[np.uint64],
     a_pre: NDArray[np.uint64],
+    late: NDArray[np.uint64],
 ) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
     """Bob's rounds and Alice's answers alternating in one compiled loop, from Bob's first
     questions ``qp/ql/qi[:nq]`` to the end. Only the questions and the answers pass between the
@@ -1215,6 +1330,7 @@ def _loopback(
             qi,
             extents,
             width,
+            late,
         )
         flips += f
     return trips, leaked, flips, 1
