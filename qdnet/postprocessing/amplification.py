@@ -66,12 +66,19 @@ FFT_ROUNDING_TOLERANCE = 0.25
 WORD_BITS = 64
 """Bits per packed word (the carry-less multiply instruction's operand width)."""
 
-BASECASE_MAX_WORDS = 128
-"""Karatsuba stops halving a block of k words once k <= this (tuned at n = 1e6: 64-256 are
-within noise with 512-bit VPCLMULQDQ, 32 loses 10 %, 16 loses 45 %)."""
+BASECASE_MAX_WORDS = 256
+"""Largest basecase block (words) :func:`_block_words` considers; Karatsuba halves down to it."""
+
+BASECASE_LEAF_OVERHEAD = 150
+"""Cost model of one basecase leaf of c words, in carry-less multiply instructions:
+c^2 / 4 (512-bit products) + 2 c (carry loop, parent XORs) + this fixed cost (call, stack).
+Fitted at n = 1e6 (c = 32..128 within 10 %, c = 64 best) and n = 1e7 (c = 40 or 80)."""
 
 BASECASE_WORD_MULTIPLE = 8
 """Basecase sizes are multiples of the widest vector (8 words), so the basecase needs no tail."""
+
+BLOCK_SEARCH_HALVINGS = 6
+"""Halving counts :func:`_block_words` tries beyond the least one."""
 
 KARATSUBA_MAX_DEPTH = 64
 """Stack depth of the iterative Karatsuba recursion (a block of 2^63 words would need 63)."""
@@ -286,13 +293,21 @@ _clmul_basecase: Any = intrinsic(_clmul_basecase_typing)
 
 
 @nb.njit(cache=True)
+def _xor_words(ws: Words, dst: int, x: int, y: int, count: int) -> None:  # pragma: no cover
+    """ws[dst:dst+count] = ws[x:x+count] ^ ws[y:y+count] (views, so the loop vectorizes)."""
+    out, u, v = ws[dst : dst + count], ws[x : x + count], ws[y : y + count]
+    for i in range(count):
+        out[i] = u[i] ^ v[i]
+
+
+@nb.njit(cache=True)
 def _middle_product(
-    ws: Words, a_off: int, b_off: int, y_off: int, k: int, scratch_off: int, lanes: int
+    ws: Words, a_off: int, b_off: int, y_off: int, k: int, leaf: int, scratch_off: int, lanes: int
 ) -> None:  # pragma: no cover - compiled
     """ws[y:y+k] ^= MP(ws[a:a+2k], ws[b:b+k]) by the Karatsuba recursion above, run iteratively.
 
     Numba cannot cache recursive functions, so the recursion is an explicit stack of frames
-    (a, b, y, k, scratch, stage). A frame's scratch holds b0 + b1 (h words), p (h words) and the
+    (a, b, y, k, scratch, stage); blocks of ``leaf`` words go to the basecase. A frame's scratch holds b0 + b1 (h words), p (h words) and the
     a sum (2h words); its children's scratch starts 4h words further on.
     """
     stack = np.empty((KARATSUBA_MAX_DEPTH, 6), np.int64)
@@ -309,29 +324,24 @@ def _middle_product(
             stack[f, 4],
             stack[f, 5],
         )
-        if stage == 0 and (kk <= BASECASE_MAX_WORDS or kk % (2 * BASECASE_WORD_MULTIPLE) != 0):
+        if stage == 0 and kk <= leaf:
             _clmul_basecase(ws, a, b, y, kk, lanes)
             top -= 1
             continue
         h = kk // 2
         if stage == 0:  # p = MP(a[h:3h], b0 + b1) into s[h:2h]
-            for i in range(h):
-                ws[s + i] = ws[b + i] ^ ws[b + h + i]
-                ws[s + h + i] = 0
+            _xor_words(ws, s, b, b + h, h)
+            ws[s + h : s + 2 * h] = 0
             stack[f, 5] = 1
             ca, cb, cy = a + h, s, s + h
         elif stage == 1:  # y0 += p, y1 += p; y0 += MP(a[0:2h] + a[h:3h], b1)
-            for i in range(h):
-                v = ws[s + h + i]
-                ws[y + i] ^= v
-                ws[y + h + i] ^= v
-            for i in range(2 * h):
-                ws[s + 2 * h + i] = ws[a + i] ^ ws[a + h + i]
+            _xor_words(ws, y, y, s + h, h)
+            _xor_words(ws, y + h, y + h, s + h, h)
+            _xor_words(ws, s + 2 * h, a, a + h, 2 * h)
             stack[f, 5] = 2
             ca, cb, cy = s + 2 * h, b + h, y
         else:  # y1 += MP(a[2h:4h] + a[h:3h], b0), as a tail call replacing this frame
-            for i in range(2 * h):
-                ws[s + 2 * h + i] = ws[a + 2 * h + i] ^ ws[a + h + i]
+            _xor_words(ws, s + 2 * h, a + 2 * h, a + h, 2 * h)
             top -= 1
             ca, cb, cy = s + 2 * h, b, y + h
         stack[top, 0], stack[top, 1], stack[top, 2] = ca, cb, cy
@@ -348,6 +358,7 @@ def _toeplitz_words(
     key_shift: int,
     y_off: int,
     k: int,
+    leaf: int,
     tiles: int,
     scratch_off: int,
     lanes: int,
@@ -364,7 +375,7 @@ def _toeplitz_words(
         ws[key_off] <<= up
     for q in range(tiles):
         a_off = seed_off + k * (tiles - 1 - q)
-        _middle_product(ws, a_off, key_off + q * k, y_off, k, scratch_off, lanes)
+        _middle_product(ws, a_off, key_off + q * k, y_off, k, leaf, scratch_off, lanes)
 
 
 @nb.njit(cache=True)
@@ -376,11 +387,14 @@ def _toeplitz_words_128(
     key_shift: int,
     y_off: int,
     k: int,
+    leaf: int,
     tiles: int,
     scratch_off: int,
 ) -> None:  # pragma: no cover - compiled
     """:func:`_toeplitz_words` with 128-bit PCLMULQDQ (2 words a vector)."""
-    _toeplitz_words(ws, seed_off, key_off, key_words, key_shift, y_off, k, tiles, scratch_off, 2)
+    _toeplitz_words(
+        ws, seed_off, key_off, key_words, key_shift, y_off, k, leaf, tiles, scratch_off, 2
+    )
 
 
 @nb.njit(cache=True)
@@ -392,11 +406,14 @@ def _toeplitz_words_256(
     key_shift: int,
     y_off: int,
     k: int,
+    leaf: int,
     tiles: int,
     scratch_off: int,
 ) -> None:  # pragma: no cover - compiled
     """:func:`_toeplitz_words` with 256-bit VPCLMULQDQ (4 words a vector)."""
-    _toeplitz_words(ws, seed_off, key_off, key_words, key_shift, y_off, k, tiles, scratch_off, 4)
+    _toeplitz_words(
+        ws, seed_off, key_off, key_words, key_shift, y_off, k, leaf, tiles, scratch_off, 4
+    )
 
 
 @nb.njit(cache=True)
@@ -408,25 +425,38 @@ def _toeplitz_words_512(
     key_shift: int,
     y_off: int,
     k: int,
+    leaf: int,
     tiles: int,
     scratch_off: int,
 ) -> None:  # pragma: no cover - compiled
     """:func:`_toeplitz_words` with 512-bit VPCLMULQDQ (8 words a vector)."""
-    _toeplitz_words(ws, seed_off, key_off, key_words, key_shift, y_off, k, tiles, scratch_off, 8)
+    _toeplitz_words(
+        ws, seed_off, key_off, key_words, key_shift, y_off, k, leaf, tiles, scratch_off, 8
+    )
 
 
 _TOEPLITZ_WORDS = {2: _toeplitz_words_128, 4: _toeplitz_words_256, 8: _toeplitz_words_512}
 """Compiled entry point per vector width (only the one used is ever compiled)."""
 
 
-def _block_words(words: int) -> int:
-    """Smallest k = c 2^r >= words with c <= BASECASE_MAX_WORDS a multiple of 8 (pad < 12.5 %)."""
+def _block_words(words: int) -> tuple[int, int]:
+    """Block size k = c 2^r >= words and basecase size c (a multiple of 8, <= BASECASE_MAX_WORDS)
+    of least cost.
+
+    Cost model: 3^r leaves of c^2 / 4 + 2 c + BASECASE_LEAF_OVERHEAD instructions each; r runs
+    from the fewest halvings that fit the basecase bound to a few more (finer padding).
+    """
+    best_k, best_c, best_cost = 0, 0, float("inf")
     halvings = 0
     while -(-words // (1 << halvings)) > BASECASE_MAX_WORDS:
         halvings += 1
-    c = -(-words // (1 << halvings))
-    c = -(-c // BASECASE_WORD_MULTIPLE) * BASECASE_WORD_MULTIPLE
-    return c << halvings
+    for r in range(halvings, halvings + BLOCK_SEARCH_HALVINGS):
+        c = -(-words // (1 << r))
+        c = -(-c // BASECASE_WORD_MULTIPLE) * BASECASE_WORD_MULTIPLE
+        cost = 3.0**r * (c * c / 4 + 2 * c + BASECASE_LEAF_OVERHEAD)
+        if cost < best_cost:
+            best_k, best_c, best_cost = c << r, c, cost
+    return best_k, best_c
 
 
 def _toeplitz_hash_clmul(key: Bits, seed: Bits, m: int, lanes: int = HOST_CLMUL_LANES) -> Bits:
@@ -443,7 +473,7 @@ def _toeplitz_hash_clmul(key: Bits, seed: Bits, m: int, lanes: int = HOST_CLMUL_
     key_shift = (1 - n) % WORD_BITS
     key_words = -(-(n + key_shift) // WORD_BITS)
     out_words = -(-m // WORD_BITS)
-    k = _block_words(out_words)
+    k, leaf = _block_words(out_words)
     tiles = -(-key_words // k)
     base = (n + key_shift - 1) // WORD_BITS
     seed_off = 0
@@ -459,7 +489,7 @@ def _toeplitz_hash_clmul(key: Bits, seed: Bits, m: int, lanes: int = HOST_CLMUL_
     packed = np.packbits(key, bitorder="little")
     as_bytes[byte_at : byte_at + len(packed)] = packed
     words_fn = _TOEPLITZ_WORDS[lanes]
-    words_fn(ws, seed_off, key_off, key_words, key_shift, y_off, k, tiles, scratch_off)
+    words_fn(ws, seed_off, key_off, key_words, key_shift, y_off, k, leaf, tiles, scratch_off)
     byte_at = y_off * (WORD_BITS // 8)
     return np.unpackbits(
         as_bytes[byte_at : byte_at + out_words * (WORD_BITS // 8)], count=m, bitorder="little"

@@ -55,15 +55,13 @@ def test_clmul_matches_fft_at_scale(n: int, m: int) -> None:
         np.testing.assert_array_equal(pa._toeplitz_hash_clmul(key, s, m, lanes), fft)
 
 
-def test_block_words_pads_little() -> None:
+def test_block_words_halve_down_to_the_basecase() -> None:
     for words in (1, 8, 9, 127, 128, 129, 7813, 15_625, 1_562_500):
-        k = pa._block_words(words)
-        c = k
-        while c > pa.BASECASE_MAX_WORDS:
-            assert c % 2 == 0
-            c //= 2
-        assert c % pa.BASECASE_WORD_MULTIPLE == 0
-        assert words <= k < max(words + pa.BASECASE_WORD_MULTIPLE, words * 1.125)
+        k, leaf = pa._block_words(words)
+        assert leaf % pa.BASECASE_WORD_MULTIPLE == 0
+        assert leaf <= pa.BASECASE_MAX_WORDS
+        assert k % leaf == 0 and (k // leaf) & (k // leaf - 1) == 0  # k = leaf 2^r
+        assert words <= k < max(words + pa.BASECASE_WORD_MULTIPLE, words * 1.25)
 
 
 def test_clmul_lanes_follow_cpu_features() -> None:
