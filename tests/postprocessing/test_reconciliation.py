@@ -1,11 +1,11 @@
-"""Cascade and LDPC reconciliation: identical keys at QBER 0.5-10 %, honest leak accounting."""
+"""Cascade reconciliation: identical keys at QBER 0.5-10 %, honest leak accounting."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from qdnet.postprocessing import cascade, ldpc
+from qdnet.postprocessing import cascade
 from qdnet.postprocessing.estimation import binary_entropy
 
 
@@ -63,61 +63,6 @@ def test_cascade_rejects_bad_questions() -> None:
         alice.answer(np.array([99], np.uint8), np.array([0], np.uint8), np.array([0], np.int64))
     with pytest.raises(ValueError):
         alice.answer(np.array([0], np.uint8), np.array([0], np.uint8), np.array([500], np.int64))
-
-
-@pytest.mark.parametrize("qber", [0.005, 0.02, 0.05, 0.10])
-def test_ldpc_identical_keys(qber: float) -> None:
-    rng = np.random.default_rng(int(qber * 1000) + 1)
-    n = 4000
-    a, b = _pair(rng, n, qber)
-    corrected, leak, trips, ok = ldpc.reconcile_local(a, b, qber, seed=5)
-    assert ok
-    np.testing.assert_array_equal(corrected, a)
-    f = leak / (n * binary_entropy(qber))
-    assert 1.0 < f < 1.8
-    assert trips <= ldpc.LdpcConfig().max_rounds + 1
-
-
-def test_ldpc_code_family_is_deterministic_and_sized() -> None:
-    cfg = ldpc.LdpcConfig()
-    h1 = ldpc.make_code(2000, 300, 4, cfg)
-    h2 = ldpc.make_code(2000, 300, 9, ldpc.LdpcConfig(max_iter=61))
-    assert h1.shape == (300, 2000)
-    assert (h1 - h2).count_nonzero() == 0
-    assert set(np.unique(h1.data)) == {1}
-    assert int(h1.sum(axis=0).min()) >= 1
-
-
-def test_ldpc_family_is_fixed_and_shared_across_nearby_estimates() -> None:
-    cfg = ldpc.LdpcConfig()
-    n = 5000
-    ms = {ldpc.check_count(n, q, cfg) for q in np.linspace(0.0300, 0.0302, 5)}
-    assert len(ms) <= 2  # 1 % grid
-    m = ms.pop()
-    assert ldpc.make_code(n, m, 1, cfg) is ldpc.make_code(n, m, 2, cfg)  # cached, seed-free
-    assert m <= (cfg.start_efficiency + 0.2) * n * binary_entropy(0.0302)
-
-
-def test_ldpc_leak_is_syndrome_plus_reveals() -> None:
-    rng = np.random.default_rng(3)
-    n, qber = 3000, 0.04
-    a, b = _pair(rng, n, qber)
-    cfg = ldpc.LdpcConfig()
-    m = ldpc.check_count(n, qber, cfg)
-    h = ldpc.make_code(n, m, 0, cfg)
-    bob = ldpc.LdpcBob(b, h, ldpc.syndrome(h, a), qber, cfg)
-    revealed, rnd = 0, 0
-    while not bob.decode():
-        pos = bob.least_reliable(ldpc.reveal_count(n, qber, rnd, cfg))
-        bob.learn(pos, a[pos])
-        revealed += len(pos)
-        rnd += 1
-    np.testing.assert_array_equal(bob.corrected, a)
-    corrected, leak, trips, ok = ldpc.reconcile_local(a, b, qber, seed=0, cfg=cfg)
-    np.testing.assert_array_equal(corrected, a)
-    assert ok and leak == m + revealed and trips == rnd + 1
-    with pytest.raises(ValueError):
-        bob.learn(pos, a[pos])  # a position cannot be disclosed twice
 
 
 def test_cascade_permutations_are_bijections_with_padding() -> None:
