@@ -27,8 +27,8 @@ algorithms (both bit-identical with :func:`toeplitz_hash_dense`):
   every size measured, so there is no size crossover and the FFT runs only where the instruction
   is missing: input Mbit/s of CPU time on one core (Intel Xeon, Emerald Rapids, m = n/2, fresh
   seed per call) at n = 1e5 / 1e6 / 1e7 / 1e8 were 940 / 360 / 106 / 29 with 512-bit VPCLMULQDQ,
-  336 / 137 / 44 / 11 with 128-bit PCLMULQDQ, and 14 / 10 / 6 / 5 for the FFT (the FFT's lead
-  grows by at most 2^0.58 / 1.04 per doubling of n, so it stays behind up to MAX_INPUT_BITS).
+  336 / 137 / 44 / 11 with 128-bit PCLMULQDQ, and 14 / 10 / 6 / 5 for the FFT (Karatsuba's lead
+  shrinks by about 2^0.58 / 1.04 = 1.44 per doubling of n, so it still leads at MAX_INPUT_BITS).
 * FFT (:func:`_toeplitz_hash_fft`, any CPU). A *circular* convolution of length L >= n + m - 1
   equals the linear one except that the wrapped tail (linear indices >= L, at most 2n + m - 3)
   lands on indices <= n - 2, which are not read; so L = next_fast_len(n + m - 1) suffices instead
