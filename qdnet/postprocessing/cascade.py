@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numba as nb
 import numpy as np
@@ -96,12 +97,7 @@ class CascadeConfig:
             raise ValueError("Cascade frames are limited to 2^31 bits")
         if self.passes > MAX_PASSES:
             raise ValueError(f"at most {MAX_PASSES} passes (one hash bit per late pass)")
-        depths = self.block_exponents(n, qber)
-        top = max(1, math.ceil(math.log2(max(n, 2))) - 1)
-        width = 1 << (top + 1)
-        extents = tuple(n if p < SPREAD_FROM else width for p in range(len(depths)))
-        blocks = tuple(-(-e // (1 << d)) for e, d in zip(extents, depths, strict=True))
-        return Geometry(depths, width, extents, blocks)
+        return _geometry(n, self.block_exponents(n, qber))
 
 
 EAGER_PASSES = 2
@@ -127,6 +123,18 @@ class Geometry:
     width: int
     extents: tuple[int, ...]
     blocks: tuple[int, ...]
+
+
+@lru_cache(maxsize=256)
+def _geometry(n: int, depths: tuple[int, ...]) -> Geometry:
+    """The layout of an n-bit frame with these block exponents (frames of a block share it)."""
+    top = max(1, math.ceil(math.log2(max(n, 2))) - 1)
+    if any(d != top for d in depths[SPREAD_FROM:]):
+        raise ValueError("late passes must have two blocks (block size width/2)")
+    width = 1 << (top + 1)
+    extents = tuple(n if p < SPREAD_FROM else width for p in range(len(depths)))
+    blocks = tuple(-(-e // (1 << d)) for e, d in zip(extents, depths, strict=True))
+    return Geometry(depths, width, extents, blocks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,8 +495,10 @@ def _static_prefix_parity(words: NDArray[np.uint64], pre: NDArray[np.uint64], i:
     return _parity64(acc)
 
 
+@lru_cache(maxsize=256)
 def _layout(geo: Geometry) -> tuple[NDArray[np.int64], int]:
-    """Offsets off[p, l] of level l of pass p in the flat node array, and its total size."""
+    """Offsets off[p, l] of level l of pass p in the flat node array, and its total size
+    (cached per geometry and shared by the frames: read only)."""
     dmax = max(geo.depths)
     off = np.zeros((len(geo.depths), dmax + 2), dtype=np.int64)
     total = 0
