@@ -590,7 +590,7 @@ def _nwords(width: int) -> int:
     return max(1, (width + 63) >> 6)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _answer(
     bits: Bits,
     keys: NDArray[np.uint64],
@@ -632,7 +632,7 @@ def _answer(
 _EMPTY8 = np.zeros(0, dtype=np.uint8)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _node_parity(
     words_p: NDArray[np.uint64], chunks_p: NDArray[np.uint64], width: int, level: int, index: int
 ) -> int:  # pragma: no cover - compiled
@@ -668,7 +668,7 @@ def _pack_bob(
         chunks_p[w >> 6] ^= words_p[w]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _flip(
     bit: int,
     bits: Bits,
@@ -727,7 +727,7 @@ def _flip(
     return ns
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _descend(
     bits: Bits,
     words: NDArray[np.uint64],
@@ -796,8 +796,9 @@ def _descend(
                 break
             left = off[p, level - 1] + 2 * i
             k = known[left]
-            if k == UNKNOWN and level <= 5:
+            if k == UNKNOWN and level <= 5 and geo[p, 2]:
                 # a small left child made only of padding has parity 0 on both sides: free
+                # (late passes scatter their padding; earlier ones keep it at the end)
                 start = (2 * i) << (level - 1)
                 real = False
                 for q in range(start, min(start + (1 << (level - 1)), extents[p])):
@@ -844,7 +845,7 @@ def _descend(
     return w, flips, nq
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _apply_answers(
     words: NDArray[np.uint64],
     chunks: NDArray[np.uint64],
@@ -896,7 +897,7 @@ def _alice_full(counts: NDArray[np.int64], alice_tops: Bits) -> Bits:  # pragma:
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _begin_pass(
     p: int,
     base: int,
