@@ -21,12 +21,17 @@ few errors are left) start together, so the number of round trips is about
 log2 k1 + log2 k2 + 2 log2 n rather than the sum over all passes. A search whose block became
 even because another search flipped a bit in it is dropped (its question is still counted).
 
+In one process (:func:`reconcile_local`, benchmarks) Bob's rounds and Alice's answers alternate
+inside one compiled loop; the arrays exchanged are those the session sends.
+
 Leakage. Bob learns a parity only from Alice's messages: ``leaked_bits`` counts exactly the
 parity bits Alice sent (both ends count them independently). Efficiency f = leaked / (n h(Q)).
 
 Both ends derive the same public permutations from a public seed (keyed invertible mixes of
 [0, 2^k) with SplitMix64 keys, see :func:`_pass_keys`), computed on the fly: no permutation
-tables. Each end keeps, per pass, its bits bit-packed in pass order (n/8 bytes, built by one
+tables. A late pass (two blocks of width/2) sends bit b to the half given by bit p of one 64-bit
+hash of b, so one sweep yields the top parities of all late passes at once and a flip updates
+them with one xor. Each end keeps, per pass, its bits bit-packed in pass order (n/8 bytes, built by one
 cache-resident scatter) so block parities are word xors; Bob also keeps the xor of every
 4096-bit chunk, so a flip costs O(1) per pass and a parity at most 64 chunk xors. Packed copies
 are lazy: top-level parities are streamed from positions, Alice packs a pass (beyond the first
