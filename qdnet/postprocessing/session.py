@@ -319,7 +319,10 @@ async def _cascade_bob(
         answers = _unpack(reply, "p", total)
         leaked += total
         cut = np.cumsum([0, *sizes])
-        pending = [e.step(answers[cut[i] : cut[i + 1]]) for i, e in enumerate(ends)]
+        pending = [
+            e.step(answers[cut[i] : cut[i + 1]]) if sizes[i] else pending[i]
+            for i, e in enumerate(ends)
+        ]
         if progress is not None:
             progress(
                 "reconcile",
