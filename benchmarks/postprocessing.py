@@ -7,6 +7,11 @@ Prints a table per figure and one JSON line per figure (prefixed ``JSON ``).
     python benchmarks/postprocessing.py --tiny          # seconds, for CI
     python benchmarks/postprocessing.py --peer /tmp/cascade-cpp/bin/run_experiments
 
+Privacy amplification is measured beside HSLU's reference library randextract (PyPI
+``randextract``, installed by ``pip install -e '.[bench]'``) on the same input and seed when it is
+importable: the outputs must be identical (its seed layout is mapped onto ours) and the table
+prints the speed ratio.
+
 Definitions (as in cascade-cpp, see the notes): f = disclosed parity/syndrome bits / (n h(Q))
 with Q the actual error fraction (exactly round(Q n) errors per frame); FER = fraction of frames
 with residual errors before verification; round trips = request/reply exchanges; throughput =
@@ -30,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from qdnet.postprocessing import cascade, ldpc
-from qdnet.postprocessing.amplification import fresh_seed, toeplitz_hash
+from qdnet.postprocessing.amplification import HOST_CLMUL_LANES, fresh_seed, toeplitz_hash
 from qdnet.postprocessing.estimation import binary_entropy
 
 TEST_SAMPLE_BITS = 100_000
@@ -105,30 +110,50 @@ def run_block(n: int, qber: float, block_bits: int, rng: np.random.Generator) ->
     }
 
 
-def run_pa(n: int, reps: int, workers: int = 1) -> dict[str, Any]:
-    """Toeplitz hashing of n bits to n/2 with a fresh seed per block (spectrum not reused).
+def _randextract_seed(seed: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Our seed in randextract's default layout: its seed[t] sets diagonal i - j = t (t < m) or
+    t - (n + m - 1) (t >= m); ours sets diagonal d at seed[d + n - 1]."""
+    t = np.arange(n + m - 1)
+    return seed[np.where(t < m, t, t - (n + m - 1)) + n - 1]
 
-    One worker: CPU time of one core. Several FFT workers: wall-clock time."""
+
+def run_pa(n: int, reps: int, peer_max_bits: int) -> dict[str, Any]:
+    """Toeplitz hashing of n bits to n/2 with a fresh seed per block, CPU time of one core, and
+    randextract on the same input and seed (n <= ``peer_max_bits``, if installed)."""
     rng = np.random.default_rng(0)
     key = rng.integers(0, 2, n, dtype=np.uint8)
     m = n // 2
-    clock = time.process_time if workers == 1 else time.perf_counter
     times = []
     for _ in range(reps):
         seed = fresh_seed(n, m)
-        start = clock()
-        toeplitz_hash(key, seed, m, workers=workers)
-        times.append(clock() - start)
+        start = time.process_time()
+        ours = toeplitz_hash(key, seed, m)
+        times.append(time.process_time() - start)
     t = float(np.median(times))
-    return {
+    row: dict[str, Any] = {
         "figure": "privacy_amplification",
         "n": n,
         "m": m,
-        "workers": workers,
+        "path": f"clmul x{HOST_CLMUL_LANES}" if HOST_CLMUL_LANES else "fft",
         "reps": reps,
         "seconds": t,
         "mbit_s": n / t / 1e6,
     }
+    try:
+        from randextract import ToeplitzHashing  # type: ignore[import-untyped]
+    except ImportError:
+        return row
+    if n > peer_max_bits:
+        return row
+    start = time.process_time()
+    theirs = np.asarray(
+        ToeplitzHashing(n, m).extract(key, _randextract_seed(seed, n, m)), dtype=np.uint8
+    )
+    peer_t = time.process_time() - start
+    row["randextract_mbit_s"] = n / peer_t / 1e6
+    row["ratio_speed_ours_over_randextract"] = peer_t / t
+    row["identical_to_randextract"] = bool(np.array_equal(ours, theirs))
+    return row
 
 
 def run_peer(
@@ -202,6 +227,12 @@ def main() -> None:
     )
     ap.add_argument("--min-runs", type=int, default=2)
     ap.add_argument("--pa-sizes", default="1000000,10000000")
+    ap.add_argument(
+        "--pa-peer-max-bits",
+        type=float,
+        default=1e6,
+        help="run randextract (if installed) up to this input size (it takes ~1 s per 1e6 bits)",
+    )
     ap.add_argument("--peer", type=Path, default=None, help="cascade-cpp bin/run_experiments")
     ap.add_argument("--peer-algorithms", default="original,yanetal,option7")
     ap.add_argument("--seed", type=int, default=2024)
@@ -258,9 +289,8 @@ def main() -> None:
                     peer_rows.append(pr)
                     print("JSON " + json.dumps(pr), flush=True)
     pa_rows = [
-        run_pa(int(float(n)), 3 if float(n) >= 1e7 else 7, w)
+        run_pa(int(float(n)), 3 if float(n) >= 1e7 else 7, int(args.pa_peer_max_bits))
         for n in args.pa_sizes.split(",")
-        for w in (1, 2)
     ]
     for r in pa_rows:
         print("JSON " + json.dumps(r), flush=True)
@@ -298,8 +328,15 @@ def main() -> None:
                 "ratio_round_trips_ours_over_peer",
             ],
         )
-    print("\nPrivacy amplification (Toeplitz, m = n/2, fresh seed per block; 1 worker = one core)")
-    _print(pa_rows, ["n", "m", "workers", "seconds", "mbit_s"])
+    print("\nPrivacy amplification (Toeplitz, m = n/2, fresh seed per block, one core)")
+    cols = ["n", "m", "path", "seconds", "mbit_s"]
+    if any("randextract_mbit_s" in r for r in pa_rows):
+        cols += [
+            "randextract_mbit_s",
+            "ratio_speed_ours_over_randextract",
+            "identical_to_randextract",
+        ]
+    _print([{c: r.get(c, "-") for c in cols} for r in pa_rows], cols)
 
 
 if __name__ == "__main__":

@@ -94,3 +94,18 @@ def test_seed_checks_and_freshness() -> None:
         toeplitz_hash(np.zeros(10, np.uint8), np.zeros(20, np.uint8), 11)
     with pytest.raises(ValueError):
         toeplitz_hash(np.zeros(0, np.uint8), np.zeros(0, np.uint8), 1)
+
+
+def test_matches_hslu_reference_library_randextract() -> None:
+    """Cross-implementation check against randextract 0.2.2 (HSLU's reference implementation
+    of Toeplitz hashing), with its default seed layout T[i, j] = seed[(i - j) mod (n + m - 1)]
+    mapped onto ours, T[i, j] = seed[i - j + n - 1]."""
+    randextract = pytest.importorskip("randextract")
+    rng = np.random.default_rng(8)
+    for n, m in ((999, 400), (4_096, 4_096), (20_000, 7_777)):
+        key = rng.integers(0, 2, n, dtype=np.uint8)
+        seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+        t = np.arange(n + m - 1)
+        theirs_seed = seed[np.where(t < m, t, t - (n + m - 1)) + n - 1]
+        theirs = np.asarray(randextract.ToeplitzHashing(n, m).extract(key, theirs_seed), np.uint8)
+        np.testing.assert_array_equal(pa.toeplitz_hash(key, seed, m), theirs)
