@@ -14,23 +14,37 @@ f0 = 1 + 2 / sqrt(n h(Q)) (slightly below the finite-length need) and each revea
 1.25 % of n h(Q) bits, so f moves in small steps; a round stops as soon as BP stops making
 progress (unsatisfied checks down by < 10 % over 3 iterations).
 
-Codes. Irregular, with an IRA-style staircase of degree-2 columns (no cycles among them, which
-keeps the error floor low; Jin, Khandekar, McEliece, 2000) and the remaining columns of degree 3
-and ``high_degree`` attached to the least-loaded check nodes (a greedy, PEG-like balancing; Hu,
-Eleftheriou, Arnold, IEEE TIT 51 (2005)). The family is fixed (constant seed) and cached per
-(n, m); m lies on a 1 % geometric grid so frames whose QBER estimates differ slightly share a
-code. Decoding: layered sum-product BP compiled with Numba, float32 messages, branch-free
-check updates with a 16k-entry phi table, warm-started after every reveal (normalised min-sum
-is available but costs ~0.2-0.3 in f at these rates).
+Codes. Irregular LDPC ensembles (Richardson, Shokrollahi, Urbanke, IEEE TIT 47 (2001) 619) from
+DISTRIBUTIONS, one per rate class; the code for (n, m) uses the class nearest in rate. Each was
+optimised for the BSC by this project with discretised density evolution (DE) of sum-product BP
+(Richardson and Urbanke, IEEE TIT 47 (2001) 599, Sec. III; Chung, Forney, Richardson, Urbanke,
+IEEE Comm. Lett. 5 (2001) 58): LLR densities on a uniform grid (step 1/4, clipped at +-20 during
+the search), variable nodes by FFT convolution, check nodes by pairwise quantised
+R(a, b) = 2 atanh(tanh(a/2) tanh(b/2)) tables with repeated squaring; an ensemble "converges" at
+p when the message error probability falls below 2e-7 within 300 iterations. The search is
+iterative linear programming (Chung, PhD thesis MIT 2000, Ch. 5; RSU 2001 Sec. V): given a DE
+run, maximise the rate sum(lambda_d / d) over lambda subject to the one-step linearised error at
+every iteration staying below the current error plus half of its progress, a trust region, the
+stability condition lambda_2 rho'(1) < 0.9 / (2 sqrt(p (1 - p))) (RSU 2001, Thm. 5) and
+lambda_2 <= 0.98 * 2 / mean check degree, i.e. fewer degree-2 columns than checks, so that they
+all fit in a cycle-free IRA staircase (Jin, Khandekar, McEliece 2000; low error floor). Variable
+degrees 2..30, rho concentrated on two consecutive degrees; the mean check degree was scanned
+for each class. ``threshold`` is f* = (1 - R) / h(p*) with p* the DE threshold on a finer grid
+(step 1/8, clip +-25, 1000 iterations, bisection); this grid gives p* = 0.0840 for the (3, 6)
+regular ensemble (0.084 reported by Richardson and Urbanke 2001).
 
-Measured alternatives that did not help (n = 1e4, 40 frames per point, QBER 1/3/8 %): a PEG-style
-construction avoiding 4-cycles (Hu et al. 2005; high-degree columns first) moved f by -0.01 at
-1e4 and +0.01 at 1e5; restarting BP cold (or with halved messages) after a reveal, a 4x smaller
-phi table, forced convergence (skipping confident satisfied checks; Zimmermann and Fettweis 2005),
-a higher start rate or a shorter stall window trade f for speed one-for-one. Density evolution
-(population dynamics) puts this ensemble's BP threshold at f ~ 1.16-1.19 at 1 % and ~ 1.07 at
-8 %, close to what frames reach at 1e4: the degree distribution, not the protocol, bounds f at
-high rate.
+Construction (make_code): degree-2 columns as a staircase on checks 0..m-1, the other columns
+(highest degree first) on the sockets of a shuffled configuration-model matching with balanced
+check degrees and no repeated edges; deterministic from (n, m) and a constant seed, cached per
+(n, m) in process (~0.1 s at n = 1e5). Removing 4-cycles as well (with a greedy socket search)
+cost ~3 s at 1e5 and did not lower f (n = 1e4: +0.007, n = 1e5: -0.003, both within noise); at
+n = 1e4 and rate 0.91 a 4-cycle-free code with these degrees does not exist (the check pairs its
+columns need exceed the m(m-1)/2 available). Decoding: layered sum-product BP compiled with
+Numba, float32 messages, branch-free check updates with a 16k-entry phi table, warm-started
+after every reveal (normalised min-sum is available but costs ~0.2-0.3 in f at these rates).
+
+Finite length. Frames reach f ~ f* + c / sqrt(n h(Q)) with c ~ 1.5-2: at n = 1e4 and QBER 1 %
+(n h = 808) the gap to the threshold is ~0.065, so f <= 1.10 there would need f* <= ~1.035.
 """
 
 from __future__ import annotations
@@ -54,7 +68,7 @@ Bits = NDArray[np.uint8]
 
 @dataclass(frozen=True)
 class LdpcConfig:
-    """Code-family and blind-protocol parameters."""
+    """Blind-protocol and decoder parameters (the code family itself is fixed: DISTRIBUTIONS)."""
 
     start_efficiency: float = 1.0
     start_slope: float = 2.0
@@ -65,67 +79,271 @@ class LdpcConfig:
     min_sum_scale: float = 0.8
     stall_iterations: int = 3
     min_progress: float = 0.1
-    staircase_fraction: float = 0.9
-    # 40 % of the non-staircase columns at degree 10 (the rest degree 3). (14, 30 %) lowers f by
-    # 0.010-0.015 at QBER 1-8 % but converges to wrong codewords (2 of 300 frames at 1e4, 1 %; a
-    # floor from the larger share of degree-3 columns), above the 1e-3 FER budget.
-    high_degree: int = 10
-    high_fraction: float = 0.4
     rate_step: float = 0.01
 
-    @property
-    def structure(self) -> tuple[float, int, float]:
-        """The fields that shape the parity-check matrix."""
-        return (self.staircase_fraction, self.high_degree, self.high_fraction)
 
+@dataclass(frozen=True)
+class DegreeDistribution:
+    """An LDPC ensemble (edge perspective): variable-degree fractions lambda_d and a
+    check-concentrated rho (check degrees floor/ceil of ``check_degree``), optimised with
+    discretised density evolution for the BSC with crossover ``qber``; ``threshold`` is the
+    efficiency f* = (1 - R) / h(p*) at the BP threshold p* of the ensemble."""
+
+    qber: float
+    check_degree: float
+    variable: tuple[tuple[int, float], ...]
+    threshold: float
+
+    @property
+    def rate(self) -> float:
+        """Design rate 1 - (sum_d rho_d / d) / (sum_d lambda_d / d); sum_d rho_d / d is one over
+        the mean check degree."""
+        return 1.0 - (1.0 / self.check_degree) / sum(w / d for d, w in self.variable)
+
+
+DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
+    DegreeDistribution(
+        0.005,
+        112.0,
+        (
+            (2, 0.0175),
+            (3, 0.29958),
+            (8, 0.21854),
+            (9, 0.13264),
+            (10, 0.12355),
+            (16, 0.01676),
+            (17, 0.05),
+            (18, 0.0491),
+            (19, 0.05625),
+            (20, 0.03608),
+        ),
+        1.127,
+    ),
+    DegreeDistribution(
+        0.01,
+        80.97,
+        (
+            (2, 0.02421),
+            (3, 0.23973),
+            (6, 0.00055),
+            (7, 0.00078),
+            (8, 0.00051),
+            (9, 0.27982),
+            (10, 0.07887),
+            (30, 0.37553),
+        ),
+        1.063,
+    ),
+    DegreeDistribution(
+        0.015,
+        50.0,
+        ((2, 0.0392), (3, 0.2789), (9, 0.32552), (10, 0.04965), (24, 0.04343), (25, 0.2633)),
+        1.072,
+    ),
+    DegreeDistribution(
+        0.02, 46.25, ((2, 0.04238), (3, 0.23021), (8, 0.19864), (9, 0.03948), (30, 0.48929)), 1.066
+    ),
+    DegreeDistribution(
+        0.03,
+        26.44,
+        (
+            (2, 0.07412),
+            (3, 0.28664),
+            (9, 0.33548),
+            (10, 0.00973),
+            (23, 0.16548),
+            (24, 0.11833),
+            (25, 0.01022),
+        ),
+        1.061,
+    ),
+    DegreeDistribution(
+        0.05,
+        17.95,
+        (
+            (2, 0.10921),
+            (3, 0.24991),
+            (8, 0.0781),
+            (9, 0.2363),
+            (25, 0.04213),
+            (26, 0.08743),
+            (27, 0.12246),
+            (28, 0.01821),
+            (30, 0.05625),
+        ),
+        1.046,
+    ),
+    DegreeDistribution(
+        0.065,
+        14.5,
+        (
+            (2, 0.13137),
+            (3, 0.21617),
+            (5, 0.004),
+            (6, 0.02866),
+            (7, 0.07976),
+            (8, 0.05822),
+            (9, 0.1238),
+            (13, 0.02056),
+            (14, 0.0067),
+            (16, 0.03014),
+            (25, 0.00527),
+            (26, 0.01561),
+            (27, 0.0673),
+            (28, 0.13071),
+            (29, 0.06465),
+            (30, 0.01708),
+        ),
+        1.044,
+    ),
+    DegreeDistribution(
+        0.08,
+        12.78,
+        (
+            (2, 0.13774),
+            (3, 0.1952),
+            (5, 0.0461),
+            (6, 0.02425),
+            (7, 0.075),
+            (8, 0.02595),
+            (10, 0.03135),
+            (11, 0.00353),
+            (14, 0.0075),
+            (15, 0.00905),
+            (16, 0.00935),
+            (30, 0.43498),
+        ),
+        1.076,
+    ),
+    DegreeDistribution(
+        0.11,
+        8.41,
+        (
+            (2, 0.19327),
+            (3, 0.25472),
+            (7, 0.06415),
+            (8, 0.19979),
+            (20, 0.01812),
+            (21, 0.04489),
+            (22, 0.00707),
+            (23, 0.05),
+            (24, 0.04299),
+            (30, 0.125),
+        ),
+        1.047,
+    ),
+)
 
 _FAMILY_SEED = 0x51D1DC0DE
-_CODE_CACHE: OrderedDict[tuple[int, int, tuple[float, int, float]], sp.csr_matrix] = OrderedDict()
+_CODE_CACHE: OrderedDict[tuple[int, int], sp.csr_matrix] = OrderedDict()
+
+
+def distribution_for(n: int, m: int) -> DegreeDistribution:
+    """The ensemble whose design rate is nearest to 1 - m / n."""
+    rate = 1.0 - m / n
+    return min(DISTRIBUTIONS, key=lambda d: abs(d.rate - rate))
+
+
+def column_degrees(n: int, m: int, dist: DegreeDistribution) -> NDArray[np.int64]:
+    """Column degrees of an n-column code: node fractions L_d = (lambda_d / d) / sum(lambda / d)
+    rounded by largest remainder, degree-2 columns first (at most m - 1: they form the
+    staircase; any excess becomes degree 3), then the others in decreasing degree; every degree
+    is at most m."""
+    degs = np.array([d for d, _ in dist.variable], dtype=np.int64)
+    node = np.array([w / d for d, w in dist.variable])
+    node *= n / node.sum()
+    count = np.floor(node).astype(np.int64)
+    count[np.argsort(count - node, kind="stable")[: n - int(count.sum())]] += 1
+    n2 = int(count[degs == 2].sum())
+    stair = min(n2, max(m - 1, 0))
+    rest = np.repeat(np.minimum(degs[degs != 2], m), count[degs != 2])
+    extra = np.full(n2 - stair, min(3, m), dtype=np.int64)
+    high_first = np.sort(np.concatenate([rest, extra]))[::-1]
+    return np.concatenate([np.full(stair, 2, dtype=np.int64), high_first])
+
+
+@nb.njit(cache=True)
+def _deal_sockets(
+    var_deg: NDArray[np.int64], first: int, sockets: NDArray[np.int64], m: int
+) -> NDArray[np.int64]:  # pragma: no cover - compiled
+    """Deal the shuffled check sockets to the edges of columns first.. in order, skipping ahead
+    (by a swap) when the next socket would repeat an edge of the current column; an unavoidable
+    repeat at the very end is resolved by swapping with an earlier edge of another column."""
+    ns = sockets.shape[0]
+    edge_col = np.empty(ns, dtype=np.int64)
+    last = np.full(m, -1, dtype=np.int64)
+    pos = 0
+    for v in range(first, var_deg.shape[0]):
+        start = pos
+        for _ in range(var_deg[v]):
+            j = pos
+            while j < ns and last[sockets[j]] == v:
+                j += 1
+            if j < ns:
+                sockets[pos], sockets[j] = sockets[j], sockets[pos]
+            else:  # swap with an earlier edge (i, of column u) so neither column repeats a check
+                c = sockets[pos]
+                for i in range(start - 1, -1, -1):
+                    u = edge_col[i]
+                    ci = sockets[i]
+                    if last[ci] == v:
+                        continue
+                    clash = False
+                    for k in range(i - 1, -1, -1):
+                        if edge_col[k] != u:
+                            break
+                        clash |= sockets[k] == c
+                    for k in range(i + 1, start):
+                        if edge_col[k] != u:
+                            break
+                        clash |= sockets[k] == c
+                    if not clash:
+                        sockets[pos], sockets[i] = ci, c
+                        break
+            last[sockets[pos]] = v
+            edge_col[pos] = v
+            pos += 1
+    return edge_col
 
 
 def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> sp.csr_matrix:
     """Deterministic m x n parity-check matrix of the family (same on both ends).
 
-    The family is fixed (built from a constant seed, cached in memory), so a code is built once per
-    (n, m) and process; ``seed`` is accepted for interface compatibility and does not select it."""
-    del seed
-    cfg = cfg or LdpcConfig()
-    key = (n, m, cfg.structure)
+    The ensemble is the entry of DISTRIBUTIONS nearest in rate. Degree-2 columns form an IRA
+    staircase on checks 0..m-1 (cycle-free, which keeps the error floor low; Jin, Khandekar,
+    McEliece 2000); the other columns take the check sockets of a random configuration-model
+    matching (Richardson and Urbanke, Modern Coding Theory, Sec. 3.3) with all check degrees
+    within one of each other and no repeated edges. The family is fixed (constant seed, cached
+    per (n, m) in memory); ``seed`` and ``cfg`` are accepted for interface compatibility."""
+    del seed, cfg
+    key = (n, m)
     hit = _CODE_CACHE.get(key)
     if hit is not None:
         _CODE_CACHE.move_to_end(key)
         return hit
     rng = np.random.default_rng([_FAMILY_SEED, n, m])
-    n2 = min(n, max(0, int(cfg.staircase_fraction * (m - 1))))
-    check_order = rng.permutation(m)
-    rows = [check_order[:n2], check_order[1 : n2 + 1]]
-    cols = [np.arange(n2), np.arange(n2)]
-    rest = n - n2
-    n_high = round(cfg.high_fraction * rest)
-    degrees = np.full(rest, 3, dtype=np.int64)
-    degrees[:n_high] = cfg.high_degree
-    rng.shuffle(degrees)
-    degrees = np.minimum(degrees, m)
-    # balance check degrees: deal sockets to checks in rounds of a random order
-    load = np.bincount(np.concatenate(rows), minlength=m)
-    total = int(degrees.sum())
-    target = np.full(m, (total + load.sum()) // m, dtype=np.int64)
-    target[: (total + int(load.sum())) % m] += 1
-    need = np.maximum(target - load, 0)
-    deficit = total - int(need.sum())
-    if deficit > 0:
-        need += np.bincount(rng.integers(0, m, deficit), minlength=m)
-    sockets = np.repeat(np.arange(m), need)[:total]
+    var_deg = column_degrees(n, m, distribution_for(n, m))
+    n2 = int(np.count_nonzero(var_deg == 2)) if m > 1 else 0
+    n2 = min(n2, m - 1)
+    total = int(var_deg.sum())
+    target = np.full(m, total // m, dtype=np.int64)
+    target[rng.permutation(m)[: total - int(target.sum())]] += 1
+    load = np.zeros(m, dtype=np.int64)
+    load[:n2] += 1
+    load[1 : n2 + 1] += 1
+    spare = np.maximum(target - load, 0)
+    short = total - 2 * n2 - int(spare.sum())  # tiny codes only: put the rest anywhere
+    if short > 0:
+        spare += np.bincount(rng.integers(0, m, short), minlength=m)
+    sockets = np.repeat(np.arange(m, dtype=np.int64), spare)[: total - 2 * n2]
     rng.shuffle(sockets)
-    var = np.repeat(np.arange(n2, n), degrees)
-    rows.append(sockets[: len(var)])
-    cols.append(var[: len(sockets)])
-    r = np.concatenate(rows)
-    c = np.concatenate(cols)
-    h = sp.coo_matrix((np.ones(len(r), dtype=np.uint8), (r, c)), shape=(m, n)).tocsr()
-    h.data[:] = h.data % 2  # a repeated edge cancels over GF(2)
-    h.eliminate_zeros()
-    h.data[:] = 1
+    edge_col = _deal_sockets(var_deg, n2, sockets, m)
+    stair = np.arange(n2, dtype=np.int64)
+    rows = np.concatenate([stair, stair + 1, sockets])
+    cols = np.concatenate([stair, stair, edge_col])
+    h = sp.coo_matrix((np.ones(len(rows), dtype=np.uint8), (rows, cols)), shape=(m, n)).tocsr()
+    h.sum_duplicates()
+    h.data[:] = 1  # no-op unless m is too small to avoid a repeated edge
     h.indptr = h.indptr.astype(np.int32)
     h.indices = h.indices.astype(np.int32)
     _CODE_CACHE[key] = h

@@ -41,6 +41,33 @@ def test_ldpc_code_family_is_deterministic_and_sized() -> None:
     assert int(h1.sum(axis=0).min()) >= 1
 
 
+@pytest.mark.parametrize(("n", "m"), [(4000, 360), (4000, 1300), (20_000, 10_000)])
+def test_ldpc_construction_matches_its_degree_distribution(n: int, m: int) -> None:
+    """No repeated edges, column degrees as the chosen ensemble prescribes (node fractions
+    L_d = (lambda_d / d) / sum(lambda / d) to within rounding), balanced check degrees and the
+    degree-2 columns on a cycle-free staircase (column j on checks j and j + 1)."""
+    dist = ldpc.distribution_for(n, m)
+    h = ldpc.make_code(n, m)
+    degrees = ldpc.column_degrees(n, m, dist)
+    coo = h.tocoo()
+    assert h.nnz == int(degrees.sum())  # no edge cancelled or merged: no repeated edges
+    np.testing.assert_array_equal(np.bincount(coo.col, minlength=n), degrees)
+    row_deg = np.diff(h.indptr)
+    assert int(row_deg.max() - row_deg.min()) <= 1
+    lam = dict(dist.variable)
+    node = {d: (w / d) / sum(v / k for k, v in lam.items()) for d, w in lam.items()}
+    counts = np.bincount(degrees, minlength=max(lam) + 1)
+    n2 = int(counts[2])
+    for d, frac in node.items():
+        extra = round(node[2] * n) - n2 if d == 3 else 0  # staircase overflow to degree 3
+        assert abs(int(counts[d]) - frac * n - extra) <= 1
+    stair = h[:, :n2].tocsc()
+    assert np.all(np.diff(stair.indptr) == 2)
+    np.testing.assert_array_equal(
+        stair.indices.reshape(n2, 2), np.c_[np.arange(n2), np.arange(1, n2 + 1)]
+    )
+
+
 def test_ldpc_family_is_fixed_and_shared_across_nearby_estimates() -> None:
     cfg = ldpc.LdpcConfig()
     n = 5000
