@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -1380,6 +1381,293 @@ def efficiency(leaked_bits: int, n: int, qber: float) -> float:
     return float("inf") if h <= 0 else leaked_bits / (n * h)
 
 
+# ---------------------------------------------------------------------------------------------
+# the frames of a block, one compiled call per round trip and side
+
+Questions = tuple[NDArray[np.int32], NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]
+"""(frame, pass, level, index) of every parity question of a round, grouped by frame."""
+
+_BOB_LISTS = [
+    *("_stage_lo", "_stage_hi", "_bits", "_words", "_chunks", "_keys", "_pgeo", "depths"),
+    *("_counts", "_bases", "off", "known", "_alice", "started", "_packed", "_xs", "_sp"),
+    *("_sl", "_si", "_alive", "_qp", "_ql", "_qi", "_extents", "_late"),
+]
+"""Bob's per-frame arrays a round needs (typed lists built once Alice's parities are in)."""
+_NQ, _NS, _STAGE, _TAIL, _WIDTH, _FLIPS = range(6)
+
+
+def _typed(arrays: list[NDArray[Any]]) -> Any:
+    """A numba typed list of the frames' arrays (shared, not copied)."""
+    out = nb.typed.List()
+    for a in arrays:
+        out.append(a)
+    return out
+
+
+@nb.njit(cache=True)
+def _answer_frames(
+    bits: Any,
+    keys: Any,
+    geo: Any,
+    packed: Any,
+    words: Any,
+    pre: Any,
+    width: NDArray[np.int64],
+    frame: NDArray[np.int32],
+    passes: NDArray[np.uint8],
+    levels: NDArray[np.uint8],
+    index: NDArray[np.int64],
+    out: Bits,
+) -> bool:  # pragma: no cover - compiled
+    """Alice's answers to the questions of every frame; False if one is invalid. Each run of
+    consecutive questions of one frame (a round's questions come grouped by frame) is answered
+    by one call on that frame's arrays."""
+    frames = width.shape[0]
+    total = frame.shape[0]
+    j = 0
+    while j < total:
+        f = frame[j]
+        if f < 0 or f >= frames:
+            return False
+        k = j + 1
+        while k < total and frame[k] == f:
+            k += 1
+        if not _answer(
+            bits[f],
+            keys[f],
+            geo[f],
+            packed[f],
+            words[f],
+            pre[f],
+            width[f],
+            passes[j:k],
+            levels[j:k],
+            index[j:k],
+            out[j:k],
+        ):
+            return False
+        j = k
+    return True
+
+
+@nb.njit(cache=True)
+def _bob_frames_round(
+    answers: Bits,
+    state: NDArray[np.int64],
+    tail_depth: int,
+    stage_lo: Any,
+    stage_hi: Any,
+    bits: Any,
+    words: Any,
+    chunks: Any,
+    keys: Any,
+    geo: Any,
+    depths: Any,
+    counts: Any,
+    bases: Any,
+    off: Any,
+    known: Any,
+    alice: Any,
+    started: Any,
+    packed: Any,
+    xs: Any,
+    sp: Any,
+    sl: Any,
+    si: Any,
+    alive: Any,
+    qp: Any,
+    ql: Any,
+    qi: Any,
+    extents: Any,
+    late: Any,
+) -> int:  # pragma: no cover - compiled
+    """One round of every frame still searching: the answers are those to the last questions,
+    grouped by frame; each frame's new questions stay in its own buffers (state[f, NQ] of
+    them). Returns the number of new questions."""
+    cursor = 0
+    total = 0
+    for f in range(state.shape[0]):
+        nq = state[f, 0]
+        if nq == 0:
+            continue  # finished
+        ns, nq2, flips, stage = _bob_round(
+            answers[cursor : cursor + nq],
+            nq,
+            state[f, 1],
+            state[f, 2],
+            stage_lo[f],
+            stage_hi[f],
+            state[f, 3],
+            tail_depth,
+            bits[f],
+            words[f],
+            chunks[f],
+            keys[f],
+            geo[f],
+            depths[f],
+            counts[f],
+            bases[f],
+            off[f],
+            known[f],
+            alice[f],
+            started[f],
+            packed[f],
+            xs[f],
+            sp[f],
+            sl[f],
+            si[f],
+            alive[f],
+            qp[f],
+            ql[f],
+            qi[f],
+            extents[f],
+            state[f, 4],
+            late[f],
+        )
+        cursor += nq
+        state[f, 0] = nq2 if ns else 0
+        state[f, 1] = ns
+        state[f, 2] = stage
+        state[f, 5] += flips
+        total += state[f, 0]
+    return total
+
+
+@nb.njit(cache=True)
+def _gather_questions(
+    state: NDArray[np.int64], qp: Any, ql: Any, qi: Any, total: int
+) -> tuple[NDArray[np.int32], NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
+    # pragma: no cover - compiled
+    """The frames' pending questions, concatenated in frame order."""
+    frame = np.empty(total, dtype=np.int32)
+    passes = np.empty(total, dtype=np.uint8)
+    levels = np.empty(total, dtype=np.uint8)
+    index = np.empty(total, dtype=np.int64)
+    j = 0
+    for f in range(state.shape[0]):
+        if state[f, 0] == 0:
+            continue
+        qpf, qlf, qif = qp[f], ql[f], qi[f]
+        for k in range(state[f, 0]):
+            frame[j] = f
+            passes[j] = qpf[k]
+            levels[j] = qlf[k]
+            index[j] = qif[k]
+            j += 1
+    return frame, passes, levels, index
+
+
+class CascadeAliceFrames:
+    """Alice's frames of one block: answers a round's questions of all frames in one call."""
+
+    def __init__(self, frames: list[Bits], qber: float, seed: int, config: CascadeConfig) -> None:
+        if not frames:
+            raise ValueError("a block needs at least one frame")
+        self.ends = [CascadeAlice(bits, qber, seed, config) for bits in frames]
+        self._lists: tuple[Any, Any, Any, Any, Any, Any] = (
+            _typed([e.bits_padded for e in self.ends]),
+            _typed([e.keys for e in self.ends]),
+            _typed([e.pass_geometry for e in self.ends]),
+            _typed([e.packed for e in self.ends]),
+            _typed([e.words for e in self.ends]),
+            _typed([e.prefix for e in self.ends]),
+        )
+        self._width = np.asarray([e.geo.width for e in self.ends], dtype=np.int64)
+        self.leaked_bits = 0
+
+    def top_parities(self) -> list[Bits]:
+        """Each frame's top-level parities (see :meth:`CascadeAlice.top_parities`)."""
+        tops = [e.top_parities() for e in self.ends]
+        self.leaked_bits += sum(len(t) for t in tops)
+        return tops
+
+    def answer(
+        self,
+        frame: NDArray[np.int32],
+        passes: NDArray[np.uint8],
+        levels: NDArray[np.uint8],
+        index: NDArray[np.int64],
+    ) -> Bits:
+        """Parities of the asked blocks; ValueError if a question is out of range."""
+        out = np.empty(len(frame), dtype=np.uint8)
+        bits, keys, geo, packed, words, prefix = self._lists
+        if not _answer_frames(
+            bits, keys, geo, packed, words, prefix, self._width, frame, passes, levels, index, out
+        ):
+            raise ValueError("parity question out of range")
+        self.leaked_bits += len(out)
+        return out
+
+
+class CascadeBobFrames:
+    """Bob's frames of one block in lockstep: one compiled call per round trip runs every frame
+    that is still searching, and one round trip carries the questions of all of them."""
+
+    def __init__(self, frames: list[Bits], qber: float, seed: int, config: CascadeConfig) -> None:
+        if not frames:
+            raise ValueError("a block needs at least one frame")
+        self.ends = [CascadeBob(bits, qber, seed, config) for bits in frames]
+        self._lists: tuple[Any, ...] = ()
+        self._state = np.zeros((len(self.ends), 6), dtype=np.int64)
+        self._state[:, _TAIL] = [e._tail for e in self.ends]
+        self._state[:, _WIDTH] = [e.geo.width for e in self.ends]
+        self._tail_depth = config.tail_depth
+
+    def expected_top_parities(self) -> list[int]:
+        """How many top-level parities Bob expects from Alice for each frame."""
+        return [e.expected_top_parities() for e in self.ends]
+
+    def start(self, tops: list[Bits]) -> Questions:
+        """Take Alice's top-level parities of every frame; return the first questions."""
+        for f, (end, t) in enumerate(zip(self.ends, tops, strict=True)):
+            end.start(t)
+            self._state[f, _NQ] = end._nq if end._ns else 0
+            self._state[f, _NS] = end._ns
+            self._state[f, _STAGE] = end._stage
+            self._state[f, _FLIPS] = end.corrected_bits
+        self._lists = tuple(_typed([getattr(e, name) for e in self.ends]) for name in _BOB_LISTS)
+        return self._questions(int(self._state[:, _NQ].sum()))
+
+    def step(self, answers: Bits) -> Questions:
+        """Apply the answers to the last questions (grouped by frame, as asked); return the next
+        questions (empty: every frame is done)."""
+        if not self._lists:
+            raise ValueError("start() first")
+        if len(answers) != int(self._state[:, _NQ].sum()):
+            raise ValueError(
+                f"expected {int(self._state[:, _NQ].sum())} answers, got {len(answers)}"
+            )
+        total = _bob_frames_round(
+            answers.astype(np.uint8, copy=False), self._state, self._tail_depth, *self._lists
+        )
+        return self._questions(total)
+
+    def _questions(self, total: int) -> Questions:
+        named = dict(zip(_BOB_LISTS, self._lists, strict=True))
+        return _gather_questions(self._state, named["_qp"], named["_ql"], named["_qi"], total)
+
+    @property
+    def done(self) -> bool:
+        """True when no frame has a question left."""
+        return not self._state[:, _NQ].any()
+
+    @property
+    def progress(self) -> float:
+        """Mean fraction of the pass stages started (for progress bars)."""
+        stages = [max(1, len(e._stage_passes)) for e in self.ends]
+        return float(np.mean(self._state[:, _STAGE] / np.asarray(stages))) if self.ends else 1.0
+
+    @property
+    def corrected_bits(self) -> int:
+        """Bits Bob flipped over all frames."""
+        return int(self._state[:, _FLIPS].sum())
+
+    @property
+    def bits(self) -> list[Bits]:
+        """Bob's (corrected) bits, frame by frame."""
+        return [e.bits for e in self.ends]
+
+
 @dataclass(frozen=True)
 class BlockResult:
     """Outcome of reconciling the frames of one block in lockstep (benchmarks and tests)."""
@@ -1399,14 +1687,11 @@ def reconcile_frames_local(
     """Several frames in lockstep, as the session runs them: one round trip carries the
     questions of every frame (so a block's round trips are those of its slowest frame)."""
     cfg = config or CascadeConfig()
-    alices = [CascadeAlice(a, qber, seed, cfg) for a in alice_frames]
-    bobs = [CascadeBob(b, qber, seed, cfg) for b in bob_frames]
-    pending = [b.start(a.top_parities()) for a, b in zip(alices, bobs, strict=True)]
+    alice = CascadeAliceFrames(alice_frames, qber, seed, cfg)
+    bob = CascadeBobFrames(bob_frames, qber, seed, cfg)
+    questions = bob.start(alice.top_parities())
     trips = 1
-    while any(len(q[0]) for q in pending):
-        pending = [
-            b.step(a.answer(*q)) if len(q[0]) else q
-            for a, b, q in zip(alices, bobs, pending, strict=True)
-        ]
+    while len(questions[0]):
+        questions = bob.step(alice.answer(*questions))
         trips += 1
-    return BlockResult([b.bits.copy() for b in bobs], sum(a.leaked_bits for a in alices), trips)
+    return BlockResult([b.copy() for b in bob.bits], alice.leaked_bits, trips)

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from qdnet.postprocessing import ldpc as ldpc_ec
 from qdnet.postprocessing.amplification import fresh_seed, toeplitz_hash
-from qdnet.postprocessing.cascade import CascadeAlice, CascadeBob, CascadeConfig
+from qdnet.postprocessing.cascade import CascadeAliceFrames, CascadeBobFrames, CascadeConfig
 from qdnet.postprocessing.estimation import (
     Estimate,
     binary_entropy,
@@ -239,8 +239,8 @@ async def _cascade_alice(
     cfg: SessionConfig,
 ) -> int:
     seed = secrets.randbits(63)
-    ends = [CascadeAlice(key[a:b], qber, seed, cfg.cascade) for a, b in frames]
-    tops = [e.top_parities() for e in ends]
+    alice = CascadeAliceFrames([key[a:b] for a, b in frames], qber, seed, cfg.cascade)
+    tops = alice.top_parities()
     await chan.send(
         Message(
             MessageKind.EC_START,
@@ -257,22 +257,14 @@ async def _cascade_alice(
         passes = msg.array("pass", "uint8", count)
         levels = msg.array("level", "uint8", count)
         index = msg.array("index", "int64", count)
-        if int(frame.min()) < 0 or int(frame.max()) >= len(ends):
-            raise ProtocolError("EC_QUESTIONS: frame index out of range")
-        answers = np.empty(count, dtype=np.uint8)
-        order = np.argsort(frame, kind="stable")
-        bounds = np.searchsorted(frame[order], np.arange(len(ends) + 1))
-        for f, end in enumerate(ends):
-            sel = order[bounds[f] : bounds[f + 1]]
-            if len(sel):
-                try:
-                    answers[sel] = end.answer(passes[sel], levels[sel], index[sel])
-                except ValueError as exc:
-                    raise ProtocolError(f"EC_QUESTIONS: {exc}") from None
+        try:
+            answers = alice.answer(frame, passes, levels, index)
+        except ValueError as exc:
+            raise ProtocolError(f"EC_QUESTIONS: {exc}") from None
         await chan.send(
             Message(MessageKind.EC_ANSWERS, fields={"count": count}, arrays={"p": _pack(answers)})
         )
-    return sum(e.leaked_bits for e in ends)
+    return alice.leaked_bits
 
 
 async def _cascade_bob(
@@ -288,29 +280,24 @@ async def _cascade_bob(
     counts_raw = start.fields.get("counts")
     if not isinstance(counts_raw, list) or len(counts_raw) != len(frames):
         raise ProtocolError("EC_START: bad frame counts")
-    ends = [CascadeBob(key[a:b], qber, seed, cfg.cascade) for a, b in frames]
+    bob = CascadeBobFrames([key[a:b] for a, b in frames], qber, seed, cfg.cascade)
     counts = [int(c) for c in counts_raw]
-    if counts != [e.expected_top_parities() for e in ends]:
+    if counts != bob.expected_top_parities():
         raise ProtocolError("EC_START: top-level parity counts do not match")
     tops = _unpack(start, "tops", sum(counts))
     leaked = len(tops)
     edges = np.cumsum([0, *counts])
-    pending = [e.start(tops[edges[i] : edges[i + 1]]) for i, e in enumerate(ends)]
+    questions = bob.start([tops[edges[i] : edges[i + 1]] for i in range(len(counts))])
     while True:
-        sizes = [len(q[0]) for q in pending]
-        total = sum(sizes)
+        frame, passes, levels, index = questions
+        total = len(frame)
         fields: dict[str, Any] = {}
         if total == 0:
-            fields["corrected"] = sum(e.corrected_bits for e in ends)
+            fields["corrected"] = bob.corrected_bits
         msg = Message(
             MessageKind.EC_QUESTIONS,
             fields=fields,
-            arrays={
-                "frame": np.repeat(np.arange(len(ends), dtype=np.int32), sizes),
-                "pass": np.concatenate([q[0] for q in pending]),
-                "level": np.concatenate([q[1] for q in pending]),
-                "index": np.concatenate([q[2] for q in pending]).astype(np.int64),
-            },
+            arrays={"frame": frame, "pass": passes, "level": levels, "index": index},
         )
         if total == 0:
             await chan.send(msg)
@@ -318,18 +305,10 @@ async def _cascade_bob(
         reply = await chan.request(msg, MessageKind.EC_ANSWERS)
         answers = _unpack(reply, "p", total)
         leaked += total
-        cut = np.cumsum([0, *sizes])
-        pending = [
-            e.step(answers[cut[i] : cut[i + 1]]) if sizes[i] else pending[i]
-            for i, e in enumerate(ends)
-        ]
+        questions = bob.step(answers)
         if progress is not None:
-            progress(
-                "reconcile",
-                sum(e.progress for e in ends) / max(1, len(ends)),
-            )
-    corrected = np.concatenate([e.bits for e in ends]) if ends else key
-    return corrected, leaked
+            progress("reconcile", bob.progress)
+    return np.concatenate(bob.bits), leaked
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,10 +87,22 @@ def test_cascade_frames_in_lockstep() -> None:
     res = cascade.reconcile_frames_local(alice, bob, 0.03, 5)
     for a, b in zip(alice, res.corrected, strict=True):
         np.testing.assert_array_equal(a, b)
-    single = [
-        cascade.reconcile_local(a, b, 0.03, 5).round_trips for a, b in zip(alice, bob, strict=True)
-    ]
-    assert res.round_trips == max(single)
+    single = [cascade.reconcile_local(a, b, 0.03, 5) for a, b in zip(alice, bob, strict=True)]
+    assert res.round_trips == max(r.round_trips for r in single)
+    assert res.leaked_bits == sum(r.leaked_bits for r in single)  # same questions, same answers
+
+
+def test_cascade_frames_reject_questions_about_unknown_frames() -> None:
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 2, 3000, dtype=np.uint8) for _ in range(2)]
+    alice = cascade.CascadeAliceFrames(frames, 0.02, 9, cascade.CascadeConfig())
+    ask = (np.array([0], np.uint8), np.array([0], np.uint8), np.array([0], np.int64))
+    assert len(alice.answer(np.array([1], np.int32), *ask)) == 1
+    for bad in (2, -1):
+        with pytest.raises(ValueError, match="out of range"):
+            alice.answer(np.array([bad], np.int32), *ask)
+    with pytest.raises(ValueError, match="at least one frame"):
+        cascade.CascadeBobFrames([], 0.02, 9, cascade.CascadeConfig())
 
 
 def test_cascade_lazy_packing_matches_eager_parities() -> None:
