@@ -3,8 +3,11 @@ family that both ends rebuild identically, and the efficiency the blind protocol
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from qdnet.postprocessing import ldpc
 from qdnet.postprocessing.estimation import binary_entropy
@@ -66,6 +69,45 @@ def test_ldpc_construction_matches_its_degree_distribution(n: int, m: int) -> No
     np.testing.assert_array_equal(
         stair.indices.reshape(n2, 2), np.c_[np.arange(n2), np.arange(1, n2 + 1)]
     )
+
+
+def _staircase_weight_excess(h: sp.csr_matrix) -> int:
+    """Pairs of degree-3 columns (or single columns) whose checks the staircase joins with fewer
+    than _STAIR_GAP steps: each such pair spans a codeword of weight < 2 + _STAIR_GAP."""
+    hc = h.tocsc()
+    deg = np.diff(hc.indptr)
+    n2 = int(np.count_nonzero(deg == 2))
+    far = 10**9
+
+    def dist(x: int, y: int) -> int:
+        return 0 if x == y else (far if max(x, y) > n2 else abs(x - y))
+
+    checks = {
+        int(v): hc.indices[hc.indptr[v] : hc.indptr[v + 1]].tolist()
+        for v in np.flatnonzero(deg == 3)
+    }
+    near: dict[int, list[int]] = {}
+    for v, cs in checks.items():
+        for c in cs:
+            near.setdefault(c, []).append(v)
+    gap = ldpc._STAIR_GAP
+    bad = sum(
+        min(dist(a, b) for a, b in itertools.combinations(cs, 2)) < gap for cs in checks.values()
+    )
+    for v, cs in checks.items():
+        others = {u for w in range(cs[0] - gap + 1, cs[0] + gap) for u in near.get(w, []) if u > v}
+        for u in others:
+            cost = min(
+                sum(dist(x, y) for x, y in zip(checks[u], p, strict=True))
+                for p in itertools.permutations(cs)
+            )
+            bad += cost < gap
+    return bad
+
+
+@pytest.mark.parametrize(("n", "m"), [(4000, 360), (4000, 1300)])
+def test_ldpc_construction_keeps_degree3_columns_apart_on_the_staircase(n: int, m: int) -> None:
+    assert _staircase_weight_excess(ldpc.make_code(n, m)) == 0
 
 
 def test_ldpc_family_is_fixed_and_shared_across_nearby_estimates() -> None:
