@@ -36,15 +36,15 @@ regular ensemble (0.084 reported by Richardson and Urbanke 2001).
 
 Construction (make_code): degree-2 columns as a staircase on checks 0..m-1, the other columns
 (degree 3 first, then highest degree first) on the sockets of a shuffled configuration-model
-matching (the socket ensemble of Richardson and Urbanke, Modern Coding Theory, Ch. 3) with balanced check degrees
-and no repeated edges. Degree-3 columns keep a staircase gap (_STAIR_GAP): no two of them (and
-no single one) have checks that staircase segments of total length < 4 pair up, which removes
-the codewords of weight 3-5 made of two degree-3 columns and a few staircase columns (without
-it BP accepted such a wrong codeword in ~1 of 400 frames at n = 1e4, QBER 2 %; with it 0 of
-600). Deterministic from (n, m) and a constant seed, cached per (n, m) in process (~0.2 s at
-n = 1e5). Removing 4-cycles as well (with a greedy socket search) cost ~3 s at 1e5 and did
-not lower f (n = 1e4: +0.007, n = 1e5: -0.003, both within noise); at
-n = 1e4 and rate 0.91 a 4-cycle-free code with these degrees does not exist (the check pairs its
+matching (the socket ensemble of Richardson and Urbanke, Modern Coding Theory, Ch. 3) with
+balanced check degrees and no repeated edges. Degree-3 columns keep a staircase gap
+(_STAIR_GAP = 12): no two of them (and no single one) have checks that staircase segments of
+total length < 12 pair up, which removes the codewords of weight 3-13 made of two degree-3
+columns and staircase columns (without it BP accepted such a wrong codeword in ~1 of 400 frames
+at n = 1e4, QBER 2 %). Deterministic from (n, m) and a constant seed, cached per (n, m) in
+process (~0.4 s at n = 1e5). Removing 4-cycles as well (with a greedy socket search) cost ~3 s
+at 1e5 and did not lower f (n = 1e4: +0.007, n = 1e5: -0.003, both within noise); at n = 1e4
+and rate 0.91 a 4-cycle-free code with these degrees does not exist (the check pairs its
 columns need exceed the m(m-1)/2 available). Decoding: layered sum-product BP compiled with
 Numba, float32 messages, branch-free check updates with a 16k-entry phi table, warm-started
 after every reveal (normalised min-sum is available but costs ~0.2-0.3 in f at these rates).
@@ -272,12 +272,14 @@ def column_degrees(n: int, m: int, dist: DegreeDistribution) -> NDArray[np.int64
 
 # Degree-3 columns and the staircase form low-weight codewords when two degree-3 columns have
 # their checks pairwise close along the staircase: with checks U and V, U + V + the staircase
-# segments pairing them is a codeword of weight 2 + (total segment length). Weight 4 is a tie
-# that BP resolves wrongly half the time once the error pattern holds 2 of its 4 bits (~3 p^2
-# per such codeword), which measured ~2.5e-3 wrong codewords per frame at n = 1e4, QBER 2 %.
-# Keeping the matching cost of every pair of degree-3 columns (and the gaps inside a column) at
-# least _STAIR_GAP excludes these codewords up to weight 2 + _STAIR_GAP - 1.
-_STAIR_GAP = 4
+# segments pairing them is a codeword of weight 2 + (total segment length). BP converges to
+# such a codeword when the error pattern holds about half of it (a weight-4 one is a tie): at
+# n = 1e4 this gave ~1 wrong codeword per 400 frames at QBER 2 % (weight 4) and, with a gap of
+# 4, still 1 per 600 at 5 % (weight 9). Keeping the matching cost of every pair of degree-3
+# columns (and the gaps inside a column) at least _STAIR_GAP excludes these codewords up to
+# weight 2 + _STAIR_GAP - 1; a gap of 12 is still met by every column at n = 1e4 and costs
+# ~0.2 s more construction at 1e5.
+_STAIR_GAP = 12
 _SOCKET_PROBE = 512  # sockets searched for a degree-3 edge that keeps the gap, then relaxed
 _FAR = 1 << 40
 
