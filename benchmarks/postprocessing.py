@@ -252,6 +252,8 @@ def main() -> None:
     # warm up the compiled kernels so that compilation is not timed
     a, b, _ = _frame(rng, 2000, 0.02)
     cascade.reconcile_local(a, b, 0.02, 1)
+    cascade.reconcile_frames_local([a, a], [b, b], 0.02, 1)
+    toeplitz_hash(a, fresh_seed(len(a), 1000), 1000)
     rows: list[dict[str, Any]] = []
     for method in args.methods.split(","):
         for n in sizes:
