@@ -123,7 +123,7 @@ DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
             (19, 0.05625),
             (20, 0.03608),
         ),
-        1.127,
+        1.119,
     ),
     DegreeDistribution(
         0.01,
@@ -138,16 +138,16 @@ DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
             (10, 0.07887),
             (30, 0.37553),
         ),
-        1.063,
+        1.053,
     ),
     DegreeDistribution(
         0.015,
         50.0,
         ((2, 0.0392), (3, 0.2789), (9, 0.32552), (10, 0.04965), (24, 0.04343), (25, 0.2633)),
-        1.072,
+        1.064,
     ),
     DegreeDistribution(
-        0.02, 46.25, ((2, 0.04238), (3, 0.23021), (8, 0.19864), (9, 0.03948), (30, 0.48929)), 1.066
+        0.02, 46.25, ((2, 0.04238), (3, 0.23021), (8, 0.19864), (9, 0.03948), (30, 0.48929)), 1.055
     ),
     DegreeDistribution(
         0.03,
@@ -161,7 +161,7 @@ DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
             (24, 0.11833),
             (25, 0.01022),
         ),
-        1.061,
+        1.055,
     ),
     DegreeDistribution(
         0.05,
@@ -177,7 +177,7 @@ DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
             (28, 0.01821),
             (30, 0.05625),
         ),
-        1.046,
+        1.038,
     ),
     DegreeDistribution(
         0.065,
@@ -200,7 +200,7 @@ DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
             (29, 0.06465),
             (30, 0.01708),
         ),
-        1.044,
+        1.034,
     ),
     DegreeDistribution(
         0.08,
@@ -219,7 +219,7 @@ DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
             (16, 0.00935),
             (30, 0.43498),
         ),
-        1.076,
+        1.033,
     ),
     DegreeDistribution(
         0.11,
@@ -236,7 +236,7 @@ DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
             (24, 0.04299),
             (30, 0.125),
         ),
-        1.047,
+        1.034,
     ),
 )
 
