@@ -18,21 +18,25 @@ per 0.005 in f); a round stops as soon as BP stops making progress (unsatisfied 
 Codes. Irregular LDPC ensembles (Richardson, Shokrollahi, Urbanke, IEEE TIT 47 (2001) 619) from
 DISTRIBUTIONS, one per rate class; the code for (n, m) uses the class nearest in rate. Each was
 optimised for the BSC by this project with discretised density evolution (DE) of sum-product BP
-(Richardson and Urbanke, IEEE TIT 47 (2001) 599, Sec. III; Chung, Forney, Richardson, Urbanke,
+(Richardson and Urbanke, IEEE TIT 47 (2001) 599; Chung, Forney, Richardson, Urbanke,
 IEEE Comm. Lett. 5 (2001) 58): LLR densities on a uniform grid (step 1/4, clipped at +-20 during
 the search), variable nodes by FFT convolution, check nodes by pairwise quantised
 R(a, b) = 2 atanh(tanh(a/2) tanh(b/2)) tables with repeated squaring; an ensemble "converges" at
 p when the message error probability falls below 2e-7 within 300 iterations. The search is
-iterative linear programming (Chung, PhD thesis MIT 2000, Ch. 5; RSU 2001 Sec. V): given a DE
-run, maximise the rate sum(lambda_d / d) over lambda subject to the one-step linearised error at
-every iteration staying below the current error plus half of its progress, a trust region, the
-stability condition lambda_2 rho'(1) < 0.9 / (2 sqrt(p (1 - p))) (RSU 2001, Thm. 5) and
-lambda_2 <= 0.98 * 2 / mean check degree, i.e. fewer degree-2 columns than checks, so that they
-all fit in a cycle-free IRA staircase (Jin, Khandekar, McEliece 2000; low error floor). Variable
-degrees 2..30, rho concentrated on two consecutive degrees; the mean check degree was scanned
-for each class. ``threshold`` is f* = (1 - R) / h(p*) with p* the DE threshold on a finer grid
-(step 1/8, clip +-25, 1000 iterations, bisection); this grid gives p* = 0.0840 for the (3, 6)
-regular ensemble (0.084 reported by Richardson and Urbanke 2001).
+iterative linear programming in lambda for a fixed rho, the method of Chung et al. 2001: from a
+DE run, maximise the rate (sum lambda_d / d) subject to the error probability after one
+variable-node update with the recorded check densities staying, at every iteration, below the
+current error plus half of its progress, a trust region on lambda (halved on a failed step), the
+stability condition lambda_2 rho'(1) <= 0.9 / (2 sqrt(p (1 - p))) (Richardson, Shokrollahi,
+Urbanke 2001) and lambda_2 <= 0.98 * 2 / (mean check degree), i.e. fewer degree-2 columns than
+checks, so that they all fit in a cycle-free IRA staircase (Jin, Khandekar, McEliece 2000; low
+error floor). Variable degrees 2..30, rho on two consecutive degrees; the mean check degree was
+scanned per class (mean column degree ~4.5-7; higher check degrees gave better f* but more
+edges) and each search started from lambda = x^29 and from mixtures of it. ``threshold`` is
+f* = (1 - R) / h(p*) with p* the DE threshold on a finer grid (step 1/8, clip +-25, up to 1000
+iterations, bisection); this grid gives p* = 0.0840 for the (3, 6) regular ensemble (0.084
+reported by Richardson and Urbanke 2001). Every class has p* above the p it was optimised at
+(the coarse grid has a numerical error floor near 2e-7, hence the loose convergence test there).
 
 Construction (make_code): degree-2 columns as a staircase on checks 0..m-1, the other columns
 (degree 3 first, then highest degree first) on the sockets of a shuffled configuration-model
@@ -49,8 +53,11 @@ columns need exceed the m(m-1)/2 available). Decoding: layered sum-product BP co
 Numba, float32 messages, branch-free check updates with a 16k-entry phi table, warm-started
 after every reveal (normalised min-sum is available but costs ~0.2-0.3 in f at these rates).
 
-Finite length. Frames reach f ~ f* + c / sqrt(n h(Q)) with c ~ 1.5-2: at n = 1e4 and QBER 1 %
-(n h = 808) the gap to the threshold is ~0.065, so f <= 1.10 there would need f* <= ~1.035.
+Finite length. At n = 1e4 frames end ~0.07 above f* at QBER 1 % and ~0.035 at 8 %; at n = 1e5
+~0.035 and ~0.025 (f <= 1.10 at 1e4 and 1 % would need f* <= ~1.03). Threshold gains pay
+off about half at 1e4 (at 1 %, f* -0.04 from a higher check degree gave f -0.02). Not taken:
+waiting longer before a reveal (< 5 % progress over 4 iterations, up to 60: f -0.013 at 1e5 and 1 %, -0.004 at 1e4, for
+25-35 % less speed), 4-cycle removal (above).
 """
 
 from __future__ import annotations
@@ -107,6 +114,10 @@ class DegreeDistribution:
         return 1.0 - (1.0 / self.check_degree) / sum(w / d for d, w in self.variable)
 
 
+# The rate classes: (BSC crossover p the class was optimised at, mean check degree, lambda as
+# (degree, edge fraction), f* at the DE threshold on the fine grid). Optimised by this project
+# with discretised DE and iterative linear programming (module docstring). The 0.5 % class is the
+# weakest (f* 1.12): the degree-2 cap 2 / (check degree) binds hardest at high rate.
 DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
     DegreeDistribution(
         0.005,
@@ -299,39 +310,40 @@ def _keeps_gap(
     c: int,
     k: int,
     chosen: NDArray[np.int64],
-    by_check: NDArray[np.int64],
+    by_check: NDArray[np.int32],
     count: NDArray[np.int64],
-    checks3: NDArray[np.int64],
     n2: int,
     gap: int,
 ) -> bool:  # pragma: no cover - compiled
     """Whether check c as edge k of a degree-3 column (first k checks in ``chosen``) keeps the
     staircase gap to the column's own checks and, on the last edge, to every placed degree-3
-    column (minimum over the 6 pairings of the summed staircase distances)."""
+    column (minimum over the 6 pairings of the summed staircase distances). ``by_check[w]``
+    holds the checks of the degree-3 columns placed on check w (inline, so a window of checks
+    is read contiguously)."""
     for i in range(k):
         if _stair_dist(c, chosen[i], n2) < gap:
             return False
     if k < 2:
         return True
-    a = chosen[0]
+    v0 = chosen[0]
+    v1 = chosen[1]
     m = count.shape[0]
-    for w in range(max(0, a - gap + 1), min(m, a + gap)):
+    for w in range(max(0, v0 - gap + 1), min(m, v0 + gap)):
         for t in range(count[w]):
-            u = by_check[w, t]
-            u0 = checks3[u, 0]
-            u1 = checks3[u, 1]
-            u2 = checks3[u, 2]
-            best = _FAR
-            for p in range(6):
-                i0 = p // 2
-                i1 = (i0 + 1 + p % 2) % 3
-                i2 = 3 - i0 - i1
-                v0 = a if i0 == 0 else (chosen[1] if i0 == 1 else c)
-                v1 = a if i1 == 0 else (chosen[1] if i1 == 1 else c)
-                v2 = a if i2 == 0 else (chosen[1] if i2 == 1 else c)
-                cost = _stair_dist(u0, v0, n2) + _stair_dist(u1, v1, n2)
-                cost += _stair_dist(u2, v2, n2)
-                best = min(best, cost)
+            u0 = by_check[w, t, 0]
+            u1 = by_check[w, t, 1]
+            u2 = by_check[w, t, 2]
+            d00 = _stair_dist(u0, v0, n2)
+            d01 = _stair_dist(u0, v1, n2)
+            d02 = _stair_dist(u0, c, n2)
+            d10 = _stair_dist(u1, v0, n2)
+            d11 = _stair_dist(u1, v1, n2)
+            d12 = _stair_dist(u1, c, n2)
+            d20 = _stair_dist(u2, v0, n2)
+            d21 = _stair_dist(u2, v1, n2)
+            d22 = _stair_dist(u2, c, n2)
+            best = min(d00 + d11 + d22, d00 + d12 + d21, d01 + d10 + d22)
+            best = min(best, min(d01 + d12 + d20, d02 + d10 + d21, d02 + d11 + d20))
             if best < gap:
                 return False
     return True
@@ -355,10 +367,9 @@ def _deal_sockets(
     width = 1
     for c in range(m):
         width = max(width, per_check[c])
-    by_check = np.empty((m, width), dtype=np.int64)
+    by_check = np.empty((m, width, 3), dtype=np.int32)
     count = np.zeros(m, dtype=np.int64)
     nv = var_deg.shape[0]
-    checks3 = np.zeros((nv, 3), dtype=np.int64)
     chosen = np.zeros(3, dtype=np.int64)
     pos = 0
     for v in range(first, nv):
@@ -369,9 +380,7 @@ def _deal_sockets(
             if d == 3:
                 for j in range(pos, min(ns, pos + _SOCKET_PROBE)):
                     c = sockets[j]
-                    if last[c] != v and _keeps_gap(
-                        c, k, chosen, by_check, count, checks3, first, gap
-                    ):
+                    if last[c] != v and _keeps_gap(c, k, chosen, by_check, count, first, gap):
                         found = j
                         break
             if found < 0:
@@ -408,9 +417,11 @@ def _deal_sockets(
             pos += 1
         if d == 3:
             for k in range(3):
-                checks3[v, k] = chosen[k]
-                by_check[chosen[k], count[chosen[k]]] = v
-                count[chosen[k]] += 1
+                w = chosen[k]
+                by_check[w, count[w], 0] = chosen[0]
+                by_check[w, count[w], 1] = chosen[1]
+                by_check[w, count[w], 2] = chosen[2]
+                count[w] += 1
     return edge_col
 
 
