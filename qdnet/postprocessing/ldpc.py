@@ -333,15 +333,19 @@ def _keeps_gap(
             u0 = by_check[w, t, 0]
             u1 = by_check[w, t, 1]
             u2 = by_check[w, t, 2]
-            d00 = _stair_dist(u0, v0, n2)
             d01 = _stair_dist(u0, v1, n2)
-            d02 = _stair_dist(u0, c, n2)
-            d10 = _stair_dist(u1, v0, n2)
             d11 = _stair_dist(u1, v1, n2)
-            d12 = _stair_dist(u1, c, n2)
-            d20 = _stair_dist(u2, v0, n2)
             d21 = _stair_dist(u2, v1, n2)
+            if min(d01, d11, d21) >= gap:
+                continue  # v1 pairs with one of u's checks: no pairing is cheaper than this
+            d02 = _stair_dist(u0, c, n2)
+            d12 = _stair_dist(u1, c, n2)
             d22 = _stair_dist(u2, c, n2)
+            if min(d02, d12, d22) >= gap:
+                continue
+            d00 = _stair_dist(u0, v0, n2)
+            d10 = _stair_dist(u1, v0, n2)
+            d20 = _stair_dist(u2, v0, n2)
             best = min(d00 + d11 + d22, d00 + d12 + d21, d01 + d10 + d22)
             best = min(best, min(d01 + d12 + d20, d02 + d10 + d21, d02 + d11 + d20))
             if best < gap:
