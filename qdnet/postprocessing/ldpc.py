@@ -11,9 +11,10 @@ Applied 8, 044017 (2017); blind reconciliation, Martinez-Mateo, Elkouss, Martin,
 All frames of a block travel in the same messages, so a block costs 1 + (reveal rounds) round
 trips. Leakage = syndrome bits + disclosed bits, counted by Alice. The start rate is
 f0 = 1 + 1.5 / sqrt(n h(Q)) (below the finite-length need) and each reveal round discloses
-1 % of n h(Q) bits, so f moves in small steps (finer steps lower f further, at ~1 round trip
-per 0.005 in f); a round stops as soon as BP stops making progress (unsatisfied checks down by
-< 10 % over 3 iterations).
+0.75 % of n h(Q) bits, so f moves in small steps (disclosing the least-reliable bits is worth
+more than syndrome bits: a lower start or finer steps lower f, at ~1 round trip per 0.005);
+a round stops as soon as BP stops making progress (unsatisfied checks down by < 10 % over 3
+iterations).
 
 Codes. Irregular LDPC ensembles (Richardson, Shokrollahi, Urbanke, IEEE TIT 47 (2001) 619) from
 DISTRIBUTIONS, one per rate class; the code for (n, m) uses the class nearest in rate. Each was
@@ -85,7 +86,7 @@ class LdpcConfig:
 
     start_efficiency: float = 1.0
     start_slope: float = 1.5
-    reveal_fraction: float = 0.01
+    reveal_fraction: float = 0.0075
     max_rounds: int = 20
     max_iter: int = 40
     min_sum: bool = False

@@ -142,12 +142,12 @@ def test_ldpc_leak_is_syndrome_plus_reveals() -> None:
         bob.learn(pos, a[pos])  # a position cannot be disclosed twice
 
 
-# Mean efficiency bounds at n = 1e4 over EFFICIENCY_FRAMES frames (measured means 1.127 at 1 % and
-# 1.102 at 3 % on these frames, 1.118-1.127 and 1.094-1.102 on other seeds; per-frame standard
+# Mean efficiency bounds at n = 1e4 over EFFICIENCY_FRAMES frames (measured means 1.121 at 1 % and
+# 1.090 at 3 % on these frames, 1.113-1.121 and 1.087-1.093 on other seeds; per-frame standard
 # deviation about 0.02, so the bound sits > 4.5 standard errors above the measured mean and fails
 # only if the code family or the blind schedule regresses; the old family measured 1.157/1.118).
 EFFICIENCY_FRAMES = 12
-EFFICIENCY_BOUNDS = {0.01: 1.155, 0.03: 1.13}
+EFFICIENCY_BOUNDS = {0.01: 1.15, 0.03: 1.12}
 
 
 @pytest.mark.parametrize("qber", sorted(EFFICIENCY_BOUNDS))
