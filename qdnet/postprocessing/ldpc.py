@@ -118,7 +118,9 @@ class DegreeDistribution:
 # The rate classes: (BSC crossover p the class was optimised at, mean check degree, lambda as
 # (degree, edge fraction), f* at the DE threshold on the fine grid). Optimised by this project
 # with discretised DE and iterative linear programming (module docstring). The 0.5 % class is the
-# weakest (f* 1.12): the degree-2 cap 2 / (check degree) binds hardest at high rate.
+# weakest (f* 1.12): the degree-2 cap 2 / (check degree) binds hardest at high rate. The 8 % class
+# uses check degree 11 (4.85 edges per column, f* 1.041) rather than 12.78 (5.53, f* 1.033):
+# ~20 % faster for f +0.004 at n = 1e4 and 1e5, which still meets 1.06 at 1e5.
 DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
     DegreeDistribution(
         0.005,
@@ -216,22 +218,25 @@ DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
     ),
     DegreeDistribution(
         0.08,
-        12.78,
+        11.0,
         (
-            (2, 0.13774),
-            (3, 0.1952),
-            (5, 0.0461),
-            (6, 0.02425),
-            (7, 0.075),
-            (8, 0.02595),
-            (10, 0.03135),
-            (11, 0.00353),
-            (14, 0.0075),
-            (15, 0.00905),
-            (16, 0.00935),
-            (30, 0.43498),
+            (2, 0.16133),
+            (3, 0.21075),
+            (6, 0.03858),
+            (7, 0.13374),
+            (8, 0.06655),
+            (9, 0.06486),
+            (19, 0.02706),
+            (20, 0.0375),
+            (21, 0.04443),
+            (22, 0.06875),
+            (23, 0.05102),
+            (24, 0.00951),
+            (27, 0.01297),
+            (28, 0.06196),
+            (29, 0.01099),
         ),
-        1.033,
+        1.041,
     ),
     DegreeDistribution(
         0.11,
