@@ -47,18 +47,19 @@ balanced check degrees and no repeated edges. Degree-3 columns keep a staircase 
 total length < 12 pair up, which removes the codewords of weight 3-13 made of two degree-3
 columns and staircase columns (without it BP accepted such a wrong codeword in ~1 of 400 frames
 at n = 1e4, QBER 2 %). Deterministic from (n, m) and a constant seed, cached per (n, m) in
-process (~0.4 s at n = 1e5). Removing 4-cycles as well (with a greedy socket search) cost ~3 s
-at 1e5 and did not lower f (n = 1e4: +0.007, n = 1e5: -0.003, both within noise); at n = 1e4
-and rate 0.91 a 4-cycle-free code with these degrees does not exist (the check pairs its
-columns need exceed the m(m-1)/2 available). Decoding: layered sum-product BP compiled with
-Numba, float32 messages, branch-free check updates with a 16k-entry phi table, warm-started
-after every reveal (normalised min-sum is available but costs ~0.2-0.3 in f at these rates).
+process (~0.15 s at n = 1e5, half of it the gap rule). Removing 4-cycles as well (with a greedy
+socket search) cost ~3 s at 1e5 and did not lower f (n = 1e4: +0.007, n = 1e5: -0.003, both
+within noise); at n = 1e4 and rate 0.91 a 4-cycle-free code with these degrees does not exist
+(the check pairs its columns need exceed the m(m-1)/2 available). Decoding: layered sum-product
+BP compiled with Numba, float32 messages, branch-free check updates with a 16k-entry phi table,
+warm-started after every reveal (normalised min-sum is available but costs ~0.2-0.3 in f at
+these rates).
 
 Finite length. At n = 1e4 frames end ~0.07 above f* at QBER 1 % and ~0.035 at 8 %; at n = 1e5
 ~0.035 and ~0.025 (f <= 1.10 at 1e4 and 1 % would need f* <= ~1.03). Threshold gains pay
 off about half at 1e4 (at 1 %, f* -0.04 from a higher check degree gave f -0.02). Not taken:
-waiting longer before a reveal (< 5 % progress over 4 iterations, up to 60: f -0.013 at 1e5 and 1 %, -0.004 at 1e4, for
-25-35 % less speed), 4-cycle removal (above).
+waiting longer before a reveal (< 5 % progress over 4 iterations, up to 60: f -0.013 at 1e5
+and 1 %, -0.004 at 1e4, for 25-35 % less speed), 4-cycle removal (above).
 """
 
 from __future__ import annotations
@@ -295,7 +296,7 @@ def column_degrees(n: int, m: int, dist: DegreeDistribution) -> NDArray[np.int64
 # 4, still 1 per 600 at 5 % (weight 9). Keeping the matching cost of every pair of degree-3
 # columns (and the gaps inside a column) at least _STAIR_GAP excludes these codewords up to
 # weight 2 + _STAIR_GAP - 1; a gap of 12 is still met by every column at n = 1e4 and costs
-# ~0.2 s more construction at 1e5.
+# ~0.07 s more construction at 1e5.
 _STAIR_GAP = 12
 _SOCKET_PROBE = 512  # sockets searched for a degree-3 edge that keeps the gap, then relaxed
 _FAR = 1 << 40
