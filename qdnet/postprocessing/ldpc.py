@@ -445,6 +445,34 @@ def _deal_sockets(
     return edge_col
 
 
+@nb.njit(cache=True)
+def _csr_from_edges(
+    rows: NDArray[np.int64], cols: NDArray[np.int64], m: int
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:  # pragma: no cover - compiled
+    """CSR (indptr, indices) of the edges (rows[e], cols[e]), given in nondecreasing column
+    order: a stable counting sort by row leaves each row's columns sorted; a repeated edge
+    (possible only when m is tiny) is kept once."""
+    start = np.zeros(m + 1, dtype=np.int64)
+    for e in range(rows.shape[0]):
+        start[rows[e] + 1] += 1
+    for r in range(m):
+        start[r + 1] += start[r]
+    fill = start[:-1].copy()
+    idx = np.empty(rows.shape[0], dtype=np.int32)
+    for e in range(rows.shape[0]):
+        idx[fill[rows[e]]] = cols[e]
+        fill[rows[e]] += 1
+    indptr = np.zeros(m + 1, dtype=np.int32)
+    out = 0
+    for r in range(m):
+        for e in range(start[r], start[r + 1]):
+            if e == start[r] or idx[e] != idx[e - 1]:
+                idx[out] = idx[e]
+                out += 1
+        indptr[r + 1] = out
+    return indptr, idx[:out].copy()
+
+
 def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> sp.csr_matrix:
     """Deterministic m x n parity-check matrix of the family (same on both ends).
 
@@ -478,13 +506,10 @@ def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> s
     rng.shuffle(sockets)
     edge_col = _deal_sockets(var_deg, n2, sockets, m, _STAIR_GAP)
     stair = np.arange(n2, dtype=np.int64)
-    rows = np.concatenate([stair, stair + 1, sockets])
-    cols = np.concatenate([stair, stair, edge_col])
-    h = sp.coo_matrix((np.ones(len(rows), dtype=np.uint8), (rows, cols)), shape=(m, n)).tocsr()
-    h.sum_duplicates()
-    h.data[:] = 1  # no-op unless m is too small to avoid a repeated edge
-    h.indptr = h.indptr.astype(np.int32)
-    h.indices = h.indices.astype(np.int32)
+    rows = np.concatenate([np.column_stack([stair, stair + 1]).ravel(), sockets])
+    cols = np.concatenate([np.repeat(stair, 2), edge_col])
+    indptr, indices = _csr_from_edges(rows, cols, m)
+    h = sp.csr_matrix((np.ones(len(indices), dtype=np.uint8), indices, indptr), shape=(m, n))
     _CODE_CACHE[key] = h
     while len(_CODE_CACHE) > 32:
         _CODE_CACHE.popitem(last=False)
