@@ -645,26 +645,30 @@ def _layered_bp(
                     nv = v + r
                     post[col[a + k]] = nv
                     par ^= np.int32(nv < zero)
-            else:  # gather, update on contiguous buffers, then scatter (~7 % faster than fused)
+            else:
+                # gather, update on contiguous buffers, then scatter (~7 % faster than fused);
+                # unsigned indices skip Numba's negative-index wraparound (~1.4x)
+                ua = np.uint64(a)
                 for k in range(deg):
-                    q[k] = post[col[a + k]] - msg[a + k]
+                    e = ua + np.uint64(k)
+                    q[k] = post[np.uint64(col[e])] - msg[e]
                 total = zero
                 for k in range(deg):
                     v = q[k]
                     s = one - two * np.float32(v < zero)
                     sg[k] = s
                     sign *= s
-                    p = table[min(np.int32(abs(v) * fstep), top)]
+                    p = table[np.uint64(min(np.int32(abs(v) * fstep), top))]
                     ph[k] = p
                     total += p
                 for k in range(deg):
-                    i = min(np.int32(max(total - ph[k], zero) * fstep), top)
+                    i = np.uint64(min(np.int32(max(total - ph[k], zero) * fstep), top))
                     r = sign * sg[k] * table[i]
-                    msg[a + k] = r
+                    msg[ua + np.uint64(k)] = r
                     q[k] += r
                 for k in range(deg):
                     nv = q[k]
-                    post[col[a + k]] = nv
+                    post[np.uint64(col[ua + np.uint64(k)])] = nv
                     par ^= np.int32(nv < zero)
             unsat += par
         if unsat == 0:
