@@ -650,8 +650,8 @@ def _layered_bp(
                 # unsigned indices skip Numba's negative-index wraparound (~1.4x)
                 ua = np.uint64(a)
                 for k in range(deg):
-                    e = ua + np.uint64(k)
-                    q[k] = post[np.uint64(col[e])] - msg[e]
+                    edge = ua + np.uint64(k)
+                    q[k] = post[np.uint64(col[edge])] - msg[edge]
                 total = zero
                 for k in range(deg):
                     v = q[k]
