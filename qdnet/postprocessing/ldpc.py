@@ -61,14 +61,14 @@ off about half at 1e4 (at 1 %, f* -0.04 from a higher check degree gave f -0.02)
 waiting longer before a reveal (< 5 % progress over 4 iterations, up to 60: f -0.013 at 1e5
 and 1 %, -0.004 at 1e4, for 25-35 % less speed), 4-cycle removal (above).
 
-Measured (benchmarks/postprocessing.py, 100 frames at 1e4, 10 at 1e5, QBER 1/2/3/5/8 %, one
-quiet core, vs the previous staircase+3+10 family): f at 1e4 1.117/1.097/1.092/1.076/1.069
+Measured (benchmarks/postprocessing.py, 100 frames at 1e4, 10 at 1e5, 2 at 1e6, QBER
+1/2/3/5/8 %, vs the previous staircase+3+10 family): f at 1e4 1.117/1.097/1.092/1.076/1.069
 (was 1.154/1.128/1.118/1.103/1.091), at 1e5 1.079/1.071/1.068/1.062/1.053 (was
-1.132/1.102/1.088/1.077/1.065); no wrong or failed frame in 2500 at 1e4 and 200 at 1e5. Speed
-0.51-0.62 Mbit/s per core at 1e4 and 0.29-0.43 at 1e5 (was 0.70-0.76 and 0.51-0.57): ~27 % more
-edges per column at 1-2 % (7.0 vs 5.5), ~25 % more BP iterations per frame (40 vs 31, finer
-reveal steps) and, at 1e5, code construction (0.15 s per new (n, m); the benchmark's frames
-spread over ~6 codes).
+1.132/1.102/1.088/1.077/1.065), at 1e6 1.073/1.064/1.070/1.055/1.054; no wrong or failed frame
+in 2500 at 1e4 and 200 at 1e5. Speed 0.70-0.78 Mbit/s per core at 1e4, 0.55-0.59 at 1e5 and
+0.37-0.49 at 1e6 (code construction, once per block, timed apart: ~0.15 s at 1e5, 0.3-2 s at
+1e6). Per frame at 1e4 and 1 %: ~7.0 edges per column x ~40 BP iterations over the reveal
+rounds at ~4-6 ns per edge update (scalar; the check update is not vectorised by LLVM).
 """
 
 from __future__ import annotations
