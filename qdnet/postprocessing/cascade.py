@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba as nb
 import numpy as np
@@ -141,6 +141,47 @@ def _geometry(n: int, depths: tuple[int, ...]) -> Geometry:
     extents = tuple(n if p < SPREAD_FROM else width for p in range(len(depths)))
     blocks = tuple(-(-e // (1 << d)) for e, d in zip(extents, depths, strict=True))
     return Geometry(depths, width, extents, blocks)
+
+
+class AliceArrays(NamedTuple):
+    """Alice's per-frame arrays that answering reads (one argument for the compiled kernels)."""
+
+    bits: Bits
+    keys: NDArray[np.uint64]
+    geo: NDArray[np.int64]
+    packed: NDArray[np.bool_]
+    words: NDArray[np.uint64]
+    prefix: NDArray[np.uint64]
+
+
+class BobArrays(NamedTuple):
+    """Bob's per-frame arrays that a round reads and updates (one argument for the kernels)."""
+
+    stage_lo: NDArray[np.int64]
+    stage_hi: NDArray[np.int64]
+    bits: Bits
+    words: NDArray[np.uint64]
+    chunks: NDArray[np.uint64]
+    keys: NDArray[np.uint64]
+    geo: NDArray[np.int64]
+    depths: NDArray[np.int64]
+    counts: NDArray[np.int64]
+    bases: NDArray[np.int64]
+    off: NDArray[np.int64]
+    known: NDArray[np.int8]
+    alice: Bits
+    started: NDArray[np.bool_]
+    packed: NDArray[np.bool_]
+    xs: NDArray[np.uint32]
+    sp: NDArray[np.int64]
+    sl: NDArray[np.int64]
+    si: NDArray[np.int64]
+    alive: NDArray[np.bool_]
+    qp: NDArray[np.int64]
+    ql: NDArray[np.int64]
+    qi: NDArray[np.int64]
+    extents: NDArray[np.int64]
+    late: NDArray[np.uint64]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,6 +595,9 @@ class CascadeAlice:
             self.packed,
             EAGER_PASSES,
         )
+        self.arrays = AliceArrays(
+            self.bits_padded, self.keys, self.pass_geometry, self.packed, self.words, self.prefix
+        )
         self.leaked_bits = 0
 
     def top_parities(self) -> Bits:
@@ -573,19 +617,7 @@ class CascadeAlice:
     ) -> Bits:
         """Parities of the asked blocks (pass, level, index) in pass order."""
         out = np.empty(len(passes), dtype=np.uint8)
-        ok = _answer(
-            self.bits_padded,
-            self.keys,
-            self.pass_geometry,
-            self.packed,
-            self.words,
-            self.prefix,
-            self.geo.width,
-            passes,
-            levels,
-            index,
-            out,
-        )
+        ok = _answer(self.arrays, self.geo.width, passes, levels, index, out)
         if not ok:
             raise ValueError("parity question out of range")
         self.leaked_bits += len(out)
@@ -598,18 +630,15 @@ def _nwords(width: int) -> int:
 
 @nb.njit(cache=True, inline="always")
 def _answer(
-    bits: Bits,
-    keys: NDArray[np.uint64],
-    geo: NDArray[np.int64],
-    packed: NDArray[np.bool_],
-    words: NDArray[np.uint64],
-    pre: NDArray[np.uint64],
+    a: AliceArrays,
     width: int,
     passes: NDArray[np.uint8] | NDArray[np.int64],
     levels: NDArray[np.uint8] | NDArray[np.int64],
     index: NDArray[np.int64],
     out: Bits,
 ) -> bool:  # pragma: no cover - compiled
+    """Parities of the asked blocks of one frame; False if a question is out of range."""
+    bits, keys, geo, packed, words, pre = a
     rows = words.shape[0]
     for j in range(passes.shape[0]):
         p = np.int64(passes[j])
@@ -675,30 +704,15 @@ def _pack_bob(
 
 
 @nb.njit(cache=True, inline="always")
-def _flip(
-    bit: int,
-    bits: Bits,
-    words: NDArray[np.uint64],
-    chunks: NDArray[np.uint64],
-    keys: NDArray[np.uint64],
-    geo: NDArray[np.int64],
-    depths: NDArray[np.int64],
-    off: NDArray[np.int64],
-    known: NDArray[np.int8],
-    started: NDArray[np.bool_],
-    packed: NDArray[np.bool_],
-    xs: NDArray[np.uint32],
-    sp: NDArray[np.int64],
-    sl: NDArray[np.int64],
-    si: NDArray[np.int64],
-    ns: int,
-    late: NDArray[np.uint64],
-) -> int:  # pragma: no cover - compiled
+def _flip(bit: int, b: BobArrays, ns: int) -> int:  # pragma: no cover - compiled
     """Flip one bit, toggle every known block containing it, queue new searches; returns ns.
 
     Only started passes hold known blocks (a pass's top parities are set when it starts); a
     started pass whose blocks were all even is packed when a flip first makes one odd. Once
     the late passes' halves are tracked (``late``), the flip toggles them too."""
+    bits, words, chunks, keys, geo, depths = b.bits, b.words, b.chunks, b.keys, b.geo, b.depths
+    off, known, started, packed, xs, sp = b.off, b.known, b.started, b.packed, b.xs, b.sp
+    sl, si, late = b.sl, b.si, b.late
     bits[bit] ^= 1
     if late[0]:
         late[1] ^= _late_mask(bit, geo[depths.shape[0] - 1, 0], keys[0, 0])
@@ -735,28 +749,7 @@ def _flip(
 
 @nb.njit(cache=True, inline="always")
 def _descend(
-    bits: Bits,
-    words: NDArray[np.uint64],
-    chunks: NDArray[np.uint64],
-    keys: NDArray[np.uint64],
-    geo: NDArray[np.int64],
-    depths: NDArray[np.int64],
-    off: NDArray[np.int64],
-    known: NDArray[np.int8],
-    started: NDArray[np.bool_],
-    packed: NDArray[np.bool_],
-    xs: NDArray[np.uint32],
-    sp: NDArray[np.int64],
-    sl: NDArray[np.int64],
-    si: NDArray[np.int64],
-    ns: int,
-    alive: NDArray[np.bool_],
-    depth: int,
-    qp: NDArray[np.int64],
-    ql: NDArray[np.int64],
-    qi: NDArray[np.int64],
-    extents: NDArray[np.int64],
-    late: NDArray[np.uint64],
+    b: BobArrays, ns: int, depth: int
 ) -> tuple[int, int, int]:  # pragma: no cover - compiled
     """Advance every search until it needs questions, flips a bit or dies.
 
@@ -765,6 +758,8 @@ def _descend(
     (qp, ql, qi); asked nodes are marked PENDING. Returns (live searches, now at the front of
     sp/sl/si, bits flipped, questions).
     """
+    bits, keys, geo, off, known, extents = b.bits, b.keys, b.geo, b.off, b.known, b.extents
+    sp, sl, si, alive, qp, ql, qi = b.sp, b.sl, b.si, b.alive, b.qp, b.ql, b.qi
     n_real = bits.shape[0] - 1
     flips = 0
     nq = 0
@@ -779,25 +774,7 @@ def _descend(
             if known[off[p, level] + i] != ODD:
                 break  # block became even (or duplicate): drop
             if level == 0:
-                ns = _flip(
-                    _bit_at(p, i, keys, geo, n_real),
-                    bits,
-                    words,
-                    chunks,
-                    keys,
-                    geo,
-                    depths,
-                    off,
-                    known,
-                    started,
-                    packed,
-                    xs,
-                    sp,
-                    sl,
-                    si,
-                    ns,
-                    late,
-                )
+                ns = _flip(_bit_at(p, i, keys, geo, n_real), b, ns)
                 flips += 1
                 break
             left = off[p, level - 1] + 2 * i
@@ -904,30 +881,13 @@ def _alice_full(counts: NDArray[np.int64], alice_tops: Bits) -> Bits:  # pragma:
 
 
 @nb.njit(cache=True, inline="always")
-def _begin_pass(
-    p: int,
-    base: int,
-    bits: Bits,
-    keys: NDArray[np.uint64],
-    geo: NDArray[np.int64],
-    depths: NDArray[np.int64],
-    counts: NDArray[np.int64],
-    off: NDArray[np.int64],
-    known: NDArray[np.int8],
-    alice: Bits,
-    words: NDArray[np.uint64],
-    chunks: NDArray[np.uint64],
-    packed: NDArray[np.bool_],
-    xs: NDArray[np.uint32],
-    sp: NDArray[np.int64],
-    sl: NDArray[np.int64],
-    si: NDArray[np.int64],
-    ns: int,
-    late: NDArray[np.uint64],
-) -> int:  # pragma: no cover - compiled
+def _begin_pass(p: int, base: int, b: BobArrays, ns: int) -> int:  # pragma: no cover - compiled
     """Start pass p from Bob's current bits: set its top blocks' state from Alice's parities,
     queue a search in each odd block, pack the pass only if one is odd; returns ns. The first
     late pass starts tracking every late pass's halves (``late``: on, second halves, total)."""
+    bits, keys, geo, depths, counts, off = b.bits, b.keys, b.geo, b.depths, b.counts, b.off
+    known, alice, words, chunks, packed, xs = b.known, b.alice, b.words, b.chunks, b.packed, b.xs
+    sp, sl, si, late = b.sp, b.sl, b.si, b.late
     d = depths[p]
     tops = np.empty(counts[p], dtype=np.uint8)
     positioned = False
@@ -944,14 +904,14 @@ def _begin_pass(
         _stream_tops(bits, xs, d, tops)
         positioned = True
     odd = False
-    for b in range(counts[p]):
-        v = alice[base + b] ^ tops[b]
-        known[off[p, d] + b] = EVEN + v
+    for blk in range(counts[p]):
+        v = alice[base + blk] ^ tops[blk]
+        known[off[p, d] + blk] = EVEN + v
         if v:
             odd = True
             sp[ns] = p
             sl[ns] = d
-            si[ns] = b
+            si[ns] = blk
             ns += 1
     if odd:
         if not positioned:
@@ -967,94 +927,36 @@ def _bob_round(
     nq: int,
     ns: int,
     stage: int,
-    stage_lo: NDArray[np.int64],
-    stage_hi: NDArray[np.int64],
     tail: int,
     tail_depth: int,
-    bits: Bits,
-    words: NDArray[np.uint64],
-    chunks: NDArray[np.uint64],
-    keys: NDArray[np.uint64],
-    geo: NDArray[np.int64],
-    depths: NDArray[np.int64],
-    counts: NDArray[np.int64],
-    bases: NDArray[np.int64],
-    off: NDArray[np.int64],
-    known: NDArray[np.int8],
-    alice: Bits,
-    started: NDArray[np.bool_],
-    packed: NDArray[np.bool_],
-    xs: NDArray[np.uint32],
-    sp: NDArray[np.int64],
-    sl: NDArray[np.int64],
-    si: NDArray[np.int64],
-    alive: NDArray[np.bool_],
-    qp: NDArray[np.int64],
-    ql: NDArray[np.int64],
-    qi: NDArray[np.int64],
-    extents: NDArray[np.int64],
     width: int,
-    late: NDArray[np.uint64],
+    b: BobArrays,
 ) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
     """One round of Bob in one compiled call: apply the answers to the last ``nq`` questions,
     advance the searches, start the next stages until some search asks. Returns (live
     searches, questions, bits flipped, next stage); no searches left after the last stage:
     done."""
+    stage_lo, stage_hi, bases, started, qp, ql, qi = (
+        b.stage_lo,
+        b.stage_hi,
+        b.bases,
+        b.started,
+        b.qp,
+        b.ql,
+        b.qi,
+    )
     if nq:
-        _apply_answers(words, chunks, width, off, known, qp[:nq], ql[:nq], qi[:nq], answers)
+        _apply_answers(b.words, b.chunks, width, b.off, b.known, qp[:nq], ql[:nq], qi[:nq], answers)
     flips = 0
     while True:
         depth = tail_depth if ns <= tail else 1
-        ns, f, nq = _descend(
-            bits,
-            words,
-            chunks,
-            keys,
-            geo,
-            depths,
-            off,
-            known,
-            started,
-            packed,
-            xs,
-            sp,
-            sl,
-            si,
-            ns,
-            alive,
-            depth,
-            qp,
-            ql,
-            qi,
-            extents,
-            late,
-        )
+        ns, f, nq = _descend(b, ns, depth)
         flips += f
         if ns or stage >= stage_lo.shape[0]:
             return ns, nq, flips, stage
         for p in range(stage_lo[stage], stage_hi[stage]):
             started[p] = True
-            ns = _begin_pass(
-                p,
-                bases[p],
-                bits,
-                keys,
-                geo,
-                depths,
-                counts,
-                off,
-                known,
-                alice,
-                words,
-                chunks,
-                packed,
-                xs,
-                sp,
-                sl,
-                si,
-                ns,
-                late,
-            )
+            ns = _begin_pass(p, bases[p], b, ns)
         stage += 1
 
 
@@ -1137,27 +1039,9 @@ class CascadeBob:
                 f"expected {self.expected_top_parities()} top-level parities, got {len(alice_tops)}"
             )
         self._alice = _alice_full(self._counts, alice_tops.astype(np.uint8))
-        return self._advance()
-
-    def step(self, answers: Bits) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
-        """Apply Alice's answers to the last questions; return the next questions (empty: done)."""
-        if len(answers) != self._nq:
-            raise ValueError(f"expected {self._nq} answers, got {len(answers)}")
-        self.rounds += 1
-        return self._advance(answers.astype(np.uint8, copy=False))
-
-    def finish_against(self, alice: CascadeAlice) -> int:
-        """Run the remaining rounds against an in-process Alice in one compiled loop (the
-        questions and answers are the ones :meth:`step` and :meth:`CascadeAlice.answer` would
-        exchange). Returns the round trips taken."""
-        trips, leaked, flips, ok = _loopback(
-            self._nq,
-            self._ns,
-            self._stage,
+        self.arrays = BobArrays(
             self._stage_lo,
             self._stage_hi,
-            self._tail,
-            self.config.tail_depth,
             self._bits,
             self._words,
             self._chunks,
@@ -1180,14 +1064,30 @@ class CascadeBob:
             self._ql,
             self._qi,
             self._extents,
-            self.geo.width,
-            alice.bits_padded,
-            alice.keys,
-            alice.pass_geometry,
-            alice.packed,
-            alice.words,
-            alice.prefix,
             self._late,
+        )
+        return self._advance()
+
+    def step(self, answers: Bits) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
+        """Apply Alice's answers to the last questions; return the next questions (empty: done)."""
+        if len(answers) != self._nq:
+            raise ValueError(f"expected {self._nq} answers, got {len(answers)}")
+        self.rounds += 1
+        return self._advance(answers.astype(np.uint8, copy=False))
+
+    def finish_against(self, alice: CascadeAlice) -> int:
+        """Run the remaining rounds against an in-process Alice in one compiled loop (the
+        questions and answers are the ones :meth:`step` and :meth:`CascadeAlice.answer` would
+        exchange). Returns the round trips taken."""
+        trips, leaked, flips, ok = _loopback(
+            self._nq,
+            self._ns,
+            self._stage,
+            self._tail,
+            self.config.tail_depth,
+            self.geo.width,
+            self.arrays,
+            alice.arrays,
         )
         if not ok:
             raise ValueError("parity question out of range")
@@ -1207,34 +1107,10 @@ class CascadeBob:
             0 if answers is None else self._nq,
             self._ns,
             self._stage,
-            self._stage_lo,
-            self._stage_hi,
             self._tail,
             self.config.tail_depth,
-            self._bits,
-            self._words,
-            self._chunks,
-            self._keys,
-            self._pgeo,
-            self.depths,
-            self._counts,
-            self._bases,
-            self.off,
-            self.known,
-            self._alice,
-            self.started,
-            self._packed,
-            self._xs,
-            self._sp,
-            self._sl,
-            self._si,
-            self._alive,
-            self._qp,
-            self._ql,
-            self._qi,
-            self._extents,
             self.geo.width,
-            self._late,
+            self.arrays,
         )
         self.corrected_bits += flips
         self._ns = ns
@@ -1254,101 +1130,28 @@ def _loopback(
     nq: int,
     ns: int,
     stage: int,
-    stage_lo: NDArray[np.int64],
-    stage_hi: NDArray[np.int64],
     tail: int,
     tail_depth: int,
-    bits: Bits,
-    words: NDArray[np.uint64],
-    chunks: NDArray[np.uint64],
-    keys: NDArray[np.uint64],
-    geo: NDArray[np.int64],
-    depths: NDArray[np.int64],
-    counts: NDArray[np.int64],
-    bases: NDArray[np.int64],
-    off: NDArray[np.int64],
-    known: NDArray[np.int8],
-    alice: Bits,
-    started: NDArray[np.bool_],
-    packed: NDArray[np.bool_],
-    xs: NDArray[np.uint32],
-    sp: NDArray[np.int64],
-    sl: NDArray[np.int64],
-    si: NDArray[np.int64],
-    alive: NDArray[np.bool_],
-    qp: NDArray[np.int64],
-    ql: NDArray[np.int64],
-    qi: NDArray[np.int64],
-    extents: NDArray[np.int64],
     width: int,
-    a_bits: Bits,
-    a_keys: NDArray[np.uint64],
-    a_geo: NDArray[np.int64],
-    a_packed: NDArray[np.bool_],
-    a_words: NDArray[np.uint64],
-    a_pre: NDArray[np.uint64],
-    late: NDArray[np.uint64],
+    b: BobArrays,
+    a: AliceArrays,
 ) -> tuple[int, int, int, int]:  # pragma: no cover - compiled
     """Bob's rounds and Alice's answers alternating in one compiled loop, from Bob's first
     questions ``qp/ql/qi[:nq]`` to the end. Only the questions and the answers pass between the
     two sides, exactly what :func:`reconcile_frames_local` and the session carry. Returns
     (round trips, parity bits Alice disclosed, bits Bob flipped, 1 if every question was in
     range else 0)."""
+    qp, ql, qi = b.qp, b.ql, b.qi
     answers = np.empty(qp.shape[0], dtype=np.uint8)
     trips = 0
     leaked = 0
     flips = 0
     while ns:
-        if not _answer(
-            a_bits,
-            a_keys,
-            a_geo,
-            a_packed,
-            a_words,
-            a_pre,
-            width,
-            qp[:nq],
-            ql[:nq],
-            qi[:nq],
-            answers[:nq],
-        ):
+        if not _answer(a, width, qp[:nq], ql[:nq], qi[:nq], answers[:nq]):
             return trips, leaked, flips, 0
         leaked += nq
         trips += 1
-        ns, nq, f, stage = _bob_round(
-            answers[:nq],
-            nq,
-            ns,
-            stage,
-            stage_lo,
-            stage_hi,
-            tail,
-            tail_depth,
-            bits,
-            words,
-            chunks,
-            keys,
-            geo,
-            depths,
-            counts,
-            bases,
-            off,
-            known,
-            alice,
-            started,
-            packed,
-            xs,
-            sp,
-            sl,
-            si,
-            alive,
-            qp,
-            ql,
-            qi,
-            extents,
-            width,
-            late,
-        )
+        ns, nq, f, stage = _bob_round(answers[:nq], nq, ns, stage, tail, tail_depth, width, b)
         flips += f
     return trips, leaked, flips, 1
 
@@ -1387,31 +1190,20 @@ def efficiency(leaked_bits: int, n: int, qber: float) -> float:
 Questions = tuple[NDArray[np.int32], NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]
 """(frame, pass, level, index) of every parity question of a round, grouped by frame."""
 
-_BOB_LISTS = [
-    *("_stage_lo", "_stage_hi", "_bits", "_words", "_chunks", "_keys", "_pgeo", "depths"),
-    *("_counts", "_bases", "off", "known", "_alice", "started", "_packed", "_xs", "_sp"),
-    *("_sl", "_si", "_alive", "_qp", "_ql", "_qi", "_extents", "_late"),
-]
-"""Bob's per-frame arrays a round needs (typed lists built once Alice's parities are in)."""
 _NQ, _NS, _STAGE, _TAIL, _WIDTH, _FLIPS = range(6)
 
 
-def _typed(arrays: list[NDArray[Any]]) -> Any:
-    """A numba typed list of the frames' arrays (shared, not copied)."""
+def _typed(items: list[Any]) -> Any:
+    """A numba typed list of the frames' array tuples (the arrays are shared, not copied)."""
     out = nb.typed.List()
-    for a in arrays:
-        out.append(a)
+    for item in items:
+        out.append(item)
     return out
 
 
 @nb.njit(cache=True)
 def _answer_frames(
-    bits: Any,
-    keys: Any,
-    geo: Any,
-    packed: Any,
-    words: Any,
-    pre: Any,
+    alices: Any,
     width: NDArray[np.int64],
     frame: NDArray[np.int32],
     passes: NDArray[np.uint8],
@@ -1432,19 +1224,7 @@ def _answer_frames(
         k = j + 1
         while k < total and frame[k] == f:
             k += 1
-        if not _answer(
-            bits[f],
-            keys[f],
-            geo[f],
-            packed[f],
-            words[f],
-            pre[f],
-            width[f],
-            passes[j:k],
-            levels[j:k],
-            index[j:k],
-            out[j:k],
-        ):
+        if not _answer(alices[f], width[f], passes[j:k], levels[j:k], index[j:k], out[j:k]):
             return False
         j = k
     return True
@@ -1452,34 +1232,7 @@ def _answer_frames(
 
 @nb.njit(cache=True)
 def _bob_frames_round(
-    answers: Bits,
-    state: NDArray[np.int64],
-    tail_depth: int,
-    stage_lo: Any,
-    stage_hi: Any,
-    bits: Any,
-    words: Any,
-    chunks: Any,
-    keys: Any,
-    geo: Any,
-    depths: Any,
-    counts: Any,
-    bases: Any,
-    off: Any,
-    known: Any,
-    alice: Any,
-    started: Any,
-    packed: Any,
-    xs: Any,
-    sp: Any,
-    sl: Any,
-    si: Any,
-    alive: Any,
-    qp: Any,
-    ql: Any,
-    qi: Any,
-    extents: Any,
-    late: Any,
+    answers: Bits, state: NDArray[np.int64], tail_depth: int, frames: Any
 ) -> int:  # pragma: no cover - compiled
     """One round of every frame still searching: the answers are those to the last questions,
     grouped by frame; each frame's new questions stay in its own buffers (state[f, NQ] of
@@ -1495,34 +1248,10 @@ def _bob_frames_round(
             nq,
             state[f, 1],
             state[f, 2],
-            stage_lo[f],
-            stage_hi[f],
             state[f, 3],
             tail_depth,
-            bits[f],
-            words[f],
-            chunks[f],
-            keys[f],
-            geo[f],
-            depths[f],
-            counts[f],
-            bases[f],
-            off[f],
-            known[f],
-            alice[f],
-            started[f],
-            packed[f],
-            xs[f],
-            sp[f],
-            sl[f],
-            si[f],
-            alive[f],
-            qp[f],
-            ql[f],
-            qi[f],
-            extents[f],
             state[f, 4],
-            late[f],
+            frames[f],
         )
         cursor += nq
         state[f, 0] = nq2 if ns else 0
@@ -1535,7 +1264,7 @@ def _bob_frames_round(
 
 @nb.njit(cache=True)
 def _gather_questions(
-    state: NDArray[np.int64], qp: Any, ql: Any, qi: Any, total: int
+    state: NDArray[np.int64], frames: Any, total: int
 ) -> tuple[NDArray[np.int32], NDArray[np.uint8], NDArray[np.uint8], NDArray[np.int64]]:
     # pragma: no cover - compiled
     """The frames' pending questions, concatenated in frame order."""
@@ -1547,7 +1276,8 @@ def _gather_questions(
     for f in range(state.shape[0]):
         if state[f, 0] == 0:
             continue
-        qpf, qlf, qif = qp[f], ql[f], qi[f]
+        bf = frames[f]
+        qpf, qlf, qif = bf.qp, bf.ql, bf.qi
         for k in range(state[f, 0]):
             frame[j] = f
             passes[j] = qpf[k]
@@ -1564,14 +1294,7 @@ class CascadeAliceFrames:
         if not frames:
             raise ValueError("a block needs at least one frame")
         self.ends = [CascadeAlice(bits, qber, seed, config) for bits in frames]
-        self._lists: tuple[Any, Any, Any, Any, Any, Any] = (
-            _typed([e.bits_padded for e in self.ends]),
-            _typed([e.keys for e in self.ends]),
-            _typed([e.pass_geometry for e in self.ends]),
-            _typed([e.packed for e in self.ends]),
-            _typed([e.words for e in self.ends]),
-            _typed([e.prefix for e in self.ends]),
-        )
+        self._alices = _typed([e.arrays for e in self.ends])
         self._width = np.asarray([e.geo.width for e in self.ends], dtype=np.int64)
         self.leaked_bits = 0
 
@@ -1590,10 +1313,7 @@ class CascadeAliceFrames:
     ) -> Bits:
         """Parities of the asked blocks; ValueError if a question is out of range."""
         out = np.empty(len(frame), dtype=np.uint8)
-        bits, keys, geo, packed, words, prefix = self._lists
-        if not _answer_frames(
-            bits, keys, geo, packed, words, prefix, self._width, frame, passes, levels, index, out
-        ):
+        if not _answer_frames(self._alices, self._width, frame, passes, levels, index, out):
             raise ValueError("parity question out of range")
         self.leaked_bits += len(out)
         return out
@@ -1607,7 +1327,7 @@ class CascadeBobFrames:
         if not frames:
             raise ValueError("a block needs at least one frame")
         self.ends = [CascadeBob(bits, qber, seed, config) for bits in frames]
-        self._lists: tuple[Any, ...] = ()
+        self._frames: Any = None
         self._state = np.zeros((len(self.ends), 6), dtype=np.int64)
         self._state[:, _TAIL] = [e._tail for e in self.ends]
         self._state[:, _WIDTH] = [e.geo.width for e in self.ends]
@@ -1625,26 +1345,25 @@ class CascadeBobFrames:
             self._state[f, _NS] = end._ns
             self._state[f, _STAGE] = end._stage
             self._state[f, _FLIPS] = end.corrected_bits
-        self._lists = tuple(_typed([getattr(e, name) for e in self.ends]) for name in _BOB_LISTS)
+        self._frames = _typed([e.arrays for e in self.ends])
         return self._questions(int(self._state[:, _NQ].sum()))
 
     def step(self, answers: Bits) -> Questions:
         """Apply the answers to the last questions (grouped by frame, as asked); return the next
         questions (empty: every frame is done)."""
-        if not self._lists:
+        if self._frames is None:
             raise ValueError("start() first")
         if len(answers) != int(self._state[:, _NQ].sum()):
             raise ValueError(
                 f"expected {int(self._state[:, _NQ].sum())} answers, got {len(answers)}"
             )
         total = _bob_frames_round(
-            answers.astype(np.uint8, copy=False), self._state, self._tail_depth, *self._lists
+            answers.astype(np.uint8, copy=False), self._state, self._tail_depth, self._frames
         )
         return self._questions(total)
 
     def _questions(self, total: int) -> Questions:
-        named = dict(zip(_BOB_LISTS, self._lists, strict=True))
-        return _gather_questions(self._state, named["_qp"], named["_ql"], named["_qi"], total)
+        return _gather_questions(self._state, self._frames, total)
 
     @property
     def done(self) -> bool:
