@@ -16,9 +16,9 @@ QIC 15, 453 (2015), arXiv:1407.3257:
 Interactivity. Alice's bits never change, so all top-level parities of all passes go in one
 message up front (standard Cascade discloses them anyway). Bob then runs every pending search in
 lockstep: one round trip carries one bisection question of *every* active search in every pass
-and every frame. Passes 1 and 2 run as separate stages; passes >= 3 (block size ~n/2, where
-few errors are left) start together, so the number of round trips is about
-log2 k1 + log2 k2 + 2 log2 n rather than the sum over all passes. A search whose block became
+and every frame. By default each pass is its own stage (measured: the lowest f); passes from
+``CascadeConfig.concurrent_from`` on (block size ~n/2, where few errors are left) can instead
+start together, for fewer round trips at a higher f. A search whose block became
 even because another search flipped a bit in it is dropped (its question is still counted).
 
 In one process (:func:`reconcile_local`, benchmarks) Bob's rounds and Alice's answers alternate
