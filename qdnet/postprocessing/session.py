@@ -93,6 +93,9 @@ class SessionConfig:
                 c.tail_depth,
                 c.tail_divisor,
                 c.tail_min,
+                c.partner_probe,
+                int(c.defer_late),
+                c.priority,
             ],
         }
 
@@ -100,7 +103,7 @@ class SessionConfig:
     def from_message(cls, msg: Message) -> SessionConfig:
         """Parse Alice's HELLO."""
         raw = msg.fields.get("cascade")
-        if not isinstance(raw, list) or len(raw) != 9:
+        if not isinstance(raw, list) or len(raw) != 12:
             raise ProtocolError("HELLO: bad cascade parameters")
         method = msg.field_str("method")
         if method not in METHODS:
@@ -116,6 +119,9 @@ class SessionConfig:
                 min(4, max(1, int(raw[6]))),
                 max(1, int(raw[7])),
                 int(raw[8]),
+                max(0, int(raw[9])),
+                bool(int(raw[10])),
+                min(3, max(0, int(raw[11]))),
             )
         except (TypeError, ValueError):
             raise ProtocolError("HELLO: bad cascade parameters") from None
