@@ -94,6 +94,7 @@ class SessionConfig:
                 c.tail_divisor,
                 c.tail_min,
                 c.partner_probe,
+                int(c.probe_any),
                 int(c.defer_late),
                 c.priority,
             ],
@@ -103,7 +104,7 @@ class SessionConfig:
     def from_message(cls, msg: Message) -> SessionConfig:
         """Parse Alice's HELLO."""
         raw = msg.fields.get("cascade")
-        if not isinstance(raw, list) or len(raw) != 12:
+        if not isinstance(raw, list) or len(raw) != 13:
             raise ProtocolError("HELLO: bad cascade parameters")
         method = msg.field_str("method")
         if method not in METHODS:
@@ -121,7 +122,8 @@ class SessionConfig:
                 int(raw[8]),
                 max(0, int(raw[9])),
                 bool(int(raw[10])),
-                min(3, max(0, int(raw[11]))),
+                bool(int(raw[11])),
+                min(4, max(0, int(raw[12]))),
             )
         except (TypeError, ValueError):
             raise ProtocolError("HELLO: bad cascade parameters") from None
