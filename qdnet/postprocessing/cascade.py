@@ -856,7 +856,7 @@ def _descend(
     prio = b.opts[2]
     single = prio == 4 and b.late[0]  # once the late passes run: one search asks at a time
     minc = SPREAD_FROM
-    if prio:
+    if prio == 1 or prio == 2 or (prio >= 3 and b.late[0]):
         for t in range(ns):
             minc = min(minc, sp[t])
     while j < ns:
