@@ -11,7 +11,15 @@ QIC 15, 453 (2015), arXiv:1407.3257:
   bit, every known block containing it toggles, and the highest known odd block on that path
   starts a new search, which descends through known children for free;
 * parity savings: the parity of the whole frame is disclosed once; in later passes the parity
-  of the last top-level block follows from it and is not sent.
+  of the last top-level block follows from it and is not sent;
+* late passes (ours): what passes 0 and 1 leave are mostly pairs of errors sharing a pass-0 and
+  a pass-1 block. A late pass searches one odd half at a time, and once late passes run, searches
+  go one at a time, those of earlier (smaller-block) passes first. After each flip of x, the bits
+  c of x's smallest known pass-0 block whose known blocks in every started pass are all odd
+  (exactly x's partner if x and c were the only errors there; usually one bit) are asked
+  singly, as pass-0 leaves: a hit ends every search that the flip started, typically for 1-2
+  bits instead of a second half-frame bisection (~13) or a pass-0 block search (~6).
+  Measured at 1e4 bits: f 1.077 -> 1.066 (1 %), 1.071 -> 1.065 (2 %), 1.067 -> 1.055 (3 %).
 
 Interactivity. Alice's bits never change, so all top-level parities of all passes go in one
 message up front (standard Cascade discloses them anyway). Bob then runs every pending search in
@@ -20,6 +28,7 @@ and every frame. By default each pass is its own stage (measured: the lowest f);
 ``CascadeConfig.concurrent_from`` on (block size ~n/2, where few errors are left) can instead
 start together, for fewer round trips at a higher f. A search whose block became
 even because another search flipped a bit in it is dropped (its question is still counted).
+In the late passes searches wait for one another (see above): a few more round trips.
 
 In one process (:func:`reconcile_local`, benchmarks) Bob's rounds and Alice's answers alternate
 inside one compiled loop; the arrays exchanged are those the session sends.
@@ -70,7 +79,8 @@ class CascadeConfig:
     Defaults were chosen by measurement (benchmarks/postprocessing.py, 300 frames of 1e4 bits,
     30 of 1e5, 3 of 1e6 per QBER): 16 passes run one after the other (``concurrent_from`` >=
     passes), k1 = 2^ceil(log2(0.5/Q)) (k1 Q in [0.5, 1)) and k2 = 4 k1 below 50,000 bits, 8 k1 above: small first blocks cost few
-    bisection bits and fewer round trips, the large second block catches the pairs.
+    bisection bits and fewer round trips, the large second block catches the pairs. The last
+    four fields only change which questions Bob asks (Alice answers any valid question).
     """
 
     passes: int = 16
@@ -87,6 +97,20 @@ class CascadeConfig:
     tail_divisor: int = 2000
     tail_min: int = 4
     """The tail: at most max(tail_min, n / tail_divisor) active searches."""
+    partner_probe: int = 3
+    """Once the late passes run, after a flip of bit x ask the single bits (pass-0 leaves) that
+    could be x's partner, if there are at most this many (see :func:`_partner_probes`);
+    0: off."""
+    probe_any: bool = True
+    """Probe after every such flip (False: only after flips found by a late pass's search)."""
+    defer_late: bool = True
+    """A late pass searches one odd half at a time: the flip that cascades from the first
+    usually fixes the other."""
+    priority: int = 4
+    """Which searches wait (ask nothing) while a search in an earlier pass is alive: 0 none,
+    1 those of late passes, 2 all, 3 all once the late passes run, 4 as 3 and then one search
+    asks at a time. Waiting costs round trips; it saves the bits of searches that a flip found
+    by the smaller block would have ended."""
 
     def block_exponents(self, n: int, qber: float) -> tuple[int, ...]:
         """log2 of the block size of each pass for an n-bit frame and estimated QBER."""
@@ -182,6 +206,8 @@ class BobArrays(NamedTuple):
     qi: NDArray[np.int64]
     extents: NDArray[np.int64]
     late: NDArray[np.uint64]
+    qk: NDArray[np.int8]
+    opts: NDArray[np.int64]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -748,6 +774,66 @@ def _flip(bit: int, b: BobArrays, ns: int) -> int:  # pragma: no cover - compile
 
 
 @nb.njit(cache=True, inline="always")
+def _partner_probes(x: int, b: BobArrays, nq: int) -> int:  # pragma: no cover - compiled
+    """After Bob flipped bit x: ask the pass-0 leaves (single bits) that could be its partner.
+
+    A pair of errors that no earlier block separated leaves, once x is fixed, exactly the known
+    blocks containing its partner odd. The candidates are the bits c of x's smallest known
+    pass-0 block (odd) whose known blocks in every started pass are all odd; if there are 1 to
+    ``opts[0]`` of them, each is asked (pass 0, level 0, index c) and returns nq with the
+    questions added (flagged in qk), else nq unchanged."""
+    keys, geo, depths, off, known, started = b.keys, b.geo, b.depths, b.off, b.known, b.started
+    qp, ql, qi, qk = b.qp, b.ql, b.qi, b.qk
+    limit = b.opts[0]
+    n_real = b.bits.shape[0] - 1
+    passes = depths.shape[0]
+    low = -1
+    state = UNKNOWN
+    for level in range(depths[0], -1, -1):
+        s = known[off[0, level] + (x >> level)]
+        if s < EVEN:
+            break
+        low = level
+        state = s
+    if low < 1 or state != ODD:
+        return nq
+    start = (x >> low) << low
+    stop = min(start + (1 << low), n_real)
+    first = nq
+    for c in range(start, stop):
+        if c == x or known[off[0, 0] + c] != UNKNOWN:
+            continue
+        ok = True
+        for t in range(passes):
+            p = t + 1 if t + 1 < passes else 0  # pass 1 first: the most selective
+            if not started[p]:
+                continue
+            q = _position(p, c, keys, geo)
+            for level in range(depths[p], -1, -1):
+                s = known[off[p, level] + (q >> level)]
+                if s < EVEN:
+                    break
+                if s == EVEN:
+                    ok = False
+                    break
+            if not ok:
+                break
+        if not ok:
+            continue
+        if nq - first >= limit or nq >= qp.shape[0]:
+            for j in range(first, nq):
+                known[off[0, 0] + qi[j]] = UNKNOWN
+            return first
+        known[off[0, 0] + c] = PENDING
+        qp[nq] = 0
+        ql[nq] = 0
+        qi[nq] = c
+        qk[nq] = 1
+        nq += 1
+    return nq
+
+
+@nb.njit(cache=True, inline="always")
 def _descend(
     b: BobArrays, ns: int, depth: int
 ) -> tuple[int, int, int]:  # pragma: no cover - compiled
@@ -761,21 +847,42 @@ def _descend(
     bits, keys, geo, off, known, extents = b.bits, b.keys, b.geo, b.off, b.known, b.extents
     sp, sl, si, alive, qp, ql, qi = b.sp, b.sl, b.si, b.alive, b.qp, b.ql, b.qi
     n_real = bits.shape[0] - 1
+    qk, probe = b.qk, b.opts[0] > 0
     flips = 0
     nq = 0
     j = 0
     w = 0  # searches that asked questions are compacted to the front
+    hold = sp.shape[0]  # searches from here on wait for partner probes
+    prio = b.opts[2]
+    single = prio == 4 and b.late[0]  # once the late passes run: one search asks at a time
+    minc = SPREAD_FROM
+    if prio == 1 or prio == 2 or (prio >= 3 and b.late[0]):
+        for t in range(ns):
+            minc = min(minc, sp[t])
     while j < ns:
         alive[j] = False
         p = sp[j]
         level = sl[j]
         i = si[j]
-        while True:
+        cls = min(p, SPREAD_FROM)
+        held = j >= hold or (prio == 1 and cls == SPREAD_FROM and minc < SPREAD_FROM)
+        held = held or ((prio == 2 or (prio >= 3 and b.late[0])) and cls > minc)
+        held = held or (single and nq > 0)
+        if held:
+            alive[j] = known[off[p, level] + i] == ODD
+        while not held:
             if known[off[p, level] + i] != ODD:
                 break  # block became even (or duplicate): drop
             if level == 0:
-                ns = _flip(_bit_at(p, i, keys, geo, n_real), b, ns)
+                x = _bit_at(p, i, keys, geo, n_real)
+                before = ns
+                ns = _flip(x, b, ns)
                 flips += 1
+                if probe and p > 0 and (geo[p, 2] or (b.opts[3] and b.late[0])):
+                    asked = _partner_probes(x, b, nq)
+                    if asked > nq:
+                        nq = asked
+                        hold = min(hold, before)
                 break
             left = off[p, level - 1] + 2 * i
             k = known[left]
@@ -815,6 +922,7 @@ def _descend(
                             qp[nq] = p
                             ql[nq] = lev
                             qi[nq] = idx
+                            qk[nq] = 0
                             nq += 1
                 break
             level -= 1
@@ -838,10 +946,14 @@ def _apply_answers(
     qp: NDArray[np.int64],
     ql: NDArray[np.int64],
     qi: NDArray[np.int64],
+    qk: NDArray[np.int8],
     answers: Bits,
 ) -> None:  # pragma: no cover - compiled
-    """Record Alice's parities of asked left children (top-down) and infer their siblings."""
+    """Record Alice's parities of asked left children (top-down) and infer their siblings
+    (partner probes, flagged in qk, are applied by :func:`_apply_probes`)."""
     for j in range(answers.shape[0]):
+        if qk[j]:
+            continue
         p = qp[j]
         level = ql[j]
         idx = qi[j]
@@ -851,6 +963,58 @@ def _apply_answers(
         parent = known[off[p, level + 1] + (idx >> 1)]
         if parent >= EVEN:
             known[node + 1] = parent ^ mismatch
+
+
+@nb.njit(cache=True, inline="always")
+def _apply_probes(
+    answers: Bits, b: BobArrays, ns: int
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Apply Alice's answers to partner probes (single bits, pass-0 leaves): flip the bits that
+    differ, record every probed leaf as even and its sibling from their parent; a parent left
+    odd gets a search (a search that wanted the probed leaf this round was dropped). Returns
+    (ns, bits flipped)."""
+    bits, off, known, qk, qi = b.bits, b.off, b.known, b.qk, b.qi
+    sp, sl, si = b.sp, b.sl, b.si
+    flips = 0
+    for j in range(answers.shape[0]):
+        if not qk[j]:
+            continue
+        c = qi[j]
+        leaf = off[0, 0] + c
+        if answers[j] != bits[c]:
+            ns = _flip(c, b, ns)
+            flips += 1
+        known[leaf] = EVEN
+        parent = known[off[0, 1] + (c >> 1)]
+        if parent >= EVEN:
+            if known[off[0, 0] + (c ^ 1)] == UNKNOWN:
+                known[off[0, 0] + (c ^ 1)] = parent
+            if parent == ODD and ns < sp.shape[0]:
+                sp[ns] = 0
+                sl[ns] = 1
+                si[ns] = c >> 1
+                ns += 1
+    return ns, flips
+
+
+@nb.njit(cache=True, inline="always")
+def _resume_deferred(b: BobArrays, lo: int, hi: int, ns: int) -> int:
+    # pragma: no cover - compiled
+    """Queue a search in every top block of the late passes lo..hi-1 that is still odd (a late
+    pass searches one odd half at a time); returns ns."""
+    geo, depths, off, known, sp, sl, si = b.geo, b.depths, b.off, b.known, b.sp, b.sl, b.si
+    for p in range(lo, hi):
+        if not geo[p, 2]:
+            continue
+        d = depths[p]
+        for blk in range(b.counts[p]):
+            if known[off[p, d] + blk] == ODD and ns < sp.shape[0]:
+                sp[ns] = p
+                sl[ns] = d
+                si[ns] = blk
+                ns += 1
+                break
+    return ns
 
 
 @nb.njit(cache=True)
@@ -904,10 +1068,11 @@ def _begin_pass(p: int, base: int, b: BobArrays, ns: int) -> int:  # pragma: no 
         _stream_tops(bits, xs, d, tops)
         positioned = True
     odd = False
+    defer = geo[p, 2] and b.opts[1]
     for blk in range(counts[p]):
         v = alice[base + blk] ^ tops[blk]
         known[off[p, d] + blk] = EVEN + v
-        if v:
+        if v and not (defer and odd):
             odd = True
             sp[ns] = p
             sl[ns] = d
@@ -945,13 +1110,23 @@ def _bob_round(
         b.ql,
         b.qi,
     )
-    if nq:
-        _apply_answers(b.words, b.chunks, width, b.off, b.known, qp[:nq], ql[:nq], qi[:nq], answers)
     flips = 0
+    if nq:
+        _apply_answers(
+            b.words, b.chunks, width, b.off, b.known, qp[:nq], ql[:nq], qi[:nq], b.qk, answers
+        )
+        if b.opts[0] > 0:
+            ns, flips = _apply_probes(answers, b, ns)
     while True:
         depth = tail_depth if ns <= tail else 1
         ns, f, nq = _descend(b, ns, depth)
         flips += f
+        if ns and not nq:
+            continue  # every live search waits behind one that finished this round
+        if not ns and stage > 0 and b.opts[1]:
+            ns = _resume_deferred(b, stage_lo[stage - 1], stage_hi[stage - 1], ns)
+            if ns:
+                continue
         if ns or stage >= stage_lo.shape[0]:
             return ns, nq, flips, stage
         for p in range(stage_lo[stage], stage_hi[stage]):
@@ -998,6 +1173,11 @@ class CascadeBob:
         self._qp = np.empty(qcap, dtype=np.int64)
         self._ql = np.empty(qcap, dtype=np.int64)
         self._qi = np.empty(qcap, dtype=np.int64)
+        self._qk = np.zeros(qcap, dtype=np.int8)  # 1: a partner probe (a pass-0 leaf)
+        self._opts = np.asarray(
+            [config.partner_probe, int(config.defer_late), config.priority, int(config.probe_any)],
+            dtype=np.int64,
+        )
         self._nq = 0
         self._ns = 0
         self._stage_passes = [
@@ -1065,6 +1245,8 @@ class CascadeBob:
             self._qi,
             self._extents,
             self._late,
+            self._qk,
+            self._opts,
         )
         return self._advance()
 

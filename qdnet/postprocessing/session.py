@@ -93,6 +93,10 @@ class SessionConfig:
                 c.tail_depth,
                 c.tail_divisor,
                 c.tail_min,
+                c.partner_probe,
+                int(c.probe_any),
+                int(c.defer_late),
+                c.priority,
             ],
         }
 
@@ -100,7 +104,7 @@ class SessionConfig:
     def from_message(cls, msg: Message) -> SessionConfig:
         """Parse Alice's HELLO."""
         raw = msg.fields.get("cascade")
-        if not isinstance(raw, list) or len(raw) != 9:
+        if not isinstance(raw, list) or len(raw) != 13:
             raise ProtocolError("HELLO: bad cascade parameters")
         method = msg.field_str("method")
         if method not in METHODS:
@@ -116,6 +120,10 @@ class SessionConfig:
                 min(4, max(1, int(raw[6]))),
                 max(1, int(raw[7])),
                 int(raw[8]),
+                max(0, int(raw[9])),
+                bool(int(raw[10])),
+                bool(int(raw[11])),
+                min(4, max(0, int(raw[12]))),
             )
         except (TypeError, ValueError):
             raise ProtocolError("HELLO: bad cascade parameters") from None
