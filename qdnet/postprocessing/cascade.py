@@ -106,11 +106,19 @@ class CascadeConfig:
     defer_late: bool = True
     """A late pass searches one odd half at a time: the flip that cascades from the first
     usually fixes the other."""
-    priority: int = 4
+    priority: int = -1
     """Which searches wait (ask nothing) while a search in an earlier pass is alive: 0 none,
     1 those of late passes, 2 all, 3 all once the late passes run, 4 as 3 and then one search
-    asks at a time. Waiting costs round trips; it saves the bits of searches that a flip found
-    by the smaller block would have ended."""
+    asks at a time; -1 (default): 4 below ``large_frame_bits``, 3 from there on. Waiting costs
+    round trips; it saves the bits of searches that a flip found by the smaller block would have
+    ended (measured, 10 frames of 1e6 bits in lockstep: 4 gives the same f as 3 but 87 instead
+    of 71 round trips per 1e6 bits at 3 %; at 1e4 it is what brings f below 1.07 at 1-2 %)."""
+
+    def priority_for(self, n: int) -> int:
+        """The search-order rule (``priority``) for an n-bit frame."""
+        if self.priority >= 0:
+            return self.priority
+        return 4 if n < self.large_frame_bits else 3
 
     def block_exponents(self, n: int, qber: float) -> tuple[int, ...]:
         """log2 of the block size of each pass for an n-bit frame and estimated QBER."""
@@ -1175,7 +1183,12 @@ class CascadeBob:
         self._qi = np.empty(qcap, dtype=np.int64)
         self._qk = np.zeros(qcap, dtype=np.int8)  # 1: a partner probe (a pass-0 leaf)
         self._opts = np.asarray(
-            [config.partner_probe, int(config.defer_late), config.priority, int(config.probe_any)],
+            [
+                config.partner_probe,
+                int(config.defer_late),
+                config.priority_for(self.n),
+                int(config.probe_any),
+            ],
             dtype=np.int64,
         )
         self._nq = 0

@@ -123,7 +123,7 @@ class SessionConfig:
                 max(0, int(raw[9])),
                 bool(int(raw[10])),
                 bool(int(raw[11])),
-                min(4, max(0, int(raw[12]))),
+                min(4, max(-1, int(raw[12]))),
             )
         except (TypeError, ValueError):
             raise ProtocolError("HELLO: bad cascade parameters") from None
