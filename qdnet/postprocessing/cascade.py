@@ -13,8 +13,9 @@ QIC 15, 453 (2015), arXiv:1407.3257:
 * parity savings: the parity of the whole frame is disclosed once; in later passes the parity
   of the last top-level block follows from it and is not sent;
 * late passes (ours): what passes 0 and 1 leave are mostly pairs of errors sharing a pass-0 and
-  a pass-1 block. A late pass searches one odd half at a time, and once late passes run, searches
-  go one at a time, those of earlier (smaller-block) passes first. After each flip of x, the bits
+  a pass-1 block. A late pass searches one odd half at a time, and once late passes run,
+  searches of earlier (smaller-block) passes go first, one at a time below 50,000 bits (all
+  together above: fewer round trips, the same f). After each flip of x, the bits
   c of x's smallest known pass-0 block whose known blocks in every started pass are all odd
   (exactly x's partner if x and c were the only errors there; usually one bit) are asked
   singly, as pass-0 leaves: a hit ends every search that the flip started, typically for 1-2
