@@ -60,20 +60,31 @@ BP compiled with Numba, float32 messages, branch-free check updates with a 16k-e
 warm-started after every reveal (normalised min-sum is available but costs ~0.2-0.3 in f at
 these rates).
 
-Finite length. At n = 1e4 frames end ~0.065 above f* at QBER 1 % and ~0.03 at 8 %; at n = 1e5
-~0.025 and ~0.012 (f <= 1.10 at 1e4 and 1 % would need f* <= ~1.035). Threshold gains pay
-off about half at 1e4 (at 1 %, f* -0.04 from a higher check degree gave f -0.02). Not taken:
-waiting longer before a reveal (< 5 % progress over 4 iterations, up to 60: f -0.013 at 1e5
-and 1 %, -0.004 at 1e4, for 25-35 % less speed), 4-cycle removal (above).
+Finite length. At n = 1e4 frames end ~0.045 above f* at QBER 1 % and ~0.025 at 8 %; at n = 1e5
+~0.017 and ~0.01. Threshold gains pay off almost fully at 1e5 and about two thirds at 1e4.
+Not taken: waiting longer before a reveal (< 5 % progress over 4 iterations, up to 60:
+f -0.006 at 1e5 and 1 %, -0.003 at 1e4, for 25-35 % less speed), reveals of 0.1 % of n h
+(f -0.0035 for ~4 more round trips and ~20 % less speed), 4-cycle removal (above).
+Speed, measured and not taken: the decoder is ~95 % of the time (~13 rounds x ~5 iterations x
+~7 edges per bit at ~4 ns per scalar edge update). A SIMD version needs the phi lookups
+vectorised, but AVX-512 gathers cost ~34 ns per 16 lanes on the Emerald Rapids test machine
+(microcode mitigation of "Downfall"), slower than scalar loads; a branch-free tanh-rule update
+with polynomial exp/log (~1e-6 accurate) that LLVM vectorises reached 3.7 ns per edge across
+the edges of a check and 1.8-1.9 ns per edge and frame across 16 frames sharing one code (2x
+before idle lanes), and skipping converged checks finds none to skip (every check of degree
+20-150 has a changing input). 3 Mbit/s per core would need fixed-point messages with in-register
+table lookups (AVX-512 VBMI) or a GPU.
 
 Measured (benchmarks/postprocessing.py, 100 frames at 1e4, 10 at 1e5, 2 at 1e6, QBER
-1/2/3/5/8 %, vs the previous staircase+3+10 family): f at 1e4 1.117/1.097/1.092/1.076/1.069
-(was 1.154/1.128/1.118/1.103/1.091), at 1e5 1.079/1.071/1.068/1.062/1.053 (was
-1.132/1.102/1.088/1.077/1.065), at 1e6 1.073/1.064/1.070/1.055/1.054; no wrong or failed frame
-in 2500 at 1e4 and 200 at 1e5. Speed 0.70-0.78 Mbit/s per core at 1e4, 0.55-0.59 at 1e5 and
-0.37-0.49 at 1e6 (code construction, once per block, timed apart: ~0.15 s at 1e5, 0.3-2 s at
-1e6). Per frame at 1e4 and 1 %: ~7.0 edges per column x ~40 BP iterations over the reveal
-rounds at ~4-6 ns per edge update (scalar; the check update is not vectorised by LLVM).
+1/2/3/5/8 %): f at 1e4 1.092/1.075/1.066/1.058/1.056, at 1e5 1.061/1.055/1.051/1.043/1.045,
+at 1e6 1.050/1.051/1.044/1.042/1.046, ~13-17 round trips per block; speed 0.37-0.49 Mbit/s per
+core at 1e4, 0.31-0.36 at 1e5, 0.19-0.28 at 1e6 (code construction, once per block, timed
+apart: ~0.1 s at 1e5, 0.3-2.3 s at 1e6). The previous release (start slope 1.5, steps of 0.75 %,
+the first ensembles) gave 1.117/1.097/1.092/1.076/1.069 at 1e4 and 1.079/1.071/1.068/1.062/1.053
+at 1e5 at 0.55-0.78 Mbit/s. BP accepts a wrong codeword (weight 6-8: a few degree-3 columns
+closed by two staircase columns) in ~1 % of 1e4-bit frames at 0.5 % (5 in 600; the ~460-check
+code is short) and rarely above (0 in 600 at 1 %, 0 in 500 at 2 %); verification discards
+them.
 """
 
 from __future__ import annotations
