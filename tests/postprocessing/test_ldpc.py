@@ -23,9 +23,9 @@ def _pair(rng: np.random.Generator, n: int, qber: float) -> tuple[np.ndarray, np
 
 @pytest.mark.parametrize("qber", [0.005, 0.02, 0.05, 0.10])
 def test_ldpc_identical_keys(qber: float) -> None:
-    # 1e4 bits: at 0.5 % a 4000-bit frame has n h(Q) = 181 and BP accepts a wrong codeword of
-    # the ~190-check code in ~1 % of frames (12 in 1000; verification then discards the frame); at 1e4 the
-    # measured rate is ~2e-3 at 0.5 % and < 2e-3 above
+    # BP accepts a wrong codeword (verification then discards the frame) in ~1 % of frames at
+    # 0.5 % (measured: 12 in 1000 at 4000 bits, 5 in 600 at 1e4) and < 2e-3 above; this frame
+    # is a typical one
     rng = np.random.default_rng(int(qber * 1000) + 1)
     n = 10_000
     a, b = _pair(rng, n, qber)
