@@ -36,7 +36,8 @@ current error plus half of its progress, a trust region on lambda (halved on a f
 stability condition lambda_2 rho'(1) <= 0.9 / (2 sqrt(p (1 - p))) (Richardson, Shokrollahi,
 Urbanke 2001) and lambda_2 <= 0.98 * 2 / (mean check degree), i.e. fewer degree-2 columns than
 checks, so that they all fit in a cycle-free IRA staircase (Jin, Khandekar, McEliece 2000; low
-error floor). Variable degrees 2..30 (40 in the 1 % class), rho on two consecutive degrees; the mean check degree was
+error floor). Variable degrees 2..30 (up to 50 in the 1 % and 2 % classes), rho on two consecutive
+degrees; the mean check degree was
 scanned per class (mean column degree ~4.5-7; higher check degrees gave better f* but more
 edges) and each search started from lambda = x^29 and from mixtures of it. ``threshold`` is
 f* = (1 - R) / h(p*) with p* the DE threshold on a finer grid (step 1/8, clip +-25, up to 1000
@@ -144,15 +145,16 @@ class DegreeDistribution:
 # The rate classes: (BSC crossover p the class was optimised at, mean check degree, lambda as
 # (degree, edge fraction), f* at the DE threshold on the fine grid). Optimised by this project
 # with discretised DE and iterative linear programming (module docstring). Second search (this
-# release) for the 0.5, 1, 1.5, 3 and 5 % classes: the LP from lambda = x^30 (x^40 at 1 %) at a
-# moderately higher check degree, where the LP's top degree settles just below the cap: f* 1.119
-# -> 1.062, 1.053 -> 1.044 (needs degree 40; capped at 30 the best was 1.053), 1.064 -> 1.053,
-# 1.055 -> 1.041 and 1.038 -> 1.030, for 5-25 % more edges; measured at QBER 3 % this gave
-# f -0.010 at n = 1e5 and -0.009 at 1e4, at 1 % -0.004 at 1e5 and -0.005 at 1e4. Higher check
-# degrees with degrees capped at 30, the LP on the fine grid, and a global search
-# (scipy differential_evolution on lambda over 5 degrees) found nothing better; the 2 % class
-# was not improved. The 8 % class uses check degree 11 (4.85 edges per column, f* 1.041)
-# rather than 12.78 (5.53, f* 1.033): ~20 % faster for f +0.004 at n = 1e4 and 1e5.
+# release) for all classes but 6.5-11 %: the LP from lambda = x^dmax at a moderately higher check
+# degree, where the LP's top degree settles just below the cap dmax (30; 50 at 1 %, 40 at 2 %):
+# f* 1.119 -> 1.062 (0.5 %), 1.053 -> 1.038 (1 %), 1.064 -> 1.053 (1.5 %), 1.055 -> 1.036 (2 %),
+# 1.055 -> 1.041 (3 %), 1.038 -> 1.030 (5 %), for 2-25 % more edges. Measured gain in f (same
+# frames, 8-16 at 1e5, 40-60 at 1e4, each comparison +-0.002-0.003): 1 % -0.010 at 1e5 and
+# -0.008 at 1e4, 2 % -0.002 and -0.001 (most of its threshold gain is lost at finite length),
+# 3 % -0.010 and -0.009, 5 % -0.006 and -0.003. Higher check degrees with degrees capped at 30, the LP on the fine grid and
+# a global search (scipy differential_evolution on lambda over 5 degrees) found nothing better.
+# The 8 % class uses check degree 11 (4.85 edges per column, f* 1.041) rather than 12.78 (5.53,
+# f* 1.033): ~20 % faster for f +0.004 at n = 1e4 and 1e5.
 DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
     DegreeDistribution(
         0.005,
@@ -171,20 +173,17 @@ DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
     ),
     DegreeDistribution(
         0.01,
-        88.0,
+        96.0,
         (
-            (2, 0.02227),
-            (3, 0.2218),
-            (9, 0.17991),
-            (10, 0.17022),
-            (26, 0.02989),
-            (27, 0.04242),
-            (28, 0.01354),
-            (29, 0.01187),
-            (30, 0.00213),
-            (40, 0.30595),
+            (2, 0.02042),
+            (3, 0.20209),
+            (9, 0.2307),
+            (10, 0.06608),
+            (20, 0.04694),
+            (21, 0.06971),
+            (50, 0.36406),
         ),
-        1.044,
+        1.038,
     ),
     DegreeDistribution(
         0.015,
@@ -193,7 +192,7 @@ DISTRIBUTIONS: tuple[DegreeDistribution, ...] = (
         1.053,
     ),
     DegreeDistribution(
-        0.02, 46.25, ((2, 0.04238), (3, 0.23021), (8, 0.19864), (9, 0.03948), (30, 0.48929)), 1.055
+        0.02, 48.0, ((2, 0.04083), (3, 0.22712), (9, 0.05831), (10, 0.28158), (40, 0.39215)), 1.036
     ),
     DegreeDistribution(
         0.03,
