@@ -39,7 +39,12 @@ from numpy.typing import NDArray
 
 from qdnet.postprocessing import ldpc as ldpc_ec
 from qdnet.postprocessing.amplification import fresh_seed, toeplitz_hash
-from qdnet.postprocessing.cascade import CascadeAliceFrames, CascadeBobFrames, CascadeConfig
+from qdnet.postprocessing.cascade import (
+    MAX_PASSES,
+    CascadeAliceFrames,
+    CascadeBobFrames,
+    CascadeConfig,
+)
 from qdnet.postprocessing.estimation import (
     Estimate,
     binary_entropy,
@@ -97,6 +102,7 @@ class SessionConfig:
                 int(c.probe_any),
                 int(c.defer_late),
                 c.priority,
+                c.large_frame_passes,
             ],
         }
 
@@ -104,7 +110,7 @@ class SessionConfig:
     def from_message(cls, msg: Message) -> SessionConfig:
         """Parse Alice's HELLO."""
         raw = msg.fields.get("cascade")
-        if not isinstance(raw, list) or len(raw) != 13:
+        if not isinstance(raw, list) or len(raw) != 14:
             raise ProtocolError("HELLO: bad cascade parameters")
         method = msg.field_str("method")
         if method not in METHODS:
@@ -124,9 +130,14 @@ class SessionConfig:
                 bool(int(raw[10])),
                 bool(int(raw[11])),
                 min(4, max(-1, int(raw[12]))),
+                int(raw[13]),
             )
         except (TypeError, ValueError):
             raise ProtocolError("HELLO: bad cascade parameters") from None
+        if not (
+            1 <= cascade.passes <= MAX_PASSES and 1 <= cascade.large_frame_passes <= MAX_PASSES
+        ):
+            raise ProtocolError(f"HELLO: Cascade passes must be 1..{MAX_PASSES}")
         return cls(
             method=method,
             eps_sec=msg.field_float("eps_sec"),

@@ -20,7 +20,13 @@ from qdnet.postprocessing.keyblock import iter_key_blocks
 from qdnet.postprocessing.session import SessionConfig, SessionReport, run_alice, run_bob
 from qdnet.protocols.records import RawRecords, save_records
 from qdnet.transport import AuthenticatedChannel, AuthKeyPool, memory_pair
-from qdnet.transport.messages import Message, MessageKind, decode_message, encode_message
+from qdnet.transport.messages import (
+    Message,
+    MessageKind,
+    ProtocolError,
+    decode_message,
+    encode_message,
+)
 
 from .synthetic import synthetic_records
 
@@ -265,3 +271,14 @@ def test_sifting_rejects_unknown_and_duplicate_slots() -> None:
     np.testing.assert_array_equal(basis, rec.alice.basis)
     agree = (rec.alice.basis == rec.bob.basis) & (rec.alice.basis == 0)
     np.testing.assert_array_equal(sifted.key_bits, rec.alice.bit[agree])
+
+
+@pytest.mark.parametrize("index", [0, 13])
+def test_hello_rejects_cascade_passes_out_of_range(index: int) -> None:
+    """Bob refuses a HELLO whose Cascade pass counts exceed the 64 hash bits of the late passes
+    (field 0: passes below 50 000 bits, field 13: passes above)."""
+    fields = SessionConfig().to_fields()
+    assert SessionConfig.from_message(Message(MessageKind.HELLO, fields=fields)).cascade.passes
+    fields["cascade"][index] = 65
+    with pytest.raises(ProtocolError, match="passes"):
+        SessionConfig.from_message(Message(MessageKind.HELLO, fields=fields))
