@@ -82,10 +82,10 @@ class CascadeConfig:
 
     Defaults were chosen by measurement (benchmarks/postprocessing.py, 300 frames of 1e4 bits,
     30 of 1e5, 3 of 1e6 per QBER): 16 passes (20 from 50,000 bits) run one after the other
-    (``concurrent_from`` >=
-    passes), k1 = 2^ceil(log2(0.5/Q)) (k1 Q in [0.5, 1)) and k2 = 4 k1 below 50,000 bits, 8 k1 above: small first blocks cost few
-    bisection bits and fewer round trips, the large second block catches the pairs. The last
-    four fields only change which questions Bob asks (Alice answers any valid question).
+    (``concurrent_from`` >= passes), k1 = 2^ceil(log2(0.5/Q)) (k1 Q in [0.5, 1)) and k2 = 4 k1
+    below 50,000 bits, 8 k1 above: small first blocks cost few bisection bits and fewer round
+    trips, the large second block catches the pairs. The partner-probe and search-order fields
+    only change which questions Bob asks (Alice answers any valid question).
     """
 
     passes: int = 16
