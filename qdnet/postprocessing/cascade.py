@@ -78,7 +78,7 @@ MAX_PASSES = 64
 
 @dataclass(frozen=True)
 class CascadeConfig:
-    """Cascade parameters (both ends must use the same ones; Alice sends them in EC_START).
+    """Cascade parameters (both ends must use the same ones; Alice sends them in HELLO).
 
     Defaults were chosen by measurement (benchmarks/postprocessing.py, 300 frames of 1e4 bits,
     30 of 1e5, 3 of 1e6 per QBER): 16 passes (20 from 50,000 bits) run one after the other
@@ -89,7 +89,7 @@ class CascadeConfig:
     """
 
     passes: int = 16
-    """Passes below ``large_frame_bits`` (see ``large_frame_passes`` above)."""
+    """Passes below ``large_frame_bits`` (``large_frame_passes`` from there on)."""
     concurrent_from: int = MAX_PASSES
     """Passes with index >= this start together in one stage (fewer round trips, higher f)."""
     first_block_factor: float = 0.5
