@@ -23,7 +23,8 @@ soon as BP stops making progress (unsatisfied checks down by < 10 % over 3 itera
 
 Codes. Irregular LDPC ensembles (Richardson, Shokrollahi, Urbanke, IEEE TIT 47 (2001) 619) from
 DISTRIBUTIONS, one per rate class; the code for (n, m) uses the class nearest in rate. Each was
-optimised for the BSC by this project with discretised density evolution (DE) of sum-product BP
+optimised for the BSC by this project (the tools: :mod:`qdnet.postprocessing.ldpc_design`) with
+discretised density evolution (DE) of sum-product BP
 (Richardson and Urbanke, IEEE TIT 47 (2001) 599; Chung, Forney, Richardson, Urbanke,
 IEEE Comm. Lett. 5 (2001) 58): LLR densities on a uniform grid (step 1/4, clipped at +-20 during
 the search), variable nodes by FFT convolution, check nodes by pairwise quantised
