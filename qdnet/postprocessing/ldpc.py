@@ -78,9 +78,9 @@ before idle lanes), and skipping converged checks finds none to skip (every chec
 table lookups (AVX-512 VBMI) or a GPU.
 
 Measured (benchmarks/postprocessing.py, 100 frames at 1e4, 10 at 1e5, 2 at 1e6, QBER
-1/2/3/5/8 %): f at 1e4 1.092/1.075/1.066/1.058/1.056, at 1e5 1.061/1.055/1.051/1.043/1.045,
-at 1e6 1.050/1.051/1.044/1.042/1.046, ~13-17 round trips per block; speed 0.37-0.49 Mbit/s per
-core at 1e4, 0.31-0.36 at 1e5, 0.19-0.28 at 1e6 (code construction, once per block, timed
+1/2/3/5/8 %): f at 1e4 1.093/1.072/1.066/1.058/1.056, at 1e5 1.059/1.050/1.051/1.043/1.045,
+at 1e6 1.045/1.042/1.044/1.042/1.046, ~11-17 round trips per block; speed 0.37-0.49 Mbit/s per
+core at 1e4, 0.29-0.39 at 1e5, 0.19-0.29 at 1e6 (code construction, once per block, timed
 apart: ~0.1 s at 1e5, 0.3-2.3 s at 1e6). The previous release (start slope 1.5, steps of 0.75 %,
 the first ensembles) gave 1.117/1.097/1.092/1.076/1.069 at 1e4 and 1.079/1.071/1.068/1.062/1.053
 at 1e5 at 0.55-0.78 Mbit/s. BP accepts a wrong codeword (weight 6-8: a few degree-3 columns
