@@ -119,7 +119,6 @@ class CascadeConfig:
     round trips; it saves the bits of searches that a flip found by the smaller block would have
     ended (measured, 10 frames of 1e6 bits in lockstep: 4 gives the same f as 3 but 87 instead
     of 71 round trips per 1e6 bits at 3 %; at 1e4 it is what brings f below 1.07 at 1-2 %)."""
-
     large_frame_passes: int = 20
     """Passes from ``large_frame_bits`` on. Each extra late pass costs one disclosed parity (there
     < 1e-4 of n h(Q)) and halves the chance that a residual error pattern stays even in every

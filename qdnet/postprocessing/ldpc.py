@@ -37,10 +37,10 @@ current error plus half of its progress, a trust region on lambda (halved on a f
 stability condition lambda_2 rho'(1) <= 0.9 / (2 sqrt(p (1 - p))) (Richardson, Shokrollahi,
 Urbanke 2001) and lambda_2 <= 0.98 * 2 / (mean check degree), i.e. fewer degree-2 columns than
 checks, so that they all fit in a cycle-free IRA staircase (Jin, Khandekar, McEliece 2000; low
-error floor). Variable degrees 2..30 (up to 50 in the 1 % and 2 % classes), rho on two consecutive
-degrees; the mean check degree was
-scanned per class (mean column degree ~4.5-7; higher check degrees gave better f* but more
-edges) and each search started from lambda = x^29 and from mixtures of it. ``threshold`` is
+error floor). Variable degrees 2..30 (up to 50 in the 1 % and 2 % classes), rho on two
+consecutive degrees; the mean check degree was scanned per class (mean column degree ~4.5-8.1;
+higher check degrees gave better f* but more edges) and each search started from
+lambda = x^dmax (and, in the first search, mixtures of it). ``threshold`` is
 f* = (1 - R) / h(p*) with p* the DE threshold on a finer grid (step 1/8, clip +-25, up to 1000
 iterations, bisection); this grid gives p* = 0.0840 for the (3, 6) regular ensemble (0.084
 reported by Richardson and Urbanke 2001). Every class has p* above the p it was optimised at
