@@ -3,7 +3,9 @@ family that both ends rebuild identically, and the efficiency the blind protocol
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import scipy.sparse as sp
 
 from qdnet.postprocessing import ldpc
 from qdnet.postprocessing.estimation import binary_entropy
+from qdnet.transport import AuthenticatedChannel, AuthKeyPool, memory_pair
 
 
 def _pair(rng: np.random.Generator, n: int, qber: float) -> tuple[np.ndarray, np.ndarray]:
@@ -167,3 +170,66 @@ def test_ldpc_efficiency_within_bound(qber: float) -> None:
         np.testing.assert_array_equal(corrected, a)
         fs.append(leak / (n * binary_entropy(round(qber * n) / n)))
     assert 1.0 < float(np.mean(fs)) < EFFICIENCY_BOUNDS[qber]
+
+
+def test_block_of_frames_decodes_in_lanes_with_per_frame_leak() -> None:
+    """A block of 2 x LANES + 5 frames (three lane batches) and 3 shorter frames (another code,
+    too few for lanes: one-frame decoders) ends with every frame corrected; each frame's leak
+    is its syndrome plus its own reveals."""
+    rng = np.random.default_rng(11)
+    qber = 0.03
+    sizes = [4000] * (2 * ldpc.LANES + 5) + [3999] * 3
+    pairs = [_pair(rng, n, qber) for n in sizes]
+    corrected, leaks, trips, ok = ldpc.reconcile_frames_local(
+        [a for a, _ in pairs], [b for _, b in pairs], qber, seed=1
+    )
+    assert all(ok) and 1 < trips <= ldpc.LdpcConfig().max_rounds + 1
+    for (a, _), c in zip(pairs, corrected, strict=True):
+        np.testing.assert_array_equal(c, a)
+    cfg = ldpc.LdpcConfig()
+    for n, leak in zip(sizes, leaks, strict=True):
+        assert leak >= ldpc.check_count(n, qber, cfg)
+    fs = [leak / (n * binary_entropy(qber)) for n, leak in zip(sizes, leaks, strict=True)]
+    assert 1.0 < float(np.mean(fs)) < 1.25
+
+
+def test_block_and_single_frame_decoding_reach_the_same_efficiency() -> None:
+    """The lanes kernel (polynomial tanh rule) and the one-frame kernel (phi table) are the
+    same algorithm: on the same 32 frames the mean f agrees to within the noise (measured on
+    these frames: 1.0701 in lanes, 1.0717 alone; per-frame differences -0.0017 +- 0.011, so
+    the mean of 32 has a standard error of 0.002 and the bound is ~5 of them)."""
+    rng = np.random.default_rng(5)
+    n, qber = 10_000, 0.02
+    pairs = [_pair(rng, n, qber) for _ in range(2 * ldpc.LANES)]
+    _, leaks, _, ok = ldpc.reconcile_frames_local(
+        [a for a, _ in pairs], [b for _, b in pairs], qber, seed=3
+    )
+    single = [ldpc.reconcile_local(a, b, qber, seed=3) for a, b in pairs]
+    assert all(ok) and all(s[3] for s in single)
+    diff = np.array(leaks) - np.array([s[1] for s in single])
+    assert abs(float(np.mean(diff))) / (n * binary_entropy(qber)) < 0.012
+
+
+def test_networked_endpoints_reconcile_a_block_in_lanes() -> None:
+    """alice_reconcile / bob_reconcile over the in-memory channel pair with LANES + 4 frames."""
+    rng = np.random.default_rng(9)
+    qber, n_frames, size = 0.04, ldpc.LANES + 4, 3000
+    a, b = _pair(rng, n_frames * size, qber)
+    frames = [(i * size, (i + 1) * size) for i in range(n_frames)]
+    psk = os.urandom(1024)
+
+    async def go() -> tuple[int, tuple[np.ndarray, int]]:
+        end_a, end_b = memory_pair()
+        chan_a = AuthenticatedChannel(end_a, AuthKeyPool(psk), "alice")
+        chan_b = AuthenticatedChannel(end_b, AuthKeyPool(psk), "bob")
+        return await asyncio.wait_for(
+            asyncio.gather(
+                ldpc.alice_reconcile(chan_a, a, frames, qber),
+                ldpc.bob_reconcile(chan_b, b, frames),
+            ),
+            60,
+        )
+
+    leak_alice, (corrected, leak_bob) = asyncio.run(go())
+    np.testing.assert_array_equal(corrected, a)
+    assert leak_alice == leak_bob > ldpc.check_count(size, qber, ldpc.LdpcConfig()) * n_frames
