@@ -58,35 +58,42 @@ process (~0.15 s at n = 1e5, half of it the gap rule). Removing 4-cycles as well
 socket search) cost ~3 s at 1e5 and did not lower f (n = 1e4: +0.007, n = 1e5: -0.003, both
 within noise); at n = 1e4 and rate 0.91 a 4-cycle-free code with these degrees does not exist
 (the check pairs its columns need exceed the m(m-1)/2 available). Decoding: layered sum-product
-BP compiled with Numba, float32 messages, branch-free check updates with a 16k-entry phi table,
-warm-started after every reveal (normalised min-sum is available but costs ~0.2-0.3 in f at
-these rates).
+BP compiled with Numba (:mod:`qdnet.postprocessing.ldpc_bp`), warm-started after every reveal:
+the frames of a block that share a code are decoded 16 at a time, one per SIMD lane
+(:class:`LdpcBobFrames`), a lone frame by the scalar phi-table kernel. Normalised min-sum was
+dropped: at these rates it ends at f 1.19-1.42 at n = 1e4 and leaves frames unsolved after 30
+rounds (scale 0.45-0.8, 30 frames per point at QBER 1/3/8 %).
 
 Finite length. At n = 1e4 frames end ~0.045 above f* at QBER 1 % and ~0.025 at 8 %; at n = 1e5
 ~0.017 and ~0.01. Threshold gains pay off almost fully at 1e5 and about two thirds at 1e4.
 Not taken: waiting longer before a reveal (< 5 % progress over 4 iterations, up to 60:
 f -0.006 at 1e5 and 1 %, -0.003 at 1e4, for 25-35 % less speed), reveals of 0.1 % of n h
 (f -0.0035 for ~4 more round trips and ~20 % less speed), 4-cycle removal (above).
-Speed, measured and not taken: the decoder is ~95 % of the time (~13 rounds x ~5 iterations x
-~7 edges per bit at ~4 ns per scalar edge update). A SIMD version needs the phi lookups
-vectorised, but AVX-512 gathers cost ~34 ns per 16 lanes on the Emerald Rapids test machine
-(microcode mitigation of "Downfall"), slower than scalar loads; a branch-free tanh-rule update
-with polynomial exp/log (~1e-6 accurate) that LLVM vectorises reached 3.7 ns per edge across
-the edges of a check and 1.8-1.9 ns per edge and frame across 16 frames sharing one code (2x
-before idle lanes), and skipping converged checks finds none to skip (every check of degree
-20-150 has a changing input). 3 Mbit/s per core would need fixed-point messages with in-register
-table lookups (AVX-512 VBMI) or a GPU.
+Speed: BP is ~95 % of the time, ~70 iterations per frame (~13 rounds, 4 iterations in each
+round before the last ones) over ~5-8 edges per bit. The lone-frame kernel costs ~4.3 ns per
+edge update; the lanes kernel ~1.25 ns per edge and frame at 1e4 (~1.8 at 1e5), with ~72 % of
+its lane-iterations busy in a block of 100 frames (the others idle until a batch's slowest
+frame stops; stragglers are pooled into full batches, ~20 % of the time in lane copies).
+Measured and not taken: round-stopping rules that stop stalled rounds earlier (every
+iteration saved costs 1-2.5e-4 in f: the |LLR| ranking that picks the reveals still moves while
+the unsatisfied-check count is flat; the best rule saves 15-20 % of the iterations for
+f +0.001-0.002, which the 1e5 goal at 1 % cannot afford), int16 messages in the lanes kernel
+(no gain: it is bound by instructions, not memory), skipping converged checks (every check of
+degree 20-150 has a changing input) and AVX-512 gathers of the phi table (~34 ns per 16 lanes
+on the test machine, microcode mitigation of "Downfall").
 
-Measured (benchmarks/postprocessing.py, 100 frames at 1e4, 10 at 1e5, 2 at 1e6, QBER
-1/2/3/5/8 %): f at 1e4 1.093/1.072/1.066/1.058/1.056, at 1e5 1.059/1.050/1.051/1.043/1.045,
-at 1e6 1.045/1.042/1.044/1.042/1.046, ~11-17 round trips per block; speed 0.37-0.49 Mbit/s per
-core at 1e4, 0.29-0.39 at 1e5, 0.19-0.29 at 1e6 (code construction, once per block, timed
-apart: ~0.1 s at 1e5, 0.3-2.3 s at 1e6). The previous release (start slope 1.5, steps of 0.75 %,
-the first ensembles) gave 1.117/1.097/1.092/1.076/1.069 at 1e4 and 1.079/1.071/1.068/1.062/1.053
-at 1e5 at 0.55-0.78 Mbit/s. BP accepts a wrong codeword (weight 6-8: a few degree-3 columns
-closed by two staircase columns) in ~1 % of 1e4-bit frames at 0.5 % (5 in 600; the ~460-check
-code is short) and rarely above (0 in 600 at 1 %, 0 in 500 at 2 %); verification discards
-them.
+Measured (benchmarks/postprocessing.py --methods ldpc: each point one block of 100 frames at
+1e4, 10 at 1e5, 2 at 1e6; QBER 1/2/3/5/8 %): f at 1e4 1.085/1.069/1.063/1.054/1.057, at 1e5
+1.058/1.048/1.050/1.043/1.048, at 1e6 1.047/1.043/1.047/1.041/1.046; block round trips 16-29
+at 1e4 (the slowest of 100 frames), 12-16 at 1e5, 13-17 at 1e6; speed per core of a block
+0.55/0.71/0.68/0.77/1.03 Mbit/s at 1e4 (a lone frame 0.34-0.54), 0.36-0.63 at 1e5 (10 frames
+in one batch of 16 lanes), 0.20-0.28 at 1e6 (2 frames: lone-frame kernel); the code is built
+once per block, timed apart (~0.01 s at 1e4, ~0.1 s at 1e5, 0.7-2.2 s at 1e6). The previous
+release (start slope 1.5, steps of 0.75 %, the first ensembles) gave 1.117/1.097/1.092/1.076/
+1.069 at 1e4 and 1.079/1.071/1.068/1.062/1.053 at 1e5 at 0.55-0.78 Mbit/s. BP accepts a wrong
+codeword (weight 6-8: a few degree-3 columns closed by two staircase columns) in ~1 % of
+1e4-bit frames at 0.5 % (5 in 600; the ~460-check code is short) and rarely above (0 in 600 at
+1 %, 0 in 500 at 2 %); verification discards them.
 """
 
 from __future__ import annotations
@@ -812,10 +819,13 @@ class LdpcBobFrames:
     def _finish(self, pool: list[tuple[_LaneBatch, int]]) -> None:
         """Finish the round of pooled lanes: full batches while there are enough, then one at a
         time."""
+        joint = None
         while len(pool) >= LANES_MIN_BUSY:
             chunk, pool = pool[:LANES], pool[LANES:]
-            first = chunk[0][0]
-            joint = _LaneBatch(first.row_ptr, first.col, first.n)
+            if joint is None:
+                first = chunk[0][0]
+                joint = _LaneBatch(first.row_ptr, first.col, first.n)
+            joint.solved[:] = False  # lanes beyond the chunk keep stale state: not tracked
             for j, (batch, lane) in enumerate(chunk):
                 batch.move(lane, joint, j)
             still = joint.run(list(range(len(chunk))), self.cfg)
