@@ -801,19 +801,35 @@ class LdpcBobFrames:
                 out.append(bool(batch.solved[lane]))
         return out
 
-    def decode(self) -> list[int]:
-        """Run (or continue) BP on every unsolved frame; returns the frames still unsolved."""
+    def decode(self, defer: bool = True) -> list[int]:
+        """Run (or continue) BP on every unsolved frame; returns the frames that stalled (they
+        need reveals). A lane still progressing when its batch's kernel gives up on the mostly
+        idle vector is, with ``defer`` and while other frames wait for reveals anyway, left
+        unsolved and not returned: it continues in the next round's vector at no idle cost and
+        asks for nothing. Otherwise (no frame stalled, or ``defer`` False) such lanes finish the
+        round now, pooled into full batches or one at a time."""
+        cut: list[tuple[_LaneBatch, int]] = []
         for group in self.groups:
-            pool: list[tuple[_LaneBatch, int]] = []
+            sparse: list[tuple[_LaneBatch, int]] = []
             for batch in group:
                 busy = batch.busy()
                 if len(busy) >= LANES_MIN_BUSY:
-                    busy = batch.run(busy, self.cfg)
-                pool += [(batch, lane) for lane in busy]
-            self._finish(pool)
+                    cut += [(batch, lane) for lane in batch.run(busy, self.cfg)]
+                else:
+                    sparse += [(batch, lane) for lane in busy]
+            self._finish(sparse)
         for bob in self.single.values():
             if not bob.done:
                 bob.decode()
+        progressing = {batch.frames[lane] for batch, lane in cut}
+        stalled = [i for i, ok in enumerate(self.done) if not ok and i not in progressing]
+        if defer and stalled:
+            return stalled
+        by_code: dict[int, list[tuple[_LaneBatch, int]]] = {}
+        for batch, lane in cut:  # the pool of one code
+            by_code.setdefault(id(batch.col), []).append((batch, lane))
+        for lanes in by_code.values():
+            self._finish(lanes)
         return [i for i, ok in enumerate(self.done) if not ok]
 
     def _finish(self, pool: list[tuple[_LaneBatch, int]]) -> None:
@@ -881,14 +897,14 @@ def reconcile_frames_local(
     bobs = LdpcBobFrames(bob, codes, syndromes, qber, cfg)
     leak = [h.shape[0] for h in codes]
     trips = 1
-    failing = bobs.decode()
+    failing = bobs.decode(defer=cfg.max_rounds > 0)
     while failing and trips <= cfg.max_rounds:
         for i in failing:
             pos = bobs.least_reliable(i, reveal_count(len(alice[i]), qber, trips - 1, cfg))
             bobs.learn(i, pos, alice[i][pos])
             leak[i] += len(pos)
         trips += 1
-        failing = bobs.decode()
+        failing = bobs.decode(defer=trips <= cfg.max_rounds)
     return [bobs.corrected(i) for i in range(len(alice))], leak, trips, bobs.done
 
 
@@ -970,14 +986,13 @@ async def bob_reconcile(
     syndromes = [s_all[edges[i] : edges[i + 1]] for i in range(len(frames))]
     bobs = LdpcBobFrames([key[a:b] for a, b in frames], codes, syndromes, qber, cfg)
     leak = total
-    failing = bobs.decode()
+    failing = bobs.decode(defer=cfg.max_rounds > 0)
     for rnd in range(cfg.max_rounds):
         if not failing:
             break
-        sizes = [frames[i][1] - frames[i][0] for i in failing]
         req_pos = [
-            bobs.least_reliable(i, reveal_count(size, qber, rnd, cfg))
-            for i, size in zip(failing, sizes, strict=True)
+            bobs.least_reliable(i, reveal_count(frames[i][1] - frames[i][0], qber, rnd, cfg))
+            for i in failing
         ]
         frame_arr = np.concatenate(
             [np.full(len(pos), i, dtype=np.int32) for i, pos in zip(failing, req_pos, strict=True)]
@@ -993,7 +1008,7 @@ async def bob_reconcile(
         for i, pos in zip(failing, req_pos, strict=True):
             bobs.learn(i, pos, bits[cut : cut + len(pos)])
             cut += len(pos)
-        failing = bobs.decode()
+        failing = bobs.decode(defer=rnd + 1 < cfg.max_rounds)
     await chan.send(Message(MessageKind.EC_RESULT, fields={"ok": not failing}))
     corrected = np.concatenate([bobs.corrected(i) for i in range(len(frames))]) if frames else key
     return corrected, leak

@@ -233,3 +233,27 @@ def test_networked_endpoints_reconcile_a_block_in_lanes() -> None:
     leak_alice, (corrected, leak_bob) = asyncio.run(go())
     np.testing.assert_array_equal(corrected, a)
     assert leak_alice == leak_bob > ldpc.check_count(size, qber, ldpc.LdpcConfig()) * n_frames
+
+
+def test_block_decode_reports_stalled_frames_and_defers_progressing_ones() -> None:
+    """decode() returns only frames that stalled (a frame cut off while BP still progressed is
+    unsolved but asks for nothing); decode(defer=False) reports every unsolved frame."""
+    rng = np.random.default_rng(21)
+    qber, n, count = 0.03, 4000, 3 * ldpc.LANES
+    cfg = ldpc.LdpcConfig()
+    pairs = [_pair(rng, n, qber) for _ in range(count)]
+    h = ldpc.make_code(n, ldpc.check_count(n, qber, cfg))
+    bobs = ldpc.LdpcBobFrames(
+        [b for _, b in pairs], [h] * count, [ldpc.syndrome(h, a) for a, _ in pairs], qber, cfg
+    )
+    stalled = bobs.decode()
+    unsolved = {i for i, ok in enumerate(bobs.done) if not ok}
+    assert stalled and set(stalled) <= unsolved
+    for i in stalled:
+        pos = bobs.least_reliable(i, 40)
+        bobs.learn(i, pos, pairs[i][0][pos])
+    final = bobs.decode(defer=False)
+    assert set(final) == {i for i, ok in enumerate(bobs.done) if not ok}
+    for i, (a, _) in enumerate(pairs):
+        if bobs.done[i]:
+            np.testing.assert_array_equal(bobs.corrected(i), a)
