@@ -70,30 +70,33 @@ Not taken: waiting longer before a reveal (< 5 % progress over 4 iterations, up 
 f -0.006 at 1e5 and 1 %, -0.003 at 1e4, for 25-35 % less speed), reveals of 0.1 % of n h
 (f -0.0035 for ~4 more round trips and ~20 % less speed), 4-cycle removal (above).
 Speed: BP is ~95 % of the time, ~70 iterations per frame (~13 rounds, 4 iterations in each
-round before the last ones) over ~5-8 edges per bit. The lone-frame kernel costs ~4.3 ns per
-edge update; the lanes kernel ~1.25 ns per edge and frame at 1e4 (~1.8 at 1e5), with ~72 % of
-its lane-iterations busy in a block of 100 frames (the others idle until a batch's slowest
-frame stops; stragglers are pooled into full batches, ~20 % of the time in lane copies).
-Measured and not taken: round-stopping rules that stop stalled rounds earlier (every
-iteration saved costs 1-2.5e-4 in f: the |LLR| ranking that picks the reveals still moves while
-the unsatisfied-check count is flat; the best rule saves 15-20 % of the iterations for
-f +0.001-0.002, which the 1e5 goal at 1 % cannot afford), int16 messages in the lanes kernel
-(no gain: it is bound by instructions, not memory), skipping converged checks (every check of
-degree 20-150 has a changing input) and AVX-512 gathers of the phi table (~34 ns per 16 lanes
-on the test machine, microcode mitigation of "Downfall").
+round before the last ones) over ~5-8 edges per bit. The lone-frame kernel costs ~4 ns per edge
+update; the lanes kernel ~1.25 ns per edge and frame at 1e4 (~1.8 at 1e5), with ~73 % of its
+lane-iterations busy in a block of 100 frames (a batch runs until fewer than LANES_MIN_BUSY of
+its frames are still busy; those wait for the next round if other frames wait for reveals, or
+are pooled into full batches). Measured and not taken: round-stopping rules that stop stalled
+rounds earlier (every iteration saved costs 1-2.5e-4 in f: the |LLR| ranking that picks the
+reveals still moves while the unsatisfied-check count is flat; the best rule saves 15-20 % of
+the iterations for f +0.001-0.002, which the 1e5 goal at 1 % cannot afford), cutting batches
+at 8 busy lanes (+5-10 % speed, f +0.002 or, with per-frame reveal steps, +15-30 % round
+trips), int16 messages in the lanes kernel (no gain: it is bound by instructions, not memory),
+skipping converged checks (every check of degree 20-150 has a changing input) and AVX-512
+gathers of the phi table (~34 ns per 16 lanes on the test machine, microcode mitigation of
+"Downfall").
 
-Measured (benchmarks/postprocessing.py --methods ldpc: each point one block of 100 frames at
-1e4, 10 at 1e5, 2 at 1e6; QBER 1/2/3/5/8 %): f at 1e4 1.085/1.069/1.063/1.054/1.057, at 1e5
-1.058/1.048/1.050/1.043/1.048, at 1e6 1.047/1.043/1.047/1.041/1.046; block round trips 16-29
-at 1e4 (the slowest of 100 frames), 12-16 at 1e5, 13-17 at 1e6; speed per core of a block
-0.55/0.71/0.68/0.77/1.03 Mbit/s at 1e4 (a lone frame 0.34-0.54), 0.36-0.63 at 1e5 (10 frames
-in one batch of 16 lanes), 0.20-0.28 at 1e6 (2 frames: lone-frame kernel); the code is built
-once per block, timed apart (~0.01 s at 1e4, ~0.1 s at 1e5, 0.7-2.2 s at 1e6). The previous
-release (start slope 1.5, steps of 0.75 %, the first ensembles) gave 1.117/1.097/1.092/1.076/
-1.069 at 1e4 and 1.079/1.071/1.068/1.062/1.053 at 1e5 at 0.55-0.78 Mbit/s. BP accepts a wrong
-codeword (weight 6-8: a few degree-3 columns closed by two staircase columns) in ~1 % of
-1e4-bit frames at 0.5 % (5 in 600; the ~460-check code is short) and rarely above (0 in 600 at
-1 %, 0 in 500 at 2 %); verification discards them.
+Measured (benchmarks/postprocessing.py: each point one block of 100 frames at 1e4, 10 at 1e5,
+2 at 1e6; QBER 1/2/3/5/8 %): f at 1e4 1.086/1.071/1.062/1.053/1.051, at 1e5
+1.057/1.053/1.051/1.040/1.044, at 1e6 1.047/1.048/1.044/1.045/1.041; block round trips 18-24
+at 1e4 (the slowest of 100 frames), 13-20 at 1e5, 8-15 at 1e6; speed per core of a block
+0.86/1.07/0.98/1.09/1.07 Mbit/s at 1e4 (a lone frame 0.38-0.43), 0.48-0.63 at 1e5 (10 frames
+in one batch of 16 lanes; alone 0.33-0.40), 0.22-0.31 at 1e6 (2 frames: lone-frame kernel);
+the code is built once per block, timed apart (~0.01 s at 1e4, ~0.1 s at 1e5, 0.9-2.1 s at
+1e6). The previous release (start slope 1.5, steps of 0.75 %, the first ensembles) gave
+1.117/1.097/1.092/1.076/1.069 at 1e4 and 1.079/1.071/1.068/1.062/1.053 at 1e5 at 0.55-0.78
+Mbit/s. BP accepts a wrong codeword (weight 6-8: a few degree-3 columns closed by two
+staircase columns) in ~1 % of 1e4-bit frames at 0.5 % (5 in 600; the ~460-check code is short)
+and ~1e-3 at 1-2 % (1 in 2000 at 1 % and at 2 % in blocks, 1 in 600 alone, 1 in 100 in the
+benchmark run at 1 %); verification discards them.
 """
 
 from __future__ import annotations
