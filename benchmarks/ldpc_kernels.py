@@ -10,17 +10,24 @@ Each point decodes LANES frames with a fixed number of iterations (no early stop
 do the same work; the codes are the reconciliation's start codes, far below what the frames need,
 so BP runs every iteration): ns per edge and iteration for the frame kernel (per frame) and the
 lanes kernel (per frame in a lane), and their ratio. Wall time of one core (time.perf_counter).
+
+When PyPI ``ldpc`` (Roffe's C++ BP, ``pip install -e '.[bench]'``) is importable, its
+``BpDecoder`` runs on the same code and frames in syndrome mode (product-sum with the parallel
+and the serial schedule, and min-sum scaled by 0.8, one thread): ns per edge and iteration and
+the ratios to our kernels.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import time
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from qdnet.postprocessing import ldpc, ldpc_bp
 from qdnet.postprocessing.ldpc_bp import LANES
@@ -85,6 +92,9 @@ def measure(n: int, qber: float, iterations: int, seed: int) -> dict[str, Any]:
     lanes_s = time.perf_counter() - start
     frame_ns = frame_s / (frame_its * edges) * 1e9
     lanes_ns = lanes_s / (ran * edges * LANES) * 1e9
+    peer = _peer(h, target, qber, iterations, edges)
+    for key, value in list(peer.items()):
+        peer[f"ratio_{key}_over_lanes"] = value / lanes_ns
     return {
         "figure": "ldpc_kernels",
         "n": n,
@@ -94,7 +104,48 @@ def measure(n: int, qber: float, iterations: int, seed: int) -> dict[str, Any]:
         "frame_ns_per_edge": frame_ns,
         "lanes_ns_per_edge_and_frame": lanes_ns,
         "ratio_frame_over_lanes": frame_ns / lanes_ns,
+        **peer,
     }
+
+
+PEER_METHODS = {
+    "pypi_ldpc_product_sum_ns": ("product_sum", "parallel"),
+    "pypi_ldpc_product_sum_serial_ns": ("product_sum", "serial"),
+    "pypi_ldpc_min_sum_ns": ("minimum_sum", "parallel"),
+}
+
+
+def _peer(
+    h: sp.csr_matrix, target: np.ndarray, qber: float, iterations: int, edges: int
+) -> dict[str, float]:
+    """PyPI ldpc's BpDecoder on the same frames (empty when it is not installed)."""
+    try:
+        bp_decoder = importlib.import_module("ldpc").BpDecoder
+    except ImportError:
+        return {}
+    out = {}
+    for key, (method, schedule) in PEER_METHODS.items():
+        decoder = bp_decoder(
+            h.astype(np.uint8),
+            error_rate=qber,
+            max_iter=iterations,
+            bp_method=method,
+            schedule=schedule,
+            ms_scaling_factor=0.8 if method == "minimum_sum" else 1.0,
+            input_vector_type="syndrome",
+        )
+        frames = range(PEER_FRAMES)
+        total_s, total_its = 0.0, 0
+        for lane in frames:
+            start = time.perf_counter()
+            decoder.decode(target[:, lane])
+            total_s += time.perf_counter() - start
+            total_its += int(decoder.iter)
+        out[key] = total_s / (total_its * edges) * 1e9
+    return out
+
+
+PEER_FRAMES = 2
 
 
 def main() -> None:
@@ -116,19 +167,15 @@ def main() -> None:
             row = measure(n, q, args.iterations, args.seed)
             rows.append(row)
             print("JSON " + json.dumps(row), flush=True)
-    cols = [
-        "n",
-        "qber",
-        "edges_per_bit",
-        "frame_ns_per_edge",
-        "lanes_ns_per_edge_and_frame",
-        "ratio_frame_over_lanes",
-    ]
-    print("\nBP kernels: ns per edge update (frame kernel per frame, lanes kernel per lane)")
-    print("  ".join(f"{c:>28}" for c in cols))
+    cols = ["n", "qber", "edges_per_bit", "frame_ns_per_edge", "lanes_ns_per_edge_and_frame"]
+    cols += [c for c in rows[0] if c.startswith("ratio_")]
+    cols += [c for c in rows[0] if c.startswith("pypi_ldpc")]
+    print("\nBP kernels: ns per edge update (frame kernel per frame, lanes kernel per lane;")
+    print("pypi_ldpc: Roffe's ldpc BpDecoder on the same code and frames; ratios over lanes)")
+    print("  ".join(f"{c:>16}" for c in cols))
     for r in rows:
         print(
-            "  ".join(f"{r[c]:>28.4g}" if isinstance(r[c], float) else f"{r[c]:>28}" for c in cols)
+            "  ".join(f"{r[c]:>16.4g}" if isinstance(r[c], float) else f"{r[c]:>16}" for c in cols)
         )
 
 
