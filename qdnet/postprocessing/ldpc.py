@@ -880,13 +880,6 @@ class LdpcBobFrames:
             return self.y[i] ^ batch.decided[:, lane]
         return self.y[i] ^ (batch.post[:, lane] < 0).astype(np.uint8)
 
-    def iterations(self, i: int) -> int:
-        """BP iterations spent on frame i so far."""
-        if i in self.single:
-            return self.single[i].iterations
-        batch, lane = self.lane[i]
-        return int(batch.iterations[lane])
-
 
 def reconcile_frames_local(
     alice: list[Bits], bob: list[Bits], qber: float, seed: int, cfg: LdpcConfig | None = None
