@@ -662,8 +662,8 @@ def _learn(
     post[positions] += np.where(e_known == 1, -LLR_CLAMP, LLR_CLAMP).astype(np.float32) - prior
 
 
-#: A lane batch with fewer busy frames than this hands them to the one-frame kernel (16 lanes at
-#: ~1.3 ns per edge and frame cost as much as ~5 frames at ~4.3 ns on their own).
+#: Fewest busy frames worth a run of the lanes kernel: 16 lanes at ~1.3 ns per edge and frame cost
+#: as much as ~5 frames at ~4.3 ns on their own. The kernel returns when fewer are still busy.
 LANES_MIN_BUSY = 5
 
 
@@ -747,12 +747,12 @@ class LdpcBobFrames:
 
     Frames that share a code (same (n, m)) live in lane batches of the lanes kernel
     (:mod:`qdnet.postprocessing.ldpc_bp`), LANES frames per batch. In a round, a batch with at
-    least LANES_MIN_BUSY unsolved frames runs as a whole; the kernel stops once fewer than that
-    are still busy, and those stragglers, with the unsolved frames of sparse batches, are
-    pooled into full batches (their state copied in and back) until fewer than LANES_MIN_BUSY
-    remain, which finish the round one at a time in the one-frame kernel. Codes with fewer
-    than LANES_MIN_BUSY frames, or checks of degree > LANES_MAX_CHECK_DEGREE, use one-frame
-    decoders throughout."""
+    least LANES_MIN_BUSY unsolved frames runs as a whole until fewer than that are still busy;
+    those stragglers wait for the next round (see :meth:`decode`) or are pooled, with the
+    unsolved frames of sparse batches, into full batches (their state copied in and back) until
+    fewer than LANES_MIN_BUSY remain, which finish the round one at a time in the one-frame
+    kernel. Codes with fewer than LANES_MIN_BUSY frames, or checks of degree >
+    LANES_MAX_CHECK_DEGREE, use one-frame decoders throughout."""
 
     def __init__(
         self,
