@@ -579,6 +579,30 @@ def check_count(n: int, qber: float, cfg: LdpcConfig) -> int:
     return int(min(n - 1, max(1, m)))
 
 
+def _decode_frame(
+    row_ptr: NDArray[np.int32],
+    col: NDArray[np.int32],
+    target: Bits,
+    post: NDArray[np.float32],
+    msg: NDArray[np.float32],
+    cfg: LdpcConfig,
+) -> tuple[bool, int]:
+    """Run (or continue) the one-frame kernel with the configured stopping rules."""
+    ok, iterations = layered_bp_frame(
+        row_ptr,
+        col,
+        target,
+        post,
+        msg,
+        cfg.max_iter,
+        cfg.stall_iterations,
+        1.0 - cfg.min_progress,
+        PHI_TABLE,
+        PHI_INV_STEP,
+    )
+    return bool(ok), int(iterations)
+
+
 class LdpcBob:
     """Bob's decoder for one frame; keeps his BP state between reveal rounds (warm start)."""
 
@@ -598,17 +622,8 @@ class LdpcBob:
 
     def decode(self) -> bool:
         """Run (or continue) BP; True when the syndrome is satisfied."""
-        ok, iters = layered_bp_frame(
-            self.row_ptr,
-            self.col,
-            self.target,
-            self.post,
-            self.msg,
-            self.cfg.max_iter,
-            self.cfg.stall_iterations,
-            1.0 - self.cfg.min_progress,
-            PHI_TABLE,
-            PHI_INV_STEP,
+        ok, iters = _decode_frame(
+            self.row_ptr, self.col, self.target, self.post, self.msg, self.cfg
         )
         self.iterations += iters
         self.done = bool(ok)
@@ -722,18 +737,8 @@ class _LaneBatch:
         """Continue BP on one lane with the one-frame kernel."""
         post = self.post[:, lane].copy()
         msg = self.msg[:, lane].copy()
-        ok, iterations = layered_bp_frame(
-            self.row_ptr,
-            self.col,
-            self.target[:, lane].copy(),
-            post,
-            msg,
-            cfg.max_iter,
-            cfg.stall_iterations,
-            1.0 - cfg.min_progress,
-            PHI_TABLE,
-            PHI_INV_STEP,
-        )
+        target = self.target[:, lane].copy()
+        ok, iterations = _decode_frame(self.row_ptr, self.col, target, post, msg, cfg)
         self.post[:, lane] = post
         self.msg[:, lane] = msg
         self.iterations[lane] += iterations
