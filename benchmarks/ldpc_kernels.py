@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import time
 from typing import Any
 
@@ -43,7 +42,7 @@ def measure(n: int, qber: float, iterations: int, seed: int) -> dict[str, Any]:
     target = np.ascontiguousarray(
         np.stack([ldpc.syndrome(h, errors[:, j]) for j in range(LANES)], axis=1)
     )
-    prior = np.float32(math.log((1 - qber) / qber))
+    prior = ldpc.prior_llr(qber)
     edges = len(col)
 
     frame_s = 0.0

@@ -70,17 +70,26 @@ def run_ec(method: str, n: int, qber: float, runs: int, rng: np.random.Generator
         failures += int(not np.array_equal(res.corrected, a))
         fs.append(res.leaked_bits / (n * binary_entropy(round(qber * n) / n)))
         trips.append(res.round_trips)
+    return _ec_row(
+        method, n, qber, fs, failures, float(np.mean(trips)), n / float(np.median(times))
+    )
+
+
+def _ec_row(
+    method: str, n: int, qber: float, fs: list[float], failures: int, trips: float, bit_s: float
+) -> dict[str, Any]:
+    """The reconciliation figure's common fields."""
     return {
         "figure": "reconciliation",
         "method": method,
         "n": n,
         "qber": qber,
-        "runs": runs,
+        "runs": len(fs),
         "f_mean": float(np.mean(fs)),
         "f_std": float(np.std(fs)),
-        "fer": failures / runs,
-        "round_trips": float(np.mean(trips)),
-        "mbit_s_per_core": n / float(np.median(times)) / 1e6,
+        "fer": failures / len(fs),
+        "round_trips": trips,
+        "mbit_s_per_core": bit_s / 1e6,
     }
 
 
@@ -111,16 +120,7 @@ def run_ldpc_block(n: int, qber: float, runs: int, rng: np.random.Generator) -> 
         ldpc.reconcile_local(a, b, est, seed)
         alone.append(time.process_time() - start)
     return {
-        "figure": "reconciliation",
-        "method": "ldpc",
-        "n": n,
-        "qber": qber,
-        "runs": runs,
-        "f_mean": float(np.mean(fs)),
-        "f_std": float(np.std(fs)),
-        "fer": failures / runs,
-        "round_trips": float(trips),
-        "mbit_s_per_core": runs * n / elapsed / 1e6,
+        **_ec_row("ldpc", n, qber, fs, failures, float(trips), runs * n / elapsed),
         "frame_mbit_s_per_core": n / float(np.median(alone)) / 1e6,
         "code_build_s": build,
     }

@@ -24,15 +24,44 @@ def test_exp_and_log_approximations_are_accurate() -> None:
     assert np.max(np.abs(logs - np.log(y.astype(np.float64)))) < 3e-6
 
 
-def _setup(n: int, qber: float, seed: int) -> tuple[np.ndarray, ...]:
-    cfg = ldpc.LdpcConfig()
-    h = ldpc.make_code(n, ldpc.check_count(n, qber, cfg))
+def _setup(
+    n: int, qber: float, seed: int, efficiency: float | None = None
+) -> tuple[np.ndarray, ...]:
+    """Code rows/columns, LANES syndromes and their error patterns: the reconciliation's start
+    code, or m = efficiency n h(Q) checks."""
+    m = (
+        ldpc.check_count(n, qber, ldpc.LdpcConfig())
+        if efficiency is None
+        else math.ceil(efficiency * n * binary_entropy(qber))
+    )
+    h = ldpc.make_code(n, m)
     row_ptr = h.indptr.astype(np.int32)
     col = h.indices.astype(np.int32)
     rng = np.random.default_rng(seed)
     errors = (rng.random((n, LANES)) < qber).astype(np.uint8)
     target = np.stack([ldpc.syndrome(h, errors[:, j]) for j in range(LANES)], axis=1)
     return row_ptr, col, np.ascontiguousarray(target), errors
+
+
+def _frame(
+    row_ptr: np.ndarray, col: np.ndarray, target: np.ndarray, prior: np.float32, iterations: int
+) -> tuple[bool, np.ndarray, np.ndarray]:
+    """The one-frame kernel from the prior, without early stop: (solved, post, msg)."""
+    post = np.full(int(col.max()) + 1, prior, np.float32)
+    msg = np.zeros(len(col), np.float32)
+    ok, _ = ldpc_bp.layered_bp_frame(
+        row_ptr,
+        col,
+        np.ascontiguousarray(target),
+        post,
+        msg,
+        iterations,
+        iterations,
+        0.0,
+        ldpc_bp.PHI_TABLE,
+        ldpc_bp.PHI_INV_STEP,
+    )
+    return bool(ok), post, msg
 
 
 def _lanes(row_ptr: np.ndarray, col: np.ndarray, n: int, prior: float) -> tuple[np.ndarray, ...]:
@@ -50,27 +79,14 @@ def _lanes(row_ptr: np.ndarray, col: np.ndarray, n: int, prior: float) -> tuple[
 def test_lanes_messages_match_the_table_kernel_after_one_iteration() -> None:
     n, qber = 4000, 0.03
     row_ptr, col, target, _ = _setup(n, qber, 1)
-    prior = np.float32(math.log((1 - qber) / qber))
+    prior = ldpc.prior_llr(qber)
     post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
     active = np.ones(LANES, bool)
     ldpc_bp.layered_bp_lanes(
         row_ptr, col, target, post, msg, active, solved, decided, its, 1, 100, 0.0, 0
     )
     for lane in (0, 7, 15):
-        p1 = np.full(n, prior, np.float32)
-        m1 = np.zeros(len(col), np.float32)
-        ldpc_bp.layered_bp_frame(
-            row_ptr,
-            col,
-            target[:, lane].copy(),
-            p1,
-            m1,
-            1,
-            100,
-            0.0,
-            ldpc_bp.PHI_TABLE,
-            ldpc_bp.PHI_INV_STEP,
-        )
+        _, p1, m1 = _frame(row_ptr, col, target[:, lane], prior, 1)
         # the table has steps of 1/1024 in x: messages agree to ~1e-3 (measured 6e-4)
         np.testing.assert_allclose(msg[:, lane], m1, atol=2e-3)
         np.testing.assert_allclose(post[:, lane], p1, atol=2e-2)
@@ -80,36 +96,13 @@ def test_lanes_messages_match_the_table_kernel_after_one_iteration() -> None:
 def test_lanes_kernel_decodes_what_the_frame_kernel_decodes(qber: float) -> None:
     """16 frames at an efficiency where BP alone usually succeeds (m = 1.4 n h(Q))."""
     n = 4000
-    m = math.ceil(1.4 * n * binary_entropy(qber))
-    h = ldpc.make_code(n, m)
-    row_ptr, col = h.indptr.astype(np.int32), h.indices.astype(np.int32)
-    rng = np.random.default_rng(7)
-    errors = (rng.random((n, LANES)) < qber).astype(np.uint8)
-    target = np.ascontiguousarray(
-        np.stack([ldpc.syndrome(h, errors[:, j]) for j in range(LANES)], axis=1)
-    )
-    prior = np.float32(math.log((1 - qber) / qber))
+    row_ptr, col, target, errors = _setup(n, qber, 7, efficiency=1.4)
+    prior = ldpc.prior_llr(qber)
     post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
     ldpc_bp.layered_bp_lanes(
         row_ptr, col, target, post, msg, np.ones(LANES, bool), solved, decided, its, 60, 60, 0.0, 0
     )
-    frame_ok = []
-    for lane in range(LANES):
-        p1 = np.full(n, prior, np.float32)
-        m1 = np.zeros(len(col), np.float32)
-        ok, _ = ldpc_bp.layered_bp_frame(
-            row_ptr,
-            col,
-            target[:, lane].copy(),
-            p1,
-            m1,
-            60,
-            60,
-            0.0,
-            ldpc_bp.PHI_TABLE,
-            ldpc_bp.PHI_INV_STEP,
-        )
-        frame_ok.append(ok)
+    frame_ok = [_frame(row_ptr, col, target[:, lane], prior, 60)[0] for lane in range(LANES)]
     assert sum(frame_ok) >= 12
     np.testing.assert_array_equal(solved, frame_ok)
     for lane in np.flatnonzero(solved):
@@ -120,15 +113,8 @@ def test_lanes_kernel_decodes_what_the_frame_kernel_decodes(qber: float) -> None
 def test_lanes_are_independent_and_idle_lanes_are_not_tracked() -> None:
     """A lane's result does not depend on what the other lanes hold."""
     n, qber = 4000, 0.02
-    m = math.ceil(1.3 * n * binary_entropy(qber))
-    h = ldpc.make_code(n, m)
-    row_ptr, col = h.indptr.astype(np.int32), h.indices.astype(np.int32)
-    rng = np.random.default_rng(3)
-    errors = (rng.random((n, LANES)) < qber).astype(np.uint8)
-    target = np.ascontiguousarray(
-        np.stack([ldpc.syndrome(h, errors[:, j]) for j in range(LANES)], axis=1)
-    )
-    prior = np.float32(math.log((1 - qber) / qber))
+    row_ptr, col, target, errors = _setup(n, qber, 3, efficiency=1.3)
+    prior = ldpc.prior_llr(qber)
     post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
     active = np.zeros(LANES, bool)
     active[:3] = True
@@ -155,7 +141,7 @@ def test_lanes_kernel_returns_a_mostly_idle_vector() -> None:
     stay active and their iteration is counted."""
     n, qber = 4000, 0.03
     row_ptr, col, target, _ = _setup(n, qber, 2)
-    prior = np.float32(math.log((1 - qber) / qber))
+    prior = ldpc.prior_llr(qber)
     post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
     active = np.ones(LANES, bool)
     ran = ldpc_bp.layered_bp_lanes(
