@@ -15,13 +15,14 @@ from qdnet.postprocessing.ldpc_bp import LANES
 
 
 def test_exp_and_log_approximations_are_accurate() -> None:
+    """Both to the ~1e-4 of the hardware reciprocal estimate the kernel divides with."""
     x = np.linspace(0.0, 30.0, 20001, dtype=np.float32)
     approx = np.array([ldpc_bp.exp_neg(v) for v in x[::50]], dtype=np.float64)
     exact = np.exp(-x[::50].astype(np.float64))
-    assert np.max(np.abs(approx / exact - 1.0)) < 5e-6
+    assert np.max(np.abs(approx / exact - 1.0)) < 8e-5
     y = np.exp(np.linspace(-18.0, 18.0, 401)).astype(np.float32)
     logs = np.array([ldpc_bp.log_pos(v) for v in y], dtype=np.float64)
-    assert np.max(np.abs(logs - np.log(y.astype(np.float64)))) < 3e-6
+    assert np.max(np.abs(logs - np.log(y.astype(np.float64)))) < 8e-5
 
 
 def _setup(
