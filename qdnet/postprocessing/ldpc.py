@@ -872,9 +872,7 @@ class LdpcBobFrames:
             self.single[i].learn(positions, alice_bits)
             return
         batch, lane = self.lane[i]
-        column = batch.post[:, lane].copy()
-        _learn(column, self.revealed[i], self.y[i], self.prior, positions, alice_bits)
-        batch.post[positions, lane] = column[positions]
+        _learn(batch.post[:, lane], self.revealed[i], self.y[i], self.prior, positions, alice_bits)
 
     def corrected(self, i: int) -> Bits:
         """Frame i after correction (its decoded pattern, or the current hard decision)."""

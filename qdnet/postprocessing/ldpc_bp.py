@@ -286,8 +286,8 @@ _LOG2E = _F32(1.4426950408889634)
 _LN2 = _F32(0.6931471805599453)
 _X_MIN = _F32(1e-5)  # |q| below this is treated as 1e-5 (tanh(x/2) > 0)
 _X_MAX = _F32(30.0)  # and above as 30 (tanh(15) = 1 - 2e-13: 1 in float32)
-_RATIO_MIN = _F32(1e-8)  # bounds (t + P) / (t - P) to [1e-8, 1e8]
-_RATIO_MAX = _F32(1e8)
+_RATIO_EPS = _F32(1e-12)  # floor of |t| +- P sign(t): |r| <= log(2e12) = 28.3
+_T_MIN = _F32(1e-7)  # smallest |tanh(x / 2)| (the estimate can round it to 0 for |x| < 1e-4)
 
 
 @nb.njit(cache=True, inline="always", fastmath=True, error_model="numpy")
@@ -359,8 +359,10 @@ def layered_bp_lanes(
                     x = post[v, lane] - msg[e, lane]
                     q[k, lane] = x
                     u = exp_neg(min(max(abs(x), _X_MIN), _X_MAX))
-                    # tanh(|x| / 2) <= 1: the reciprocal estimate may overshoot by 6e-5
-                    th = math.copysign(min((one - u) / (one + u), one), x)
+                    # tanh(|x| / 2) = 1 - 2u / (1 + u): the reciprocal estimate's relative
+                    # error (< 2^-14) stays relative on 1 - t, which carries the information
+                    # of a reliable message; t >= _T_MIN keeps (t + P) / (t - P) defined
+                    th = math.copysign(max(one - (u + u) / (one + u), _T_MIN), x)
                     t[k, lane] = th
                     prod[lane] *= th
             for k in range(deg):
@@ -368,10 +370,11 @@ def layered_bp_lanes(
                 v = np.uint64(col[e])
                 for lane in range(LANES):
                     tk = t[k, lane]
-                    pv = prod[lane]
-                    # (t + P) / (t - P) > 0 since |P| <= |t| (P has t as a factor)
-                    ratio = min(max((tk + pv) / (tk - pv), _RATIO_MIN), _RATIO_MAX)
-                    r = log_pos(ratio)  # |r| <= log(1 / _RATIO_MIN) = 18.4
+                    at = abs(tk)
+                    pv = math.copysign(one, tk) * prod[lane]  # P sign(t), |P| <= |t|
+                    num = max(at + pv, _RATIO_EPS)  # both >= 0; bounds |r| by log(2 / eps)
+                    den = max(at - pv, _RATIO_EPS)
+                    r = log_pos(num / den)  # |r| <= 28.3
                     msg[e, lane] = r
                     nv = q[k, lane] + r
                     post[v, lane] = nv
