@@ -93,6 +93,55 @@ def test_lanes_messages_match_the_table_kernel_after_one_iteration() -> None:
         np.testing.assert_allclose(post[:, lane], p1, atol=2e-2)
 
 
+def test_lanes_check_update_matches_the_exact_rule_with_saturated_and_tiny_inputs() -> None:
+    """One check of degree 12 (one variable per edge, so one iteration is one check update):
+    r_k = 2 atanh((-1)^s prod_{j != k} tanh(x_j / 2)) in float64, per lane, for inputs that
+    include |x| >= 17 (tanh rounds to 1 in float32) with either sign, and |x| < 1e-4. Within
+    1e-2 where |r| <= 12; beyond, float32 saturates: the sign must hold and |r| > 10."""
+    degree = 12
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-20.0, 20.0, (degree, LANES))
+    x[:, 0] = 30.0
+    x[0, 0] = -30.0  # every other input saturated, this one negative
+    x[:, 1] = -25.0
+    x[:, 2] = rng.choice([-30.0, 30.0], degree)
+    x[3, 3] = 1e-5
+    x[:6, 4] = rng.uniform(-1e-4, 1e-4, 6)
+    x[:, 5] = rng.uniform(-3.0, 3.0, degree)
+    target = np.zeros((1, LANES), np.uint8)
+    target[0, 1::2] = 1
+    post = np.ascontiguousarray(x.astype(np.float32))
+    msg = np.zeros((degree, LANES), np.float32)
+    row_ptr = np.array([0, degree], np.int32)
+    col = np.arange(degree, dtype=np.int32)
+    ldpc_bp.layered_bp_lanes(
+        row_ptr,
+        col,
+        target,
+        post,
+        msg,
+        np.ones(LANES, bool),
+        np.zeros(LANES, bool),
+        np.zeros((degree, LANES), np.uint8),
+        np.zeros(LANES, np.int32),
+        1,
+        100,
+        0.0,
+        0,
+    )
+    t = np.tanh(x / 2.0)
+    for lane in range(LANES):
+        sign = -1.0 if target[0, lane] else 1.0
+        for k in range(degree):
+            others = sign * np.prod(np.delete(t[:, lane], k))
+            exact = 2.0 * np.arctanh(np.clip(others, -1 + 1e-15, 1 - 1e-15))
+            got = float(msg[k, lane])
+            if abs(exact) <= 12.0:
+                assert abs(got - exact) < 1e-2, (lane, k, got, exact)
+            else:
+                assert np.sign(got) == np.sign(exact) and abs(got) > 10.0, (lane, k, got, exact)
+
+
 @pytest.mark.parametrize("qber", [0.01, 0.05])
 def test_lanes_kernel_decodes_what_the_frame_kernel_decodes(qber: float) -> None:
     """16 frames at an efficiency where BP alone usually succeeds (m = 1.4 n h(Q))."""
