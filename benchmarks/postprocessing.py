@@ -20,7 +20,8 @@ permutation seed per frame (its permutations are timed). LDPC runs each point's 
 block, as the session does (one QBER estimate and one code for all frames, decoded 16 at a time
 by the SIMD kernel, one reveal round trip for all failing frames): throughput = block bits / CPU
 time, with the code built once per block and timed apart (``code_build_s``), and the one-frame
-decoder's throughput beside it (``frame_mbit_s_per_core``). The Cascade block
+decoder's throughput beside it (``frame_mbit_s_per_core``); a block has bits-per-point / 4 / n
+frames and at least 16 (one full SIMD batch) up to n = 1e5. The Cascade block
 sizes and the LDPC code rate use a QBER *estimated* from a binomial test sample of
 max(1e5, n/10) bits (the X-basis sample of a block), not the true value. cascade-cpp draws its own random frames with the same n and Q (it cannot read ours).
 """
@@ -127,6 +128,8 @@ def run_ldpc_block(n: int, qber: float, runs: int, rng: np.random.Generator) -> 
 
 
 FRAME_SPEED_FRAMES = 8
+#: LDPC points up to this frame size get at least one full batch of SIMD lanes.
+LDPC_FULL_BATCH_MAX_N = 100_000
 
 
 def run_block(n: int, qber: float, block_bits: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -304,8 +307,11 @@ def main() -> None:
     for method in args.methods.split(","):
         for n in sizes:
             runs = max(args.min_runs, math.ceil(args.bits_per_point / n))
-            if method == "ldpc":
-                runs = max(args.min_runs, runs // 4)
+            if method == "ldpc":  # at least one full SIMD batch up to 1e5 bits (a session's
+                # block holds many frames); 1e6-bit frames run one at a time
+                runs = max(
+                    args.min_runs, runs // 4, ldpc.LANES if n <= LDPC_FULL_BATCH_MAX_N else 0
+                )
             for q in qbers:
                 row = run_ec(method, n, q, runs, rng)
                 rows.append(row)

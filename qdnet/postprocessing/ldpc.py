@@ -677,8 +677,9 @@ def _learn(
     post[positions] += np.where(e_known == 1, -LLR_CLAMP, LLR_CLAMP).astype(np.float32) - prior
 
 
-#: Fewest busy frames worth a run of the lanes kernel: 16 lanes at ~1.3 ns per edge and frame cost
-#: as much as ~5 frames at ~4.3 ns on their own. The kernel returns when fewer are still busy.
+#: Fewest busy frames worth a run of the lanes kernel: 16 lanes at ~0.8 (n = 1e4) to ~1.3 ns
+#: (1e5) per edge and frame cost as much as ~3.3-5 frames at ~3.9 ns on their own (4 and 5
+#: measured the same within the noise). The kernel returns when fewer are still busy.
 LANES_MIN_BUSY = 5
 
 
