@@ -69,20 +69,25 @@ Finite length. At n = 1e4 frames end ~0.045 above f* at QBER 1 % and ~0.025 at 8
 Not taken: waiting longer before a reveal (< 5 % progress over 4 iterations, up to 60:
 f -0.006 at 1e5 and 1 %, -0.003 at 1e4, for 25-35 % less speed), reveals of 0.1 % of n h
 (f -0.0035 for ~4 more round trips and ~20 % less speed), 4-cycle removal (above).
-Speed: BP is ~95 % of the time, ~70 iterations per frame (~13 rounds, 4 iterations in each
-round before the last ones) over ~5-8 edges per bit. The lone-frame kernel costs ~4 ns per edge
-update; the lanes kernel ~1.25 ns per edge and frame at 1e4 (~1.8 at 1e5), with ~73 % of its
-lane-iterations busy in a block of 100 frames (a batch runs until fewer than LANES_MIN_BUSY of
-its frames are still busy; those wait for the next round if other frames wait for reveals, or
-are pooled into full batches). Measured and not taken: round-stopping rules that stop stalled
-rounds earlier (every iteration saved costs 1-2.5e-4 in f: the |LLR| ranking that picks the
-reveals still moves while the unsatisfied-check count is flat; the best rule saves 15-20 % of
-the iterations for f +0.001-0.002, which the 1e5 goal at 1 % cannot afford), cutting batches
-at 8 busy lanes (+5-10 % speed, f +0.002 or, with per-frame reveal steps, +15-30 % round
-trips), int16 messages in the lanes kernel (no gain: it is bound by instructions, not memory),
-skipping converged checks (every check of degree 20-150 has a changing input) and AVX-512
-gathers of the phi table (~34 ns per 16 lanes on the test machine, microcode mitigation of
-"Downfall").
+Speed: BP is ~75 % of a block's time (the rest: reveal selection, lane moves, syndromes),
+~70-80 iterations per frame (~13 rounds, 4 iterations in each round before the last ones) over
+~5-8 edges per bit. The lone-frame kernel costs ~4 ns per edge update; the lanes kernel ~0.8 ns
+per edge and frame at 1e4 (~1.3 at 1e5), with ~76 % of its lane-iterations busy in a block of
+100 frames (a batch runs until fewer than LANES_MIN_BUSY of its frames are still busy; those
+wait for the next round if other frames wait for reveals, or are pooled into full batches).
+Every iteration saved costs f (paired frames, 1e4 and 2 %, 200 frames): carrying the stall
+history across a reveal (a round can stop after 3 iterations) +12 % speed for f +0.0026,
+with 2-iteration stall windows +35 % for +0.0068; start slope 1.0 +3-13 % for +0.0015-0.0022
+(also at 1e5 and 1 %); none taken. Measured and not taken: round-stopping rules that stop
+stalled rounds earlier (the |LLR| ranking that picks the reveals still moves while the
+unsatisfied-check count is flat; the best rule saves 15-20 % of the iterations for f
++0.001-0.002, which the 1e5 goal at 1 % cannot afford), cutting batches at 8 busy lanes
+(+5-10 % speed, f +0.002 or, with per-frame reveal steps, +15-30 % round trips), int16
+messages in the lanes kernel (+10-20 % at 1e5 where the messages stream from memory, -8 % at
+1e4), prefetching the next check's posteriors (slower), skipping converged checks (every check
+of degree 20-150 has a changing input), AVX-512 gathers of the phi table (~34 ns per 16 lanes
+on the test machine) and a one-frame kernel vectorised over a check's edges (2x faster at
+check degree ~90, 2x slower at ~11: per-check latency).
 
 Measured (benchmarks/postprocessing.py: each point one block of 100 frames at 1e4, 10 at 1e5,
 2 at 1e6; QBER 1/2/3/5/8 %): f at 1e4 1.086/1.071/1.062/1.053/1.051, at 1e5

@@ -8,28 +8,32 @@ layered schedule: Hocevar, SiPS 2004), warm-startable and with the same stopping
 - :func:`layered_bp_lanes` decodes LANES = 16 frames that share one code at once, one frame
   per SIMD lane: the frames' messages for an edge sit side by side in memory, so every load
   and store is a contiguous 64-byte vector and no gather is needed. The check update uses the
-  tanh rule, r_k = 2 atanh(prod_{j != k} tanh(q_j / 2)) = log((t_k + P) / (t_k - P)) with
-  t_j = tanh(|q_j| / 2) signed and P the product over all j (the MacKay-Neal form), evaluated
-  with branch-free polynomial exp and log on the IEEE-754 bit fields (relative error < 4e-6
-  and < 2e-6) that the compiler vectorises; a table lookup per lane would need a gather,
-  which costs more than the arithmetic on current x86 cores (AVX-512 gathers run in microcode
-  since the "Downfall" mitigation).
+  tanh rule, r_k = 2 atanh(prod_{j != k} tanh(q_j / 2)) = log((|t_k| + P') / (|t_k| - P'))
+  with t_j = tanh(q_j / 2), P the product over all j and P' = P sign(t_k), so that
+  |P'| <= |t_k| and both terms are >= 0 (the MacKay-Neal form; each is floored at 1e-12, so
+  |r| <= 28.3). t = 1 - 2u / (1 + u) with u = e^-|q|, which keeps the error of 1 - t (the
+  information of a reliable message) relative. Every division is the hardware reciprocal
+  estimate without a Newton step (relative error < 2^-14 with AVX-512), and exp and log are
+  branch-free polynomials on the IEEE-754 bit fields matched to that accuracy (relative error
+  < 8e-5 and absolute error < 7e-5), which the compiler vectorises; a table lookup per lane
+  would need a gather, which costs more than the arithmetic on current x86 cores.
 
 Measured on the 2-core test VM (Emerald Rapids, AVX-512; ``benchmarks/ldpc_kernels.py``, 30
-iterations on 16 frames of the family's codes at QBER 1 / 3 / 8 %): the frame kernel 3.9-4.2 ns
-per edge and iteration, the lanes kernel 1.20-1.31 ns per edge, iteration and frame at n = 1e4
-(3.1-3.3x) and 1.66-1.98 ns at 1e5 (2.1-2.3x; 16 frames' messages no longer fit in cache).
-Below ~5 busy lanes the frame kernel is faster (16 x 1.3 / 4.2). PyPI ``ldpc`` 2.4.1 (Roffe's
-C++ BpDecoder, syndrome mode, one thread) on the same codes and frames: product-sum 63 ns per
-edge and iteration at 1e4 and 89-118 at 1e5 (43-57x the lanes kernel), min-sum 21-68 ns.
+iterations on 16 frames of the family's codes at QBER 1 / 3 / 8 %; the VM's timings vary by
+up to ~40 % with its neighbours' load): the frame kernel 3.6-4.2 ns per edge and iteration, the
+lanes kernel 0.73-0.85 ns per edge, iteration and frame at n = 1e4 and 1.1-1.4 ns at 1e5 (16
+frames' messages no longer fit in cache). Below ~4-5 busy lanes the frame kernel is faster.
+PyPI ``ldpc`` 2.4.1 (Roffe's C++ BpDecoder, syndrome mode, one thread) on the same codes and
+frames: product-sum 63-75 ns per edge and iteration at 1e4 and 89-136 at 1e5, min-sum 21-76 ns.
 
-Numba specifics (each in one helper below; ns per edge and frame at 1e4 in the prototype):
+Numba specifics (each in one helper below; ns per edge and frame at 1e4 on the test VM):
 scratch buffers live on the stack (:func:`_stack_f32`), which tells LLVM that they do not
-alias the message arrays (with heap scratch it inserted run-time alias checks before every
-16-lane loop: 2.1 -> 1.9 ns); exp and log split and build floats in 32-bit integer arithmetic
-(:func:`_split_log2`, :func:`_pow2_neg`), which Numba's typing would otherwise widen to 64
-bits (1.9 -> 1.6 ns); the kernel asks LLVM for 512-bit vectors (:func:`_prefer_512`; LLVM's
-default on Intel is 256 bits: 1.6 -> 1.3 ns).
+alias the message arrays (2.1 -> 1.9 ns); exp and log split and build floats in 32-bit integer
+arithmetic (:func:`_split_log2`, :func:`_pow2_neg`, :func:`_float_bits`), which Numba's typing
+would otherwise widen to 64 bits (1.9 -> 1.6 ns); :func:`_kernel_attributes` asks LLVM for
+512-bit vectors (LLVM's default on Intel is 256 bits: 1.6 -> 1.3 ns), for reciprocal estimates
+without a Newton step and for noalias pointer arguments (no run-time overlap guards; with the
+lower-degree polynomials and the sign-bit parity 1.25 -> 0.8 ns).
 """
 
 from __future__ import annotations
