@@ -89,14 +89,16 @@ of degree 20-150 has a changing input), AVX-512 gathers of the phi table (~34 ns
 on the test machine) and a one-frame kernel vectorised over a check's edges (2x faster at
 check degree ~90, 2x slower at ~11: per-check latency).
 
-Measured (benchmarks/postprocessing.py: each point one block of 100 frames at 1e4, 10 at 1e5,
-2 at 1e6; QBER 1/2/3/5/8 %): f at 1e4 1.086/1.071/1.062/1.053/1.051, at 1e5
-1.057/1.053/1.051/1.040/1.044, at 1e6 1.047/1.048/1.044/1.045/1.041; block round trips 18-24
-at 1e4 (the slowest of 100 frames), 13-20 at 1e5, 8-15 at 1e6; speed per core of a block
-0.86/1.07/0.98/1.09/1.07 Mbit/s at 1e4 (a lone frame 0.38-0.43), 0.48-0.63 at 1e5 (10 frames
-in one batch of 16 lanes; alone 0.33-0.40), 0.22-0.31 at 1e6 (2 frames: lone-frame kernel);
-the code is built once per block, timed apart (~0.01 s at 1e4, ~0.1 s at 1e5, 0.9-2.1 s at
-1e6). The previous release (start slope 1.5, steps of 0.75 %, the first ensembles) gave
+Measured (benchmarks/postprocessing.py: each point one block of 100 frames at 1e4, 16 at 1e5,
+2 at 1e6; QBER 1/2/3/5/8 %): f at 1e4 1.086/1.071/1.061/1.053/1.051, at 1e5
+1.058/1.045/1.047/1.043/1.042, at 1e6 1.048/1.043/1.048/1.041/1.043; block round trips 18-23
+at 1e4 (the slowest of 100 frames), 14-20 at 1e5, 11-14 at 1e6; speed per core of a block
+1.05/1.41/1.25/1.37/1.36 Mbit/s at 1e4 (a lone frame 0.37-0.42), 0.84/0.78/0.97/1.05/1.00 at
+1e5 (alone 0.30-0.39), 0.23-0.28 at 1e6 (2 frames: lone-frame kernel); the code is built once
+per block, timed apart (~0.01 s at 1e4, ~0.1 s at 1e5, 0.9-2.3 s at 1e6). f at low QBER
+follows the QBER estimate the code is chosen from (the blind protocol only adds bits): at 1e5
+and 1 % a test-sample estimate 3.3 sigma high (1.109 % from 1e5 bits) started every frame at
+f 1.092. The previous release (start slope 1.5, steps of 0.75 %, the first ensembles) gave
 1.117/1.097/1.092/1.076/1.069 at 1e4 and 1.079/1.071/1.068/1.062/1.053 at 1e5 at 0.55-0.78
 Mbit/s. BP accepts a wrong codeword (weight 6-8: a few degree-3 columns closed by two
 staircase columns) in ~1 % of 1e4-bit frames at 0.5 % (5 in 600; the ~460-check code is short)
