@@ -365,7 +365,8 @@ def layered_bp_lanes(
                     u = exp_neg(min(max(abs(x), _X_MIN), _X_MAX))
                     # tanh(|x| / 2) = 1 - 2u / (1 + u): the reciprocal estimate's relative
                     # error (< 2^-14) stays relative on 1 - t, which carries the information
-                    # of a reliable message; t >= _T_MIN keeps (t + P) / (t - P) defined
+                    # of a reliable message; |t| >= _T_MIN keeps the sign of x (near x = 0
+                    # the estimate can round 1 - 2u / (1 + u) to 0 or below)
                     th = math.copysign(max(one - (u + u) / (one + u), _T_MIN), x)
                     t[k, lane] = th
                     prod[lane] *= th
