@@ -17,8 +17,11 @@ endpoints (fed with the counts they observed), so the two cannot drift apart.
   A laser without decoys falls under the same analysis with its Poisson multi-photon probability
   (GLLP, the regime the photon-number-splitting attack exploits).
 - BBM92: phase error from the test basis, ``phi = e_X + mu(n, k)`` with Serfling's sampling margin
-  (Tomamichel, Lim, Gisin, Renner, Nat. Commun. 3, 634 (2012)),
-  ``l = n (1 - h(phi)) - lambda_EC - 2 log2(1/(2 eps_sec)) - log2(2/eps_cor)``.
+  (Tomamichel, Lim, Gisin, Renner, Nat. Commun. 3, 634 (2012), Eq. (2)),
+  ``l = n (1 - h(phi)) - lambda_EC - log2(2/(eps_sec^2 eps_cor))``. Their key is
+  (2 eps + eps_PA)-secret, eps the smoothing parameter (the sampling bound fails with probability
+  eps^2) and eps_PA = 2^((l - H_min)/2)/2 the leftover-hash term; qdnet takes eps = eps_sec/4 and
+  eps_PA = eps_sec/2, so that 2 eps + eps_PA = eps_sec.
 """
 
 from __future__ import annotations
@@ -240,8 +243,9 @@ def bbm92_key_length(
         terms["phase_error_upper"] = 0.5
         return KeyLength(0, terms)
     ratio = min(m_test / n_test, 0.5)
-    phi = min(0.5, ratio + serfling_margin(eps_sec / 2.0, n_key, n_test))
-    penalty = 2.0 * math.log2(1.0 / (2.0 * eps_sec)) + math.log2(2.0 / eps_cor)
+    # Smoothing eps = eps_sec/4 (sampling), leftover hash eps_PA = eps_sec/2: 2 eps + eps_PA = eps_sec.
+    phi = min(0.5, ratio + serfling_margin(eps_sec / 4.0, n_key, n_test))
+    penalty = 2.0 * math.log2(1.0 / eps_sec) + math.log2(2.0 / eps_cor)
     length = n_key * (1.0 - h(phi)) - leak_ec_bits - penalty
     terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
     return KeyLength(max(0, math.floor(length)), terms)
