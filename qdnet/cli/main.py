@@ -8,6 +8,7 @@ from qdnet.cli import (
     demo_command,
     kms_commands,
     link_commands,
+    network_commands,
     postprocessing_commands,
     simulate_commands,
 )
@@ -32,5 +33,6 @@ for _module in (
     simulate_commands,
     postprocessing_commands,
     kms_commands,
+    network_commands,
 ):
     _module.register(app)
