@@ -76,7 +76,9 @@ def _optimised(document_json: str) -> tuple[float, float, float, dict[str, float
 
 def modelled_link_rate(config: LinkConfig) -> tuple[float, float, float, dict[str, float]]:
     """(secret key rate in bit/s, QBER Z, secret bits per pulse, optimised parameters), cached."""
-    return _optimised(json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    document = config.model_dump(mode="json")
+    document["name"] = "link"  # the name does not change the physics: share the optimisation
+    return _optimised(json.dumps(document, sort_keys=True))
 
 
 def link_rates(network: NetworkConfig, base_dir: Path) -> list[LinkRate]:

@@ -1,0 +1,154 @@
+"""Benchmark: ``qdnet network plan`` of a large trusted-node network (issue 15).
+
+Usage: ``python benchmarks/network.py [--nodes 100 --links 300 --demands 1000] [--tiny]``.
+A random connected network (seeded) whose links are all modelled from the telecom quantum dot
+(``examples/links/telecom-dot-bb84.yaml``, finite-key blocks of 1e6 bits) at 5-60 km in 1 km steps,
+so equal lengths share one cached optimisation. Times the link rates (first and cached), the
+path-form LP, and on the small networks the exact arc LP beside it with the gap. Prints one JSON
+line per figure and a table. Goal: plan of 100 nodes / 300 links / 1000 demands under 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import yaml
+
+from qdnet.network.config import load_network_config
+from qdnet.network.plan import plan
+from qdnet.network.planning import topology_of
+from qdnet.network.rates import _optimised, link_rates
+
+LINK = Path(__file__).resolve().parent.parent / "examples" / "links" / "telecom-dot-bb84.yaml"
+
+
+def random_network(nodes: int, links: int, demands: int, seed: int) -> dict[str, object]:
+    """A connected random network document (a ring plus random chords)."""
+    rng = np.random.default_rng(seed)
+    graph = nx.cycle_graph(nodes)
+    chords = [
+        (int(a), int(b))
+        for a, b in (rng.choice(nodes, 2, replace=False) for _ in range(20 * links))
+        if not graph.has_edge(int(a), int(b))
+    ]
+    for a, b in chords:
+        if graph.number_of_edges() >= links:
+            break
+        graph.add_edge(a, b)
+    pairs = [tuple(int(v) for v in rng.choice(nodes, 2, replace=False)) for _ in range(demands)]
+    return {
+        "name": f"random-{nodes}",
+        "link_defaults": str(LINK),
+        "nodes": [{"name": f"N{i}"} for i in range(nodes)],
+        "links": [
+            {
+                "between": [f"N{u}", f"N{v}"],
+                "length_km": float(rng.integers(5, 61)),
+                "set": {"protocol.block_size": 1e6},
+            }
+            for u, v in graph.edges
+        ],
+        "saes": [{"name": f"app{i}", "node": f"N{i}"} for i in range(nodes)],
+        "demands": [
+            {"from": f"app{a}", "to": f"app{b}", "rate_bps": float(rng.uniform(1e3, 5e4))}
+            for a, b in pairs
+        ],
+    }
+
+
+def run(nodes: int, links: int, demands: int, exact: bool, seed: int) -> dict[str, object]:
+    """Time one plan; returns its JSON record."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "net.yaml"
+        path.write_text(yaml.safe_dump(random_network(nodes, links, demands, seed)))
+        _optimised.cache_clear()
+        start = time.perf_counter()
+        config = load_network_config(path)
+        rates = link_rates(config, path.parent)
+        rates_s = time.perf_counter() - start
+        start = time.perf_counter()
+        link_rates(config, path.parent)
+        cached_s = time.perf_counter() - start
+        topology = topology_of(config, rates)
+        start = time.perf_counter()
+        paths = plan(topology, "paths")
+        paths_s = time.perf_counter() - start
+        record: dict[str, object] = {
+            "benchmark": "network_plan",
+            "nodes": nodes,
+            "links": links,
+            "demands": demands,
+            "link_rates_s": round(rates_s, 3),
+            "link_rates_cached_s": round(cached_s, 4),
+            "distinct_link_models": _optimised.cache_info().currsize,
+            "path_lp_s": round(paths_s, 3),
+            "plan_total_s": round(rates_s + paths_s, 3),
+            "lambda": paths.concurrent_fraction,
+            "path_lp_rounds": paths.rounds,
+            "path_lp_columns": paths.path_count,
+            "goal_s": 10.0,
+        }
+        if exact:
+            start = time.perf_counter()
+            arc = plan(topology, "exact")
+            record["exact_lp_s"] = round(time.perf_counter() - start, 3)
+            record["gap_to_exact"] = 1.0 - paths.concurrent_fraction / arc.concurrent_fraction
+        return record
+
+
+def main() -> None:
+    """Run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--links", type=int, default=300)
+    parser.add_argument("--demands", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tiny", action="store_true", help="CI smoke size")
+    args = parser.parse_args()
+    cases = (
+        [(12, 24, 20, True)]
+        if args.tiny
+        else [
+            (20, 50, 50, True),
+            (40, 100, 200, True),
+            (args.nodes, args.links, args.demands, False),
+        ]
+    )
+    records = [run(n, m, k, exact, args.seed) for n, m, k, exact in cases]
+    for record in records:
+        print(json.dumps(record))
+    header = (
+        "nodes",
+        "links",
+        "demands",
+        "rates s",
+        "cached s",
+        "path LP s",
+        "total s",
+        "exact s",
+        "gap",
+    )
+    print("\n" + " ".join(f"{h:>10s}" for h in header))
+    for r in records:
+        cells = [
+            r["nodes"],
+            r["links"],
+            r["demands"],
+            r["link_rates_s"],
+            r["link_rates_cached_s"],
+            r["path_lp_s"],
+            r["plan_total_s"],
+            r.get("exact_lp_s", "-"),
+            f"{r['gap_to_exact']:.1e}" if "gap_to_exact" in r else "-",
+        ]
+        print(" ".join(f"{c!s:>10s}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()
