@@ -110,12 +110,12 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
     ) -> None:
         """Summary of the key pool (no key material)."""
+        from qdnet.kms.service import open_store
         from qdnet.kms.settings import KMSSettings
-        from qdnet.kms.store import KeyStore
 
         settings = _settings(settings_file)
-        assert isinstance(settings, KMSSettings) and settings.database_url is not None
-        store = KeyStore(settings.database_url)
+        assert isinstance(settings, KMSSettings)
+        store = open_store(settings)
         try:
             summary = store.pool_summary()
         finally:

@@ -2,20 +2,28 @@
 
 Every answer other than 200 is one of the spec's codes (400, 401, 503) with a JSON ``message``
 (unknown paths and methods are answered 400 too, as the spec defines no other code). Requests
-are parsed by hand so that malformed JSON, wrong JSON types or huge numbers give a clean 400
-with a clear message, never a 500; the OpenAPI document still describes the spec's schemas.
+are parsed by hand so that malformed JSON, wrong JSON types, huge numbers or deep nesting give a
+clean 400 with a clear message, never a 500; the OpenAPI document still describes the spec's
+schemas (and is valid OpenAPI 3.1: every ``$ref`` resolves).
+
+Order of checks on every request, so that a caller without a certificate costs almost nothing:
+the caller's certificate (401), then ``Content-Length`` against ``limits.max_body_bytes`` (400,
+before any byte of the body is read), then the body, read up to the limit and no further within
+``timeouts.body_s``. An error answered before the body was read closes the connection. ``/docs``
+and ``/openapi.json`` need a client certificate too (``docs_require_client_cert``).
 """
 
 from __future__ import annotations
 
 # ruff: noqa: N815  (field names are the spec's own)
+import asyncio
 import base64
 import functools
 import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -25,13 +33,17 @@ from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from qdnet.kms.peer import parse_allocations
+from qdnet.kms.peer import parse_allocations, parse_segment_state
 from qdnet.kms.service import KMSError, KMSService
-from qdnet.kms.tls import PEER_IDENTITY_KEY, identity_of
+from qdnet.kms.tls import PEER_IDENTITY_KEY, identity_of, kme_identity
 
 log = logging.getLogger("qdnet.kms.api")
 
-MAX_BODY_BYTES = 1 << 20
+PEER_MAX_BODY_BYTES = 1 << 24
+"""Body limit of the KMS-to-KMS API (an allocation of 256 requests of 128 keys is ~2.5 MB)."""
+SIMULATED_EXTENSION = "qdnet_simulated"
+"""``key_container_extension`` / ``status_extension`` member: true when key material comes from
+a simulated link (key-block format 2, ``simulated``), which is NOT secret."""
 ROUTE_EXTENSION = "qdnet_route_type"
 """The one extension this KME understands (spec §6.2 example ``abc_route_type``): only
 ``"direct"`` can be met, since a two-KMS link has no intermediate trusted node."""
@@ -111,11 +123,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_NESTED_SCHEMAS: dict[str, Any] = {}
+"""Models referenced from hand-written request bodies, added to ``components/schemas``."""
+
+
 def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    _NESTED_SCHEMAS.update(schema.pop("$defs", {}))
     return {
         "requestBody": {
             "required": False,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "content": {"application/json": {"schema": schema}},
         }
     }
 
@@ -161,18 +179,52 @@ def _guard(fn: Handler) -> Handler:
 
 
 def _parse_json(body: bytes) -> Any:
-    if len(body) > MAX_BODY_BYTES:
-        raise KMSError(400, "request body is too large")
     if not body.strip():
         return None
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise KMSError(400, "request body is not valid JSON") from None
+    except RecursionError:
+        raise KMSError(400, "request body is nested too deeply") from None
 
 
-async def _read_json(request: Request) -> Any:
-    return _parse_json(await request.body())
+class _DisconnectedError(Exception):
+    """The client went away while its body was being read."""
+
+
+async def read_body(
+    scope: Mapping[str, Any], receive: Callable[..., Any], limit: int, timeout_s: float
+) -> bytes:
+    """The request body, read up to ``limit`` bytes and no further, within ``timeout_s``.
+
+    ``Content-Length`` is checked first: a body announced too large is refused before any of it
+    is read. Raises :class:`KMSError` (400) or :class:`_DisconnectedError`.
+    """
+    too_large = KMSError(400, f"request body is too large (at most {limit} bytes)")
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            if not value.isdigit() or len(value) > 18:
+                raise KMSError(400, "invalid Content-Length")
+            if int(value) > limit:
+                raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _DisconnectedError
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise KMSError(400, f"request body not received within {timeout_s:g} s") from None
 
 
 def _is_int(v: Any) -> bool:
@@ -246,9 +298,9 @@ class SAEHandlers:
             raise KMSError(401, f"SAE {sae!r} is not served by this KME")
         return sae
 
-    def status(self, state: dict[str, Any], slave: str) -> dict[str, Any]:
+    async def status(self, state: dict[str, Any], slave: str) -> dict[str, Any]:
         master = self.caller(state)
-        return self.service.status(master, slave)
+        return await self.service.status(master, slave)
 
     async def enc(
         self, state: dict[str, Any], slave: str, params: QueryParams | None, body: Any
@@ -311,13 +363,15 @@ class SAEHandlers:
             if mandatory is not None or optional is not None
             else None
         )
-        cut = await service.enc_keys(master, slaves, number, size)
+        cut, simulated = await service.enc_keys(master, slaves, number, size)
         out: dict[str, Any] = {"keys": [{"key_ID": k, "key": _b64(m)} for k, m in cut]}
+        if simulated:
+            echo = {**(echo or {}), SIMULATED_EXTENSION: True}
         if echo:
             out["key_container_extension"] = echo
         return out
 
-    def dec(self, state: dict[str, Any], master: str, ids: list[str]) -> dict[str, Any]:
+    async def dec(self, state: dict[str, Any], master: str, ids: list[str]) -> dict[str, Any]:
         lim = self.lim
         if not ids:
             raise KMSError(400, "key_IDs shall list at least one key_ID")
@@ -333,17 +387,24 @@ class SAEHandlers:
             except ValueError:
                 raise KMSError(400, "one or more keys specified are not found on KME") from None
         caller = self.caller(state)
-        found = self.service.dec_keys(master, caller, ids)
-        return {"keys": [{"key_ID": k.key_id, "key": _b64(k.material)} for k in found]}
+        found = await self.service.dec_keys(master, caller, ids)
+        out: dict[str, Any] = {
+            "keys": [{"key_ID": k.key_id, "key": _b64(k.material)} for k in found]
+        }
+        if any(k.simulated for k in found):
+            out["key_container_extension"] = {SIMULATED_EXTENSION: True}
+        return out
 
-    def dec_get(self, state: dict[str, Any], master: str, params: QueryParams) -> dict[str, Any]:
+    async def dec_get(
+        self, state: dict[str, Any], master: str, params: QueryParams
+    ) -> dict[str, Any]:
         self.caller(state)
         ids = params.getlist("key_ID")
         if len(ids) != 1:
             raise KMSError(400, "key_ID shall be given once (use POST for several keys)")
-        return self.dec(state, master, ids)
+        return await self.dec(state, master, ids)
 
-    def dec_post(self, state: dict[str, Any], master: str, raw_body: bytes) -> dict[str, Any]:
+    async def dec_post(self, state: dict[str, Any], master: str, raw_body: bytes) -> dict[str, Any]:
         self.caller(state)
         body = _parse_json(raw_body)
         if not isinstance(body, dict):
@@ -353,7 +414,7 @@ class SAEHandlers:
             isinstance(i, dict) and isinstance(i.get("key_ID"), str) for i in items
         ):
             raise KMSError(400, "key_IDs shall be an array of objects with a string key_ID")
-        return self.dec(state, master, [i["key_ID"] for i in items])
+        return await self.dec(state, master, [i["key_ID"] for i in items])
 
 
 def _state(request: Request) -> dict[str, Any]:
@@ -365,8 +426,9 @@ def create_sae_app(service: KMSService) -> FastAPI:
     """The ETSI GS QKD 014 application for SAEs, as a FastAPI app (it serves the OpenAPI
     document; :func:`create_sae_asgi` puts the fast path for the key routes in front of it)."""
     h = SAEHandlers(service)
+    settings = service.settings
     app = FastAPI(
-        title=f"qdnet KME {service.settings.kme_id}: ETSI GS QKD 014 V1.1.1",
+        title=f"qdnet KME {settings.kme_id}: ETSI GS QKD 014 V1.1.1",
         version="1.1.1",
         description="Key delivery API (ETSI GS QKD 014 V1.1.1) over mutual TLS.",
     )
@@ -380,6 +442,12 @@ def create_sae_app(service: KMSService) -> FastAPI:
     async def _validation_error(_request: Request, _exc: RequestValidationError) -> Response:
         return error_response(400, "malformed request")
 
+    async def body_of(request: Request) -> bytes:
+        h.caller(_state(request))  # 401 before any byte of the body is read
+        return await read_body(
+            request.scope, request.receive, h.lim.max_body_bytes, settings.timeouts.body_s
+        )
+
     prefix = "/api/v1/keys/{sae_id}"
 
     @app.get(
@@ -390,7 +458,7 @@ def create_sae_app(service: KMSService) -> FastAPI:
     @_guard
     async def get_status(sae_id: str, request: Request) -> Response:
         """Status of the keys this KME can deliver to the caller (master) for ``sae_id`` (slave)."""
-        return _json(200, h.status(_state(request), sae_id))
+        return _json(200, await h.status(_state(request), sae_id))
 
     @app.get(
         prefix + "/enc_keys",
@@ -417,7 +485,7 @@ def create_sae_app(service: KMSService) -> FastAPI:
     @_guard
     async def post_enc_keys(sae_id: str, request: Request) -> Response:
         """Keys for the caller (master) shared with slave ``sae_id`` (body: Key request)."""
-        body = await _read_json(request)
+        body = _parse_json(await body_of(request))
         return _json(200, await h.enc(_state(request), sae_id, None, body))
 
     @app.get(
@@ -429,7 +497,7 @@ def create_sae_app(service: KMSService) -> FastAPI:
     async def get_dec_keys(sae_id: str, request: Request, key_ID: str | None = None) -> Response:
         """The key ``key_ID`` that master ``sae_id`` obtained for the caller (slave)."""
         del key_ID
-        return _json(200, h.dec_get(_state(request), sae_id, request.query_params))
+        return _json(200, await h.dec_get(_state(request), sae_id, request.query_params))
 
     @app.post(
         prefix + "/dec_keys",
@@ -440,8 +508,16 @@ def create_sae_app(service: KMSService) -> FastAPI:
     @_guard
     async def post_dec_keys(sae_id: str, request: Request) -> Response:
         """The keys that master ``sae_id`` obtained for the caller (body: Key IDs)."""
-        return _json(200, h.dec_post(_state(request), sae_id, await request.body()))
+        return _json(200, await h.dec_post(_state(request), sae_id, await body_of(request)))
 
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = generate()
+        doc.setdefault("components", {}).setdefault("schemas", {}).update(_NESTED_SCHEMAS)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -453,161 +529,160 @@ _KEY_ROUTE = re.compile(r"^/api/v1/keys/(?P<sae_id>[^/]+)/(?P<op>status|enc_keys
 """The three spec routes, matched exactly as Starlette matches ``/api/v1/keys/{sae_id}/...``."""
 
 _JSON_TYPE = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
 
 
-async def _send_json(send: Callable[..., Any], status: int, body: dict[str, Any]) -> None:
+async def _send_json(
+    send: Callable[..., Any], status: int, body: dict[str, Any], close: bool = False
+) -> None:
     data = json.dumps(body, separators=(",", ":")).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-length", str(len(data)).encode()), _JSON_TYPE],
-        }
-    )
+    headers = [(b"content-length", str(len(data)).encode()), _JSON_TYPE]
+    if close:  # the body was not read: do not parse it as the next request
+        headers.append(_CLOSE)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 
 
-async def _receive_body(receive: Callable[..., Any]) -> bytes | None:
-    """The whole request body (None if the client went away)."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+async def _send_error(send: Callable[..., Any], err: KMSError, close: bool = False) -> None:
+    error: dict[str, Any] = {"message": err.message}
+    if err.details:
+        error["details"] = err.details
+    await _send_json(send, err.status, error, close)
 
 
 def create_sae_asgi(service: KMSService) -> ASGIApp:
     """The SAE application to serve: the key routes answered straight from ASGI (no routing,
     dependency injection or request objects per call), everything else (OpenAPI document, docs,
-    unknown paths and methods) by the FastAPI app of :func:`create_sae_app`.
+    unknown paths and methods) by the FastAPI app of :func:`create_sae_app`, behind the client
+    certificate check when ``docs_require_client_cert``.
 
     The answers are the ones FastAPI gives: same handlers, same JSON, same headers.
     """
     fallback = create_sae_app(service)
     h = SAEHandlers(service)
+    limit = service.settings.limits.max_body_bytes
+    body_s = service.settings.timeouts.body_s
+    docs_need_cert = service.settings.docs_require_client_cert
 
     async def app(
         scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
     ) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            m = _KEY_ROUTE.match(scope["path"])
-            method = scope["method"]
-            if m is not None and (method == "GET" or (method == "POST" and m["op"] != "status")):
-                state: dict[str, Any] = scope.get("state") or {}
-                sae_id, op = m["sae_id"], m["op"]
-                try:
-                    if method == "GET":
-                        params = QueryParams(scope["query_string"])
-                        if op == "enc_keys":
-                            body = await h.enc(state, sae_id, params, None)
-                        elif op == "dec_keys":
-                            body = h.dec_get(state, sae_id, params)
-                        else:
-                            body = h.status(state, sae_id)
-                    else:
-                        raw = await _receive_body(receive)
-                        if raw is None:
-                            return
-                        if op == "enc_keys":
-                            body = await h.enc(state, sae_id, None, _parse_json(raw))
-                        else:
-                            body = h.dec_post(state, sae_id, raw)
-                except KMSError as err:
-                    error: dict[str, Any] = {"message": err.message}
-                    if err.details:
-                        error["details"] = err.details
-                    await _send_json(send, err.status, error)
-                    return
-                except Exception as err:
-                    log.error("internal error in %s %s: %s", method, op, type(err).__name__)
-                    await _send_json(send, 503, {"message": "key data access error"})
-                    return
-                await _send_json(send, 200, body)
+        if scope["type"] != "http":
+            await fallback(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.get("state") or {}
+        m = _KEY_ROUTE.match(scope["path"]) if not scope.get("root_path") else None
+        method = scope["method"]
+        if m is None or not (method == "GET" or (method == "POST" and m["op"] != "status")):
+            ident = state.get(PEER_IDENTITY_KEY)
+            if docs_need_cert and not (ident and ident.get("cn")):
+                await _send_error(
+                    send, KMSError(401, "a valid client certificate is required"), True
+                )
                 return
-        await fallback(scope, receive, send)
+            await fallback(scope, receive, send)
+            return
+        sae_id, op = m["sae_id"], m["op"]
+        unread = method == "POST"
+        try:
+            if method == "GET":
+                params = QueryParams(scope["query_string"])
+                if op == "enc_keys":
+                    body = await h.enc(state, sae_id, params, None)
+                elif op == "dec_keys":
+                    body = await h.dec_get(state, sae_id, params)
+                else:
+                    body = await h.status(state, sae_id)
+            else:
+                h.caller(state)  # 401 before any byte of the body is read
+                raw = await read_body(scope, receive, limit, body_s)
+                unread = False
+                if op == "enc_keys":
+                    body = await h.enc(state, sae_id, None, _parse_json(raw))
+                else:
+                    body = await h.dec_post(state, sae_id, raw)
+        except _DisconnectedError:
+            return
+        except KMSError as err:
+            await _send_error(send, err, unread)
+            return
+        except Exception as err:
+            log.error("internal error in %s %s: %s", method, op, type(err).__name__)
+            await _send_json(send, 503, {"message": "key data access error"}, unread)
+            return
+        await _send_json(send, 200, body)
 
     return app
 
 
-def create_peer_app(service: KMSService) -> FastAPI:
-    """The KMS-to-KMS API; only the peer KME's certificate is accepted."""
-    app = FastAPI(title="qdnet KMS peer API", docs_url=None, redoc_url=None, openapi_url=None)
-    peer_id = service.settings.peer.kme_id
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(400 if exc.status_code < 500 else 503, str(exc.detail))
-
-    def check(request: Request) -> None:
-        ident = request.scope.get("state", {}).get(PEER_IDENTITY_KEY)
-        if identity_of(ident, "cn", "") != peer_id:
-            raise KMSError(401, "only the peer KME may use this API")
-
-    @app.post("/peer/v1/blocks")
-    @_guard
-    async def peer_blocks(request: Request) -> Response:
-        check(request)
-        return _json(200, _peer_blocks(service, await request.body()))
-
-    @app.post("/peer/v1/allocations")
-    @_guard
-    async def peer_allocations(request: Request) -> Response:
-        check(request)
-        return _json(200, _peer_allocations(service, await request.body()))
-
-    return app
+# --- KMS-to-KMS API ---------------------------------------------------------------------------
 
 
-def _peer_blocks(service: KMSService, raw: bytes) -> dict[str, Any]:
+def _peer_check(service: KMSService, state: dict[str, Any]) -> None:
+    """Only a peer KME, by the SAN URI of a KME certificate (never the CN, never an SAE)."""
+    if kme_identity(state.get(PEER_IDENTITY_KEY)) != service.settings.peer.kme_id:
+        raise KMSError(401, "only the peer KME may use this API")
+
+
+async def _peer_blocks(service: KMSService, raw: bytes) -> dict[str, Any]:
     body = _parse_json(raw)
     ids = body.get("block_ids") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 10000:
         raise KMSError(400, "block_ids shall be an array of strings")
-    return {"held": service.peer_inventory(ids)}
+    return {"held": await service.peer_inventory(ids)}
 
 
-def _peer_allocations(service: KMSService, raw: bytes) -> dict[str, Any]:
+async def _peer_allocations(service: KMSService, raw: bytes) -> dict[str, Any]:
     try:
         items = parse_allocations(_parse_json(raw))
     except ValueError as err:
         raise KMSError(400, str(err)) from None
-    return {"accepted": service.apply_peer_allocations(items)}
+    return {"accepted": await service.apply_peer_allocations(items)}
+
+
+async def _peer_consumed(service: KMSService, raw: bytes) -> dict[str, Any]:
+    try:
+        state = parse_segment_state(_parse_json(raw))
+    except ValueError as err:
+        raise KMSError(400, str(err)) from None
+    mine, count = await service.peer_consumed(state)
+    return {"blocks": mine, "consumed": count}
+
+
+_PEER_ROUTES = {
+    "/peer/v1/blocks": _peer_blocks,
+    "/peer/v1/allocations": _peer_allocations,
+    "/peer/v1/consumed": _peer_consumed,
+}
 
 
 def create_peer_asgi(service: KMSService) -> ASGIApp:
-    """The KMS-to-KMS application to serve: its two POST routes straight from ASGI, anything
-    else by the FastAPI app of :func:`create_peer_app` (same answers)."""
-    fallback = create_peer_app(service)
-    peer_id = service.settings.peer.kme_id
-    routes = {"/peer/v1/blocks": _peer_blocks, "/peer/v1/allocations": _peer_allocations}
+    """The KMS-to-KMS application: three POST routes, only for the peer KME; anything else is
+    answered 400 (no documentation is served on this listener)."""
+    body_s = service.settings.timeouts.body_s
 
     async def app(
         scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
     ) -> None:
-        handler = routes.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST" or scope.get("root_path"):
-            await fallback(scope, receive, send)
+        if scope["type"] != "http":
             return
+        unread = True
         try:
-            ident = (scope.get("state") or {}).get(PEER_IDENTITY_KEY)
-            if identity_of(ident, "cn", "") != peer_id:
-                raise KMSError(401, "only the peer KME may use this API")
-            raw = await _receive_body(receive)
-            if raw is None:
-                return
-            body = handler(service, raw)
+            _peer_check(service, scope.get("state") or {})
+            handler = _PEER_ROUTES.get(scope["path"])
+            if handler is None or scope["method"] != "POST":
+                raise KMSError(400, "unknown request path")
+            raw = await read_body(scope, receive, PEER_MAX_BODY_BYTES, body_s)
+            unread = False
+            body = await handler(service, raw)
+        except _DisconnectedError:
+            return
         except KMSError as err:
-            error: dict[str, Any] = {"message": err.message}
-            if err.details:
-                error["details"] = err.details
-            await _send_json(send, err.status, error)
+            await _send_error(send, err, unread)
             return
         except Exception as err:
             log.error("internal error in peer %s: %s", scope["path"], type(err).__name__)
-            await _send_json(send, 503, {"message": "key data access error"})
+            await _send_json(send, 503, {"message": "key data access error"}, unread)
             return
         await _send_json(send, 200, body)
 

@@ -24,9 +24,8 @@ import httpx
 from qdnet.kms.client import SAEClient
 from qdnet.kms.pki import PKI, create_pki
 from qdnet.kms.server import KMSNode, bind_socket
-from qdnet.kms.service import IngestReport, ingest_folder
+from qdnet.kms.service import IngestReport, ingest_folder, open_store
 from qdnet.kms.settings import KMSSettings, dump_settings, settings_from_dict
-from qdnet.kms.store import KeyStore
 from qdnet.kms.tls import client_context
 
 __all__ = [
@@ -104,8 +103,7 @@ def ingest(
     settings: KMSSettings, folder: str | os.PathLike[str], remove: bool = False
 ) -> IngestReport:
     """Ingest a folder of key blocks into a KMS's store (server running or not)."""
-    assert settings.database_url is not None
-    store = KeyStore(settings.database_url)
+    store = open_store(settings)
     try:
         cap = settings.limits.max_key_count * settings.limits.key_size // 8
         return ingest_folder(store, folder, capacity_bytes=cap, remove=remove)
@@ -167,8 +165,7 @@ class KMSLink:
         """Wait until every ingested block is confirmed by the peer (shared)."""
         deadline = time.monotonic() + wait_s
         for node in (self.a, self.b):
-            assert node.settings.database_url is not None
-            store = KeyStore(node.settings.database_url)
+            store = open_store(node.settings)
             try:
                 while store.unshared_block_ids(limit=1):
                     if time.monotonic() > deadline:

@@ -6,6 +6,13 @@ Protocol (JSON over HTTPS, mutual TLS, only the peer KME's certificate is accept
     Inventory: which of these blocks the receiver holds. Both sides then mark those blocks
     *shared*: only shared bytes are ever carved into keys.
 
+``POST /peer/v1/consumed`` ``{"segment_bytes": 4096, "blocks": {block_id: [[idx, lo, hi], ...]}}``
+-> ``{"blocks": {...}, "consumed": n}`` (reconciliation, sent by the leader of the link)
+    The sender's remaining range of every segment of these shared blocks (a segment not listed
+    is consumed); the receiver consumes every byte the sender consumed and answers its own
+    state, which the sender merges the same way: afterwards a byte is consumed on both sides
+    or on neither.
+
 ``POST /peer/v1/allocations`` ``{"segment_bytes": 4096, "items": [{"pieces": [[block_id, offset,
 length], ...], "keys": [[key_ID, size_bits, master_SAE_ID, [slave SAE IDs served by the
 receiver]], ...]}, ...]}`` -> ``{"accepted": [true, ...]}``
@@ -28,10 +35,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from qdnet.kms.store import SEGMENT_BYTES, Piece
-from qdnet.kms.tls import client_context
+from qdnet.kms.tls import client_context, kme_of_certificate
 
 BLOCKS_PATH = "/peer/v1/blocks"
 ALLOCATIONS_PATH = "/peer/v1/allocations"
+CONSUMED_PATH = "/peer/v1/consumed"
 
 KeySpec = tuple[str, int, str, list[str]]
 """``(key_ID, size_bits, master_SAE_ID, slaves served by the receiver)``"""
@@ -69,6 +77,28 @@ def parse_allocations(raw: Any) -> list[tuple[list[Piece], list[KeySpec]]]:
                 raise ValueError("key must be [key_ID, size_bits, master, [slaves]]")
             specs.append((k[0], k[1], k[2], list(k[3])))
         out.append((pieces, specs))
+    return out
+
+
+def parse_segment_state(raw: Any) -> dict[str, list[list[int]]]:
+    """Validate the ``blocks`` of a reconciliation body; raises ``ValueError``."""
+    if not isinstance(raw, dict) or raw.get("segment_bytes") != SEGMENT_BYTES:
+        raise ValueError(f"segment_bytes must be {SEGMENT_BYTES}")
+    blocks = raw.get("blocks")
+    if not isinstance(blocks, dict):
+        raise ValueError("blocks must be an object")
+    out: dict[str, list[list[int]]] = {}
+    for block_id, segs in blocks.items():
+        if not isinstance(segs, list):
+            raise ValueError("a block's segments must be a list")
+        for seg in segs:
+            if (
+                not isinstance(seg, list)
+                or len(seg) != 3
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seg)
+            ):
+                raise ValueError("segment must be [idx, lo, hi]")
+        out[str(block_id)] = segs
     return out
 
 
@@ -113,7 +143,16 @@ class PeerClient:
     connection, so calls reach the peer in the order they are made (allocations must).
     """
 
-    def __init__(self, url: str, ca: Path, cert: Path, key: Path, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        ca: Path,
+        cert: Path,
+        key: Path,
+        timeout_s: float = 5.0,
+        *,
+        expected_kme: str,
+    ) -> None:
         self.url = url.rstrip("/")
         parts = urlsplit(self.url)
         if parts.scheme != "https" or not parts.hostname:
@@ -124,6 +163,10 @@ class PeerClient:
         self._timeout = timeout_s
         self._conn: _Conn | None = None
         self._lock = asyncio.Lock()
+        self._expected_kme = expected_kme
+        self._connections = 0
+        self.reconnected = False
+        """Set when a connection had to be opened again (the peer may have restarted)."""
 
     async def aclose(self) -> None:
         """Close the connection."""
@@ -135,9 +178,16 @@ class PeerClient:
         reader, writer = await asyncio.open_connection(
             self._host, self._port, ssl=self._ctx, limit=1 << 22
         )
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if kme_of_certificate(der) != self._expected_kme:
+            writer.close()
+            raise ConnectionError(f"the server is not KME {self._expected_kme}")
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._connections += 1
+        self.reconnected = self._connections > 1
         return _Conn(reader, writer)
 
     async def _call(self, path: str, body: bytes) -> tuple[int, bytes]:
@@ -213,3 +263,19 @@ class PeerClient:
         ):
             raise PeerError("peer KMS answered a malformed allocation result")
         return accepted
+
+    async def consumed(
+        self, state: dict[str, list[list[int]]]
+    ) -> tuple[dict[str, list[list[int]]], int]:
+        """Reconciliation: send our segment state, get the peer's (after its merge) and the
+        number of bytes it newly consumed."""
+        data = await self._post(CONSUMED_PATH, {"segment_bytes": SEGMENT_BYTES, "blocks": state})
+        count = data.get("consumed")
+        if not isinstance(count, int):
+            raise PeerError("peer KMS answered a malformed reconciliation")
+        try:
+            return parse_segment_state(
+                {"segment_bytes": SEGMENT_BYTES, "blocks": data.get("blocks")}
+            ), count
+        except ValueError:
+            raise PeerError("peer KMS answered a malformed reconciliation") from None

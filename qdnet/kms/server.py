@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -22,7 +23,7 @@ import uvicorn
 from qdnet.kms.api import create_peer_asgi, create_sae_asgi
 from qdnet.kms.service import KMSService
 from qdnet.kms.settings import KMSSettings, Listen, load_settings
-from qdnet.kms.tls import FAST_PROTOCOL, server_context
+from qdnet.kms.tls import FAST_PROTOCOL, GUARD_KEY, ConnectionGuard, server_context
 
 
 def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
@@ -35,15 +36,56 @@ def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn server whose signals are handled by :func:`serve_kms` (two servers, one loop)."""
+    """uvicorn server whose signals are handled by :func:`serve_kms` (two servers, one loop),
+    with a TLS handshake deadline and a :class:`ConnectionGuard` on its listener."""
+
+    def __init__(self, config: uvicorn.Config, guard: ConnectionGuard, handshake_s: float) -> None:
+        super().__init__(config)
+        self.guard = guard
+        self.handshake_s = handshake_s
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Like uvicorn's, on a socket of our own, with ``ssl_handshake_timeout``."""
+        config = self.config
+        state = self.lifespan.state
+        state[GUARD_KEY] = self.guard
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=state, _loop=_loop
+            )
+
+        if not sockets:
+            sockets = [bind_socket(config.host, config.port)]
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                sock=sock,
+                ssl=config.ssl,
+                backlog=config.backlog,
+                ssl_handshake_timeout=self.handshake_s,
+            )
+            for sock in sockets
+        ]
+        self.started = True
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Let the process hold ``wanted`` descriptors if the hard limit allows it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
 
 def _uvicorn(app: Any, listen: Listen, settings: KMSSettings, require_client_cert: bool) -> _Server:
     tls = settings.tls
+    lim, tmo = settings.limits, settings.timeouts
     config = uvicorn.Config(
         app,
         host=listen.host,
@@ -55,13 +97,14 @@ def _uvicorn(app: Any, listen: Listen, settings: KMSSettings, require_client_cer
         lifespan="off",
         access_log=False,
         log_level=settings.log_level,
-        timeout_keep_alive=30,
+        timeout_keep_alive=int(max(1.0, tmo.idle_s)),
         backlog=1024,
         timeout_graceful_shutdown=3,
     )
     config.load()
     config.ssl = server_context(tls, require_client_cert=require_client_cert)
-    return _Server(config)
+    guard = ConnectionGuard(lim.max_connections, lim.reserved_connections, tmo.idle_s, tmo.header_s)
+    return _Server(config, guard, tmo.handshake_s)
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -83,6 +126,8 @@ async def serve_kms(
     handle_signals: bool = False,
 ) -> None:
     """Serve both listeners until ``stop`` is set (or SIGINT/SIGTERM with ``handle_signals``)."""
+    # both listeners at their cap, handshakes in flight, database and peer connections
+    _raise_fd_limit(4 * settings.limits.max_connections + 256)
     service = KMSService(settings)
     sae = _uvicorn(create_sae_asgi(service), settings.listen, settings, False)
     peer = _uvicorn(create_peer_asgi(service), settings.peer_listen, settings, True)

@@ -1,27 +1,60 @@
 """The KMS node: key store + peer channel + the logic behind the ETSI GS QKD 014 calls.
 
 ``enc_keys`` requests are grouped: every request waiting when the previous group finished goes
-into the next one, which costs one local transaction (carving the bytes) and one round trip to
-the peer KMS (which reserves the same key IDs for the same slaves before any key is returned).
-Groups are sent one at a time so the peer applies allocations in the order they were carved.
+into the next one. A group is *planned* (bytes chosen, nothing consumed), sent to the peer KMS
+(which consumes the same bytes and reserves the same key IDs for its slaves), and only then
+consumed here, with the keys for local slaves, in one transaction. A peer that cannot be reached
+therefore costs no key: nothing was consumed on either side. Groups are sent one at a time so
+the peer applies allocations in the order they were carved.
+
+Database work runs in a thread pool, never on the event loop: a store that is locked by someone
+else delays only the calls that need it, up to ``timeouts.database_s``, then they answer 503.
+
+Reconciliation (for a link with several peers each link runs its own): the leader of the link
+(smaller KME ID) exchanges with its peer which bytes of each shared block are consumed, and both
+keep the union. It runs at start, after each reconnection to the peer (a peer restart) and every
+``reconcile_interval_s``, while neither side has a group in flight. Reserved keys no slave
+collected within ``reserved_key_ttl_s`` are erased; ``status_extension`` reports both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, TypeVar
 
+from qdnet.kms.blocks import block_files, read_block
 from qdnet.kms.peer import KeySpec, PeerClient, PeerError
 from qdnet.kms.settings import KMSSettings
-from qdnet.kms.store import Allocation, KeyStore, Piece, StoredKey, TakeOutcome
-from qdnet.postprocessing.keyblock import iter_key_blocks, read_key_block
+from qdnet.kms.store import (
+    Allocation,
+    KeyStore,
+    Piece,
+    Reservation,
+    StoreBusyError,
+    StoredKey,
+    TakeOutcome,
+)
 
 log = logging.getLogger("qdnet.kms")
+
+T = TypeVar("T")
+
+RECONCILE_BLOCKS_PER_CALL = 200
+
+
+def open_store(settings: KMSSettings) -> KeyStore:
+    """The key store and keyring named by resolved ``settings``."""
+    assert settings.database_url is not None, "use resolved settings"
+    return KeyStore(settings.database_url, settings.keyring_path, settings.timeouts.database_s)
 
 
 class KMSError(Exception):
@@ -42,7 +75,7 @@ class _EncJob:
     slaves: list[str]
     number: int
     size_bits: int
-    future: asyncio.Future[list[tuple[str, bytes]]] = field(repr=False)
+    future: asyncio.Future[tuple[list[tuple[str, bytes]], bool]] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -61,16 +94,16 @@ def ingest_folder(
     capacity_bytes: int | None = None,
     remove: bool = False,
 ) -> IngestReport:
-    """Store every complete key block in ``folder`` (idempotent by block ID).
+    """Store every complete key block directly in ``folder`` (idempotent by block ID; format 1
+    or 2; never a subfolder such as ``pending/``).
 
     With ``remove`` a block file is deleted once its key is committed (or was already known).
     Blocks that would overflow ``capacity_bytes`` are left in place for a later pass.
     """
     ingested = known = deferred = 0
-    paths = sorted(Path(folder).glob("*.json"))
-    for path in paths:
+    for path in block_files(folder):
         try:
-            block = read_key_block(path)
+            block = read_block(path)
         except (ValueError, OSError) as err:
             log.warning("skipping key block file %s: %s", path.name, err)
             continue
@@ -86,9 +119,34 @@ def ingest_folder(
     return IngestReport(ingested, known, deferred)
 
 
-def ingest_blocks(store: KeyStore, folder: str | os.PathLike[str]) -> int:
-    """Ingest all blocks of ``folder`` via :func:`iter_key_blocks`; number of new blocks."""
-    return sum(store.ingest(b) for b in iter_key_blocks(folder))
+class _Outage:
+    """Logs a peer outage once when it starts (with the first error) and once when it ends
+    (with the number of failed calls), instead of once per call."""
+
+    def __init__(self, peer_id: str) -> None:
+        self.peer_id = peer_id
+        self.failures = 0
+        self.since = 0.0
+
+    def failed(self, err: Exception) -> None:
+        if self.failures == 0:
+            self.since = time.monotonic()
+            log.warning("peer KME %s unreachable: %s (failing calls until it is back)",
+                        self.peer_id, err)  # fmt: skip
+        self.failures += 1
+
+    def ok(self) -> bool:
+        """Record a success; True if it ended an outage."""
+        if self.failures == 0:
+            return False
+        log.warning(
+            "peer KME %s reachable again after %.1f s; %d call(s) failed meanwhile",
+            self.peer_id,
+            time.monotonic() - self.since,
+            self.failures,
+        )
+        self.failures = 0
+        return True
 
 
 class KMSService:
@@ -98,20 +156,45 @@ class KMSService:
         assert settings.database_url is not None, "use resolved settings"
         self.settings = settings
         self.limits = settings.limits
-        self.store = store or KeyStore(settings.database_url)
+        self.store = store or open_store(settings)
         self.peer: PeerClient | None = None
         self._queue: asyncio.Queue[_EncJob] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kms-db")
+        self._carving: asyncio.Lock | None = None
+        self._outage = _Outage(settings.peer.kme_id)
+        self._reconcile_due: asyncio.Event | None = None
+        self.expired_keys = 0
+        self.reconciled_bytes = 0
+        self.last_reconciled: float | None = None
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call in the thread pool; a busy store answers 503."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        except StoreBusyError as err:
+            raise KMSError(503, f"key store busy, try again ({err})") from None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the peer channel and start the batcher and the ingest/sync loop."""
+        """Open the peer channel and start the batcher and the maintenance loop."""
         tls = self.settings.tls
         self.peer = PeerClient(
-            self.settings.peer.url, tls.ca, tls.cert, tls.key, self.settings.peer.timeout_s
+            self.settings.peer.url,
+            tls.ca,
+            tls.cert,
+            tls.key,
+            self.settings.peer.timeout_s,
+            expected_kme=self.settings.peer.kme_id,
         )
         self._queue = asyncio.Queue()
+        self._carving = asyncio.Lock()
+        self._reconcile_due = asyncio.Event()
+        self._reconcile_due.set()
+        with contextlib.suppress(KMSError):
+            await self.db(self.store.collect_orphans)
         self._tasks = [
             asyncio.create_task(self._batcher(), name="kms-batcher"),
             asyncio.create_task(self._maintenance(), name="kms-maintenance"),
@@ -127,56 +210,114 @@ class KMSService:
         self._tasks = []
         if self.peer is not None:
             await self.peer.aclose()
+        self._pool.shutdown(wait=True)
         self.store.close()
 
     async def _maintenance(self) -> None:
+        next_reconcile = 0.0
         while True:
             try:
                 await self.ingest_and_sync()
+                ttl = self.settings.reserved_key_ttl_s
+                if ttl is not None:
+                    self.expired_keys += await self.db(self.store.expire_reserved, ttl)
+                assert self._reconcile_due is not None
+                if self.settings.is_leader and (
+                    self._reconcile_due.is_set() or time.monotonic() >= next_reconcile
+                ):
+                    self._reconcile_due.clear()
+                    await self.reconcile()
+                    next_reconcile = time.monotonic() + self.settings.reconcile_interval_s
             except asyncio.CancelledError:
                 raise
+            except PeerError as err:
+                self._outage.failed(err)
             except Exception as err:  # keep serving; the next pass retries
-                log.warning("ingest/sync pass failed: %s", type(err).__name__)
+                log.warning(
+                    "maintenance pass failed: %s", getattr(err, "message", type(err).__name__)
+                )
             await asyncio.sleep(self.settings.ingest_interval_s)
+
+    def _peer_ok(self) -> None:
+        assert self.peer is not None and self._reconcile_due is not None
+        if self._outage.ok() or self.peer.reconnected:
+            self.peer.reconnected = False
+            self._reconcile_due.set()  # the peer may have restarted: compare the pools soon
 
     async def ingest_and_sync(self) -> None:
         """Ingest the watched folder (if any) and confirm new blocks with the peer."""
         folder = self.settings.key_blocks_dir
         if folder is not None and folder.is_dir():
             cap = self.limits.max_key_count * self.limits.key_size // 8
-            await asyncio.to_thread(
-                ingest_folder,
-                self.store,
-                folder,
-                capacity_bytes=cap,
-                remove=self.settings.remove_ingested_blocks,
+            await self.db(
+                functools.partial(
+                    ingest_folder,
+                    self.store,
+                    folder,
+                    capacity_bytes=cap,
+                    remove=self.settings.remove_ingested_blocks,
+                )
             )
         await self.sync_blocks()
 
     async def sync_blocks(self) -> int:
         """Mark as shared the blocks both KMS hold; number newly shared."""
         assert self.peer is not None
-        pending = self.store.unshared_block_ids()
+        pending = await self.db(self.store.unshared_block_ids)
         if not pending:
             return 0
         held = await self.peer.blocks(pending)
-        self.store.mark_shared(held)
+        self._peer_ok()
+        await self.db(self.store.mark_shared, held)
         return len(held)
 
-    def peer_inventory(self, block_ids: list[str]) -> list[str]:
+    async def reconcile(self) -> int:
+        """Leader: agree with the peer on the consumed bytes of every shared block (union);
+        bytes newly consumed on both sides together."""
+        assert self.peer is not None and self._carving is not None
+        total = 0
+        async with self._carving:  # no group of ours in flight
+            ids = await self.db(self.store.shared_block_ids)
+            for i in range(0, len(ids), RECONCILE_BLOCKS_PER_CALL):
+                chunk = ids[i : i + RECONCILE_BLOCKS_PER_CALL]
+                mine = await self.db(self.store.segment_state, chunk)
+                theirs, their_count = await self.peer.consumed(mine)
+                self._peer_ok()
+                total += their_count + await self.db(self.store.merge_segment_state, theirs)
+        self.reconciled_bytes += total
+        self.last_reconciled = time.time()
+        if total:
+            log.warning("reconciliation with peer KME %s: %d byte(s) consumed on one side only "
+                        "are now consumed on both", self.settings.peer.kme_id, total)  # fmt: skip
+        return total
+
+    async def peer_consumed(
+        self, state: dict[str, list[list[int]]]
+    ) -> tuple[dict[str, list[list[int]]], int]:
+        """Follower side of :meth:`reconcile`: merge the leader's state, answer ours."""
+        assert self._carving is not None
+        async with self._carving:  # no group of ours in flight
+            count = await self.db(self.store.merge_segment_state, state)
+            self.reconciled_bytes += count
+            self.last_reconciled = time.time()
+            return await self.db(self.store.segment_state, list(state)), count
+
+    async def peer_inventory(self, block_ids: list[str]) -> list[str]:
         """Peer asks which blocks we hold; the ones we hold become shared here too."""
-        held = self.store.held_block_ids(block_ids)
-        self.store.mark_shared(held)
+        held = await self.db(self.store.held_block_ids, block_ids)
+        await self.db(self.store.mark_shared, held)
         return held
 
-    def apply_peer_allocations(self, items: list[tuple[list[Piece], list[KeySpec]]]) -> list[bool]:
+    async def apply_peer_allocations(
+        self, items: list[tuple[list[Piece], list[KeySpec]]]
+    ) -> list[bool]:
         """Apply the peer's carvings; keep only keys whose slaves are served here."""
         mine = set(self.settings.saes)
         local = [
             (pieces, [(k, b, m, [s for s in sl if s in mine]) for k, b, m, sl in specs])
             for pieces, specs in items
         ]
-        return self.store.apply_peer_allocations(local, peer_from_front=not self.settings.is_leader)
+        return await self.db(self.store.apply_allocations, local, not self.settings.is_leader)
 
     # --- ETSI GS QKD 014 logic -----------------------------------------------------------------
 
@@ -189,11 +330,13 @@ class KMSService:
             raise KMSError(400, "the slave SAE ID shall differ from the master SAE ID")
         return kme
 
-    def status(self, master: str, slave: str) -> dict[str, object]:
-        """Spec Table 9 for ``master`` asking about keys shared with ``slave``."""
+    async def status(self, master: str, slave: str) -> dict[str, object]:
+        """Spec Table 9 for ``master`` asking about keys shared with ``slave``, with the
+        ``status_extension`` of this KME (simulated key material, expiries, reconciliation)."""
         target = self.check_slave(master, slave)
         lim = self.limits
-        stored = self.store.available_bytes() * 8 // lim.key_size
+        summary = await self.db(self.store.pool_summary)
+        stored = summary["shared_bytes"] * 8 // lim.key_size
         return {
             "source_KME_ID": self.settings.kme_id,
             "target_KME_ID": target,
@@ -206,30 +349,46 @@ class KMSService:
             "max_key_size": lim.max_key_size,
             "min_key_size": lim.min_key_size,
             "max_SAE_ID_count": lim.max_SAE_ID_count,
+            "status_extension": {
+                "qdnet_simulated": summary["simulated_bytes"] > 0,
+                "qdnet_simulated_key_count": summary["simulated_bytes"] * 8 // lim.key_size,
+                "qdnet_reserved_key_count": summary["reserved_keys"],
+                "qdnet_reserved_key_ttl_s": self.settings.reserved_key_ttl_s,
+                "qdnet_expired_reserved_keys": self.expired_keys,
+                "qdnet_reconciled_bytes": self.reconciled_bytes,
+            },
         }
 
     async def enc_keys(
         self, master: str, slaves: list[str], number: int, size_bits: int
-    ) -> list[tuple[str, bytes]]:
-        """New keys for ``master``, reserved for ``slaves`` at their KMS before returning."""
+    ) -> tuple[list[tuple[str, bytes]], bool]:
+        """New keys for ``master``, reserved for ``slaves`` at their KMS before returning; and
+        whether any of them comes from a simulated link (not secret)."""
         assert self._queue is not None, "service not started"
-        fut: asyncio.Future[list[tuple[str, bytes]]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[list[tuple[str, bytes]], bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
         await self._queue.put(_EncJob(master, slaves, number, size_bits, fut))
         return await fut
 
     async def _batcher(self) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self._carving is not None
         while True:
             jobs = [await self._queue.get()]
             while not self._queue.empty() and len(jobs) < 256:
                 jobs.append(self._queue.get_nowait())
             try:
-                await self._run_batch(jobs)
+                async with self._carving:
+                    await self._run_batch(jobs)
             except asyncio.CancelledError:
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(KMSError(503, "KME is shutting down"))
                 raise
+            except KMSError as err:
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(err)
             except Exception as err:
                 log.error("enc_keys batch failed: %s", type(err).__name__)
                 for job in jobs:
@@ -238,12 +397,12 @@ class KMSService:
 
     async def _run_batch(self, jobs: list[_EncJob]) -> None:
         assert self.peer is not None
-        allocs = self.store.allocate(
-            [j.number * j.size_bits // 8 for j in jobs], from_front=self.settings.is_leader
-        )
+        front = self.settings.is_leader
+        allocs = await self.db(self.store.plan, [j.number * j.size_bits // 8 for j in jobs], front)
         live: list[tuple[_EncJob, Allocation, list[str]]] = []
         items: list[tuple[list[Piece], list[KeySpec]]] = []
         peer_saes = set(self.settings.peer.saes)
+        mine = set(self.settings.saes)
         for job, alloc in zip(jobs, allocs, strict=True):
             if alloc is None:
                 job.future.set_exception(KMSError(503, "not enough key material available"))
@@ -257,31 +416,30 @@ class KMSService:
         try:
             accepted = await self.peer.allocations(items)
         except PeerError as err:
-            log.warning("%s", err)
-            for job, _, _ in live:
+            self._outage.failed(err)
+            for job, _, _ in live:  # nothing was consumed here: the outage costs no key
                 job.future.set_exception(KMSError(503, "peer KME is unreachable"))
             return
-        local_reservations: list[tuple[str, int, bytes, str, list[str]]] = []
-        results: list[tuple[_EncJob, list[tuple[str, bytes]]]] = []
-        mine = set(self.settings.saes)
+        self._peer_ok()
+        # consume here what the peer consumed; bytes it refused (it had consumed some of them:
+        # only after a crash or a lost answer) are consumed here too and never handed out
+        batch: list[tuple[list[Piece], list[Reservation]]] = []
         for (job, alloc, ids), ok in zip(live, accepted, strict=True):
-            if not ok:
+            local = [s for s in job.slaves if s in mine] if ok else []
+            batch.append((alloc.pieces, [(k, job.size_bits, job.master, local) for k in ids]))
+        applied = await self.db(self.store.apply_allocations, batch, front)
+        for (job, alloc, ids), ok, done in zip(live, accepted, applied, strict=True):
+            if not (ok and done):
                 job.future.set_exception(KMSError(503, "not enough key material available"))
                 continue
             n = job.size_bits // 8
             cut = [(k, alloc.material[i * n : (i + 1) * n]) for i, k in enumerate(ids)]
-            local = [s for s in job.slaves if s in mine]
-            if local:
-                local_reservations.extend((k, job.size_bits, m, job.master, local) for k, m in cut)
-            results.append((job, cut))
-        self.store.reserve(local_reservations)
-        for job, cut in results:
             if not job.future.done():
-                job.future.set_result(cut)
+                job.future.set_result((cut, alloc.simulated))
 
-    def dec_keys(self, master: str, caller: str, key_ids: list[str]) -> list[StoredKey]:
+    async def dec_keys(self, master: str, caller: str, key_ids: list[str]) -> list[StoredKey]:
         """The keys ``key_ids`` that ``master`` obtained for ``caller``; each handed out once."""
-        outcome, found = self.store.take_keys(key_ids, master, caller)
+        outcome, found = await self.db(self.store.take_keys, key_ids, master, caller)
         if outcome is TakeOutcome.NOT_FOUND:
             raise KMSError(400, "one or more keys specified are not found on KME")
         if outcome is TakeOutcome.UNAUTHORIZED:

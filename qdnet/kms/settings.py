@@ -64,6 +64,18 @@ class Limits(_Strict):
         default=1_000_000, gt=0, description="pool capacity, in keys of key_size"
     )
     max_SAE_ID_count: int = Field(default=4, ge=0, description="most additional_slave_SAE_IDs")  # noqa: N815
+    max_connections: int = Field(
+        default=1000, ge=2, description="open connections per listener (TLS handshake done)"
+    )
+    reserved_connections: int = Field(
+        default=100,
+        ge=1,
+        description="of max_connections, kept for clients with a certificate (a client without "
+        "one is turned away once max_connections - reserved_connections are open)",
+    )
+    max_body_bytes: int = Field(
+        default=65536, ge=1024, description="largest request body (checked before reading)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Limits:
@@ -72,7 +84,27 @@ class Limits(_Strict):
                 raise ValueError(f"{name} must be a multiple of 8")
         if not self.min_key_size <= self.key_size <= self.max_key_size:
             raise ValueError("need min_key_size <= key_size <= max_key_size")
+        if self.reserved_connections >= self.max_connections:
+            raise ValueError("need reserved_connections < max_connections")
         return self
+
+
+class Timeouts(_Strict):
+    """Deadlines that keep one slow or silent client from holding the service."""
+
+    handshake_s: float = Field(default=10.0, gt=0, description="TLS handshake")
+    header_s: float = Field(
+        default=10.0, gt=0, description="from a request's first byte to its last header"
+    )
+    idle_s: float = Field(
+        default=30.0, gt=0, description="a connection with no request (before the first, between)"
+    )
+    body_s: float = Field(default=10.0, gt=0, description="reading a whole request body")
+    database_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="lock and statement timeout of every database call (then 503, key store busy)",
+    )
 
 
 class KMSSettings(_Strict):
@@ -104,6 +136,24 @@ class KMSSettings(_Strict):
         default=False, description="TEST ONLY: let an SAE request keys addressed to itself"
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning"
+    timeouts: Timeouts = Field(default_factory=lambda: Timeouts())
+    reserved_key_ttl_s: float | None = Field(
+        default=86400.0,
+        gt=0,
+        description="a reserved key no slave collected within this time is erased (null: never)",
+    )
+    reconcile_interval_s: float = Field(
+        default=60.0, gt=0, description="how often the leader reconciles consumed bytes"
+    )
+    docs_require_client_cert: bool = Field(
+        default=True, description="/docs and /openapi.json only for clients with a certificate"
+    )
+    keyring_path: Path | None = Field(
+        default=None,
+        description="SQLite file of the data keys and reserved keys, the one place where key "
+        "material is erased for good (default: <store file>.keyring beside a SQLite store, "
+        "<kme_id>.keyring beside this file with PostgreSQL); local disk, never shared",
+    )
 
     @model_validator(mode="after")
     def _ids(self) -> KMSSettings:
@@ -129,7 +179,17 @@ class KMSSettings(_Strict):
         )
         db = self.database_url or f"sqlite:///{(base / f'{self.kme_id}.sqlite').resolve()}"
         blocks = anchor(self.key_blocks_dir) if self.key_blocks_dir else None
-        return self.model_copy(update={"tls": tls, "database_url": db, "key_blocks_dir": blocks})
+        keyring = anchor(self.keyring_path) if self.keyring_path else None
+        if keyring is None and not db.startswith("sqlite"):
+            keyring = (base / f"{self.kme_id}.keyring").resolve()
+        return self.model_copy(
+            update={
+                "tls": tls,
+                "database_url": db,
+                "key_blocks_dir": blocks,
+                "keyring_path": keyring,
+            }
+        )
 
     @property
     def is_leader(self) -> bool:

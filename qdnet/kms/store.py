@@ -14,6 +14,12 @@ Model
   ``dec_keys`` hands it to each slave once and deletes it when the last slave has it.
 * Block IDs are remembered after their bytes are gone, so re-ingesting a block never brings
   consumed key material back.
+* Key material never reaches the database in clear: segment bytes are sealed under per-segment
+  data keys that are ratcheted on every change, and reserved keys live in the
+  :class:`~qdnet.kms.keyring.Keyring` (a local SQLite file that really erases), so no delivered
+  key can be read back from the database files, old row versions or WAL.
+* Every database call has a lock timeout (``lock_timeout_s``): a store held by someone else
+  raises :class:`StoreBusyError` instead of waiting for ever.
 
 Every state change is one database transaction, so a crash at any moment leaves either the
 old state or the new one: no key is lost silently and none is handed out twice.
@@ -21,8 +27,10 @@ old state or the new one: no key is lost silently and none is handed out twice.
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -47,8 +55,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Connection, make_url
 
+from qdnet.kms.blocks import IngestBlock
+from qdnet.kms.keyring import Keyring, SegKey, ratchet, seal, unseal
 from qdnet.postprocessing.keyblock import KeyBlock
 
 SEGMENT_BYTES = 4096
@@ -68,6 +80,7 @@ blocks = Table(
     Column("eps_sec", Float, nullable=False),
     Column("ingested_at", Float, nullable=False),
     Column("shared", Boolean, nullable=False, default=False),
+    Column("simulated", Boolean, nullable=False, default=False),
 )
 
 segments = Table(
@@ -81,7 +94,9 @@ segments = Table(
     Column("lo", Integer, nullable=False),
     Column("hi", Integer, nullable=False),
     Column("shared", Boolean, nullable=False, index=True),
-    Column("data", LargeBinary, nullable=False),
+    Column("simulated", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False, comment="sealed: keyring.seal"),
 )
 
 pool_order = Index("ix_kms_segments_pool", segments.c.shared, segments.c.sort_key, segments.c.idx)
@@ -93,8 +108,8 @@ keys = Table(
     Column("key_id", String(36), primary_key=True),
     Column("master_sae", String(256), nullable=False),
     Column("size_bits", Integer, nullable=False),
-    Column("material", LargeBinary, nullable=False),
-    Column("created_at", Float, nullable=False),
+    Column("simulated", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False, index=True),
 )
 
 key_slaves = Table(
@@ -136,6 +151,7 @@ class Allocation:
 
     pieces: list[Piece]
     material: bytes = field(repr=False)
+    simulated: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,7 @@ class StoredKey:
 
     key_id: str
     material: bytes = field(repr=False)
+    simulated: bool = False
 
 
 class TakeOutcome(Enum):
@@ -154,8 +171,16 @@ class TakeOutcome(Enum):
     UNAUTHORIZED = "unauthorized"
 
 
+class StoreBusyError(RuntimeError):
+    """A database call hit its lock or statement timeout (someone else holds the store)."""
+
+
 class _RacedError(Exception):
     """Rolls a transaction back when a concurrent call won the race."""
+
+
+Reservation = tuple[str, int, str, list[str]]
+"""``(key_id, size_bits, master_sae, slave_saes served here)``"""
 
 
 @dataclass
@@ -166,12 +191,18 @@ class _Seg:
     length: int
     lo: int
     hi: int
+    simulated: bool
+    version: int
     data: bytes = field(repr=False)
     dirty: bool = False
 
     @property
     def avail(self) -> int:
         return self.length - self.lo - self.hi
+
+    @property
+    def key(self) -> SegKey:
+        return (self.block_id, self.idx)
 
 
 _SEG_COLS = (
@@ -181,58 +212,169 @@ _SEG_COLS = (
     segments.c.length,
     segments.c.lo,
     segments.c.hi,
+    segments.c.simulated,
+    segments.c.version,
     segments.c.data,
 )
 
 
-def _seg(row: Any) -> _Seg:
-    return _Seg(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]))
+def _private_sqlite(url: str) -> None:
+    """Create a SQLite store file with mode 0600 (its WAL and shm files inherit the mode)."""
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        return
+    p = os.path.abspath(path)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    os.close(os.open(p, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(p, 0o600)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(p + suffix):
+            os.chmod(p + suffix, 0o600)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # survives a killed process; readers never block
-    # FULL: a commit is on disk before the key it hands out leaves (power loss included);
-    # NORMAL would only survive a killed process. Commits are per batch, so it costs little.
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL mode and a busy timeout."""
+def make_engine(url: str, lock_timeout_s: float = 3.0) -> Engine:
+    """An engine for ``url``: SQLite files get WAL mode, mode 0600 and a busy timeout;
+    PostgreSQL gets lock and statement timeouts."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    ms = int(lock_timeout_s * 1000)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        _private_sqlite(url)
+
+        def pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # survives a killed process; readers never block
+            # FULL: a commit is on disk before the key it hands out leaves (power loss included)
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA busy_timeout={ms}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, pool_size=8, pool_timeout=lock_timeout_s
+        )
+        event.listen(engine, "connect", pragmas)
         return engine
-    return create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_size=8,
+        max_overflow=4,
+        pool_pre_ping=True,
+        pool_timeout=lock_timeout_s,
+        connect_args={
+            "connect_timeout": max(1, int(lock_timeout_s)),
+            "options": f"-c lock_timeout={ms} -c statement_timeout={2 * ms}",
+        },
+    )
+
+
+def default_keyring_path(url: str) -> str:
+    """Beside a SQLite store: ``<file>.keyring``; PostgreSQL needs an explicit path."""
+    path = make_url(url).database if url.startswith("sqlite") else None
+    if not path or path == ":memory:":
+        raise ValueError("a keyring path is required for this database URL")
+    return os.path.abspath(path) + ".keyring"
 
 
 class KeyStore:
-    """All persistent state of one KMS."""
+    """All persistent state of one KMS: the database and the keyring (see :mod:`.keyring`)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        keyring_path: str | os.PathLike[str] | None = None,
+        lock_timeout_s: float = 3.0,
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, lock_timeout_s)
         self._for_update = not url.startswith("sqlite")
+        self.keyring = Keyring(keyring_path or default_keyring_path(url), lock_timeout_s)
+        try:
+            self._guarded(self._create)
+        except BaseException:
+            self.close()
+            raise
+
+    def _create(self) -> None:
+        existing = sa_inspect(self.engine)
+        if existing.has_table(segments.name):
+            columns = {c["name"] for c in existing.get_columns(segments.name)}
+            if "version" not in columns:
+                raise RuntimeError(
+                    f"{self.url}: key store made by an older qdnet (key bytes in clear): "
+                    "start a new store and ingest the key blocks again"
+                )
         metadata.create_all(self.engine)
         with self.engine.begin() as conn:  # stores made before the index existed
             pool_order.create(conn, checkfirst=True)
 
     def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pool and the keyring."""
         self.engine.dispose()
+        self.keyring.close()
+
+    @staticmethod
+    def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except sa_exc.TimeoutError:
+            raise StoreBusyError("key store busy: no database connection free in time") from None
+        except (sa_exc.OperationalError, sqlite3.OperationalError) as err:
+            cause = err.orig if isinstance(err, sa_exc.DBAPIError) else err
+            raise StoreBusyError(
+                f"key store busy or unreachable ({type(cause).__name__})"
+            ) from None
+
+    # --- sealing -------------------------------------------------------------------------------
+
+    def _seg(self, row: Any) -> _Seg:
+        seg = _Seg(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], b"")
+        key = self.keyring.segment_key(seg.key, seg.version)
+        seg.data = unseal(key, seg.key, seg.version, bytes(row[8]))
+        return seg
+
+    def _write_back(
+        self, conn: Connection, segs: Iterable[_Seg]
+    ) -> tuple[list[tuple[SegKey, int]], list[SegKey]]:
+        """Store the dirty segments (resealed at the next version); what the keyring must do."""
+        versions: list[tuple[SegKey, int]] = []
+        gone: list[SegKey] = []
+        for s in segs:
+            if not s.dirty:
+                continue
+            where = and_(segments.c.block_id == s.block_id, segments.c.idx == s.idx)
+            if s.avail <= 0:
+                conn.execute(delete(segments).where(where))
+                gone.append(s.key)
+                continue
+            v = s.version + 1
+            key = self.keyring.segment_key(s.key, s.version)
+            sealed = seal(ratchet(key), s.key, v, s.data)
+            conn.execute(
+                update(segments).where(where).values(lo=s.lo, hi=s.hi, version=v, data=sealed)
+            )
+            versions.append((s.key, v))
+        return versions, gone
 
     # --- ingestion -------------------------------------------------------------------------
 
-    def ingest(self, block: KeyBlock, capacity_bytes: int | None = None) -> bool:
+    def ingest(self, block: IngestBlock | KeyBlock, capacity_bytes: int | None = None) -> bool:
         """Store a block's key in segments; False if the block ID was seen before.
 
         Raises ``OverflowError`` if storing it would exceed ``capacity_bytes``.
         """
+        blk = block if isinstance(block, IngestBlock) else IngestBlock.of(block)
+        return bool(self._guarded(self._ingest, blk, capacity_bytes))
+
+    def _ingest(self, block: IngestBlock, capacity_bytes: int | None) -> bool:
+        with self.engine.connect() as conn:
+            seen = conn.execute(
+                select(blocks.c.block_id).where(blocks.c.block_id == block.block_id)
+            ).first()
+        if seen is not None:
+            return False
+        starts = list(range(0, len(block.key), SEGMENT_BYTES))
+        keys = self.keyring.new_segments([(block.block_id, i) for i in range(len(starts))])
         with self.engine.begin() as conn:
             seen = conn.execute(
                 select(blocks.c.block_id).where(blocks.c.block_id == block.block_id)
@@ -254,12 +396,14 @@ class KeyStore:
                     eps_sec=block.eps_sec,
                     ingested_at=time.time(),
                     shared=False,
+                    simulated=block.simulated,
                 )
             )
             sort_key = f"{block.created_utc}|{block.block_id}"
             rows = []
-            for idx, start in enumerate(range(0, len(block.key), SEGMENT_BYTES)):
+            for idx, start in enumerate(starts):
                 chunk = block.key[start : start + SEGMENT_BYTES]
+                seg = (block.block_id, idx)
                 rows.append(
                     {
                         "block_id": block.block_id,
@@ -270,40 +414,80 @@ class KeyStore:
                         "lo": 0,
                         "hi": 0,
                         "shared": False,
-                        "data": chunk,
+                        "simulated": block.simulated,
+                        "version": 0,
+                        "data": seal(keys[seg], seg, 0, chunk),
                     }
                 )
             conn.execute(insert(segments), rows)
         return True
 
+    def collect_orphans(self) -> int:
+        """Startup clean-up after a crash: erase keyring entries the database no longer needs
+        and reserved keys whose material never reached the keyring; number removed."""
+        return int(self._guarded(self._collect_orphans))
+
+    def _collect_orphans(self) -> int:
+        with self.engine.connect() as conn:
+            segs = {
+                (str(b), int(i))
+                for b, i in conn.execute(select(segments.c.block_id, segments.c.idx))
+            }
+            reserved = {str(r[0]) for r in conn.execute(select(keys.c.key_id))}
+        stale_segs = sorted(self.keyring.segment_ids() - segs)
+        self.keyring.erase_segments(stale_segs)
+        held = self.keyring.material_ids()
+        stale_keys = sorted(held - reserved)
+        self.keyring.erase_materials(stale_keys)
+        lacking = sorted(reserved - held)
+        if lacking:
+            with self.engine.begin() as conn:
+                conn.execute(delete(key_slaves).where(key_slaves.c.key_id.in_(lacking)))
+                conn.execute(delete(keys).where(keys.c.key_id.in_(lacking)))
+        return len(stale_segs) + len(stale_keys) + len(lacking)
+
     def unshared_block_ids(self, limit: int = 1000) -> list[str]:
         """Blocks the peer has not yet confirmed holding."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(blocks.c.block_id)
-                .where(blocks.c.shared.is_(False))
-                .order_by(blocks.c.created_utc, blocks.c.block_id)
-                .limit(limit)
-            )
-            return [r[0] for r in rows]
+
+        def run() -> list[str]:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(blocks.c.block_id)
+                    .where(blocks.c.shared.is_(False))
+                    .order_by(blocks.c.created_utc, blocks.c.block_id)
+                    .limit(limit)
+                )
+                return [r[0] for r in rows]
+
+        return list(self._guarded(run))
 
     def held_block_ids(self, block_ids: Iterable[str]) -> list[str]:
         """Which of ``block_ids`` this store has ingested (consumed or not)."""
         ids = list(block_ids)
         if not ids:
             return []
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(blocks.c.block_id).where(blocks.c.block_id.in_(ids)))
-            return [r[0] for r in rows]
+
+        def run() -> list[str]:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(blocks.c.block_id).where(blocks.c.block_id.in_(ids)))
+                return [r[0] for r in rows]
+
+        return list(self._guarded(run))
 
     def mark_shared(self, block_ids: Iterable[str]) -> None:
         """Record that the peer KMS holds these blocks: their bytes become allocatable."""
         ids = list(block_ids)
         if not ids:
             return
-        with self.engine.begin() as conn:
-            conn.execute(update(blocks).where(blocks.c.block_id.in_(ids)).values(shared=True))
-            conn.execute(update(segments).where(segments.c.block_id.in_(ids)).values(shared=True))
+
+        def run() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(update(blocks).where(blocks.c.block_id.in_(ids)).values(shared=True))
+                conn.execute(
+                    update(segments).where(segments.c.block_id.in_(ids)).values(shared=True)
+                )
+
+        self._guarded(run)
 
     # --- pool --------------------------------------------------------------------------------
 
@@ -316,105 +500,121 @@ class KeyStore:
 
     def available_bytes(self) -> int:
         """Unconsumed bytes of blocks both KMS hold."""
-        with self.engine.connect() as conn:
-            return self._remaining(conn, shared_only=True)
+
+        def run() -> int:
+            with self.engine.connect() as conn:
+                return self._remaining(conn, shared_only=True)
+
+        return int(self._guarded(run))
 
     def pool_summary(self) -> dict[str, int]:
         """Counts for status pages and accounting (no key material)."""
-        with self.engine.connect() as conn:
-            return {
-                "blocks": int(conn.execute(select(func.count()).select_from(blocks)).scalar_one()),
-                "shared_bytes": self._remaining(conn, shared_only=True),
-                "held_bytes": self._remaining(conn, shared_only=False),
-                "reserved_keys": int(
-                    conn.execute(select(func.count()).select_from(keys)).scalar_one()
-                ),
-            }
 
-    def allocate(self, sizes: Sequence[int], from_front: bool) -> list[Allocation | None]:
-        """Carve ``sizes[i]`` bytes for each request, in one transaction.
+        def run() -> dict[str, int]:
+            with self.engine.connect() as conn:
+                simulated = select(
+                    func.coalesce(func.sum(segments.c.length - segments.c.lo - segments.c.hi), 0)
+                ).where(and_(segments.c.shared.is_(True), segments.c.simulated.is_(True)))
+                return {
+                    "blocks": int(
+                        conn.execute(select(func.count()).select_from(blocks)).scalar_one()
+                    ),
+                    "shared_bytes": self._remaining(conn, shared_only=True),
+                    "held_bytes": self._remaining(conn, shared_only=False),
+                    "simulated_bytes": int(conn.execute(simulated).scalar_one()),
+                    "reserved_keys": int(
+                        conn.execute(select(func.count()).select_from(keys)).scalar_one()
+                    ),
+                }
 
-        A request that cannot be met in full gets ``None`` and consumes nothing.
+        return dict(self._guarded(run))
+
+    def plan(self, sizes: Sequence[int], from_front: bool) -> list[Allocation | None]:
+        """Choose ``sizes[i]`` bytes for each request from this end of the pool, consuming
+        nothing: :meth:`apply_allocations` consumes them once the peer KMS agreed.
+
+        A request that cannot be met in full gets ``None``.
         """
+        return list(self._guarded(self._plan, sizes, from_front))
+
+    def _plan(self, sizes: Sequence[int], from_front: bool) -> list[Allocation | None]:
         out: list[Allocation | None] = [None] * len(sizes)
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             order = (
                 (segments.c.sort_key, segments.c.idx)
                 if from_front
                 else (segments.c.sort_key.desc(), segments.c.idx.desc())
             )
             q = select(*_SEG_COLS).where(segments.c.shared.is_(True)).order_by(*order)
-            if self._for_update:
-                q = q.with_for_update()
             total = sum(n for n in sizes if n > 0)
             # common case: the first few segments hold enough for every request, and the pool
             # is not summed at all (a full scan on a large pool)
-            segs = [_seg(r) for r in conn.execute(q.limit(total // SEGMENT_BYTES + 4))]
-            got = sum(s.avail for s in segs)
-            if got >= total:
-                want = [i for i, n in enumerate(sizes) if n > 0]
-            else:
-                segs = [_seg(r) for r in conn.execute(q)]  # take the rest in one go
-                avail = sum(s.avail for s in segs)
-                want = []
-                for i, n in enumerate(sizes):
-                    if 0 < n <= avail:
-                        want.append(i)
-                        avail -= n
-            if not want:
-                return out
-            pos = 0
-            for i in want:
-                left = sizes[i]
-                pieces: list[Piece] = []
-                parts: list[bytes] = []
-                while left:
-                    s = segs[pos]
-                    t = min(left, s.avail)
-                    if t == 0:
-                        pos += 1
-                        continue
-                    if from_front:
-                        pieces.append(Piece(s.block_id, s.start + s.lo, t))
-                        parts.append(s.data[:t])
-                        s.data = s.data[t:]
-                        s.lo += t
-                    else:
-                        off = s.start + s.length - s.hi - t
-                        pieces.append(Piece(s.block_id, off, t))
-                        parts.append(s.data[len(s.data) - t :])
-                        s.data = s.data[: len(s.data) - t]
-                        s.hi += t
-                    s.dirty = True
-                    left -= t
-                out[i] = Allocation(pieces, b"".join(parts))
-            self._write_back(conn, segs)
+            rows = conn.execute(q.limit(total // SEGMENT_BYTES + 4)).all()
+            if sum(r[3] - r[4] - r[5] for r in rows) < total:
+                rows = conn.execute(q).all()  # take the rest in one go
+        avail = sum(r[3] - r[4] - r[5] for r in rows)
+        want = []
+        for i, n in enumerate(sizes):
+            if 0 < n <= avail:
+                want.append(i)
+                avail -= n
+        if not want:
+            return out
+        need = sum(sizes[i] for i in want)
+        segs: list[_Seg] = []
+        for r in rows:  # unseal only the segments the requests use
+            if need <= 0:
+                break
+            segs.append(self._seg(r))
+            need -= segs[-1].avail
+        pos = 0
+        for i in want:
+            left = sizes[i]
+            pieces: list[Piece] = []
+            parts: list[bytes] = []
+            simulated = False
+            while left:
+                s = segs[pos]
+                t = min(left, s.avail)
+                if t == 0:
+                    pos += 1
+                    continue
+                if from_front:
+                    pieces.append(Piece(s.block_id, s.start + s.lo, t))
+                    parts.append(s.data[:t])
+                    s.data = s.data[t:]
+                    s.lo += t
+                else:
+                    off = s.start + s.length - s.hi - t
+                    pieces.append(Piece(s.block_id, off, t))
+                    parts.append(s.data[len(s.data) - t :])
+                    s.data = s.data[: len(s.data) - t]
+                    s.hi += t
+                simulated |= s.simulated
+                left -= t
+            out[i] = Allocation(pieces, b"".join(parts), simulated)
         return out
 
-    @staticmethod
-    def _write_back(conn: Connection, segs: Iterable[_Seg]) -> None:
-        for s in segs:
-            if not s.dirty:
-                continue
-            key = and_(segments.c.block_id == s.block_id, segments.c.idx == s.idx)
-            if s.avail == 0:
-                conn.execute(delete(segments).where(key))
-            else:
-                conn.execute(update(segments).where(key).values(lo=s.lo, hi=s.hi, data=s.data))
-
-    def apply_peer_allocations(
+    def apply_allocations(
         self,
-        batch: Sequence[tuple[list[Piece], list[tuple[str, int, str, list[str]]]]],
-        peer_from_front: bool,
+        batch: Sequence[tuple[list[Piece], list[Reservation]]],
+        from_front: bool,
     ) -> list[bool]:
-        """Apply allocations made by the peer KMS (one transaction for the whole batch).
+        """Consume carved bytes and keep keys cut from them (one transaction for the batch).
 
-        Each item is ``(pieces, reservations)``; ``reservations`` lists
-        ``(key_id, size_bits, master_sae, slave_saes)`` for the keys cut, in order, from the
-        pieces' bytes, to be kept for the slaves served here. An item whose pieces overlap bytes
-        already consumed here (or name unknown bytes) is refused: it changes nothing.
+        ``from_front`` is the end the carver takes from (this KMS's own end for its own carves,
+        the other end for the peer's). Each item is ``(pieces, reservations)``; a reservation
+        ``(key_id, size_bits, master_sae, slave_saes)`` is a key cut, in order, from the pieces'
+        bytes, kept for the slaves served here (none: not kept). An item whose pieces overlap
+        bytes already consumed here (or name unknown bytes) is refused and changes nothing.
         """
+        return list(self._guarded(self._apply, batch, from_front))
+
+    def _apply(
+        self, batch: Sequence[tuple[list[Piece], list[Reservation]]], from_front: bool
+    ) -> list[bool]:
         results: list[bool] = []
+        materials: list[tuple[str, bytes]] = []
         with self.engine.begin() as conn:
             cache: dict[tuple[str, int], _Seg | None] = {}
 
@@ -428,7 +628,7 @@ class KeyStore:
                     if self._for_update:
                         q = q.with_for_update()
                     row = conn.execute(q).first()
-                    cache[k] = _seg(row) if row is not None else None
+                    cache[k] = self._seg(row) if row is not None else None
                 return cache[k]
 
             key_rows: list[dict[str, Any]] = []
@@ -438,6 +638,7 @@ class KeyStore:
                 plan: list[tuple[_Seg, int, int]] = []
                 parts: list[bytes] = []
                 ok = True
+                simulated = False
                 shadow: dict[int, tuple[int, int]] = {}
                 for p in pieces:
                     s = seg_for(p.block_id, p.offset)
@@ -453,11 +654,12 @@ class KeyStore:
                     rel = p.offset - first
                     cur = s.data[(lo - s.lo) : len(s.data) - (hi - s.hi)]
                     parts.append(cur[rel : rel + p.length])
-                    if peer_from_front:
+                    if from_front:
                         shadow[id(s)] = (p.offset + p.length - s.start, hi)
                     else:
                         shadow[id(s)] = (lo, s.start + s.length - p.offset)
                     plan.append((s, *shadow[id(s)]))
+                    simulated |= s.simulated
                 material = b"".join(parts)
                 total_bits = sum(r[1] for r in reservations)
                 if not ok or total_bits != 8 * len(material):
@@ -475,58 +677,123 @@ class KeyStore:
                                 "key_id": key_id,
                                 "master_sae": master,
                                 "size_bits": size_bits,
-                                "material": material[pos : pos + n],
+                                "simulated": simulated,
                                 "created_at": now,
                             }
                         )
+                        materials.append((key_id, material[pos : pos + n]))
                         slave_rows.extend({"key_id": key_id, "sae_id": sae} for sae in slaves)
                     pos += n
                 results.append(True)
-            self._write_back(conn, (s for s in cache.values() if s is not None))
+            versions, gone = self._write_back(conn, (s for s in cache.values() if s is not None))
             if key_rows:
                 conn.execute(insert(keys), key_rows)
                 conn.execute(insert(key_slaves), slave_rows)
+        self.keyring.commit(versions, gone, materials)
         return results
 
-    # --- reserved keys -------------------------------------------------------------------------
+    # --- reconciliation ----------------------------------------------------------------------
 
-    def reserve(self, items: Sequence[tuple[str, int, bytes, str, Sequence[str]]]) -> None:
-        """Keep keys ``(key_id, size_bits, material, master, slaves)`` for local slave SAEs."""
-        if not items:
-            return
-        now = time.time()
+    def segment_state(self, block_ids: Sequence[str]) -> dict[str, list[list[int]]]:
+        """``{block_id: [[idx, lo, hi], ...]}`` of the shared blocks among ``block_ids`` (a
+        segment not listed is consumed); the peer KMS merges it with its own."""
+
+        def run() -> dict[str, list[list[int]]]:
+            out: dict[str, list[list[int]]] = {}
+            with self.engine.connect() as conn:
+                shared = conn.execute(
+                    select(blocks.c.block_id).where(
+                        and_(blocks.c.block_id.in_(list(block_ids)), blocks.c.shared.is_(True))
+                    )
+                )
+                for (b,) in shared:
+                    out[b] = []
+                rows = conn.execute(
+                    select(segments.c.block_id, segments.c.idx, segments.c.lo, segments.c.hi)
+                    .where(segments.c.block_id.in_(list(out)))
+                    .order_by(segments.c.block_id, segments.c.idx)
+                )
+                for b, i, lo, hi in rows:
+                    out[b].append([i, lo, hi])
+            return out
+
+        return dict(self._guarded(run))
+
+    def shared_block_ids(self) -> list[str]:
+        """Every block both KMS hold (consumed or not), oldest first."""
+
+        def run() -> list[str]:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(blocks.c.block_id)
+                    .where(blocks.c.shared.is_(True))
+                    .order_by(blocks.c.created_utc, blocks.c.block_id)
+                )
+                return [r[0] for r in rows]
+
+        return list(self._guarded(run))
+
+    def merge_segment_state(self, state: dict[str, list[list[int]]]) -> int:
+        """Consume here every byte the peer reports consumed (the union of both sides: a byte
+        consumed on either side is consumed on both); number of bytes newly consumed."""
+        return int(self._guarded(self._merge, state))
+
+    def _merge(self, state: dict[str, list[list[int]]]) -> int:
+        consumed = 0
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(keys),
-                [
-                    {
-                        "key_id": k,
-                        "master_sae": m,
-                        "size_bits": b,
-                        "material": mat,
-                        "created_at": now,
-                    }
-                    for k, b, mat, m, _ in items
-                ],
+            mine = conn.execute(
+                select(blocks.c.block_id).where(
+                    and_(blocks.c.block_id.in_(list(state)), blocks.c.shared.is_(True))
+                )
             )
-            conn.execute(
-                insert(key_slaves),
-                [{"key_id": k, "sae_id": s} for k, _, _, _, sl in items for s in sl],
-            )
+            ids = [r[0] for r in mine]
+            q = select(*_SEG_COLS).where(segments.c.block_id.in_(ids))
+            if self._for_update:
+                q = q.with_for_update()
+            segs = [self._seg(r) for r in conn.execute(q)]
+            theirs = {(b, int(e[0])): (int(e[1]), int(e[2])) for b in ids for e in state[b]}
+            for s in segs:
+                lo, hi = theirs.get(s.key, (s.length, 0))
+                lo, hi = max(lo, s.lo), max(hi, s.hi)
+                if (lo, hi) == (s.lo, s.hi):
+                    continue
+                before = s.avail
+                if lo + hi >= s.length:
+                    s.lo, s.hi, s.data = lo, s.length - lo, b""
+                else:
+                    s.data = s.data[lo - s.lo : len(s.data) - (hi - s.hi)]
+                    s.lo, s.hi = lo, hi
+                s.dirty = True
+                consumed += before - max(0, s.avail)
+            versions, gone = self._write_back(conn, segs)
+        self.keyring.commit(versions, gone)
+        return consumed
+
+    # --- reserved keys -------------------------------------------------------------------------
 
     def take_keys(
         self, key_ids: Sequence[str], master: str, caller: str
     ) -> tuple[TakeOutcome, list[StoredKey]]:
-        """Hand ``caller`` the keys ``key_ids`` made for ``master``, all or none, exactly once."""
+        """Hand ``caller`` the keys ``key_ids`` made for ``master``, all or none, exactly once.
+
+        A key's material is erased from the keyring when its last slave has it, before the
+        answer leaves.
+        """
         ids = list(key_ids)
         try:
-            return self._take(ids, master, caller)
+            outcome, done, simulated = self._guarded(self._take, ids, master, caller)
         except _RacedError:
             return TakeOutcome.NOT_FOUND, []
+        if outcome is not TakeOutcome.OK:
+            return outcome, []
+        material = self._guarded(self.keyring.materials, ids, done)
+        if len(material) != len(ids):  # only after a crash between store and keyring
+            return TakeOutcome.NOT_FOUND, []
+        return TakeOutcome.OK, [StoredKey(k, material[k], simulated[k]) for k in ids]
 
     def _take(
         self, ids: list[str], master: str, caller: str
-    ) -> tuple[TakeOutcome, list[StoredKey]]:
+    ) -> tuple[TakeOutcome, list[str], dict[str, bool]]:
         with self.engine.begin() as conn:
             # one query: each key with its number of waiting slaves and whether caller is one
             n_slaves = (
@@ -537,17 +804,17 @@ class KeyStore:
                 .where(and_(key_slaves.c.key_id == keys.c.key_id, key_slaves.c.sae_id == caller))
                 .scalar_subquery()
             )
-            q = select(keys.c.key_id, keys.c.master_sae, keys.c.material, n_slaves, is_mine).where(
+            q = select(keys.c.key_id, keys.c.master_sae, keys.c.simulated, n_slaves, is_mine).where(
                 keys.c.key_id.in_(ids)
             )
             if self._for_update:
                 q = q.with_for_update(of=keys)
             rows = conn.execute(q).all()
-            found = {r[0]: (r[1], bytes(r[2])) for r in rows}
-            if len(found) != len(ids) or any(m != master for m, _ in found.values()):
-                return TakeOutcome.NOT_FOUND, []
+            found = {r[0]: r[1] for r in rows}
+            if len(found) != len(ids) or any(m != master for m in found.values()):
+                return TakeOutcome.NOT_FOUND, [], {}
             if not all(r[4] for r in rows):
-                return TakeOutcome.UNAUTHORIZED, []
+                return TakeOutcome.UNAUTHORIZED, [], {}
             res = conn.execute(
                 delete(key_slaves).where(
                     and_(key_slaves.c.key_id.in_(ids), key_slaves.c.sae_id == caller)
@@ -559,12 +826,35 @@ class KeyStore:
             done = [r[0] for r in rows if r[3] == 1]
             if done:
                 conn.execute(delete(keys).where(keys.c.key_id.in_(done)))
-        return TakeOutcome.OK, [StoredKey(k, found[k][1]) for k in ids]
+        return TakeOutcome.OK, done, {r[0]: bool(r[2]) for r in rows}
+
+    def expire_reserved(self, older_than_s: float) -> int:
+        """Erase reserved keys no slave collected within ``older_than_s``; number erased."""
+
+        def run() -> list[str]:
+            cutoff = time.time() - older_than_s
+            with self.engine.begin() as conn:
+                q = select(keys.c.key_id).where(keys.c.created_at < cutoff).limit(10000)
+                if self._for_update:
+                    q = q.with_for_update(skip_locked=True)
+                ids = [r[0] for r in conn.execute(q)]
+                if ids:
+                    conn.execute(delete(key_slaves).where(key_slaves.c.key_id.in_(ids)))
+                    conn.execute(delete(keys).where(keys.c.key_id.in_(ids)))
+            return ids
+
+        ids: list[str] = self._guarded(run)
+        self._guarded(self.keyring.erase_materials, ids)
+        return len(ids)
 
     def reserved_key_ids(self) -> dict[str, list[str]]:
         """Every key still waiting, with its remaining slaves (IDs only; for audits and tests)."""
-        with self.engine.connect() as conn:
-            out: dict[str, list[str]] = {}
-            for k, s in conn.execute(select(key_slaves.c.key_id, key_slaves.c.sae_id)):
-                out.setdefault(k, []).append(s)
-            return out
+
+        def run() -> dict[str, list[str]]:
+            with self.engine.connect() as conn:
+                out: dict[str, list[str]] = {}
+                for k, s in conn.execute(select(key_slaves.c.key_id, key_slaves.c.sae_id)):
+                    out.setdefault(k, []).append(s)
+                return out
+
+        return dict(self._guarded(run))

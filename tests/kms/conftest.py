@@ -21,9 +21,11 @@ SAES_A = ["app-a", "app-c"]
 SAES_B = ["app-b"]
 
 
-def make_block(nbytes: int = 8192, created: str | None = None) -> KeyBlock:
-    """A random key block."""
-    extra = {"created_utc": created} if created else {}
+def make_block(nbytes: int = 8192, created: str | None = None, simulated: bool = False) -> KeyBlock:
+    """A random key block (not from a simulated link unless ``simulated``)."""
+    extra: dict[str, object] = {"created_utc": created} if created else {}
+    if "simulated" in KeyBlock.__dataclass_fields__:  # key-block format 2
+        extra["simulated"] = simulated
     return KeyBlock(
         block_id=str(uuid.uuid4()),
         link_name="test-link",

@@ -42,9 +42,11 @@ def raw(link: KMSLink, sae: str, pki: PKI) -> httpx.Client:
 def test_status_fields_and_types(link: KMSLink) -> None:
     with link.client("app-a") as a:
         st = a.status("app-b")
-    assert set(st) == set(STATUS_FIELDS)
+    assert set(st) == set(STATUS_FIELDS) | {"status_extension"}
     for name, typ in STATUS_FIELDS.items():
         assert type(st[name]) is typ, name
+    ext = st["status_extension"]
+    assert ext["qdnet_simulated"] is False and ext["qdnet_reserved_key_ttl_s"] == 86400.0
     assert st["source_KME_ID"] == "kme-alice" and st["target_KME_ID"] == "kme-bob"
     assert st["master_SAE_ID"] == "app-a" and st["slave_SAE_ID"] == "app-b"
     assert st["stored_key_count"] == 4 * 8192 * 8 // 256

@@ -1,0 +1,235 @@
+"""The keyring: the one place where a KMS keeps secrets in a form it can destroy.
+
+Attacker model (issue 13, finding 4): after keys were delivered the attacker kills the KMS
+(``kill -9``) and takes every file it keeps: the store (SQLite main file and WAL, or PostgreSQL's
+table files, old row versions and ``pg_wal``) and any key file. No delivered key may be
+recoverable from them. Deleting a row does not meet this (SQLite and PostgreSQL both keep the old
+bytes), nor does one store-wide encryption key (it decrypts the old row versions too).
+
+Design:
+
+* The store (SQLite or PostgreSQL) holds pool bytes only as AES-256-GCM ciphertext. Each segment
+  of the pool has its own data key, and every change of a segment (bytes carved off it) writes a
+  new ciphertext under the next key of a hash ratchet, ``k_{v+1} = SHA-256(label || k_v)``: the
+  current key opens only the current version of the segment, never an older one (that would need
+  a SHA-256 preimage), so old row versions anywhere in the store stay sealed once ``k_v`` is gone.
+* Reserved keys (waiting for their slave SAE) are kept here in clear, as their own data.
+* This file is a SQLite database with ``secure_delete=ON`` (freed cells and pages are overwritten
+  with zeros) in rollback-journal ``TRUNCATE`` mode (the journal, which briefly holds the old
+  page, is cut to zero length at each commit) and ``synchronous=FULL``; it and its journal are
+  created with mode 0600. A delivered key's material and every superseded segment key are thus
+  gone from every file before the answer that delivers the key is sent.
+
+Order of writes (so that a crash at any point loses at most keys nobody has received): a new
+segment's key is written here *before* the store row that needs it; a carve commits the store
+first and then ratchets the keys here, then the answer goes out. After a crash a key here may
+lag the store by a few versions: reading ratchets it forward (the old key had not been erased
+yet, but no key cut from those bytes was delivered: the answer was never sent).
+
+Not covered: the raw disk under the files (use an encrypted file system), and a live process's
+memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SegKey = tuple[str, int]
+"""(block_id, segment index)"""
+
+_LABEL = b"qdnet-kms segment key ratchet v1"
+NONCE_BYTES = 12
+
+
+def ratchet(key: bytes, steps: int = 1) -> bytes:
+    """The segment key ``steps`` versions later (one-way: SHA-256)."""
+    for _ in range(steps):
+        key = hashlib.sha256(_LABEL + key).digest()
+    return key
+
+
+def _aad(seg: SegKey, version: int) -> bytes:
+    return f"{seg[0]}|{seg[1]}|{version}".encode()
+
+
+def seal(key: bytes, seg: SegKey, version: int, plain: bytes) -> bytes:
+    """``nonce || AES-256-GCM(plain)``, bound to the segment and its version."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plain, _aad(seg, version))
+
+
+def unseal(key: bytes, seg: SegKey, version: int, blob: bytes) -> bytes:
+    """Inverse of :func:`seal` (``cryptography.exceptions.InvalidTag`` if it does not match)."""
+    return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(seg, version))
+
+
+def _private_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class Keyring:
+    """Segment keys and reserved-key material in one SQLite file (thread-safe, one connection).
+
+    ``busy_timeout_s`` bounds the wait for another process holding the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], busy_timeout_s: float = 3.0) -> None:
+        self.path = Path(path)
+        _private_file(self.path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute("PRAGMA journal_mode=TRUNCATE")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS seg_keys (block_id TEXT NOT NULL, idx INTEGER NOT NULL, "
+            "version INTEGER NOT NULL, key BLOB NOT NULL, PRIMARY KEY (block_id, idx))"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS key_material (key_id TEXT PRIMARY KEY, material BLOB "
+            "NOT NULL)"
+        )
+        self._cache: dict[SegKey, tuple[int, bytes]] = {}
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            self._db.close()
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[object]]]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                db.execute(sql, args)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    # --- segment keys ------------------------------------------------------------------------
+
+    def new_segments(self, segs: Sequence[SegKey]) -> dict[SegKey, bytes]:
+        """Fresh random keys (version 0) for new segments, durable before they are used."""
+        keys = {s: os.urandom(32) for s in segs}
+        with self._lock:
+            self._write(
+                (
+                    "INSERT OR REPLACE INTO seg_keys VALUES (?, ?, 0, ?)",
+                    (s[0], s[1], k),
+                )
+                for s, k in keys.items()
+            )
+            for s, k in keys.items():
+                self._cache[s] = (0, k)
+        return keys
+
+    def segment_key(self, seg: SegKey, version: int) -> bytes:
+        """The key of version ``version`` of ``seg`` (ratcheted forward if the file lags)."""
+        with self._lock:
+            got = self._cache.get(seg)
+            if got is None or got[0] > version:
+                row = self._db.execute(
+                    "SELECT version, key FROM seg_keys WHERE block_id = ? AND idx = ?", seg
+                ).fetchone()
+                if row is None:
+                    raise LookupError(f"no key for segment {seg[1]} of block {seg[0]}")
+                got = (int(row[0]), bytes(row[1]))
+            have, key = got
+            if have > version:
+                raise LookupError(f"segment {seg[1]} of block {seg[0]}: key is newer than data")
+            key = ratchet(key, version - have)
+            self._cache[seg] = (version, key)
+            return key
+
+    def commit(
+        self,
+        versions: Sequence[tuple[SegKey, int]] = (),
+        gone: Sequence[SegKey] = (),
+        materials: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """After the store committed: segments now at ``versions`` (older keys erased), segments
+        ``gone`` (keys erased) and new reserved-key ``materials``; one transaction."""
+        if not (versions or gone or materials):
+            return
+        with self._lock:
+            updates = []
+            for seg, version in versions:
+                got = self._cache.get(seg)
+                if got is None or got[0] > version:
+                    row = self._db.execute(
+                        "SELECT version, key FROM seg_keys WHERE block_id = ? AND idx = ?", seg
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    got = (int(row[0]), bytes(row[1]))
+                key = ratchet(got[1], version - got[0])
+                updates.append((seg, version, key))
+            self._write(
+                [
+                    (
+                        "UPDATE seg_keys SET version = ?, key = ? WHERE block_id = ? AND idx = ?",
+                        (v, k, s[0], s[1]),
+                    )
+                    for s, v, k in updates
+                ]
+                + [("DELETE FROM seg_keys WHERE block_id = ? AND idx = ?", s) for s in gone]
+                + [("INSERT OR REPLACE INTO key_material VALUES (?, ?)", m) for m in materials]
+            )
+            for s, v, k in updates:
+                self._cache[s] = (v, k)
+            for s in gone:
+                self._cache.pop(s, None)
+
+    # --- reserved keys -------------------------------------------------------------------------
+
+    def materials(self, key_ids: Sequence[str], erase: Sequence[str]) -> dict[str, bytes]:
+        """Material of ``key_ids``; those in ``erase`` are erased in the same transaction."""
+        with self._lock:
+            marks = ",".join("?" * len(key_ids))
+            rows = self._db.execute(
+                f"SELECT key_id, material FROM key_material WHERE key_id IN ({marks})",
+                list(key_ids),
+            ).fetchall()
+            if erase:
+                self._write(("DELETE FROM key_material WHERE key_id = ?", (k,)) for k in erase)
+            return {str(k): bytes(m) for k, m in rows}
+
+    def erase_materials(self, key_ids: Sequence[str]) -> None:
+        """Erase reserved keys (expired or orphaned)."""
+        if key_ids:
+            with self._lock:
+                self._write(("DELETE FROM key_material WHERE key_id = ?", (k,)) for k in key_ids)
+
+    def material_ids(self) -> set[str]:
+        """Every reserved key held here (for the startup clean-up)."""
+        with self._lock:
+            return {str(r[0]) for r in self._db.execute("SELECT key_id FROM key_material")}
+
+    def segment_ids(self) -> set[SegKey]:
+        """Every segment with a key here (for the startup clean-up)."""
+        with self._lock:
+            return {
+                (str(b), int(i)) for b, i in self._db.execute("SELECT block_id, idx FROM seg_keys")
+            }
+
+    def erase_segments(self, segs: Sequence[SegKey]) -> None:
+        """Erase the keys of segments the store no longer has."""
+        if segs:
+            with self._lock:
+                self._write(
+                    ("DELETE FROM seg_keys WHERE block_id = ? AND idx = ?", s) for s in segs
+                )
+                for s in segs:
+                    self._cache.pop(s, None)
