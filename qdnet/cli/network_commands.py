@@ -1,9 +1,9 @@
-"""Network commands: ``qdnet network plan`` (and the over-time simulation)."""
+"""Network commands: ``qdnet network plan`` and ``qdnet network simulate``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         help="Trusted-node QKD networks: plan the key each demand can get.", no_args_is_help=True
     )
     app.add_typer(network, name="network")
+    register_simulate(network)
 
     @network.command("plan")
     @clean_errors
@@ -92,5 +93,114 @@ def register(app: typer.Typer) -> None:
         gap = document["path_lp"]["gap_to_exact"]
         if gap is not None:
             console.print(f"path LP gap to the exact LP: {gap:.2e}")
+        if plot is not None:
+            console.print(f"plot written to {plot}")
+
+
+def _simulation_tables(document: dict[str, Any]) -> list[Table]:
+    hours = document["duration_s"] / 3600.0
+    demands = Table(
+        title=f"{document['network']}: {hours:g} h, {document['routing']} routing, seed {document['seed']}"
+    )
+    for column in ("demand", "asked", "planned", "served", "blocked", "latency ms", "paths used"):
+        demands.add_column(
+            column, justify="left" if column in ("demand", "paths used") else "right"
+        )
+    for d in document["demands"]:
+        latency = d["mean_relay_latency_ms"]
+        demands.add_row(
+            f"{d['from']} -> {d['to']}",
+            _rate(d["rate_bps"]),
+            _rate(d["planned_rate_bps"]),
+            _rate(d["served_rate_bps"]),
+            f"{100 * d['blocking_probability']:.1f} %",
+            "-" if latency is None else f"{latency:.2f}",
+            "; ".join(f"{'-'.join(p['nodes'])} {_rate(p['served_bps'])}" for p in d["paths"][:3]),
+        )
+    links = Table(title="links (bits over the run)")
+    for column in ("link", "produced", "consumed", "discarded", "blocks", "refused", "final pool"):
+        links.add_column(column, justify="left" if column == "link" else "right")
+    for link in document["links"]:
+        links.add_row(
+            "-".join(link["between"]),
+            f"{link['key_produced_bits']:.4g}",
+            f"{link['key_consumed_bits']:.4g}",
+            f"{link['key_discarded_bits']:.4g}",
+            str(link["blocks_delivered"]),
+            str(link["blocks_refused"]),
+            f"{link['final_pool_bits']:.4g}",
+        )
+    return [demands, links]
+
+
+def register_simulate(network: typer.Typer) -> None:
+    """Add ``network simulate``."""
+
+    @network.command("simulate")
+    @clean_errors
+    def simulate_command(
+        network_file: Annotated[Path, typer.Argument(help="Network YAML file.")],
+        duration: Annotated[
+            str, typer.Option("--duration", help="Simulated time, e.g. 90s, 2h, 24h, 7d.")
+        ] = "24h",
+        seed: Annotated[
+            int, typer.Option("--seed", help="Seed of the run's random generator.")
+        ] = 1,
+        tap: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--tap", help="Tap a link: C-B@2h:0.5 (from 2 h, fraction 0.5); repeatable."
+            ),
+        ] = None,
+        fail: Annotated[
+            list[str] | None,
+            typer.Option("--fail", help="Link down: A-C@3h+1h (from 3 h for 1 h); repeatable."),
+        ] = None,
+        routing: Annotated[
+            str, typer.Option("--routing", help="shortest | key-aware | planned.")
+        ] = "key-aware",
+        step: Annotated[str, typer.Option("--step", help="Time step, e.g. 1s.")] = "1s",
+        pool_bits: Annotated[
+            float, typer.Option("--pool-bits", help="Key pool capacity per link, bits.")
+        ] = 1e8,
+        hop_ms: Annotated[
+            float, typer.Option("--hop-ms", help="Relay processing time per hop, ms.")
+        ] = 1.0,
+        as_json: JsonOption = False,
+        plot: Annotated[
+            Path | None, typer.Option("--plot", help="Write a PNG of the key pools over time.")
+        ] = None,
+    ) -> None:
+        """Run the network over time: blocks fill pools, demands draw relayed keys, taps bite."""
+        from qdnet.network.scenario import draw_pools, simulate_file, simulation_document
+        from qdnet.units import parse_duration_s
+
+        if routing not in ("shortest", "key-aware", "planned"):
+            raise ValueError(f"--routing {routing!r}: expected shortest, key-aware or planned")
+        if hop_ms < 0:
+            raise ValueError(f"--hop-ms must be >= 0, got {hop_ms}")
+        run = simulate_file(
+            network_file,
+            parse_duration_s(duration, "--duration"),
+            seed,
+            tap or [],
+            fail or [],
+            routing=routing,  # type: ignore[arg-type]
+            step_s=parse_duration_s(step, "--step"),
+            pool_bits=pool_bits,
+            hop_processing_s=hop_ms * 1e-3,
+        )
+        document = simulation_document(run)
+        if plot is not None:
+            draw_pools(run, plot)
+        if as_json:
+            print_json(document)
+            return
+        for table in _simulation_tables(document):
+            console.print(table)
+        engine = document["engine"]
+        console.print(
+            f"{engine['events']} events (blocks and key requests) in {engine['wall_s']:.3f} s"
+        )
         if plot is not None:
             console.print(f"plot written to {plot}")

@@ -19,6 +19,7 @@ class PlannedNetwork:
     """A network file with every link's rate and the solved plan."""
 
     config: NetworkConfig
+    base_dir: Path
     rates: list[LinkRate]
     topology: Topology
     plan: Plan
@@ -38,9 +39,10 @@ def topology_of(config: NetworkConfig, rates: list[LinkRate]) -> Topology:
 def plan_network(path: str | Path, method: Method = "auto", k_paths: int = 3) -> PlannedNetwork:
     """Read a network file, model its links and plan its demands."""
     config = load_network_config(path)
-    rates = link_rates(config, Path(path).resolve().parent)
+    base_dir = Path(path).resolve().parent
+    rates = link_rates(config, base_dir)
     topology = topology_of(config, rates)
-    return PlannedNetwork(config, rates, topology, plan(topology, method, k_paths))
+    return PlannedNetwork(config, base_dir, rates, topology, plan(topology, method, k_paths))
 
 
 def plan_document(planned: PlannedNetwork) -> dict[str, Any]:

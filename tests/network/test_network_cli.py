@@ -72,3 +72,37 @@ def test_bad_file_is_one_clear_line(tmp_path: Path) -> None:
     assert "links.0: Value error" not in result.output
     assert "unknown node 'Q'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_simulate_json_and_plot(tmp_path: Path) -> None:
+    plot = tmp_path / "pools.png"
+    args = ["network", "simulate", str(EXAMPLES / "networks" / "secoqc-vienna.yaml")]
+    args += [
+        "--duration",
+        "6h",
+        "--seed",
+        "4",
+        "--tap",
+        "ERD-SIE@1h:0.5",
+        "--fail",
+        "ERD-FRM@2h+30m",
+    ]
+    result = CliRunner().invoke(app, [*args, "--json", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["duration_s"] == 6 * 3600 and document["seed"] == 4
+    assert [e["kind"] for e in document["events"]] == ["tap", "fail"]
+    assert document["events"][0]["between"] == ["SIE", "ERD"]
+    assert plot.stat().st_size > 10_000
+    tapped = next(link for link in document["links"] if link["between"] == ["SIE", "ERD"])
+    assert tapped["blocks_refused"] > 0
+    assert len(document["pools"]["times_s"]) == len(document["pools"]["bits"]["SIE-ERD"])
+
+
+def test_simulate_bad_option_is_one_line() -> None:
+    args = ["network", "simulate", str(EXAMPLES / "networks" / "secoqc-vienna.yaml")]
+    result = CliRunner().invoke(app, [*args, "--duration", "1 day"])
+    assert result.exit_code == 2
+    assert "--duration '1 day': expected a duration" in result.output
+    result = CliRunner().invoke(app, [*args, "--routing", "fastest"])
+    assert result.exit_code == 2 and "expected shortest, key-aware or planned" in result.output
