@@ -1,4 +1,4 @@
-"""Benchmark: ``qdnet network plan`` of a large trusted-node network (issue 15).
+"""Benchmark: ``qdnet network plan`` and ``simulate`` of trusted-node networks (issue 15).
 
 Usage: ``python benchmarks/network.py [--nodes 100 --links 300 --demands 1000] [--tiny]``.
 A random connected network (seeded) whose links are all modelled from the telecom quantum dot
@@ -6,6 +6,10 @@ A random connected network (seeded) whose links are all modelled from the teleco
 so equal lengths share one cached optimisation. Times the link rates (first and cached), the
 path-form LP, and on the small networks the exact arc LP beside it with the gap. Prints one JSON
 line per figure and a table. Goal: plan of 100 nodes / 300 links / 1000 demands under 10 s.
+
+Simulation: 24 h of SECOQC (goal < 1 s) and 24 h of the 100-node network with links given by
+their rates in one-second key blocks (goal < 60 s on one core), key-aware routing, one-second
+steps; the engine's first call (Numba compilation or cache load) is timed apart.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from qdnet.network.config import load_network_config
 from qdnet.network.plan import plan
 from qdnet.network.planning import topology_of
 from qdnet.network.rates import _optimised, link_rates
+from qdnet.network.scenario import simulate_file, simulation_document
+from qdnet.network.simulation import shor_preskill_fraction
 
 LINK = Path(__file__).resolve().parent.parent / "examples" / "links" / "telecom-dot-bb84.yaml"
 
@@ -59,6 +65,40 @@ def random_network(nodes: int, links: int, demands: int, seed: int) -> dict[str,
             {"from": f"app{a}", "to": f"app{b}", "rate_bps": float(rng.uniform(1e3, 5e4))}
             for a, b in pairs
         ],
+    }
+
+
+def simulation_network(nodes: int, links: int, demands: int, seed: int) -> dict[str, object]:
+    """The random network with links given by rates (1-20 kbit/s) in one-second blocks."""
+    document = random_network(nodes, links, demands, seed)
+    rng = np.random.default_rng(seed + 1)
+    del document["link_defaults"]
+    fraction = shor_preskill_fraction(0.01)
+    for link in document["links"]:  # type: ignore[attr-defined]
+        rate = float(rng.uniform(1e3, 2e4))
+        link.pop("set")
+        link.update({"key_rate_bps": rate, "block_bits": max(rate / fraction, 1e3)})
+    for demand in document["demands"]:  # type: ignore[attr-defined]
+        demand["rate_bps"] = float(rng.uniform(100, 2000))
+    return document
+
+
+def run_simulation(label: str, path: Path, duration_s: float) -> dict[str, object]:
+    """Time one simulation (the engine alone, after a warm-up call)."""
+    simulate_file(path, 60.0, 0, [], [])
+    start = time.perf_counter()
+    run_ = simulate_file(path, duration_s, 1, [], [], routing="key-aware")
+    total = time.perf_counter() - start
+    engine = simulation_document(run_)["engine"]
+    return {
+        "benchmark": "network_simulate",
+        "network": label,
+        "simulated_h": duration_s / 3600,
+        "engine_s": round(float(engine["wall_s"]), 3),
+        "total_s": round(total, 3),
+        "events": engine["events"],
+        "events_per_s": round(float(engine["events_per_s"] or 0.0)),
+        "goal_s": 1.0 if label == "secoqc" else 60.0,
     }
 
 
@@ -123,6 +163,18 @@ def main() -> None:
     records = [run(n, m, k, exact, args.seed) for n, m, k, exact in cases]
     for record in records:
         print(json.dumps(record))
+    secoqc = Path(__file__).resolve().parent.parent / "examples" / "networks" / "secoqc-vienna.yaml"
+    hours = 1.0 if args.tiny else 24.0
+    size = (12, 24, 20) if args.tiny else (args.nodes, args.links, args.demands)
+    with tempfile.TemporaryDirectory() as folder:
+        big = Path(folder) / "net.yaml"
+        big.write_text(yaml.safe_dump(simulation_network(*size, args.seed)))
+        sims = [
+            run_simulation("secoqc", secoqc, hours * 3600),
+            run_simulation(f"random-{size[0]}", big, hours * 3600),
+        ]
+    for record in sims:
+        print(json.dumps(record))
     header = (
         "nodes",
         "links",
@@ -148,6 +200,14 @@ def main() -> None:
             f"{r['gap_to_exact']:.1e}" if "gap_to_exact" in r else "-",
         ]
         print(" ".join(f"{c!s:>10s}" for c in cells))
+    print(
+        f"\n{'simulation':>14s} {'hours':>6s} {'engine s':>9s} {'total s':>8s} {'events':>11s} {'events/s':>11s}"
+    )
+    for r in sims:
+        print(
+            f"{r['network']!s:>14s} {r['simulated_h']!s:>6s} {r['engine_s']!s:>9s} "
+            f"{r['total_s']!s:>8s} {r['events']!s:>11s} {r['events_per_s']!s:>11s}"
+        )
 
 
 if __name__ == "__main__":
