@@ -29,7 +29,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every number of a link is finite: nan or inf gets "Input should be a finite number".
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SourceConfig(_Strict):
@@ -65,10 +66,10 @@ class SourceConfig(_Strict):
                 raise ValueError(
                     "give exactly one of source.mean_photon_number or source.brightness for kind single-photon"
                 )
-        elif self.kind in ("weak-coherent", "spdc"):
+        elif self.kind == "spdc":
             if self.mean_photon_number is None:
-                raise ValueError(f"source.mean_photon_number is required for kind {self.kind}")
-        elif self.pair_efficiency is None:
+                raise ValueError("source.mean_photon_number is required for kind spdc")
+        elif self.kind == "entangled-pair" and self.pair_efficiency is None:
             raise ValueError("source.pair_efficiency is required for kind entangled-pair")
         return self
 
@@ -91,7 +92,6 @@ class SourceConfig(_Strict):
                 tuple(self.decoy_intensities),
             )
         if self.kind == "weak-coherent":
-            assert self.mean_photon_number is not None
             return WeakCoherentSource(
                 self.mean_photon_number,
                 self.repetition_rate_hz,
@@ -187,6 +187,7 @@ class ProtocolConfig(_Strict):
     eps_cor: float = Field(default=1e-15, gt=0, lt=1)
     source_position: float = Field(default=0.0, ge=0, le=1)
     optimise_intensity: bool = True
+    key_bases: Literal["z", "both"] = "z"
 
     def build(self) -> ProtocolSettings:
         """The protocol settings."""
@@ -216,8 +217,11 @@ class LinkConfig(_Strict):
             raise ValueError(
                 f"protocol.kind bbm92 needs source.kind entangled-pair or spdc, got {source}"
             )
-        if kind == "decoy-bb84" and not self.source.decoy_intensities:
-            raise ValueError("protocol.kind decoy-bb84 needs source.decoy_intensities")
+        if kind == "decoy-bb84" and source != "weak-coherent" and not self.source.decoy_intensities:
+            raise ValueError(
+                "protocol.kind decoy-bb84 with a single-photon source needs "
+                "source.decoy_intensities (the excitation powers of the dot's decoys)"
+            )
         return self
 
     def build(self) -> Link:

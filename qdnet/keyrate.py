@@ -1,18 +1,35 @@
 """Secret-key rate of a link: expected statistics + security bound, optimised over free parameters.
 
-Free parameters per protocol (each bounded; SciPy's bounded Nelder-Mead on each point, warm-started
-from the previous point of a sweep):
+Free parameters per protocol (each bounded):
 
 - ``bb84``: mean photon number (Alice may attenuate her dot or laser, never exceed the source's own
   mu), and P(Z) for finite keys;
 - ``decoy-bb84``: signal and weak-decoy intensities (asymptotic: vacuum + weak decoy, Ma et al. 2005;
-  finite: the three-intensity protocol of Lim et al. 2014 with the weakest decoy from the YAML),
-  plus their probabilities and P(Z) for finite keys;
+  finite: the three-intensity protocol of Lim et al. 2014 with the weakest decoy of the source,
+  ``decoy_intensities[-1]``, or a vacuum decoy when none is configured), plus their probabilities
+  and P(Z) for finite keys;
 - ``bbm92``: P(Z) for finite keys, and the mean pair number of an SPDC source.
 
-Asymptotic rates use q = P(Z)^2 + P(X)^2 for a configured ``basis_bias`` (both bases give key) and
-q -> 1 when the bias is free (efficient BB84, Lo, Chau, Ardehali 2005). Finite keys take key bits
-from Z only; ``protocol.block_size`` is the number of sifted key bits per block (n_X of Lim et al.).
+The configured intensities are not used as starting values: the result depends on the link only.
+
+Search (:func:`optimise`): intensities and probabilities in log space, P(Z) as log(1 - P(Z)). A
+global stage evaluates a fixed Halton set of points over the whole box (Halton, Numer. Math. 2, 84
+(1960)) and polishes the best ones with SciPy's bounded Nelder-Mead; it runs at a sweep's first
+point and wherever the local search from the previous optimum (warm start) finds no key, so that a
+flat zero region around a poor start never hides key that exists elsewhere in the box.
+
+Key bases (``protocol.key_bases``): ``z`` keys the Z basis only and tests the phase error in X;
+``both`` also keys the X basis, whose phase error is estimated from the Z basis (Lo, Chau, Ardehali,
+J. Cryptology 18, 133 (2005), the refined data analysis: each basis's key pays error correction on
+its own error rate and privacy amplification on the other basis's). Asymptotically with a fixed
+bias p the key per detection is ``p^2 [1 - f h(e_Z) - h(e_X)] + (1-p)^2 [1 - f h(e_X) - h(e_Z)]``
+(the second term with ``both`` only); with a free bias q -> 1 (efficient BB84). Finite keys with
+``both`` run the one-basis analysis of the protocol twice, once per key basis with the other basis
+as the test sample, each at eps_sec/2 and eps_cor/2, and hash each basis's bits separately: the
+Z-basis bound holds conditioned on everything of the X rounds (including their final key), so the
+two secrecy and correctness failures add up to eps_sec and eps_cor (composability, Portmann,
+Renner, Rev. Mod. Phys. 94, 025008 (2022), Sec. 4). ``protocol.block_size`` is the number of sifted
+key bits per block over the key bases (n_X of Lim et al. for ``z``).
 """
 
 from __future__ import annotations
@@ -20,8 +37,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.optimize import minimize
 
 from qdnet.protocols import bbm92, prepare_measure
@@ -45,6 +64,21 @@ from qdnet.sources.spdc import SpdcSource
 MAX_LASER_INTENSITY = 1.0
 #: Smallest intensity or probability the optimiser tries (keeps logs finite).
 MIN_PARAMETER = 1e-4
+#: Points of the global stage per free parameter, and how many of the best are polished.
+GLOBAL_POINTS_PER_PARAMETER = 24
+GLOBAL_POLISHED = 1
+#: Nelder-Mead: first simplex as a fraction of the box width (warm start, global stage) and the
+#: tolerances in search coordinates and in -log(key per pulse) (1e-3: 0.1 % of the key).
+WARM_STEP = 0.02
+GLOBAL_STEP = 0.05
+XATOL = 1e-2
+FATOL = 1e-3
+#: Continuation for finite keys: from CONTINUATION_FACTOR times the block, steps in block size
+#: down to CONTINUATION_MIN_RATIO.
+CONTINUATION_FACTOR = 1e4
+CONTINUATION_MIN_RATIO = 1.1
+#: Objective (-log key per pulse) where there is no key: above any value with key.
+NO_KEY = 1e3
 
 
 @dataclass(frozen=True)
@@ -87,40 +121,68 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class ParameterSpace:
-    """Named bounded parameters and the evaluation function over them."""
-
-    names: tuple[str, ...]
-    lower: tuple[float, ...]
-    upper: tuple[float, ...]
-    start: tuple[float, ...]
-    evaluate: Callable[[Sequence[float]], Evaluation]
-
-
-@dataclass(frozen=True)
 class Parameter:
-    """One free parameter: name, bounds and a starting value."""
+    """One free parameter and its bounds; ``near_one`` ones are searched as log(1 - x)."""
 
     name: str
     lower: float
     upper: float
-    start: float
+    near_one: bool = False
 
 
-#: P(Z) for both parties; 0.9 is a good start for finite keys at any loss.
-BASIS_BIAS = Parameter("basis_bias", 0.5, 1 - MIN_PARAMETER, 0.9)
+@dataclass(frozen=True)
+class ParameterSpace:
+    """Named bounded parameters and the evaluation function over them."""
+
+    parameters: tuple[Parameter, ...]
+    evaluate: Callable[[Sequence[float]], Evaluation]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Parameter names, in the order ``evaluate`` takes them."""
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def lower(self) -> tuple[float, ...]:
+        """Lower bounds."""
+        return tuple(p.lower for p in self.parameters)
+
+    @property
+    def upper(self) -> tuple[float, ...]:
+        """Upper bounds."""
+        return tuple(p.upper for p in self.parameters)
+
+    @cached_property
+    def _arrays(self) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+        return (
+            np.array(self.lower),
+            np.array(self.upper),
+            np.array([p.near_one for p in self.parameters]),
+        )
+
+    def to_search(self, values: Sequence[float]) -> NDArray[np.float64]:
+        """Search coordinates (log x, or log(1 - x) for ``near_one``) of parameter values."""
+        lower, upper, near_one = self._arrays
+        x = np.minimum(np.maximum(np.asarray(values, dtype=np.float64), lower), upper)
+        z = np.log(x)
+        z[near_one] = np.log1p(-x[near_one])
+        return z
+
+    def from_search(self, z: NDArray[np.float64]) -> tuple[float, ...]:
+        """Parameter values (inside the bounds) at search coordinates."""
+        lower, upper, near_one = self._arrays
+        x = np.exp(z)
+        x[near_one] = -np.expm1(z[near_one])
+        return tuple(np.minimum(np.maximum(x, lower), upper).tolist())
+
+    def search_box(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(lower, upper) corners of the box in search coordinates."""
+        a, b = self.to_search(self.lower), self.to_search(self.upper)
+        return np.minimum(a, b), np.maximum(a, b)
 
 
-def _space(
-    parameters: Sequence[Parameter], evaluate: Callable[[Sequence[float]], Evaluation]
-) -> ParameterSpace:
-    return ParameterSpace(
-        tuple(p.name for p in parameters),
-        tuple(p.lower for p in parameters),
-        tuple(p.upper for p in parameters),
-        tuple(p.start for p in parameters),
-        evaluate,
-    )
+#: P(Z) for both parties.
+BASIS_BIAS = Parameter("basis_bias", 0.5, 1 - MIN_PARAMETER, near_one=True)
 
 
 def _max_intensity(link: Link) -> float:
@@ -128,80 +190,131 @@ def _max_intensity(link: Link) -> float:
     if isinstance(source, SinglePhotonSource):
         return source.mean_photon_number
     if isinstance(source, WeakCoherentSource):
-        return max(MAX_LASER_INTENSITY, source.mean_photon_number)
+        return max(MAX_LASER_INTENSITY, source.mean_photon_number or 0.0)
     raise ValueError(f"protocol {link.protocol.kind} needs a single-photon or weak-coherent source")
 
 
-def _asymptotic_sifting(bias: float | None) -> float:
-    return 1.0 if bias is None else bias * bias + (1 - bias) * (1 - bias)
+def _basis_weights(link: Link, bias: float | None) -> tuple[float, ...]:
+    """Fraction of detections that give key in Z (and X with ``key_bases: both``); a free bias is
+    q -> 1 asymptotically (Z only)."""
+    if bias is None:
+        return (1.0,)
+    if link.protocol.key_bases == "both":
+        return (bias * bias, (1 - bias) * (1 - bias))
+    return (bias * bias,)
 
 
-def _finite_counts_one_class(
-    link: Link, stats: LinkStatistics, bias: float, multiphoton: float
-) -> tuple[ObservedCounts, float, int]:
-    block = float(link.protocol.block_size or 0)
-    gain = stats.gain[0]
-    pulses = block / (bias * bias * gain) if gain > 0 else math.inf
-    test = pulses * (1 - bias) ** 2 * gain
-    counts = ObservedCounts(
-        protocol=link.protocol.kind,
-        intensities=stats.intensities,
-        pulses=(int(min(pulses, 1e30)),),
-        key_detections=(int(block),),
-        test_detections=(int(test),),
-        test_errors=(round(test * stats.qber_x[0]),),
-        multiphoton_probability=multiphoton,
-        basis_bias=bias,
-    )
-    leak = link.protocol.error_correction_efficiency * block * h(stats.qber_z[0])
-    return counts, leak, int(min(pulses, 1e30))
+def _pair_by_key_basis(
+    weights: tuple[float, ...], qber_z: float, qber_x: float
+) -> list[tuple[float, float, float]]:
+    """(weight, key-basis error, test-basis error) per key basis, Z first."""
+    return [(w, *((qber_z, qber_x) if b == 0 else (qber_x, qber_z))) for b, w in enumerate(weights)]
+
+
+@dataclass(frozen=True)
+class _Classes:
+    """Expected per-class figures of a finite block, the input of the finite-key analysis."""
+
+    protocol: str
+    intensities: tuple[float, ...]
+    probabilities: tuple[float, ...]
+    gain: tuple[float, ...]
+    qber_z: tuple[float, ...]
+    qber_x: tuple[float, ...]
+    multiphoton_probability: float = 0.0
+
+
+def _finite_key(
+    link: Link, classes: _Classes, bias: float
+) -> tuple[float, float, dict[str, float]]:
+    """(secret bits per pulse, pulses per block, terms) of one block of ``protocol.block_size``
+    sifted key bits, with key from each configured key basis (module docstring). The counts are
+    the expected ones and the length is not rounded down: the expected key, smooth in the
+    parameters as the local search needs."""
+    settings = link.protocol
+    block = float(settings.block_size or 0)
+    weights = _basis_weights(link, bias)
+    probs, gains = classes.probabilities, classes.gain
+    mean_gain = sum(p * g for p, g in zip(probs, gains, strict=True))
+    if mean_gain <= 0:
+        return 0.0, math.inf, {}
+    pulses = block / (sum(weights) * mean_gain)
+    parts = len(weights)
+    bits = 0.0
+    terms: dict[str, float] = {}
+    for basis, weight in enumerate(weights):
+        key_q, test_q = (
+            (classes.qber_z, classes.qber_x) if basis == 0 else (classes.qber_x, classes.qber_z)
+        )
+        key_fraction, test_fraction = (bias, 1 - bias) if basis == 0 else (1 - bias, bias)
+        key = [pulses * p * weight * g for p, g in zip(probs, gains, strict=True)]
+        test = [pulses * p * test_fraction**2 * g for p, g in zip(probs, gains, strict=True)]
+        counts = ObservedCounts(
+            protocol=classes.protocol,
+            intensities=classes.intensities,
+            pulses=tuple(pulses * p for p in probs),
+            key_detections=tuple(key),
+            test_detections=tuple(test),
+            test_errors=tuple(t * e for t, e in zip(test, test_q, strict=True)),
+            multiphoton_probability=classes.multiphoton_probability,
+            basis_bias=key_fraction,
+        )
+        key_bits = sum(key)
+        mean_qber = sum(k * e for k, e in zip(key, key_q, strict=True)) / key_bits
+        leak = settings.error_correction_efficiency * key_bits * h(mean_qber)
+        result = secret_key_length(counts, leak, settings.eps_sec / parts, settings.eps_cor / parts)
+        bits += max(0.0, result.length_bits)
+        prefix = "" if parts == 1 else ("z_", "x_")[basis]
+        terms.update({prefix + k: v for k, v in result.terms.items()})
+    return bits / pulses, pulses, terms
 
 
 def _bb84_space(link: Link) -> ParameterSpace:
     settings = link.protocol
     source = link.source
     assert isinstance(source, SinglePhotonSource | WeakCoherentSource)
-    mu_max = _max_intensity(link)
-    mu_start = source.mean_photon_number
     finite = settings.block_size is not None
     free_bias = finite and settings.basis_bias is None
     free_mu = settings.optimise_intensity
-
-    def unpack(x: Sequence[float]) -> tuple[float, float]:
-        values = list(x)
-        mu = values.pop(0) if free_mu else mu_start
-        bias = values.pop(0) if free_bias else (settings.basis_bias or 0.5)
-        return mu, bias
+    if not free_mu and source.mean_photon_number is None:
+        raise ValueError(
+            "protocol.optimise_intensity false needs source.mean_photon_number (the fixed intensity)"
+        )
 
     def evaluate(x: Sequence[float]) -> Evaluation:
-        mu, bias = unpack(x)
-        stats = prepare_measure.expected_statistics(link, (mu,))
+        values = list(x)
+        mu = values.pop(0) if free_mu else float(source.mean_photon_number or 0.0)
+        bias = values.pop(0) if free_bias else settings.basis_bias
+        stats = prepare_measure.expected_statistics(link, (mu,), photon_yields=False)
         multiphoton = source.multiphoton_probability(mu)
         params = {"mean_photon_number": mu}
         if not finite:
-            q = _asymptotic_sifting(settings.basis_bias)
-            rate = q * gllp_key_per_pulse(
-                stats.gain[0],
-                stats.qber_z[0],
-                stats.qber_x[0],
-                multiphoton,
-                settings.error_correction_efficiency,
+            weights = _basis_weights(link, bias)
+            rate = sum(
+                w
+                * gllp_key_per_pulse(
+                    stats.gain[0], e_key, e_test, multiphoton, settings.error_correction_efficiency
+                )
+                for w, e_key, e_test in _pair_by_key_basis(
+                    weights, stats.qber_z[0], stats.qber_x[0]
+                )
             )
-            params["sifting_factor"] = q
+            params["sifting_factor"] = sum(weights)
             return Evaluation(rate, stats, params)
-        counts, leak, pulses = _finite_counts_one_class(link, stats, bias, multiphoton)
-        result = secret_key_length(counts, leak, settings.eps_sec, settings.eps_cor)
-        params.update({"basis_bias": bias, "pulses_per_block": float(pulses)})
-        return Evaluation(result.bits / pulses if pulses > 0 else 0.0, stats, params, result.terms)
+        bias = 0.5 if bias is None else bias
+        classes = _Classes(
+            "bb84", (mu,), (1.0,), stats.gain, stats.qber_z, stats.qber_x, multiphoton
+        )
+        rate, pulses, terms = _finite_key(link, classes, bias)
+        params.update({"basis_bias": bias, "pulses_per_block": min(pulses, 1e30)})
+        return Evaluation(rate, stats, params, terms)
 
     parameters = []
     if free_mu:
-        parameters.append(
-            Parameter("mean_photon_number", MIN_PARAMETER, mu_max, min(mu_start, mu_max))
-        )
+        parameters.append(Parameter("mean_photon_number", MIN_PARAMETER, _max_intensity(link)))
     if free_bias:
         parameters.append(BASIS_BIAS)
-    return _space(parameters, evaluate)
+    return ParameterSpace(tuple(parameters), evaluate)
 
 
 def _single_photon_bounds(
@@ -220,6 +333,13 @@ def _single_photon_bounds(
     return y1, e1, float(distributions[0][1])
 
 
+def weakest_decoy_intensity(source: SinglePhotonSource | WeakCoherentSource) -> float:
+    """The vacuum-like third intensity of Lim et al.'s finite-key protocol: the last configured
+    decoy when two are given (what the modulator makes), else a vacuum decoy."""
+    decoys = source.decoy_intensities
+    return float(decoys[-1]) if len(decoys) >= 2 else 0.0
+
+
 def _decoy_space(link: Link) -> ParameterSpace:
     settings = link.protocol
     source = link.source
@@ -231,53 +351,49 @@ def _decoy_space(link: Link) -> ParameterSpace:
             "source.kind weak-coherent, or protocol.block_size null for a quantum-dot source"
         )
     mu_max = _max_intensity(link)
-    decoys = source.decoy_intensities
-    weakest = min(decoys) if decoys else 0.0
-    weak_start = decoys[0] if decoys and decoys[0] > weakest else source.mean_photon_number / 5
+    weakest = weakest_decoy_intensity(source) if finite else 0.0
+    nu_lower = weakest + MIN_PARAMETER
+    nu_upper = (mu_max - weakest) / 2
+    if nu_upper <= nu_lower:
+        raise ValueError(
+            f"source.decoy_intensities: the weakest decoy {weakest:g} leaves no room for a signal "
+            f"mu and a weak decoy nu with mu > nu + {weakest:g} below mu = {mu_max:g}"
+        )
 
     def evaluate(x: Sequence[float]) -> Evaluation:
         mu, nu = x[0], x[1]
         if not finite:
-            stats = prepare_measure.expected_statistics(link, (mu, nu, 0.0))
+            stats = prepare_measure.expected_statistics(link, (mu, nu, 0.0), photon_yields=False)
             if nu >= mu:  # the decoy must be the weaker intensity
                 return Evaluation(0.0, stats, {})
             y1, e1, p1 = _single_photon_bounds(source, stats, mu, nu)
-            q = _asymptotic_sifting(settings.basis_bias)
-            rate = q * single_photon_key_per_pulse(
-                p1 * y1, stats.gain[0], stats.qber_z[0], e1, settings.error_correction_efficiency
+            weights = _basis_weights(link, settings.basis_bias)
+            rate = sum(
+                w
+                * single_photon_key_per_pulse(
+                    p1 * y1, stats.gain[0], e_key, e1, settings.error_correction_efficiency
+                )
+                for w, e_key, _ in _pair_by_key_basis(weights, stats.qber_z[0], stats.qber_x[0])
             )
             params = {
                 "mean_photon_number": mu,
                 "decoy_intensity": nu,
                 "single_photon_yield_lower": y1,
                 "single_photon_error_upper": e1,
-                "sifting_factor": q,
+                "sifting_factor": sum(weights),
             }
             return Evaluation(rate, stats, params)
         p_mu, p_nu = x[2], x[3]
         bias = x[4] if settings.basis_bias is None else settings.basis_bias
-        stats = prepare_measure.expected_statistics(link, (mu, nu, weakest))
-        if mu <= nu + weakest or p_mu + p_nu >= 1.0:  # Lim et al.'s conditions on the intensities
+        stats = prepare_measure.expected_statistics(link, (mu, nu, weakest), photon_yields=False)
+        # Lim et al.'s conditions on the intensities and probabilities.
+        if not (mu > nu + weakest and nu > weakest) or p_mu + p_nu >= 1.0:
             return Evaluation(0.0, stats, {})
         probs = (p_mu, p_nu, 1.0 - p_mu - p_nu)
-        mean_gain = sum(p * q for p, q in zip(probs, stats.gain, strict=True))
-        block = float(settings.block_size or 0)
-        pulses = block / (bias * bias * mean_gain)
-        key = [pulses * p * bias * bias * q for p, q in zip(probs, stats.gain, strict=True)]
-        test = [pulses * p * (1 - bias) ** 2 * q for p, q in zip(probs, stats.gain, strict=True)]
-        errors = [t * e for t, e in zip(test, stats.qber_x, strict=True)]
-        counts = ObservedCounts(
-            protocol="decoy-bb84",
-            intensities=(mu, nu, weakest),
-            pulses=tuple(int(pulses * p) for p in probs),
-            key_detections=tuple(round(k) for k in key),
-            test_detections=tuple(round(t) for t in test),
-            test_errors=tuple(round(e) for e in errors),
-            basis_bias=bias,
+        classes = _Classes(
+            "decoy-bb84", (mu, nu, weakest), probs, stats.gain, stats.qber_z, stats.qber_x
         )
-        mean_qber = sum(k * e for k, e in zip(key, stats.qber_z, strict=True)) / sum(key)
-        leak = settings.error_correction_efficiency * block * h(mean_qber)
-        result = secret_key_length(counts, leak, settings.eps_sec, settings.eps_cor)
+        rate, pulses, terms = _finite_key(link, classes, bias)
         params = {
             "mean_photon_number": mu,
             "decoy_intensity": nu,
@@ -287,20 +403,20 @@ def _decoy_space(link: Link) -> ParameterSpace:
             "basis_bias": bias,
             "pulses_per_block": pulses,
         }
-        return Evaluation(result.bits / pulses, stats, params, result.terms)
+        return Evaluation(rate, stats, params, terms)
 
     parameters = [
-        Parameter("mean_photon_number", 2 * MIN_PARAMETER, mu_max, source.mean_photon_number),
-        Parameter("decoy_intensity", MIN_PARAMETER, mu_max / 2, min(weak_start, mu_max / 2)),
+        Parameter("mean_photon_number", nu_lower + weakest + MIN_PARAMETER, mu_max),
+        Parameter("decoy_intensity", nu_lower, nu_upper),
     ]
     if finite:
         parameters += [
-            Parameter("signal_probability", 0.05, 0.95, 0.7),
-            Parameter("decoy_probability", 0.02, 0.6, 0.2),
+            Parameter("signal_probability", 0.05, 0.95),
+            Parameter("decoy_probability", 0.02, 0.6),
         ]
         if settings.basis_bias is None:
             parameters.append(BASIS_BIAS)
-    return _space(parameters, evaluate)
+    return ParameterSpace(tuple(parameters), evaluate)
 
 
 def _bbm92_space(link: Link) -> ParameterSpace:
@@ -313,35 +429,35 @@ def _bbm92_space(link: Link) -> ParameterSpace:
     def evaluate(x: Sequence[float]) -> Evaluation:
         values = list(x)
         mean_pairs = values.pop(0) if free_mu else None
-        bias = values.pop(0) if free_bias else (settings.basis_bias or 0.5)
+        bias = values.pop(0) if free_bias else settings.basis_bias
         stats = bbm92.expected(link, mean_pairs)
         params: dict[str, float] = {"mean_pair_number": stats.intensities[0]}
         if not finite:
-            q = _asymptotic_sifting(settings.basis_bias)
-            rate = (
-                q
-                * stats.gain[0]
-                * bbm92_key_per_coincidence(
-                    stats.qber_z[0], stats.qber_x[0], settings.error_correction_efficiency
+            weights = _basis_weights(link, bias)
+            rate = stats.gain[0] * sum(
+                w * bbm92_key_per_coincidence(e_key, e_test, settings.error_correction_efficiency)
+                for w, e_key, e_test in _pair_by_key_basis(
+                    weights, stats.qber_z[0], stats.qber_x[0]
                 )
             )
-            params["sifting_factor"] = q
+            params["sifting_factor"] = sum(weights)
             return Evaluation(rate, stats, params)
-        counts, leak, pulses = _finite_counts_one_class(link, stats, bias, 0.0)
-        result = secret_key_length(counts, leak, settings.eps_sec, settings.eps_cor)
-        params.update({"basis_bias": bias, "pulses_per_block": float(pulses)})
-        return Evaluation(result.bits / pulses if pulses > 0 else 0.0, stats, params, result.terms)
+        bias = 0.5 if bias is None else bias
+        classes = _Classes(
+            "bbm92", stats.intensities, (1.0,), stats.gain, stats.qber_z, stats.qber_x
+        )
+        rate, pulses, terms = _finite_key(link, classes, bias)
+        params.update({"basis_bias": bias, "pulses_per_block": min(pulses, 1e30)})
+        return Evaluation(rate, stats, params, terms)
 
     parameters = []
     if free_mu:
         assert isinstance(source, SpdcSource)
         upper = max(0.5, source.mean_pair_number)
-        parameters.append(
-            Parameter("mean_pair_number", MIN_PARAMETER, upper, source.mean_pair_number)
-        )
+        parameters.append(Parameter("mean_pair_number", MIN_PARAMETER, upper))
     if free_bias:
         parameters.append(BASIS_BIAS)
-    return _space(parameters, evaluate)
+    return ParameterSpace(tuple(parameters), evaluate)
 
 
 def parameter_space(link: Link) -> ParameterSpace:
@@ -356,43 +472,119 @@ def parameter_space(link: Link) -> ParameterSpace:
     raise ValueError(f"unknown protocol.kind {kind!r}")
 
 
+def halton(count: int, dimension: int) -> NDArray[np.float64]:
+    """The first ``count`` points of the Halton sequence in [0, 1)^dimension (bases: the first
+    primes; point 0, the corner, skipped)."""
+    primes = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29][:dimension]
+    if len(primes) < dimension:
+        raise ValueError(f"halton: at most 10 dimensions, got {dimension}")
+    points = np.zeros((count, dimension))
+    index = np.arange(1, count + 1)
+    for column, base in enumerate(primes):
+        remaining, scale = index.copy(), 1.0
+        while np.any(remaining > 0):
+            scale /= base
+            points[:, column] += scale * (remaining % base)
+            remaining //= base
+    return points
+
+
+def _objective(space: ParameterSpace, z: NDArray[np.float64]) -> float:
+    value = space.evaluate(space.from_search(z)).bits_per_pulse
+    return -math.log(value) if value > 0 else NO_KEY
+
+
+def _polish(
+    space: ParameterSpace, z0: NDArray[np.float64], step: float
+) -> tuple[float, NDArray[np.float64]]:
+    """Nelder-Mead from z0, unconstrained in u with z = lower + (upper - lower)(1 + sin u)/2 (the
+    bounds transform of MINUIT, James, Roos, CPC 10, 343 (1975)), so that the simplex never
+    collapses onto a bound; the first simplex steps ``step`` x pi in u along each axis."""
+    lower, upper = space.search_box()
+    half = (upper - lower) / 2
+
+    def to_z(u: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(lower + half * (1 + np.sin(u)))
+
+    u0 = np.arcsin(np.clip((z0 - lower) / half - 1, -1.0, 1.0))
+    simplex = [u0] + [u0 + step * math.pi * np.eye(len(u0))[axis] for axis in range(len(u0))]
+    result = minimize(
+        lambda u: _objective(space, to_z(u)),
+        u0,
+        method="Nelder-Mead",
+        options={
+            "xatol": XATOL,
+            "fatol": FATOL,
+            "maxfev": 100 * len(z0),
+            "initial_simplex": np.array(simplex),
+        },
+    )
+    return float(result.fun), to_z(np.asarray(result.x))
+
+
+def _global(space: ParameterSpace) -> tuple[float, NDArray[np.float64]]:
+    """The Halton points over the whole box, the best ones polished."""
+    lower, upper = space.search_box()
+    dimension = len(lower)
+    points = lower + halton(GLOBAL_POINTS_PER_PARAMETER * dimension, dimension) * (upper - lower)
+    values = np.array([_objective(space, z) for z in points])
+    best_value, best_z = NO_KEY, points[int(np.argmin(values))]
+    for index in np.argsort(values)[:GLOBAL_POLISHED]:
+        if values[index] >= NO_KEY:
+            break
+        value, z = _polish(space, points[index], GLOBAL_STEP)
+        if value < best_value:
+            best_value, best_z = value, z
+    return best_value, best_z
+
+
+def _continuation(link: Link) -> tuple[float, NDArray[np.float64]]:
+    """Feasibility by continuation in the block size: the region with key shrinks as the block
+    does, so the optimum of a block CONTINUATION_FACTOR times larger, followed down with local
+    searches (the step in block size halved in log while the last optimum has no key at the next
+    size), finds key that the global stage's points missed."""
+    target = float(link.protocol.block_size or 0)
+    size = target * CONTINUATION_FACTOR
+    value, z = _global(parameter_space(link.with_protocol(block_size=size)))
+    ratio = CONTINUATION_FACTOR
+    while value < NO_KEY and size > target:
+        next_size = max(target, size / ratio)
+        space = parameter_space(link.with_protocol(block_size=next_size))
+        if _objective(space, z) >= NO_KEY:
+            if ratio < CONTINUATION_MIN_RATIO:
+                return NO_KEY, z
+            ratio = math.sqrt(ratio)
+            continue
+        value, z = _polish(space, z, WARM_STEP)
+        size, ratio = next_size, min(CONTINUATION_FACTOR, ratio * ratio)
+    return value, z
+
+
 def optimise(
     link: Link, start: Sequence[float] | None = None
 ) -> tuple[Evaluation, tuple[float, ...]]:
-    """Maximise key per pulse over the free parameters (bounded Nelder-Mead in log space)."""
+    """Maximise key per pulse over the free parameters (module docstring): local search from a
+    warm ``start``; the global stage when there is none or it finds no key; then, for finite keys
+    still without key, the continuation in the block size."""
     space = parameter_space(link)
     if not space.names:
         return space.evaluate(()), ()
-    lower = np.log(np.array(space.lower))
-    upper = np.log(np.array(space.upper))
-    x0 = np.log(
-        np.clip(np.array(start if start is not None else space.start), space.lower, space.upper)
-    )
-
-    def objective(z: np.ndarray) -> float:
-        value = space.evaluate(tuple(np.exp(np.clip(z, lower, upper)))).bits_per_pulse
-        return -math.log(value) if value > 0 else 1e3 + float(np.sum((z - x0) ** 2))
-
-    candidates = [x0]
-    if start is None or objective(x0) >= 1e3:
-        # A coarse scan along the first parameter finds a region with key to start from.
-        for fraction in (0.9, 0.5, 0.2, 0.05, 0.01):
-            z = x0.copy()
-            z[0] = lower[0] + fraction * (upper[0] - lower[0])
-            candidates.append(z)
-    best_start = min(candidates, key=objective)
-    if objective(best_start) >= 1e3:
-        evaluation = space.evaluate(tuple(np.exp(best_start)))
-        return Evaluation(0.0, evaluation.statistics, evaluation.parameters), tuple(np.exp(x0))
-    result = minimize(
-        objective,
-        best_start,
-        method="Nelder-Mead",
-        bounds=list(zip(lower, upper, strict=True)),
-        options={"xatol": 1e-2, "fatol": 1e-3, "maxfev": 300},
-    )
-    best = tuple(float(v) for v in np.exp(np.clip(result.x, lower, upper)))
-    return space.evaluate(best), best
+    best_value, best_z = NO_KEY, np.mean(space.search_box(), axis=0)
+    if start is not None and len(start) == len(space.names):
+        z0 = space.to_search(start)
+        if _objective(space, z0) < NO_KEY:
+            best_value, best_z = _polish(space, z0, WARM_STEP)
+    if best_value >= NO_KEY:
+        best_value, best_z = _global(space)
+    if best_value >= NO_KEY and link.protocol.block_size is not None:
+        value, z = _continuation(link)
+        if value < NO_KEY:
+            best_value, best_z = value, z
+    best = space.from_search(best_z)
+    evaluation = space.evaluate(best)
+    if best_value >= NO_KEY:
+        return Evaluation(0.0, evaluation.statistics, evaluation.parameters), best
+    return evaluation, best
 
 
 def key_rate_point(

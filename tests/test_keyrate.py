@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qdnet.keyrate import key_rate_point, sweep
-from qdnet.protocols import prepare_measure
+from qdnet.keyrate import key_rate_point, parameter_space, sweep
+from qdnet.protocols import bbm92, prepare_measure
+from qdnet.protocols.link import Link
 from qdnet.security.asymptotic import decoy_vacuum_weak_bounds
 from qdnet.security.entropy import binary_entropy as h
 from tests.conftest import example_link
@@ -119,3 +120,126 @@ def test_any_single_photon_link_respects_plob(
     point = key_rate_point(link, None)[0]
     assert 0 <= point.secret_bits_per_pulse <= point.plob_bits_per_pulse
     assert math.isfinite(point.secret_key_rate_bps)
+
+
+# Random sampling of the optimiser's own box must never beat it (issue 14, bug 1): per protocol,
+# (link, overrides, distances in km).
+OPTIMISER_CASES = {
+    "bb84": ("telecom-dot-bb84", [], (0.0, 100.0, 180.0)),
+    "decoy-bb84": ("lim2014-decoy-fibre", [], (0.0, 100.0, 150.0)),
+    "bbm92": ("gaas-dot-bbm92", ["protocol.basis_bias=null"], (0.0, 10.0)),
+}
+
+
+def best_of_random_samples(link: Link, samples: int, seed: int) -> float:
+    space = parameter_space(link)
+    lower, upper = space.search_box()
+    rng = np.random.default_rng(seed)
+    points = lower + rng.random((samples, len(lower))) * (upper - lower)
+    return max(space.evaluate(space.from_search(z)).bits_per_pulse for z in points)
+
+
+def check_optimiser_beats_sampling(protocol: str, block_sizes: list[float], samples: int) -> None:
+    name, overrides, distances = OPTIMISER_CASES[protocol]
+    for block in block_sizes:
+        base = example_link(name, [*overrides, f"protocol.block_size={block}"])
+        for distance in distances:
+            link = base.with_distance_km(distance)
+            optimum = key_rate_point(link, distance)[0].secret_bits_per_pulse
+            sampled = best_of_random_samples(link, samples, seed=int(distance) + int(block))
+            assert sampled <= 1.01 * optimum, (protocol, block, distance, sampled, optimum)
+
+
+@pytest.mark.parametrize("protocol", list(OPTIMISER_CASES))
+def test_random_sampling_never_beats_the_optimiser(protocol: str) -> None:
+    check_optimiser_beats_sampling(protocol, [1e4, 1e6, 1e10], samples=150)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", list(OPTIMISER_CASES))
+def test_random_sampling_never_beats_the_optimiser_exhaustive(protocol: str) -> None:
+    check_optimiser_beats_sampling(protocol, [1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10], samples=2000)
+
+
+def test_lim2014_link_has_key_where_the_optimiser_used_to_find_none() -> None:
+    # Lim et al. 2014's fibre link with n_X = 1e6 and decoys [0.1, 2e-4] was reported as 0 from 0 to
+    # 100 km (the search started in a flat zero region), and with n_X = 1e5 as 0 at 100 km where
+    # random sampling of the same box finds 3.1e-5 bits per pulse.
+    link = example_link("lim2014-decoy-fibre")
+    distances = [0.0, 25.0, 50.0, 75.0, 100.0]
+    for block in (1e6, 1e5):
+        items = [(link.with_protocol(block_size=block).with_distance_km(d), d) for d in distances]
+        rates = [p.secret_bits_per_pulse for p in sweep(items)]
+        assert all(r > 0 for r in rates), (block, rates)
+    assert rates[-1] >= 3.1e-5
+
+
+@pytest.mark.parametrize(
+    "starts",
+    [
+        ["source.mean_photon_number=0.5", "source.decoy_intensities=[0.1, 2.0e-4]"],
+        ["source.mean_photon_number=0.9", "source.decoy_intensities=[0.3, 2.0e-4]"],
+        ["source.decoy_intensities=[0.01, 2.0e-4]"],
+    ],
+)
+def test_result_does_not_depend_on_the_yaml_starting_values(starts: list[str]) -> None:
+    reference = example_link("lim2014-decoy-fibre")
+    link = example_link("lim2014-decoy-fibre", starts)
+    for distance in (10.0, 60.0):
+        expected = key_rate_point(reference.with_distance_km(distance), distance)[0]
+        got = key_rate_point(link.with_distance_km(distance), distance)[0]
+        assert got.secret_bits_per_pulse == pytest.approx(expected.secret_bits_per_pulse, rel=1e-9)
+        assert got.secret_bits_per_pulse > 0
+
+
+def test_every_point_of_the_decoy_box_evaluates() -> None:
+    # The weak decoy's lower bound used to sit below the weakest intensity (1e-4 < 2e-4), where the
+    # finite-key analysis raised ValueError (mu2 > mu3 violated).
+    link = example_link("lim2014-decoy-fibre", ["channel.length_km=20"])
+    space = parameter_space(link)
+    corners = itertools.product(*zip(space.lower, space.upper, strict=True))
+    rng = np.random.default_rng(3)
+    inside = rng.uniform(space.lower, space.upper, (300, len(space.lower)))
+    for point in [*corners, *inside]:
+        assert space.evaluate(tuple(point)).bits_per_pulse >= 0.0
+
+
+@pytest.mark.parametrize("bias", [0.5, 0.7])
+@pytest.mark.parametrize("fss_uev", [1.0, 1.3])
+def test_bbm92_asymptotic_key_pays_each_basis_its_own_errors(bias: float, fss_uev: float) -> None:
+    # Issue 14, bug 2: with a fixed bias p, bits from Z pay f h(e_Z) + h(e_X) and bits from X pay
+    # f h(e_X) + h(e_Z) (Lo, Chau, Ardehali 2005); the fine-structure splitting raises e_X only.
+    f = 1.16
+    link = example_link(
+        "gaas-dot-bbm92", [f"source.fss_uev={fss_uev}", f"protocol.basis_bias={bias}"]
+    )
+    stats = bbm92.expected(link)
+    e_z, e_x = stats.qber_z[0], stats.qber_x[0]
+    assert e_x > e_z + 0.05
+    from_z = bias**2 * max(0.0, 1 - f * h(e_z) - h(e_x))
+    from_x = (1 - bias) ** 2 * max(0.0, 1 - f * h(e_x) - h(e_z))
+    both = key_rate_point(link, None)[0]
+    assert both.secret_bits_per_pulse == pytest.approx(stats.gain[0] * (from_z + from_x), rel=1e-12)
+    z_only = key_rate_point(link.with_protocol(key_bases="z"), None)[0]
+    assert z_only.secret_bits_per_pulse == pytest.approx(stats.gain[0] * from_z, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gaas-dot-bbm92", "telecom-dot-bb84"])
+def test_both_key_bases_at_bias_half_approach_the_asymptotic_rate(name: str) -> None:
+    # Issue 14, bug 3: a passive 50:50 basis choice keyed from Z only stays at <= 1/2 of the
+    # asymptotic rate for any block; with key_bases both the finite rate converges to it.
+    overrides = ["channel.loss_db=10", "protocol.basis_bias=0.5", "protocol.key_bases=both"]
+    link = example_link(name, overrides)
+    asymptotic = key_rate_point(link, None)[0].secret_bits_per_pulse
+    blocks = (1e5, 1e6, 1e8, 1e10, 1e12)
+    finite = [
+        key_rate_point(link.with_protocol(block_size=n), None)[0].secret_bits_per_pulse
+        for n in blocks
+    ]
+    assert all(b >= a for a, b in itertools.pairwise(finite)), finite
+    assert all(0 < f <= asymptotic for f in finite)
+    assert finite[-1] >= 0.99 * asymptotic
+    z_only = link.with_protocol(key_bases="z")
+    z_asymptotic = key_rate_point(z_only, None)[0].secret_bits_per_pulse
+    z_finite = key_rate_point(z_only.with_protocol(block_size=1e12), None)[0]
+    assert z_finite.secret_bits_per_pulse <= z_asymptotic < 0.6 * asymptotic

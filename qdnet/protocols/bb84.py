@@ -7,7 +7,7 @@ J. Cryptology 18, 133 (2005). Expected statistics from :mod:`qdnet.protocols.pre
 from __future__ import annotations
 
 from qdnet.protocols.link import Link, PrepareMeasureSource
-from qdnet.protocols.prepare_measure import expected_statistics
+from qdnet.protocols.prepare_measure import expected_statistics, link_intensities
 from qdnet.protocols.statistics import LinkStatistics
 
 
@@ -16,5 +16,6 @@ def expected(link: Link, mean_photon_number: float | None = None) -> LinkStatist
     source = link.source
     if not isinstance(source, PrepareMeasureSource):
         raise ValueError("protocol bb84 needs source.kind single-photon or weak-coherent")
-    mu = source.mean_photon_number if mean_photon_number is None else mean_photon_number
-    return expected_statistics(link, (mu,))
+    if mean_photon_number is not None:
+        return expected_statistics(link, (mean_photon_number,))
+    return expected_statistics(link, link_intensities(link))

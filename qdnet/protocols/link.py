@@ -32,6 +32,8 @@ class ProtocolSettings:
     eps_cor: float = 1e-15
     source_position: float = 0.0
     optimise_intensity: bool = True
+    #: ``z``: key from the Z basis only; ``both``: from both bases (``qdnet.keyrate``).
+    key_bases: Literal["z", "both"] = "z"
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,18 @@ def link_intensities(link: Link) -> tuple[float, ...]:
         raise ValueError(
             f"protocol {link.protocol.kind} needs source.kind single-photon or weak-coherent"
         )
+    if source.mean_photon_number is None:
+        raise ValueError(
+            "source.mean_photon_number is needed here (it is optional only for keyrate, which "
+            "optimises it)"
+        )
     if link.protocol.kind != "decoy-bb84":
         return (float(source.mean_photon_number),)
     if not source.decoy_intensities:
-        raise ValueError("protocol decoy-bb84 needs source.decoy_intensities")
+        raise ValueError(
+            "protocol decoy-bb84 needs source.decoy_intensities here (they are optional only for "
+            "keyrate, which optimises them)"
+        )
     return (float(source.mean_photon_number), *source.decoy_intensities)
 
 
@@ -85,9 +93,12 @@ def _gains_and_qbers(
     return gains, qbers
 
 
-def expected_statistics(link: Link, intensities: tuple[float, ...]) -> LinkStatistics:
+def expected_statistics(
+    link: Link, intensities: tuple[float, ...], photon_yields: bool = True
+) -> LinkStatistics:
     """Statistics for each intensity class of a prepare-and-measure link (exact averages over the
-    photon-number distribution via its generating function)."""
+    photon-number distribution via its generating function); ``photon_yields`` False leaves Y_n
+    and e_n Y_n out (the optimiser does not need them)."""
     source = link.source
     if not isinstance(source, PrepareMeasureSource):
         raise ValueError(
@@ -99,7 +110,11 @@ def expected_statistics(link: Link, intensities: tuple[float, ...]) -> LinkStati
     if detector.dead_time_ns > 0 or detector.afterpulse_probability > 0:
         eta, noise = detection_parameters(link, gains[0])
         gains, qbers = _gains_and_qbers(link, source, intensities, eta, noise)
-    yields, errors = yields_and_errors(link, eta, noise, REPORTED_PHOTON_NUMBERS - 1)
+    yields, errors = (
+        yields_and_errors(link, eta, noise, REPORTED_PHOTON_NUMBERS - 1)
+        if photon_yields
+        else (np.zeros(0), np.zeros(0))
+    )
     return LinkStatistics(
         protocol=link.protocol.kind,
         intensities=tuple(intensities),

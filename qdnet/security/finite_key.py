@@ -41,14 +41,15 @@ class ObservedCounts:
 
     Key basis = Z (basis 0), test basis = X (basis 1). ``basis_bias`` is P(Z) for both parties
     (None: unknown, then the tagged bound assumes every pulse could land in either basis).
+    Observed counts are integers; the link model passes expected (fractional) counts.
     """
 
     protocol: str
     intensities: tuple[float, ...]
-    pulses: tuple[int, ...]
-    key_detections: tuple[int, ...]
-    test_detections: tuple[int, ...]
-    test_errors: tuple[int, ...]
+    pulses: tuple[float, ...]
+    key_detections: tuple[float, ...]
+    test_detections: tuple[float, ...]
+    test_errors: tuple[float, ...]
     multiphoton_probability: float = 0.0
     basis_bias: float | None = None
 
@@ -69,10 +70,13 @@ class ObservedCounts:
 
 @dataclass(frozen=True)
 class KeyLength:
-    """Secret bits extractable (0 if none) and the finite-key terms behind them."""
+    """Secret bits extractable (0 if none) and the finite-key terms behind them; ``length_bits``
+    is the length formula's value before rounding down and clipping at 0 (the expected key of the
+    link model; 0 where the analysis stops early for want of single-photon or test bits)."""
 
     bits: int
     terms: dict[str, float] = field(default_factory=dict)
+    length_bits: float = 0.0
 
 
 def gamma(eps: float, error_rate: float, key_count: float, test_count: float) -> float:
@@ -115,7 +119,7 @@ def _hoeffding(total: float, eps: float) -> float:
 
 
 def _lim_single_photon(
-    counts: tuple[int, ...],
+    counts: tuple[float, ...],
     intensities: tuple[float, ...],
     probabilities: tuple[float, ...],
     eps: float,
@@ -181,7 +185,7 @@ def decoy_key_length(
     penalty = _penalties(eps_sec, eps_cor, 6.0)
     length = s_z0 + s_z1 * (1.0 - h(phi)) - leak_ec_bits - penalty
     terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
-    return KeyLength(max(0, math.floor(length)), terms)
+    return KeyLength(max(0, math.floor(length)), terms, length)
 
 
 def tagged_key_length(
@@ -221,7 +225,7 @@ def tagged_key_length(
     penalty = _penalties(eps_sec, eps_cor, 4.0)
     length = s_key * (1.0 - h(phi)) - leak_ec_bits - penalty
     terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
-    return KeyLength(max(0, math.floor(length)), terms)
+    return KeyLength(max(0, math.floor(length)), terms, length)
 
 
 def bbm92_key_length(
@@ -248,7 +252,7 @@ def bbm92_key_length(
     penalty = 2.0 * math.log2(1.0 / eps_sec) + math.log2(2.0 / eps_cor)
     length = n_key * (1.0 - h(phi)) - leak_ec_bits - penalty
     terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
-    return KeyLength(max(0, math.floor(length)), terms)
+    return KeyLength(max(0, math.floor(length)), terms, length)
 
 
 def secret_key_length(

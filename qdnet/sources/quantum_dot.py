@@ -85,7 +85,14 @@ class SinglePhotonSource:
     ) -> SinglePhotonSource:
         """Build from B = P(n>=1) and g2 with Perceval's convention (see module docstring)."""
         _check_range("source.brightness", brightness, 0.0, 1.0)
-        _check_range("source.g2", g2, 0.0, 0.5)
+        _check_range("source.g2", g2, 0.0, 1.0)
+        if 2.0 * g2 * brightness > 1.0:
+            # P(2) = (1 - gB - sqrt(1 - 2gB))/g is real only for g B <= 1/2 (then P(1) = B - P(2)
+            # >= 0); at g B = 1/2 every emission is a photon pair.
+            raise ValueError(
+                f"source.g2 x source.brightness must be <= 0.5 (Perceval's convention), got "
+                f"g2 = {g2} and brightness = {brightness}"
+            )
         p2 = _two_photon_probability_from_brightness(brightness, g2)
         return cls(
             mean_photon_number=brightness + p2,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qdnet.keyrate import key_rate_point
+from qdnet.keyrate import key_rate_point, sweep
 from qdnet.protocols import prepare_measure
 from qdnet.security.decoy_lp import single_photon_bounds
 from tests.conftest import example_link
@@ -42,7 +42,7 @@ def test_dot_decoys_extend_the_reach() -> None:
         link = example_link("telecom-dot-bb84", overrides)
         losses = np.arange(20.0, 70.0, 1.0)
         rates = [
-            key_rate_point(link.with_loss_db(x), None)[0].secret_bits_per_pulse for x in losses
+            p.secret_bits_per_pulse for p in sweep([(link.with_loss_db(x), None) for x in losses])
         ]
         return float(losses[np.flatnonzero(np.array(rates) > 0)[-1]])
 
