@@ -1,11 +1,14 @@
 """Link YAML validation: errors name the field and the expectation."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from qdnet.config import ConfigError, load_link, load_link_config
+from qdnet.keyrate import key_rate_point
 from qdnet.optics.fibre import FibreChannel
+from qdnet.protocols.prepare_measure import link_intensities
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -67,3 +70,50 @@ def test_unusable_files(tmp_path: Path, text: str) -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_link("does-not-exist.yaml")
+
+
+LASER = """
+name: laser
+source: {kind: weak-coherent, repetition_rate_hz: 1.0e8}
+channel: {kind: fibre, length_km: 20, attenuation_db_per_km: 0.2}
+receiver: {efficiency: 0.2, dark_count_rate_hz: 100}
+protocol: {kind: decoy-bb84, block_size: 1.0e8}
+"""
+
+
+def test_weak_coherent_intensities_are_optional_for_keyrate(tmp_path: Path) -> None:
+    # keyrate optimises every intensity: a laser link needs neither mean_photon_number nor decoys
+    # (the weakest decoy is then a vacuum); what needs fixed intensities says which field.
+    link = load_link(write(tmp_path, LASER))
+    point = key_rate_point(link, 20.0)[0]
+    assert point.secret_bits_per_pulse > 0
+    assert point.parameters["weakest_intensity"] == 0.0
+    with pytest.raises(ValueError, match=re.escape("source.mean_photon_number is needed here")):
+        link_intensities(link)
+    fixed = load_link(write(tmp_path, LASER), ["protocol.optimise_intensity=false"])
+    plain = fixed.with_protocol(kind="bb84")
+    with pytest.raises(
+        ValueError, match=re.escape("optimise_intensity false needs source.mean_photon_number")
+    ):
+        key_rate_point(plain, 20.0)
+
+
+@pytest.mark.parametrize("field", ["source.g2", "receiver.efficiency", "channel.length_km"])
+@pytest.mark.parametrize("value", [".nan", ".inf"])
+def test_non_finite_numbers_are_named(tmp_path: Path, field: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{field}: Input should be a finite number")):
+        load_link(write(tmp_path, BASE), [f"{field}={value}"])
+
+
+def test_brightness_accepts_g2_up_to_what_the_model_allows(tmp_path: Path) -> None:
+    # Perceval's convention P(2) = (1 - gB - sqrt(1 - 2gB))/g is a distribution for g2 B <= 1/2, so
+    # g2 above 0.5 is fine with a dim enough source (the schema allows g2 <= 1).
+    bright = ["source.mean_photon_number=null", "source.brightness=0.5"]
+    link = load_link(write(tmp_path, BASE), [*bright, "source.g2=0.8"])
+    dist = link.source.photon_number_distribution()
+    assert dist[1] + dist[2] == pytest.approx(0.5)
+    assert 2 * dist[2] / (dist[1] + 2 * dist[2]) ** 2 == pytest.approx(0.8)
+    with pytest.raises(
+        ConfigError, match=re.escape("source.g2 x source.brightness must be <= 0.5")
+    ):
+        load_link(write(tmp_path, BASE), [*bright, "source.g2=0.9", "source.brightness=0.6"])
