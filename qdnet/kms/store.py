@@ -747,16 +747,23 @@ class KeyStore:
                 )
             )
             ids = [r[0] for r in mine]
-            q = select(*_SEG_COLS).where(segments.c.block_id.in_(ids))
+            theirs = {(b, int(e[0])): (int(e[1]), int(e[2])) for b in ids for e in state[b]}
+            q = select(
+                segments.c.block_id, segments.c.idx, segments.c.length, segments.c.lo, segments.c.hi
+            ).where(segments.c.block_id.in_(ids))
             if self._for_update:
                 q = q.with_for_update()
-            segs = [self._seg(r) for r in conn.execute(q)]
-            theirs = {(b, int(e[0])): (int(e[1]), int(e[2])) for b in ids for e in state[b]}
-            for s in segs:
-                lo, hi = theirs.get(s.key, (s.length, 0))
-                lo, hi = max(lo, s.lo), max(hi, s.hi)
-                if (lo, hi) == (s.lo, s.hi):
-                    continue
+            changed = []  # only these are unsealed and written
+            for b, i, length, lo0, hi0 in conn.execute(q):
+                lo, hi = theirs.get((b, i), (length, 0))
+                if lo > lo0 or hi > hi0:
+                    changed.append((b, i, max(lo, lo0), max(hi, hi0)))
+            segs: list[_Seg] = []
+            for b, i, lo, hi in changed:
+                row = conn.execute(
+                    select(*_SEG_COLS).where(and_(segments.c.block_id == b, segments.c.idx == i))
+                ).one()
+                s = self._seg(row)
                 before = s.avail
                 if lo + hi >= s.length:
                     s.lo, s.hi, s.data = lo, s.length - lo, b""
@@ -765,6 +772,7 @@ class KeyStore:
                     s.lo, s.hi = lo, hi
                 s.dirty = True
                 consumed += before - max(0, s.avail)
+                segs.append(s)
             versions, gone = self._write_back(conn, segs)
         self.keyring.commit(versions, gone)
         return consumed
