@@ -8,7 +8,6 @@ Everything lives in one working folder; no process or thread outlives :func:`run
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,14 +22,12 @@ from qdnet.attacks import make_attack
 from qdnet.config import load_link_config
 from qdnet.kms.link import start_link
 from qdnet.kms.pki import create_pki
-from qdnet.postprocessing.keyblock import write_key_block
+from qdnet.postprocessing.keyblock import KeyFolder
 from qdnet.postprocessing.loopback import LoopbackResult, distill_loopback
 from qdnet.postprocessing.session import SessionConfig
 from qdnet.simulation.runner import SimulationResult, simulate
-from qdnet.transport.authentication import AuthKeyPool
+from qdnet.transport.authentication import write_psk
 
-#: Pre-shared secret that bootstraps Wegman-Carter authentication (bytes).
-PRE_SHARED_SECRET_BYTES = 4096
 #: AES-256-GCM key size (bits) requested from the KMS.
 APPLICATION_KEY_BITS = 256
 #: Nonce size for AES-GCM (NIST SP 800-38D recommends 96 bits).
@@ -125,13 +122,10 @@ def _simulate(settings: ChainSettings, folder: str, attack: bool, seed: int) -> 
 
 
 def _distill(
-    settings: ChainSettings, folder: str, pools: tuple[AuthKeyPool, AuthKeyPool]
+    settings: ChainSettings, folder: str, keys: tuple[KeyFolder, KeyFolder]
 ) -> LoopbackResult:
-    result = distill_loopback(settings.workdir / folder, pools[0], pools[1], SessionConfig())
-    for side, report in (("alice", result.alice), ("bob", result.bob)):
-        if report.block is not None and not result.aborted:
-            write_key_block(settings.workdir / f"keys-{side}", report.block)
-    return result
+    """Distil one run; each side's session writes its block into its key folder."""
+    return distill_loopback(settings.workdir / folder, keys[0], keys[1], SessionConfig())
 
 
 def run_chain(settings: ChainSettings, step: Step = lambda _name: None) -> ChainSummary:
@@ -139,8 +133,12 @@ def run_chain(settings: ChainSettings, step: Step = lambda _name: None) -> Chain
     wd = settings.workdir
     wd.mkdir(parents=True, exist_ok=True)
     summary = ChainSummary()
-    psk = secrets.token_bytes(PRE_SHARED_SECRET_BYTES)
-    pools = (AuthKeyPool(psk), AuthKeyPool(psk))
+    psk = wd / "private" / "auth-psk.bin"  # a fresh pre-shared secret for this demo run
+    write_psk(psk)
+    pools = (
+        KeyFolder.open(wd / "keys-alice", psk, "alice"),
+        KeyFolder.open(wd / "keys-bob", psk, "bob"),
+    )
 
     with _timed(summary, "simulate quantum-dot link (Monte Carlo)", step):
         honest = _simulate(settings, "run-honest", attack=False, seed=settings.seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from qdnet.cli import (
+    auth_commands,
     demo_command,
     kms_commands,
     link_commands,
@@ -34,5 +35,6 @@ for _module in (
     postprocessing_commands,
     kms_commands,
     network_commands,
+    auth_commands,
 ):
     _module.register(app)

@@ -1,18 +1,19 @@
 """Post-processing commands: ``qdnet distill`` (both endpoints in one process over loopback TCP)
 and ``qdnet endpoint alice|bob`` (one endpoint per process).
 
-Authentication keys: each endpoint keeps its pool in ``<keys>/auth-pool.bin`` (secret, refilled
-from distilled key after every block). The first run bootstraps it from a pre-shared secret,
-``--psk`` (default ``RUN/auth-psk.bin``, created once with 4096 random bytes if missing).
+Key folders (:class:`qdnet.postprocessing.keyblock.KeyFolder`): kept blocks at the top level (what
+a KMS ingests), Bob's unconfirmed blocks in ``pending/``, the authentication pool in
+``auth/pool.json``. A pool starts once per role from a pre-shared secret: ``qdnet endpoint`` needs
+``--psk FILE`` (written by ``qdnet auth init FILE`` and copied to both hosts) the first time;
+``qdnet distill`` writes a fresh secret of its own to ``RUN/private/auth-psk.bin`` unless ``--psk``
+is given. Broken records, a used secret or a run already distilled exit with code 2 and one line
+naming the cause; an aborted session exits with code 1; neither leaves a key file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,17 +23,15 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-PSK_BYTES = 4096
-POOL_FILE = "auth-pool.bin"
-
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 MethodOpt = Annotated[
     str, typer.Option("--method", help="Error correction: cascade or ldpc.", case_sensitive=False)
 ]
-PskOpt = Annotated[
-    Path | None,
-    typer.Option("--psk", help="Pre-shared authentication secret (default RUN/auth-psk.bin)."),
+RecvTimeoutOpt = Annotated[
+    float,
+    typer.Option("--recv-timeout", help="Seconds to wait for each message of the peer."),
 ]
+DISTILL_PSK = Path("private") / "auth-psk.bin"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -40,46 +39,21 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _atomic_write(path: Path, data: bytes, exclusive: bool = False) -> bool:
-    """Write atomically (tmp + fsync + rename, or link for exclusive create); False if it existed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            return True
-        os.replace(tmp, path)
-        return True
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def _open_keys(folder: Path, psk: Path | None, role: str, records: Any, meta: Any) -> Any:
+    """The role's key folder, refusing records it already distilled or cannot distil."""
+    from qdnet.postprocessing.keyblock import KeyFolder
+    from qdnet.postprocessing.session import unsupported_reason
 
-
-def _load_pool(keys: Path, psk: Path) -> Any:
-    from qdnet.transport.authentication import AuthKeyPool
-
-    state = keys / POOL_FILE
-    if state.is_file():
-        return AuthKeyPool(state.read_bytes())
-    if not psk.is_file():
-        _atomic_write(psk, secrets.token_bytes(PSK_BYTES), exclusive=True)
-    for _ in range(50):
-        data = psk.read_bytes()
-        if data:
-            return AuthKeyPool(data)
-        time.sleep(0.1)
-    raise ValueError(f"{psk}: pre-shared secret is empty")
-
-
-def _save_pool(keys: Path, pool: Any) -> None:
-    _atomic_write(keys / POOL_FILE, pool.export())
+    reason = unsupported_reason(meta)
+    if reason is not None:
+        raise ValueError(reason)
+    keys = KeyFolder.open(folder, psk, role)
+    if records.digest() in keys.pool.claimed:
+        raise ValueError(
+            f"{folder}: these {role} records were already distilled with this pool; distilling "
+            "the same raw bits twice would give two key blocks from them"
+        )
+    return keys
 
 
 def _parse_hostport(value: str) -> tuple[str, int]:
@@ -90,7 +64,7 @@ def _parse_hostport(value: str) -> tuple[str, int]:
 
 
 def _session_config(
-    method: str, frame_bits: int, eps_sec: float, eps_cor: float, qber_max: float
+    method: str, frame_bits: int, eps_sec: float, eps_cor: float, qber_max: float, recv: float
 ) -> Any:
     from qdnet.postprocessing.session import METHODS, SessionConfig
 
@@ -101,6 +75,8 @@ def _session_config(
         raise ValueError("--frame-bits must be at least 64")
     if not (0 < eps_sec < 1 and 0 < eps_cor < 1):
         raise ValueError("--eps-sec and --eps-cor must lie in (0, 1)")
+    if not recv > 0:
+        raise ValueError(f"--recv-timeout must be > 0, got {recv}")
     return SessionConfig(
         method=method,
         frame_bits=frame_bits,
@@ -138,6 +114,15 @@ def _report_table(reports: list[Any]) -> Table:
             ),
         ),
         ("final key bits", lambda r: str(r.final_key_bits)),
+        ("block", lambda r: _block_state(r)),
+        (
+            "eps sec / cor / auth / total",
+            lambda r: (
+                "-"
+                if r.eps_total is None
+                else f"{r.eps_sec:.3g} / {r.eps_cor:.3g} / {r.eps_auth:.3g} / {r.eps_total:.6g}"
+            ),
+        ),
         (
             "auth consumed / refilled",
             lambda r: f"{r.auth_consumed_bits} / {r.auth_replenished_bits}",
@@ -161,11 +146,11 @@ def _qber(r: Any) -> str:
     return f"{est['qber_test']:.4%} ({est['qber_test_upper']:.4%})"
 
 
-def _write_block(keys: Path, report: Any) -> None:
-    from qdnet.postprocessing.keyblock import write_key_block
-
-    if report.block is not None:
-        write_key_block(keys, report.block)
+def _block_state(r: Any) -> str:
+    if r.block is None:
+        return "pending (awaiting the peer's confirmation)" if r.pending else "none"
+    state = "pending (awaiting Alice's confirmation)" if r.pending else "kept"
+    return state + (" - SIMULATED records: not secret" if r.simulated else "")
 
 
 def _emit(reports: list[Any], as_json: bool, wall_s: float) -> None:
@@ -175,6 +160,9 @@ def _emit(reports: list[Any], as_json: bool, wall_s: float) -> None:
         typer.echo(json.dumps(doc, default=float))
     else:
         Console().print(_report_table(reports))
+    for r in reports:
+        if r.auth_warning:
+            typer.echo(f"warning ({r.role}): {r.auth_warning}", err=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -196,20 +184,33 @@ def register(app: typer.Typer) -> None:
         eps_sec: Annotated[float, typer.Option(help="Secrecy parameter.")] = 1e-10,
         eps_cor: Annotated[float, typer.Option(help="Correctness parameter.")] = 1e-15,
         qber_max: Annotated[float, typer.Option(help="Abort above this QBER upper bound.")] = 0.11,
-        psk: PskOpt = None,
+        psk: Annotated[
+            Path | None,
+            typer.Option(
+                "--psk",
+                help="Pre-shared secret (default: a fresh one in RUN/private/auth-psk.bin).",
+            ),
+        ] = None,
+        recv_timeout: RecvTimeoutOpt = 120.0,
         as_json: JsonOpt = False,
     ) -> None:
         """Run both endpoints in one process over loopback TCP and write identical key blocks."""
         from qdnet.postprocessing.loopback import distill_loopback_async
-        from qdnet.protocols.records import load_meta
+        from qdnet.protocols.records import load_meta, load_party_records
+        from qdnet.transport.authentication import write_psk
 
         try:
-            load_meta(run)  # a clean error before any socket is opened
-            cfg = _session_config(method, frame_bits, eps_sec, eps_cor, qber_max)
+            meta = load_meta(run)  # clean errors before any socket is opened
+            rec_a = load_party_records(run, "alice")
+            rec_b = load_party_records(run, "bob")
+            cfg = _session_config(method, frame_bits, eps_sec, eps_cor, qber_max, recv_timeout)
             key_dir = keys if keys is not None else run / "keys"
-            psk_path = psk if psk is not None else run / "auth-psk.bin"
-            pool_a = _load_pool(key_dir / "alice", psk_path)
-            pool_b = _load_pool(key_dir / "bob", psk_path)
+            psk_path = psk if psk is not None else run / DISTILL_PSK
+            if psk is None and not (key_dir / "alice").exists() and not psk_path.exists():
+                psk_path.parent.mkdir(mode=0o700, exist_ok=True)
+                write_psk(psk_path)
+            keys_a = _open_keys(key_dir / "alice", psk_path, "alice", rec_a, meta)
+            keys_b = _open_keys(key_dir / "bob", psk_path, "bob", rec_b, meta)
         except (ValueError, OSError) as exc:
             raise _fail(str(exc)) from None
 
@@ -220,7 +221,9 @@ def register(app: typer.Typer) -> None:
                 if progress is not None and task is not None:
                     progress.update(task, description=f"{stage} ({fraction:.0%})")
 
-            result = await distill_loopback_async(run, pool_a, pool_b, cfg, progress=tick)
+            result = await distill_loopback_async(
+                run, keys_a, keys_b, cfg, progress=tick, recv_timeout_s=recv_timeout
+            )
             return [result.alice, result.bob]
 
         start = time.perf_counter()
@@ -237,11 +240,7 @@ def register(app: typer.Typer) -> None:
                     reports = asyncio.run(both(bar))
         except (ValueError, OSError) as exc:
             raise _fail(str(exc)) from None
-        wall = time.perf_counter() - start
-        for role, report, pool in (("alice", reports[0], pool_a), ("bob", reports[1], pool_b)):
-            _save_pool(key_dir / role, pool)
-            _write_block(key_dir / role, report)
-        _emit(reports, as_json, wall)
+        _emit(reports, as_json, time.perf_counter() - start)
         if any(r.aborted for r in reports):
             raise typer.Exit(1)
 
@@ -267,8 +266,17 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(help="Correctness parameter (Alice decides).")
         ] = 1e-15,
         qber_max: Annotated[float, typer.Option(help="Abort threshold (Alice decides).")] = 0.11,
-        timeout: Annotated[float, typer.Option(help="Seconds to wait for the peer.")] = 60.0,
-        psk: PskOpt = None,
+        timeout: Annotated[
+            float, typer.Option(help="Seconds to wait for the peer to connect.")
+        ] = 60.0,
+        recv_timeout: RecvTimeoutOpt = 120.0,
+        psk: Annotated[
+            Path | None,
+            typer.Option(
+                "--psk",
+                help="Pre-shared secret from `qdnet auth init` (needed when KEYS has no pool).",
+            ),
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Run one endpoint as its own process; exchange only classical messages with the peer."""
@@ -287,8 +295,8 @@ def register(app: typer.Typer) -> None:
             address = _parse_hostport(listen or connect or "")
             meta = load_meta(records)
             rec = load_party_records(records, "alice" if role == "alice" else "bob")
-            cfg = _session_config(method, frame_bits, eps_sec, eps_cor, qber_max)
-            pool = _load_pool(keys, psk if psk is not None else records / "auth-psk.bin")
+            cfg = _session_config(method, frame_bits, eps_sec, eps_cor, qber_max, recv_timeout)
+            key_folder = _open_keys(keys, psk, role, rec, meta)
         except (ValueError, OSError) as exc:
             raise _fail(str(exc)) from None
 
@@ -297,11 +305,11 @@ def register(app: typer.Typer) -> None:
                 raw = await TcpChannel.accept_one(address[0], address[1], timeout)
             else:
                 raw = await TcpChannel.connect(address[0], address[1], retry_s=timeout)
-            chan = AuthenticatedChannel(raw, pool, role)
+            chan = AuthenticatedChannel(raw, key_folder.pool, role, recv_timeout)
             if role == "alice":
-                report = await run_alice(chan, rec, meta, cfg)
+                report = await run_alice(chan, rec, meta, key_folder, cfg)
             else:
-                report = await run_bob(chan, rec, meta)
+                report = await run_bob(chan, rec, meta, key_folder)
             await chan.close()
             return report
 
@@ -310,8 +318,6 @@ def register(app: typer.Typer) -> None:
             report = asyncio.run(one())
         except ProtocolError as exc:
             raise _fail(str(exc)) from None
-        _save_pool(keys, pool)
-        _write_block(keys, report)
         _emit([report], as_json, time.perf_counter() - start)
         if report.aborted:
             raise typer.Exit(1)

@@ -1,4 +1,11 @@
-"""``qdnet simulate``: photon-level Monte Carlo of a link, with optional eavesdropper (issue 3)."""
+"""``qdnet simulate``: photon-level Monte Carlo of a link, with optional eavesdropper (issue 3).
+
+With ``--out RUN`` the records go to RUN (public ``meta.json``, ``alice.npz``, ``bob.npz``) and the
+seed to ``RUN/private/seed.json`` (mode 0600): whoever holds the seed can re-simulate Alice's
+records bit for bit, so keys distilled from a simulated run are labelled ``simulated`` and are not
+secret. Decoy-state BB84 from a quantum-dot source is refused: the finite-key decoy bound (Lim et
+al. 2014) behind the verdict assumes Poisson photon numbers.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +64,12 @@ def register(app: typer.Typer) -> None:
             if not math.isfinite(pulses) or pulses < 1:
                 raise ConfigError(f"--pulses must be >= 1, got {pulses}")
             config = load_link_config(link_file, list(set_))
+            if config.protocol.kind == "decoy-bb84" and config.source.kind != "weak-coherent":
+                raise ConfigError(
+                    f"decoy-bb84 with a {config.source.kind} source: the finite-key decoy bound "
+                    "(Lim et al. 2014) assumes Poisson photon numbers (source.kind "
+                    "weak-coherent); qdnet has no finite-size bound for a quantum dot with decoys"
+                )
             link = config.build()
             document = apply_overrides(yaml.safe_load(Path(link_file).read_text()), list(set_))
             eve = (

@@ -1,7 +1,8 @@
 """Both endpoints in one process, talking over loopback TCP: what ``qdnet distill`` and the demo run.
 
 Alice and Bob still share nothing but framed, authenticated messages: each endpoint loads only its
-own records and its own authentication pool, and the two coroutines meet on a real TCP socket.
+own records and its own key folder (blocks, pending blocks, authentication pool), and the two
+coroutines meet on a real TCP socket.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qdnet.postprocessing.keyblock import KeyFolder
 from qdnet.postprocessing.session import SessionConfig, SessionReport, run_alice, run_bob
 from qdnet.protocols.records import load_meta, load_party_records
-from qdnet.transport.authentication import AuthenticatedChannel, AuthKeyPool
+from qdnet.transport.authentication import DEFAULT_RECV_TIMEOUT_S, AuthenticatedChannel
 from qdnet.transport.channel import TcpChannel
 
 #: How long Alice's listening socket waits for Bob (seconds).
@@ -35,10 +37,11 @@ class LoopbackResult:
 
 async def distill_loopback_async(
     run: Path,
-    pool_alice: AuthKeyPool,
-    pool_bob: AuthKeyPool,
+    keys_alice: KeyFolder,
+    keys_bob: KeyFolder,
     config: SessionConfig,
     progress: Callable[[str, float], None] | None = None,
+    recv_timeout_s: float = DEFAULT_RECV_TIMEOUT_S,
 ) -> LoopbackResult:
     """Run Alice and Bob on ``run`` (a raw-records folder) over a loopback TCP connection."""
     meta = load_meta(run)
@@ -50,12 +53,12 @@ async def distill_loopback_async(
     )
     port = await ready
     client = await TcpChannel.connect("127.0.0.1", port)
-    chan_a = AuthenticatedChannel(await server, pool_alice, "alice")
-    chan_b = AuthenticatedChannel(client, pool_bob, "bob")
+    chan_a = AuthenticatedChannel(await server, keys_alice.pool, "alice", recv_timeout_s)
+    chan_b = AuthenticatedChannel(client, keys_bob.pool, "bob", recv_timeout_s)
     try:
         alice, bob = await asyncio.gather(
-            run_alice(chan_a, records_alice, meta, config),
-            run_bob(chan_b, records_bob, meta, progress=progress),
+            run_alice(chan_a, records_alice, meta, keys_alice, config),
+            run_bob(chan_b, records_bob, meta, keys_bob, progress=progress),
         )
     finally:
         await chan_a.close()
@@ -65,10 +68,10 @@ async def distill_loopback_async(
 
 def distill_loopback(
     run: Path,
-    pool_alice: AuthKeyPool,
-    pool_bob: AuthKeyPool,
+    keys_alice: KeyFolder,
+    keys_bob: KeyFolder,
     config: SessionConfig,
     progress: Callable[[str, float], None] | None = None,
 ) -> LoopbackResult:
     """Blocking wrapper of :func:`distill_loopback_async`."""
-    return asyncio.run(distill_loopback_async(run, pool_alice, pool_bob, config, progress))
+    return asyncio.run(distill_loopback_async(run, keys_alice, keys_bob, config, progress))

@@ -1,38 +1,53 @@
 """The two post-processing endpoints: sift -> estimate -> reconcile -> verify -> amplify.
 
 Alice and Bob are separate coroutines that share nothing but messages on an
-:class:`~qdnet.transport.authentication.AuthenticatedChannel`; each reads only its own records.
+:class:`~qdnet.transport.authentication.AuthenticatedChannel`; each reads only its own records and
+keeps its own :class:`~qdnet.postprocessing.keyblock.KeyFolder` (blocks, pending blocks, pool).
 Message flow (A = Alice, B = Bob)::
 
-    A HELLO(block id, parameters)        B SIFT_REQUEST(slots, Bob's bases)
-    A SIFT_REPLY(bases, classes, test bits)  B TEST_BITS(Bob's test bits)
+    A HELLO(block id, parameters, metadata digest, secret fingerprint, slot, nonce, segments)
+    B HELLO_ACK(metadata digest, secret fingerprint, slot, nonce, segments)
+      -> both check the run and the secret, agree on the session's one-time keys and persist
+         them as used; a mismatch stops here, before any record is disclosed
+    B SIFT_REQUEST x k (slots, Bob's bases; chunks of SIFT_CHUNK detections)
+    A SIFT_REPLY x k (bases, classes; the last one with Alice's test bits)
+    B TEST_BITS(Bob's test bits)
       -> both compute the same estimate and the same abort decision
     A EC_START ... B/A EC rounds (Cascade: questions/answers; LDPC: syndrome, reveals)
     A VERIFY_HASH(keys, digest)          B VERIFY_RESULT(ok, corrected bits)
     A PA_SEED(fresh Toeplitz seed, output length)
     A AUTH_TAG                           B AUTH_TAG   (tags on the whole transcript, both ways)
     A CONFIRM or ABORT, each with a one-time Poly1305 tag (the verdict; 3 x 256 bits in all)
-      -> both hash, replenish the auth pool, emit the block
 
-Each end keeps a block only after verifying the peer's tag on the whole transcript; Bob then
-keeps it unless an *authentic* ABORT follows, so a modified, forged or dropped closing message
-leaves both ends with the same block (see :meth:`AuthenticatedChannel.commit`).
+Alice keeps the block once Bob's tag verifies (then sends CONFIRM); Bob holds it *pending* once
+Alice's tag verifies (before revealing his own) and keeps it on an authentic CONFIRM. A pending
+block is never offered to a KMS; the next session's authenticated HELLO confirms it (Alice's
+pool holds its refill) or discards it (see :meth:`KeyFolder.resolve_pending`). Both ends also
+remember a digest of their records with the pool and refuse to distil the same run twice.
 
-Every disclosed parity or syndrome bit and the verification hash are charged to the key
-(``leak_ec_bits`` passed to :func:`qdnet.security.finite_key.secret_key_length`; the hash bits
-are charged on top of the formula's log2(2/eps_cor) term, which is conservative). A failed
-verification, a failed tag, a malformed or out-of-sequence message, or a QBER above threshold
-ends the session with ``aborted=True`` and the reason; no key block is produced then.
+Every disclosed parity or syndrome bit, the verification hash and the count of corrected bits Bob
+announces (at most log2(n + 1) bits) are charged to the key (``leak_ec_bits`` passed to
+:func:`qdnet.security.finite_key.secret_key_length`; the hash bits are charged on top of the
+formula's log2(2/eps_cor) term, which is conservative). A block is eps_total-secure with
+eps_total = eps_sec + eps_cor + eps_auth (eps_auth: Poly1305 forgery bound of the session's three
+tags). Any failure -- a failed verification or tag, a malformed, out-of-sequence or late message,
+a QBER above threshold, or any other exception -- ends the session with ``aborted=True`` and the
+reason; no key block is kept then.
+
+Decoy-state BB84 is distilled only from a weak-coherent (Poisson) source: the finite-key decoy
+bound used here (Lim et al., PRA 89, 022307 (2014)) assumes Poisson photon numbers, and qdnet has
+no finite-size bound for a quantum dot with decoy intensities.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,17 +66,27 @@ from qdnet.postprocessing.estimation import (
     estimate,
     observed_counts,
 )
-from qdnet.postprocessing.keyblock import KeyBlock
+from qdnet.postprocessing.keyblock import KeyBlock, KeyFolder
 from qdnet.postprocessing.sifting import Sifted, SiftingError, alice_sift, bob_sift
 from qdnet.postprocessing.verification import MERSENNE_61, VerificationHash
 from qdnet.protocols.records import PartyRecords, RecordsMeta
 from qdnet.security.finite_key import KeyLength, ObservedCounts, secret_key_length
-from qdnet.transport.authentication import COMMIT_KEY_BITS, AuthenticatedChannel
-from qdnet.transport.messages import Message, MessageKind, ProtocolError
+from qdnet.transport.authentication import (
+    COMMIT_KEY_BITS,
+    AuthenticAbortError,
+    AuthenticatedChannel,
+)
+from qdnet.transport.messages import FieldValue, Message, MessageKind, ProtocolError
 
 KeyLengthFn = Callable[[ObservedCounts, float, float, float], KeyLength]
 Progress = Callable[[str, float], None]
 METHODS = ("cascade", "ldpc")
+#: Detections per SIFT_REQUEST / SIFT_REPLY frame (9 bytes each: 36 MiB at most, so a run of
+#: 1e9 detections goes in 239 chunks under the transport's frame cap).
+SIFT_CHUNK = 1 << 22
+#: Authentication key refilled from each kept block: two session slots (one pays for this
+#: session, one for a failed session), so a pool grows while sessions succeed.
+AUTH_REFILL_BITS = 2 * COMMIT_KEY_BITS
 
 
 @dataclass(frozen=True)
@@ -181,6 +206,15 @@ class SessionReport:
     bytes_received: int = 0
     frames: int = 0
     confirmed: bool | None = None
+    pending: bool = False
+    pending_resolution: str | None = None
+    leak_corrected_count_bits: int = 0
+    eps_sec: float | None = None
+    eps_cor: float | None = None
+    eps_auth: float | None = None
+    eps_total: float | None = None
+    simulated: bool | None = None
+    auth_warning: str | None = None
     block: KeyBlock | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, object]:
@@ -238,12 +272,47 @@ def _decide(
     return None
 
 
+def unsupported_reason(meta: RecordsMeta) -> str | None:
+    """Why these records cannot be distilled with a sound finite-key bound (None: they can)."""
+    if meta.protocol != "decoy-bb84":
+        return None
+    source = meta.link.get("source") if isinstance(meta.link, dict) else None
+    kind = source.get("kind") if isinstance(source, dict) else None
+    if kind == "weak-coherent":
+        return None
+    return (
+        f"decoy-bb84 records from a {kind or 'unstated'} source: the finite-key decoy bound "
+        "(Lim et al. 2014) assumes Poisson photon numbers (source.kind weak-coherent), and qdnet "
+        "has no finite-size bound for a quantum dot with decoy intensities"
+    )
+
+
+def _meta_fields(meta: RecordsMeta) -> dict[str, FieldValue]:
+    return {"link_name": meta.link_name, "protocol": meta.protocol, "meta_digest": meta.digest()}
+
+
 def _check_meta(msg: Message, meta: RecordsMeta) -> None:
+    """Stop before any disclosure when the peer's run is not this end's run."""
     if msg.field_str("link_name") != meta.link_name or msg.field_str("protocol") != meta.protocol:
         raise SessionAbortError(
-            f"peer runs link {msg.fields.get('link_name')!r}/{msg.fields.get('protocol')!r}, "
+            f"the peer runs link {msg.fields.get('link_name')!r}/{msg.fields.get('protocol')!r}, "
             f"this endpoint has {meta.link_name!r}/{meta.protocol!r}"
         )
+    if msg.field_str("meta_digest") != meta.digest():
+        raise SessionAbortError(
+            "the peer's run metadata (meta.json) differs from this endpoint's: both ends must "
+            "load the same run (pulses per intensity, intensities, basis bias, link, ...)"
+        )
+
+
+def _block_id(msg: Message) -> str:
+    raw = msg.field_str("block_id")
+    try:
+        if str(uuid.UUID(raw)) == raw:
+            return raw
+    except ValueError:
+        pass
+    raise ProtocolError("HELLO: block_id is not a UUID")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,12 +379,8 @@ async def _cascade_bob(
     while True:
         frame, passes, levels, index = questions
         total = len(frame)
-        fields: dict[str, Any] = {}
-        if total == 0:
-            fields["corrected"] = bob.corrected_bits
         msg = Message(
             MessageKind.EC_QUESTIONS,
-            fields=fields,
             arrays={"frame": frame, "pass": passes, "level": levels, "index": index},
         )
         if total == 0:
@@ -334,15 +399,57 @@ async def _cascade_bob(
 # the endpoints
 
 
+async def _recv_sift_request(
+    chan: AuthenticatedChannel, records: PartyRecords
+) -> tuple[NDArray[np.int64], NDArray[np.uint8], int]:
+    """Alice: Bob's detected slots and bases, in chunks; returns (slots, bases, chunk size)."""
+    first = await chan.recv(MessageKind.SIFT_REQUEST)
+    total = first.field_int("total")
+    chunk = first.field_int("chunk")
+    if not 0 <= total <= len(records):
+        raise SessionAbortError(
+            f"Bob announces {total} detections, Alice's records hold {len(records)}: "
+            "not the same run"
+        )
+    if chunk < 1:
+        raise ProtocolError("SIFT_REQUEST: chunk size must be positive")
+    slots: list[NDArray[np.int64]] = []
+    bases: list[NDArray[np.uint8]] = []
+    msg = first
+    for start in range(0, max(total, 1), chunk):
+        size = min(chunk, total - start)
+        if start:
+            msg = await chan.recv(MessageKind.SIFT_REQUEST)
+        slots.append(msg.array("slots", "int64", size))
+        bases.append(msg.array("basis", "uint8", size))
+    return np.concatenate(slots), np.concatenate(bases), chunk
+
+
+async def _send_sift_request(chan: AuthenticatedChannel, records: PartyRecords) -> None:
+    total = len(records)
+    slot = records.slot.astype(np.int64)
+    basis = records.basis.astype(np.uint8)
+    for start in range(0, max(total, 1), SIFT_CHUNK):
+        stop = min(total, start + SIFT_CHUNK)
+        await chan.send(
+            Message(
+                MessageKind.SIFT_REQUEST,
+                fields={"total": total, "chunk": SIFT_CHUNK},
+                arrays={"slots": slot[start:stop], "basis": basis[start:stop]},
+            )
+        )
+
+
 async def run_alice(
     chan: AuthenticatedChannel,
     records: PartyRecords,
     meta: RecordsMeta,
+    keys: KeyFolder,
     cfg: SessionConfig | None = None,
     key_length: KeyLengthFn = secret_key_length,
     progress: Progress | None = None,
 ) -> SessionReport:
-    """Alice's endpoint. Returns her report; ``report.block`` holds the key if one was made."""
+    """Alice's endpoint. ``report.block`` holds the key if one was kept (also in ``keys``)."""
     cfg = cfg or SessionConfig()
     report = SessionReport(
         role="alice",
@@ -353,33 +460,35 @@ async def run_alice(
     )
     pool_start = chan.pool.consumed_bits
     try:
-        await chan.send(
-            Message(
-                MessageKind.HELLO,
-                fields={
-                    "block_id": report.block_id,
-                    "link_name": meta.link_name,
-                    "protocol": meta.protocol,
-                    **cfg.to_fields(),
-                },
-            )
+        _check_pool(chan, keys)
+        reason = unsupported_reason(meta)
+        if reason is not None:
+            raise SessionAbortError(reason)
+        keys.pool.claim(records.digest())  # persisted before anything is disclosed
+        ack = await chan.open_session(
+            {"block_id": report.block_id, **_meta_fields(meta), **cfg.to_fields()}
         )
-        req = await chan.recv(MessageKind.SIFT_REQUEST)
-        _check_meta(req, meta)
-        slots = req.array("slots", "int64")
-        bob_basis = req.array("basis", "uint8", len(slots))
+        _check_meta(ack, meta)
+        slots, bob_basis, chunk = await _recv_sift_request(chan, records)
         try:
             basis, intensity, sifted = alice_sift(records, slots, bob_basis)
         except SiftingError as exc:
             raise SessionAbortError(str(exc)) from None
         report.detected_slots = len(slots)
-        await chan.send(
-            Message(
-                MessageKind.SIFT_REPLY,
-                fields={"test_bits": len(sifted.test_bits)},
-                arrays={"basis": basis, "intensity": intensity, "test": _pack(sifted.test_bits)},
+        for start in range(0, max(len(slots), 1), chunk):
+            stop = min(len(slots), start + chunk)
+            last = stop >= len(slots)
+            await chan.send(
+                Message(
+                    MessageKind.SIFT_REPLY,
+                    fields={"test_bits": len(sifted.test_bits)} if last else {},
+                    arrays={
+                        "basis": basis[start:stop],
+                        "intensity": intensity[start:stop],
+                        **({"test": _pack(sifted.test_bits)} if last else {}),
+                    },
+                )
             )
-        )
         tb = await chan.recv(MessageKind.TEST_BITS)
         bob_test = _unpack(tb, "test", len(sifted.test_bits))
         est = _estimate_and_decide(report, sifted, bob_test, meta, cfg, key_length, progress)
@@ -401,14 +510,16 @@ async def run_alice(
         result = await chan.recv(MessageKind.VERIFY_RESULT)
         report.verification_bits = vh.leaked_bits
         report.eps_cor_achieved = vh.collision_probability(len(key))
-        report.verified = bool(result.fields.get("ok"))
+        report.verified = result.fields.get("ok") is True
         corrected = result.field_int("corrected")
+        if not 0 <= corrected <= len(key):
+            raise ProtocolError("VERIFY_RESULT: corrected count out of range")
         _fill_ec(report, len(key), corrected)
         if not report.verified:
             raise SessionAbortError(
                 "verification failed: the keys still differ after error correction"
             )
-        length = _final_length(report, est, meta, cfg, key_length, chan)
+        length = _final_length(report, est, meta, cfg, key_length)
         seed = fresh_seed(len(key), length)
         await chan.send(
             Message(
@@ -417,11 +528,14 @@ async def run_alice(
                 arrays={"seed": _pack(seed)},
             )
         )
-        report.confirmed = await chan.commit(report.block_id.encode())
-        final = toeplitz_hash(key, seed, length)
-        report.block = _finish(report, chan, final, pool_start, est, meta, cfg)
+        block, refill = _make_block(report, toeplitz_hash(key, seed, length), est, meta, cfg)
+        report.confirmed = await chan.commit(
+            report.block_id.encode(), lambda: keys.keep(_with_auth(block, chan), refill)
+        )
+        report.block = _with_auth(block, chan)
+        _fill_eps(report, report.block)
         await chan.close()  # Bob treats the end of the stream after his tag as "no ABORT"
-    except (SessionAbortError, ProtocolError) as exc:
+    except Exception as exc:  # any failure aborts the session cleanly
         await _abort(report, chan, exc)
     finally:
         _fill_channel(report, chan, pool_start)
@@ -432,38 +546,51 @@ async def run_bob(
     chan: AuthenticatedChannel,
     records: PartyRecords,
     meta: RecordsMeta,
+    keys: KeyFolder,
     key_length: KeyLengthFn = secret_key_length,
     progress: Progress | None = None,
 ) -> SessionReport:
-    """Bob's endpoint; he adopts the parameters Alice announces in HELLO."""
+    """Bob's endpoint; he adopts the parameters Alice announces in HELLO.
+
+    ``report.block`` holds the key when Alice's tag verified; ``report.pending`` says it waits
+    in ``KEYS/pending`` for her confirmation (no authentic CONFIRM arrived).
+    """
     report = SessionReport(role="bob", link_name=meta.link_name, protocol=meta.protocol)
     pool_start = chan.pool.consumed_bits
+    held = False
     try:
+        _check_pool(chan, keys)
         hello = await chan.recv(MessageKind.HELLO)
         _check_meta(hello, meta)
         cfg = SessionConfig.from_message(hello)
-        report.block_id = hello.field_str("block_id")
+        report.block_id = _block_id(hello)
         report.method = cfg.method
-        reply = await chan.request(
-            Message(
-                MessageKind.SIFT_REQUEST,
-                fields={"link_name": meta.link_name, "protocol": meta.protocol},
-                arrays={
-                    "slots": records.slot.astype(np.int64),
-                    "basis": records.basis.astype(np.uint8),
-                },
-            ),
-            MessageKind.SIFT_REPLY,
-        )
+        reason = unsupported_reason(meta)
+        if reason is not None:
+            raise SessionAbortError(reason)
+        keys.pool.claim(records.digest())
+        await chan.accept_session(hello, _meta_fields(meta))
+        await _send_sift_request(chan, records)
         report.detected_slots = len(records)
-        alice_basis = reply.array("basis", "uint8", len(records))
-        intensity = reply.array("intensity", "uint8", len(records))
+        basis_parts: list[NDArray[np.uint8]] = []
+        class_parts: list[NDArray[np.uint8]] = []
+        for start in range(0, max(len(records), 1), SIFT_CHUNK):
+            size = min(SIFT_CHUNK, len(records) - start)
+            reply = await chan.recv(MessageKind.SIFT_REPLY)
+            basis_parts.append(reply.array("basis", "uint8", size))
+            class_parts.append(reply.array("intensity", "uint8", size))
+        alice_basis = np.concatenate(basis_parts)
+        intensity = np.concatenate(class_parts)
         if len(intensity) and int(intensity.max()) >= len(meta.intensities):
             raise ProtocolError("SIFT_REPLY: intensity class out of range")
+        if len(alice_basis) and int(alice_basis.max()) > 1:
+            raise ProtocolError("SIFT_REPLY: basis out of range")
         try:
             sifted = bob_sift(records, alice_basis, intensity)
         except SiftingError as exc:
             raise SessionAbortError(str(exc)) from None
+        if reply.field_int("test_bits") != len(sifted.test_bits):
+            raise ProtocolError("SIFT_REPLY: test bit count disagrees with the sifting")
         alice_test = _unpack(reply, "test", len(sifted.test_bits))
         await chan.send(Message(MessageKind.TEST_BITS, arrays={"test": _pack(sifted.test_bits)}))
         est = _estimate_and_decide(report, sifted, alice_test, meta, cfg, key_length, progress)
@@ -484,6 +611,7 @@ async def run_bob(
             or not isinstance(digest_raw, list)
             or len(keys_raw) != len(digest_raw)
             or not keys_raw
+            or len(keys_raw) > 64
             or not all(isinstance(k, int) and 0 <= k < MERSENNE_61 for k in keys_raw)
         ):
             raise ProtocolError("VERIFY_HASH: malformed hash keys")
@@ -499,15 +627,33 @@ async def run_bob(
             raise SessionAbortError(
                 "verification failed: the keys still differ after error correction"
             )
-        length = _final_length(report, est, meta, cfg, key_length, chan)
+        length = _final_length(report, est, meta, cfg, key_length)
         pa = await chan.recv(MessageKind.PA_SEED)
         if pa.field_int("m") != length or pa.field_int("nbits") != len(key) + length - 1:
             raise ProtocolError("PA_SEED: output length disagrees with Bob's finite-key length")
         seed = _unpack(pa, "seed", len(key) + length - 1)
-        report.confirmed = await chan.commit(report.block_id.encode())
-        final = toeplitz_hash(corrected, seed, length)
-        report.block = _finish(report, chan, final, pool_start, est, meta, cfg)
-    except (SessionAbortError, ProtocolError) as exc:
+        block, refill = _make_block(report, toeplitz_hash(corrected, seed, length), est, meta, cfg)
+
+        def hold() -> None:  # Alice's tag verified: her HELLO was authentic
+            nonlocal held
+            tail = hello.fields.get("auth_tail")
+            report.pending_resolution = keys.resolve_pending(
+                hello.field_int("auth_segments"), cast(list[str], tail)
+            )
+            keys.hold(_with_auth(block, chan), refill)
+            held = True
+
+        report.confirmed = await chan.commit(report.block_id.encode(), hold)
+        if report.confirmed:
+            keys.confirm()
+        report.pending = not report.confirmed
+        report.block = _with_auth(block, chan)
+        _fill_eps(report, report.block)
+    except Exception as exc:  # any failure aborts the session cleanly
+        if held and isinstance(exc, AuthenticAbortError):
+            keys.discard()  # Alice really rejected the block
+        elif held:
+            report.pending = True  # Alice may hold it: a later session decides
         await _abort(report, chan, exc)
     finally:
         _fill_channel(report, chan, pool_start)
@@ -553,7 +699,14 @@ def _fill_ec(report: SessionReport, n: int, corrected: int) -> None:
     report.efficiency_f = report.leak_ec_bits / (n * h) if h > 0 else None
 
 
-AUTH_TAG_BITS_PER_CHECKPOINT = COMMIT_KEY_BITS
+def _check_pool(chan: AuthenticatedChannel, keys: KeyFolder) -> None:
+    if chan.pool is not keys.pool:
+        raise ValueError("the channel must draw from the key folder's authentication pool")
+
+
+def corrected_count_bits(n: int) -> int:
+    """Bits Bob's announced count of corrected errors can carry: ceil(log2(n + 1))."""
+    return max(1, math.ceil(math.log2(n + 1)))
 
 
 def _final_length(
@@ -562,38 +715,36 @@ def _final_length(
     meta: RecordsMeta,
     cfg: SessionConfig,
     key_length: KeyLengthFn,
-    chan: AuthenticatedChannel,
 ) -> int:
-    """Finite-key length minus what refills the auth pool, rounded down to whole bytes."""
-    leak = report.leak_ec_bits + report.verification_bits
+    """Finite-key length with every disclosure charged, in whole bytes; aborts when it leaves no
+    key after the authentication refill."""
+    n = sum(est.key_detections)
+    report.leak_corrected_count_bits = corrected_count_bits(n)
+    leak = report.leak_ec_bits + report.verification_bits + report.leak_corrected_count_bits
     result = key_length(observed_counts(meta, est), float(leak), cfg.eps_sec, cfg.eps_cor)
     report.finite_key_terms = {k: float(v) for k, v in result.terms.items()}
-    refill = AUTH_TAG_BITS_PER_CHECKPOINT
-    usable = min(result.bits, sum(est.key_detections))
-    if usable - refill < 8:
+    usable = min(result.bits, n)
+    if usable - AUTH_REFILL_BITS < 8:
         raise SessionAbortError(
             f"finite-key length {result.bits} bits leaves no key after refilling "
-            f"{refill} authentication bits"
+            f"{AUTH_REFILL_BITS} authentication bits"
         )
     return (usable // 8) * 8
 
 
-def _finish(
+def _make_block(
     report: SessionReport,
-    chan: AuthenticatedChannel,
     final: NDArray[np.uint8],
-    pool_start: int,
     est: Estimate,
     meta: RecordsMeta,
     cfg: SessionConfig,
-) -> KeyBlock:
-    refill = AUTH_TAG_BITS_PER_CHECKPOINT
+) -> tuple[KeyBlock, bytes]:
+    """The key block and the authentication refill taken from the front of the final key."""
     packed = np.packbits(final).tobytes()
-    chan.pool.replenish(packed[: refill // 8])
-    report.auth_replenished_bits = refill
-    key = packed[refill // 8 :]
+    refill, key = packed[: AUTH_REFILL_BITS // 8], packed[AUTH_REFILL_BITS // 8 :]
+    report.auth_replenished_bits = AUTH_REFILL_BITS
     report.final_key_bits = len(key) * 8
-    return KeyBlock(
+    block = KeyBlock(
         block_id=report.block_id,
         link_name=meta.link_name,
         key=key,
@@ -602,12 +753,27 @@ def _finish(
         eps_sec=cfg.eps_sec,
         eps_cor=cfg.eps_cor,
         qber=float(report.qber_key if report.qber_key is not None else est.qber),
+        simulated=meta.simulated,
     )
+    return block, refill
+
+
+def _with_auth(block: KeyBlock, chan: AuthenticatedChannel) -> KeyBlock:
+    """The block with the session's authentication failure probability (known at commit)."""
+    return dataclasses.replace(block, eps_auth=chan.eps_auth)
+
+
+def _fill_eps(report: SessionReport, block: KeyBlock) -> None:
+    report.eps_sec = block.eps_sec
+    report.eps_cor = block.eps_cor
+    report.eps_auth = block.eps_auth
+    report.eps_total = block.eps_total
+    report.simulated = block.simulated
 
 
 async def _abort(report: SessionReport, chan: AuthenticatedChannel, exc: Exception) -> None:
     report.aborted = True
-    report.reason = str(exc)
+    report.reason = str(exc) or type(exc).__name__
     report.block = None
     report.final_key_bits = 0
     await chan.abort(report.reason)
@@ -618,4 +784,7 @@ def _fill_channel(report: SessionReport, chan: AuthenticatedChannel, pool_start:
     report.bytes_sent = chan.bytes_sent
     report.bytes_received = chan.bytes_received
     report.auth_consumed_bits = chan.pool.consumed_bits - pool_start
+    if report.block is None:
+        report.auth_replenished_bits = 0
     report.auth_pool_bits = chan.pool.available_bits
+    report.auth_warning = chan.pool.low_warning()

@@ -4,27 +4,27 @@
 work folder inside the run directory (``RUN/.parts-XXXX/``). :meth:`RecordStream.finish` then
 writes ``alice.npz`` and ``bob.npz`` in the documented format of :mod:`qdnet.protocols.records`
 (a zip of ``.npy`` members, deflate-compressed) by copying the raw files through in fixed-size
-blocks, writes ``meta.json`` last (it marks a complete run) and removes the work folder. Files are
+blocks, writes ``meta.json`` last (it marks a complete run; the seed goes to the private
+``RUN/private/seed.json``, see :func:`qdnet.protocols.records.write_meta`) and removes the work
+folder. Files are
 written under temporary names and renamed, as :func:`qdnet.protocols.records.save_records` does, so
 :func:`~qdnet.protocols.records.load_records` reads a streamed run exactly like a saved one.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
 
-from qdnet.protocols.records import RecordsMeta
+from qdnet.protocols.records import RecordsMeta, write_meta
 
 #: Bytes copied per block when the parts are consolidated.
 BLOCK = 1 << 22
@@ -95,21 +95,6 @@ class RecordStream:
         for handle in self._files.values():
             handle.close()
         shutil.rmtree(self.work, ignore_errors=True)
-
-
-def write_meta(meta: RecordsMeta, directory: Path) -> None:
-    """``meta.json`` written atomically (last: it marks a complete run)."""
-    path = directory / "meta.json"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".meta.json.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(json.dumps(asdict(meta), indent=2).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_npz(

@@ -1,7 +1,7 @@
 """Classical channel between the two endpoints: framed messages, TCP and in-memory transports,
 and Wegman-Carter transcript authentication with one-time keys from a key pool."""
 
-from qdnet.transport.authentication import AuthenticatedChannel, AuthKeyPool, TranscriptMac
+from qdnet.transport.authentication import AuthenticatedChannel, AuthKeyPool
 from qdnet.transport.channel import Channel, MemoryChannel, TcpChannel, memory_pair
 from qdnet.transport.messages import (
     PROTOCOL_VERSION,
@@ -22,7 +22,6 @@ __all__ = [
     "MessageKind",
     "ProtocolError",
     "TcpChannel",
-    "TranscriptMac",
     "decode_message",
     "encode_message",
     "memory_pair",

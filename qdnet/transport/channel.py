@@ -11,7 +11,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from qdnet.transport.messages import ProtocolError, frame_length
+from qdnet.transport.messages import MAX_FRAME_BYTES, ProtocolError, frame_length
 
 FrameTap = Callable[[bytes], list[bytes]]
 """Test hook on an in-memory link: maps one frame in transit to the frames delivered instead."""
@@ -25,8 +25,9 @@ class Channel(ABC):
         """Send one complete frame."""
 
     @abstractmethod
-    async def recv_frame(self) -> bytes:
-        """Receive one complete frame; raises :class:`ProtocolError` on EOF or truncation."""
+    async def recv_frame(self, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+        """Receive one complete frame of at most ``max_bytes`` (after the prefix); raises
+        :class:`ProtocolError` on EOF, truncation or a longer announced frame."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -53,11 +54,11 @@ class MemoryChannel(Channel):
         for delivered in self._tap(frame) if self._tap else [frame]:
             await self._outbox.put(delivered)
 
-    async def recv_frame(self) -> bytes:
+    async def recv_frame(self, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
         frame = await self._inbox.get()
         if frame is None:
             raise ProtocolError("peer closed the channel")
-        if len(frame) < 4 or frame_length(frame[:4]) != len(frame) - 4:
+        if len(frame) < 4 or frame_length(frame[:4], max_bytes) != len(frame) - 4:
             raise ProtocolError("truncated frame")
         return frame
 
@@ -90,10 +91,10 @@ class TcpChannel(Channel):
         except (ConnectionError, OSError) as exc:
             raise ProtocolError(f"send failed: {exc}") from None
 
-    async def recv_frame(self) -> bytes:
+    async def recv_frame(self, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
         try:
             prefix = await self._reader.readexactly(4)
-            body = await self._reader.readexactly(frame_length(prefix))
+            body = await self._reader.readexactly(frame_length(prefix, max_bytes))
         except asyncio.IncompleteReadError as exc:
             raise ProtocolError(
                 "peer closed the connection" if not exc.partial else "truncated frame"

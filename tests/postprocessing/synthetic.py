@@ -45,6 +45,7 @@ def synthetic_records(
         basis_bias=basis_bias,
         repetition_rate_hz=1e9,
         seed=None,
+        link={"source": {"kind": "weak-coherent"}} if protocol == "decoy-bb84" else {},
         multiphoton_probability=(1e-4,) if protocol == "bb84" else (),
     )
     return RawRecords(

@@ -3,12 +3,12 @@ and both endpoints as separate processes over TCP."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
+import math
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +17,8 @@ import pytest
 
 from qdnet.postprocessing import session as session_mod
 from qdnet.postprocessing.keyblock import iter_key_blocks
-from qdnet.postprocessing.session import SessionConfig, SessionReport, run_alice, run_bob
+from qdnet.postprocessing.session import SessionConfig, SessionReport
 from qdnet.protocols.records import RawRecords, save_records
-from qdnet.transport import AuthenticatedChannel, AuthKeyPool, memory_pair
 from qdnet.transport.messages import (
     Message,
     MessageKind,
@@ -27,6 +26,7 @@ from qdnet.transport.messages import (
     decode_message,
     encode_message,
 )
+from tests.adversarial.harness import Endpoints
 
 from .synthetic import synthetic_records
 
@@ -39,20 +39,8 @@ def _run(
     tap_ab: Tap | None = None,
     tap_ba: Tap | None = None,
 ) -> tuple[SessionReport, SessionReport]:
-    psk = os.urandom(2048)
-
-    async def go() -> tuple[SessionReport, SessionReport]:
-        end_a, end_b = memory_pair(tap_ab, tap_ba)
-        chan_a = AuthenticatedChannel(end_a, AuthKeyPool(psk), "alice")
-        chan_b = AuthenticatedChannel(end_b, AuthKeyPool(psk), "bob")
-        return await asyncio.wait_for(
-            asyncio.gather(
-                run_alice(chan_a, rec.alice, rec.meta, cfg), run_bob(chan_b, rec.bob, rec.meta)
-            ),
-            60,
-        )
-
-    return asyncio.run(go())
+    with tempfile.TemporaryDirectory() as root:
+        return Endpoints(Path(root)).session(rec, cfg, tap_ab, tap_ba, recv_timeout_s=30)
 
 
 @pytest.mark.parametrize("method", ["cascade", "ldpc"])
@@ -68,7 +56,16 @@ def test_identical_key_blocks(method: str, protocol: str) -> None:
     assert ra.leak_ec_bits == rb.leak_ec_bits > 0
     assert ra.verified and rb.verified
     assert ra.auth_consumed_bits == rb.auth_consumed_bits == 768
-    assert ra.finite_key_terms["leak_ec_bits"] == ra.leak_ec_bits + ra.verification_bits
+    # Bob's announced count of corrected bits (finding 8c) is charged: ceil(log2(n + 1)) bits
+    n = ra.sifted_key_bits
+    assert ra.leak_corrected_count_bits == math.ceil(math.log2(n + 1)) > 10
+    assert ra.finite_key_terms["leak_ec_bits"] == (
+        ra.leak_ec_bits + ra.verification_bits + ra.leak_corrected_count_bits
+    )
+    # the reported eps figures (finding 8d): eps_total = eps_sec + eps_cor + eps_auth
+    assert ra.eps_sec == 1e-10 and ra.eps_cor == 1e-15 and 0 < ra.eps_auth < 1e-20  # type: ignore[operator]
+    assert ra.eps_total == ra.eps_sec + ra.eps_cor + ra.eps_auth == rb.eps_total
+    assert ra.block.to_json()["eps_total"] == ra.eps_total and ra.block.simulated
     assert ra.efficiency_f is not None and 1.0 < ra.efficiency_f < 1.5
     assert "key" not in json.dumps(ra.as_dict(), default=str).replace("key_", "").replace(
         "_key", ""
@@ -90,7 +87,7 @@ def test_abort_above_qber_threshold() -> None:
     for r in (ra, rb):
         assert r.aborted and r.block is None
         assert "exceeds the threshold" in r.reason
-        assert r.auth_consumed_bits == 0
+        assert r.auth_consumed_bits == 768  # the slot is spent at the handshake, whatever follows
 
 
 def test_verification_catches_planted_residual_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,8 +201,13 @@ def test_endpoints_as_separate_processes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     save_records(synthetic_records(np.random.default_rng(16), 60_000, qber=0.03), run)
     port = _free_port()
-    cli = [sys.executable, "-c", "from qdnet.cli import app; app()", "endpoint"]
-    common = ["--records", str(run), "--json", "--timeout", "30"]
+    psk = tmp_path / "secret.bin"
+    qdnet = [sys.executable, "-c", "from qdnet.cli import app; app()"]
+    init = subprocess.run([*qdnet, "auth", "init", str(psk)], capture_output=True, text=True)
+    assert init.returncode == 0 and "fingerprint" in init.stdout, init.stderr
+    assert psk.stat().st_mode & 0o777 == 0o600 and len(psk.read_bytes()) == 4096
+    cli = [*qdnet, "endpoint"]
+    common = ["--records", str(run), "--json", "--timeout", "30", "--psk", str(psk)]
     alice = subprocess.Popen(
         [*cli, "alice", "--listen", f"127.0.0.1:{port}", "--keys", str(tmp_path / "ka"), *common],
         stdout=subprocess.PIPE,
@@ -226,9 +228,10 @@ def test_endpoints_as_separate_processes(tmp_path: Path) -> None:
     [blk_a] = list(iter_key_blocks(tmp_path / "ka"))
     [blk_b] = list(iter_key_blocks(tmp_path / "kb"))
     assert blk_a.key == blk_b.key and blk_a.length_bits == rep_a["final_key_bits"]
-    assert (tmp_path / "ka" / "auth-pool.bin").read_bytes() == (
-        tmp_path / "kb" / "auth-pool.bin"
-    ).read_bytes()
+    assert rep_b["confirmed"] is True and not list((tmp_path / "kb" / "pending").glob("*"))
+    pool_a = json.loads((tmp_path / "ka" / "auth" / "pool.json").read_text())
+    pool_b = json.loads((tmp_path / "kb" / "auth" / "pool.json").read_text())
+    assert pool_a["segments"] == pool_b["segments"] and pool_a["next_slot"] == 1
     assert blk_a.key.hex() not in out_a + err_a
 
 
@@ -252,8 +255,11 @@ def test_distill_writes_identical_blocks(tmp_path: Path) -> None:
     [blk_a] = list(iter_key_blocks(run / "keys" / "alice"))
     [blk_b] = list(iter_key_blocks(run / "keys" / "bob"))
     assert blk_a.key == blk_b.key and blk_a.block_id == doc["bob"]["block_id"]
-    # the second run draws its authentication keys from the refilled pools
-    res2 = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    # a second run draws its authentication keys from the refilled pools
+    run2 = tmp_path / "run2"
+    save_records(synthetic_records(np.random.default_rng(27), 60_000, qber=0.01), run2)
+    keys = ["--keys", str(run / "keys"), "--psk", str(run / "private" / "auth-psk.bin")]
+    res2 = subprocess.run([*cli[:-2], str(run2), "--json", *keys], capture_output=True, text=True)
     assert res2.returncode == 0, res2.stderr
     assert len(list(iter_key_blocks(run / "keys" / "bob"))) == 2
 

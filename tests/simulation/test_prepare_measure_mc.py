@@ -157,4 +157,5 @@ def test_streamed_records_equal_in_memory_records(tmp_path: Path, workers: int) 
         "alice.npz",
         "bob.npz",
         "meta.json",
+        "private",  # the seed (issue 12: not in the public meta.json)
     ]

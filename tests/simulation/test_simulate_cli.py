@@ -95,3 +95,49 @@ def test_simulate_clean_errors() -> None:
         _app(), ["simulate", str(EXAMPLES / "telecom-dot-bb84.yaml"), "--attack", "teleport"]
     )
     assert bad.exit_code == 2 and "unknown attack" in bad.output
+
+
+def test_seed_stays_out_of_the_public_metadata(tmp_path: Path) -> None:
+    """Finding 7: meta.json (read by both endpoints as public) must not hold the seed that
+    reproduces Alice's records; it goes to RUN/private/seed.json, mode 0600."""
+    runner = CliRunner()
+    result = runner.invoke(
+        _app(),
+        [
+            "simulate",
+            str(EXAMPLES / "telecom-dot-bb84.yaml"),
+            "--pulses",
+            "1e6",
+            "--seed",
+            "11",
+            "--out",
+            str(tmp_path / "r"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert "seed" not in meta and meta["simulated"] is True
+    private = tmp_path / "r" / "private" / "seed.json"
+    assert json.loads(private.read_text()) == {"seed": 11}
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "r" / "private").stat().st_mode & 0o077 == 0
+
+
+def test_decoy_states_from_a_quantum_dot_are_refused() -> None:
+    """Finding 8b: Lim et al.'s Poisson decoy bound does not hold for a quantum-dot source."""
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "simulate",
+            str(EXAMPLES / "telecom-dot-bb84.yaml"),
+            "--pulses",
+            "1e5",
+            "--set",
+            "protocol.kind=decoy-bb84",
+            "--set",
+            "source.decoy_intensities=[0.01,0.0]",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "Poisson" in result.output and "Traceback" not in result.output

@@ -68,15 +68,17 @@ async def _exchange(
     got_a: list[Message] = []
 
     async def alice() -> None:
+        await chan_a.open_session({})
         for i in range(rounds):
             got_a.append(await chan_a.request(_msg(i), MessageKind.EC_QUESTIONS))
-        await chan_a.checkpoint()
+        assert await chan_a.commit(b"ctx", lambda: None)
 
     async def bob() -> None:
+        await chan_b.accept_session(await chan_b.recv(MessageKind.HELLO), {})
         for i in range(rounds):
             got_b.append(await chan_b.recv(MessageKind.EC_QUESTIONS))
             await chan_b.send(_msg(100 + i))
-        await chan_b.checkpoint()
+        assert await chan_b.commit(b"ctx", lambda: None)
 
     await asyncio.gather(alice(), bob())
     return got_a, got_b
@@ -87,17 +89,17 @@ def _pools() -> tuple[AuthKeyPool, AuthKeyPool]:
     return AuthKeyPool(secret), AuthKeyPool(secret)
 
 
-def test_authenticated_exchange_consumes_512_bits_per_checkpoint() -> None:
+def test_authenticated_exchange_consumes_one_slot() -> None:
     pool_a, pool_b = _pools()
     end_a, end_b = memory_pair()
     chan_a = AuthenticatedChannel(end_a, pool_a, "alice")
     chan_b = AuthenticatedChannel(end_b, pool_b, "bob")
     _got_a, got_b = asyncio.run(_exchange(chan_a, chan_b, 20))
     assert [m.fields["round"] for m in got_b] == list(range(20))
-    assert chan_a.round_trips == 20
-    assert pool_a.consumed_bits == pool_b.consumed_bits == 512
-    assert pool_a.available_bits == 256 * 8 - 512
-    assert 0 < chan_a.max_forgery_probability < 1e-25
+    assert chan_a.round_trips == 21  # the handshake and 20 requests
+    assert pool_a.consumed_bits == pool_b.consumed_bits == 768
+    assert pool_a.available_bits == (256 - 32) // 96 * 768 - 768
+    assert 0 < chan_a.eps_auth == chan_b.eps_auth < 1e-25
     assert poly1305_forgery_bound(1 << 20) == pytest.approx(8 * 65536 / 2**106)
 
 
@@ -175,13 +177,15 @@ def test_truncated_frame_rejected() -> None:
         _run_with_tap(truncate)
 
 
-def test_pool_exhaustion_is_an_error() -> None:
-    pool = AuthKeyPool(b"\1" * 40)
-    pool.take(32)
-    with pytest.raises(AuthenticationError, match="exhausted"):
-        pool.take(32)
-    pool.replenish(b"\2" * 32)
-    assert len(pool.take(32)) == 32
+def test_pool_exhaustion_is_an_error_that_says_how_to_rekey() -> None:
+    pool = AuthKeyPool(b"\1" * (32 + 96))
+    assert len(pool.reserve(0, 1)) == 3
+    with pytest.raises(AuthenticationError, match=r"exhausted.*qdnet auth init"):
+        pool.reserve(1, 1)
+    pool.add_segment("refill", b"\2" * 96)
+    assert [k.key_id for k in pool.reserve(1, 2)] == [3, 4, 5]
+    with pytest.raises(AuthenticationError, match="already used"):
+        pool.reserve(0, 2)
     assert "\\x" not in repr(pool) and "available_bits" in repr(pool)
 
 
@@ -221,3 +225,80 @@ def test_mutated_frames_raise_protocol_error_or_decode(data: st.DataObject) -> N
     cut = data.draw(st.integers(0, len(frame)))
     with contextlib.suppress(ProtocolError):
         decode_message(bytes(frame[:cut]))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["huge-shape", "huge-number", "infinity", "nested-json", "wrong-kind", "unknown-kind"],
+)
+def test_hostile_frames_raise_protocol_error_only(name: str) -> None:
+    """Finding 1: decoding must not let ValueError, OverflowError or RecursionError escape."""
+    from tests.adversarial.harness import hostile_frames
+
+    frame = hostile_frames(MessageKind.PA_SEED, 0)[name]
+    try:
+        msg = decode_message(frame)
+    except ProtocolError:
+        return
+    # what parses must still be refused by the typed accessors, with a ProtocolError
+    with pytest.raises(ProtocolError):
+        msg.field_int("m")
+
+
+@pytest.mark.parametrize(
+    ("expected", "size", "accepted"),
+    [
+        ((MessageKind.HELLO,), 70_000, False),
+        ((MessageKind.HELLO,), 1_000, True),
+        ((MessageKind.SIFT_REQUEST,), 70_000, True),
+        ((MessageKind.SIFT_REQUEST,), (1 << 28) + 1, False),
+    ],
+)
+def test_frames_are_capped_by_what_the_receiver_expects(
+    expected: tuple[MessageKind, ...], size: int, accepted: bool
+) -> None:
+    """Finding 9: an unauthenticated peer cannot make an endpoint read a 1 GiB frame."""
+    from qdnet.transport.messages import MAX_FRAME_BYTES, frame_cap, frame_length
+
+    prefix = size.to_bytes(4, "big")
+    if accepted:
+        assert frame_length(prefix, frame_cap(expected)) == size
+    else:
+        with pytest.raises(ProtocolError, match="out of range"):
+            frame_length(prefix, frame_cap(expected))
+    # a 1e9-detection run: SIFT_REQUEST chunks of SIFT_CHUNK detections fit the bulk cap
+    from qdnet.postprocessing.session import SIFT_CHUNK
+
+    assert 9 * SIFT_CHUNK + 4096 < MAX_FRAME_BYTES and 1e9 / SIFT_CHUNK < 300
+
+
+def test_receive_has_a_deadline() -> None:
+    """Finding 5: a peer that stops sending does not hang the endpoint."""
+
+    async def go() -> None:
+        pool_a, _pool_b = _pools()
+        end_a, _end_b = memory_pair()
+        chan = AuthenticatedChannel(end_a, pool_a, "alice", recv_timeout_s=0.2)
+        await chan.recv()
+
+    with pytest.raises(ProtocolError, match=r"no message from the peer in 0\.2 s"):
+        asyncio.run(go())
+
+
+def test_tcp_receiver_refuses_an_oversized_announcement_without_reading_it() -> None:
+    async def go() -> None:
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        server = asyncio.create_task(
+            TcpChannel.accept_one("127.0.0.1", 0, 5, on_listening=ready.set_result)
+        )
+        client = await TcpChannel.connect("127.0.0.1", await ready)
+        srv = await server
+        _pool_a, pool_b = _pools()
+        chan_b = AuthenticatedChannel(srv, pool_b, "bob", recv_timeout_s=2)
+        await client.send_frame((1 << 30).to_bytes(4, "big") + b"\0" * 16)
+        with pytest.raises(ProtocolError, match="out of range"):
+            await chan_b.recv(MessageKind.HELLO)
+        await client.close()
+        await srv.close()
+
+    asyncio.run(go())
