@@ -55,6 +55,11 @@ class SourceConfig(_Strict):
     detector_time_resolution_ps: float = Field(default=0.0, ge=0)
     multi_pair_probability: float = Field(default=0.0, ge=0, le=0.5)
     intrinsic_error: float = Field(default=0.0, ge=0, le=0.5)
+    # Two-photon interference (``qdnet hom``, swapping, teleportation; see qdnet/interference):
+    multiphoton_model: Literal["distinguishable", "indistinguishable"] = "distinguishable"
+    linewidth_uev: float | None = Field(default=None, gt=0)
+    spectral_diffusion_uev: float = Field(default=0.0, ge=0)
+    polarisation_mismatch_deg: float = Field(default=0.0, ge=-180, le=180)
     reference: str | None = None
 
     @model_validator(mode="after")
