@@ -7,6 +7,7 @@ import typer
 from qdnet.cli import (
     auth_commands,
     demo_command,
+    entanglement_commands,
     kms_commands,
     link_commands,
     network_commands,
@@ -35,6 +36,7 @@ for _module in (
     postprocessing_commands,
     kms_commands,
     network_commands,
+    entanglement_commands,
     auth_commands,
 ):
     _module.register(app)

@@ -49,7 +49,7 @@ from scipy.special import wofz
 from qdnet.sources.entangled import HBAR_UEV_NS
 
 #: h c in ueV nm (CODATA 2018: 1.239841984 eV um).
-HC_UEV_NM = 1.239841984e6
+HC_UEV_NM = 1.239841984e9
 #: Gaussian FWHM / standard deviation.
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 

@@ -177,13 +177,17 @@ def swap(left: Pair, right: Pair, bsm: BsmSettings) -> tuple[SwapOutcome, Pair]:
     return outcome, joined
 
 
-def swap_chain(pairs: list[Pair], bsm: BsmSettings) -> list[SwapOutcome]:
-    """Swaps along a chain of pairs, left to right: the outcome after 1, 2, ... N swaps."""
+def swap_chain(pairs: list[Pair], bsm: BsmSettings | list[BsmSettings]) -> list[SwapOutcome]:
+    """Swaps along a chain of pairs, left to right (one measurement, or one per junction): the
+    outcome after 1, 2, ... N swaps."""
     if len(pairs) < 2:
         raise ValueError("a swap needs at least two pair links (left and right, or segments)")
+    junctions = bsm if isinstance(bsm, list) else [bsm] * (len(pairs) - 1)
+    if len(junctions) != len(pairs) - 1:
+        raise ValueError(f"{len(pairs)} pairs need {len(pairs) - 1} Bell measurements")
     outcomes = []
     current = pairs[0]
-    for nxt in pairs[1:]:
-        outcome, current = swap(current, nxt, bsm)
+    for nxt, settings in zip(pairs[1:], junctions, strict=True):
+        outcome, current = swap(current, nxt, settings)
         outcomes.append(outcome)
     return outcomes

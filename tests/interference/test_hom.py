@@ -137,3 +137,9 @@ def test_bad_input_is_named(changes: dict[str, object], message: str) -> None:
     fields = {"brightness": 0.5, "lifetime_ns": 0.25, **changes}
     with pytest.raises(ValueError, match=message):
         HomEmitter(**fields)  # type: ignore[arg-type]
+
+
+def test_photon_energy_constant() -> None:
+    """A 780 nm photon carries 1.58954 eV (h c = 1239.841984 eV nm, CODATA 2018)."""
+    energy_uev = HC_UEV_NM / 780.0
+    assert energy_uev == pytest.approx(1.589541e6, rel=1e-6)
