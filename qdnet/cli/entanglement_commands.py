@@ -49,11 +49,16 @@ def register(app: typer.Typer) -> None:
     def swap_command(
         scenario: Annotated[Path, typer.Argument(help="Swap scenario YAML.")],
         as_json: JsonOption = False,
+        plot: Annotated[
+            Path | None, typer.Option("--plot", help="Write a PNG of fidelity against overlap V.")
+        ] = None,
     ) -> None:
         """Entanglement swapping of quantum-dot pairs with a linear-optics Bell measurement."""
-        from qdnet.interference.scenario import swap_document, swap_file
+        from qdnet.interference.scenario import plot_swap_fidelity, swap_document, swap_file
 
         document = swap_document(swap_file(scenario))
+        if plot is not None:
+            plot_swap_fidelity(scenario, plot)
         if as_json:
             print_json(document)
             return
@@ -70,6 +75,8 @@ def register(app: typer.Typer) -> None:
                 f"{entry['rate_hz']:.4g}",
             )
         console.print(table)
+        if plot is not None:
+            console.print(f"plot written to {plot}")
 
     @app.command("teleport")
     @clean_errors

@@ -226,9 +226,12 @@ class SwapReport:
     repetition_rate_hz: float
 
 
-def swap_file(path: Path) -> SwapReport:
-    """``qdnet swap SCENARIO.yaml``."""
+def swap_file(path: Path, visibility: float | None = None) -> SwapReport:
+    """``qdnet swap SCENARIO.yaml`` (``visibility`` overrides the scenario's overlap V)."""
     scenario: SwapScenario = _load_document(path, SwapScenario, "swap scenario")
+    if visibility is not None:
+        bsm = scenario.bsm.model_copy(update={"hom_visibility": visibility})
+        scenario = scenario.model_copy(update={"bsm": bsm})
     base = path.resolve().parent
     names = scenario.links
     configs = [_link(base, name, f"segments[{i}]") for i, name in enumerate(names)]
@@ -313,3 +316,27 @@ def teleport_file(path: Path) -> dict[str, Any]:
         "rate_hz": outcome.fourfold_probability_per_attempt * rate,
         "heralds_per_s": outcome.success_probability_per_attempt * rate,
     }
+
+
+def plot_swap_fidelity(path: Path, output: Path, points: int = 51) -> None:
+    """PNG of the swapped fidelity against the overlap V, per swap count, the scenario's V marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = swap_file(path)
+    grid = np.linspace(0.0, 1.0, points)
+    curves = [swap_file(path, float(v)).outcomes for v in grid]
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for k in range(len(report.outcomes)):
+        axes.plot(grid, [c[k].fidelity for c in curves], label=f"{k + 1} swap{'s' if k else ''}")
+        axes.plot(report.visibilities[k], report.outcomes[k].fidelity, "o", color="black")
+    axes.axhline(0.5, color="grey", lw=0.8, ls="--")
+    axes.set_xlabel("two-photon overlap V at the Bell measurement")
+    axes.set_ylabel("fidelity of the swapped state")
+    axes.set_title(f"{report.scenario.name}: dots mark the scenario's own V")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(output, dpi=120)
+    plt.close(figure)

@@ -85,3 +85,11 @@ def test_swap_needs_pair_sources(tmp_path: Path) -> None:
     scenario.write_text(f"name: x\nleft: {link}\nright: {link}\n")
     result = CliRunner().invoke(app, ["swap", str(scenario)])
     assert result.exit_code == 2 and "needs source.kind entangled-pair" in result.output
+
+
+def test_swap_plot(tmp_path: Path) -> None:
+    plot = tmp_path / "fidelity.png"
+    scenario = EXAMPLES / "entanglement" / "three-dot-chain.yaml"
+    result = CliRunner().invoke(app, ["swap", str(scenario), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert plot.stat().st_size > 10_000
