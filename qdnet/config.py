@@ -244,15 +244,32 @@ class LinkConfig(_Strict):
             raise ConfigError(f"{self.name}: {error}") from None
 
 
-def _format_validation_error(origin: str, error: ValidationError) -> str:
-    lines = [f"{origin}: invalid link file"]
+def validation_message(origin: str, error: ValidationError, what: str = "link file") -> str:
+    """One line per invalid field: ``origin: invalid WHAT`` then ``  field.path: message (got x)``."""
+    lines = [f"{origin}: invalid {what}"]
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
-        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-        lines.append(f"  {path or 'link'}: {message}{shown}")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        lines.append(f"  {path or what.split()[0]}: {message}{shown}")
     return "\n".join(lines)
+
+
+def read_yaml_mapping(path: str | Path, expected: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; errors name the file (``expected`` says what it should hold)."""
+    origin = str(path)
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{origin}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{origin}: is a folder, expected a YAML file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{origin}: not valid YAML ({error})") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{origin}: expected a mapping with {expected}")
+    return document
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -285,22 +302,12 @@ def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str,
 
 def load_link_config(path: str | Path, overrides: list[str] | None = None) -> LinkConfig:
     """Read and validate a link YAML file."""
-    origin = str(path)
-    try:
-        document = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{origin}: no such file") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{origin}: not valid YAML ({error})") from None
-    if not isinstance(document, dict):
-        raise ConfigError(
-            f"{origin}: expected a mapping with name, source, channel, receiver, protocol"
-        )
+    document = read_yaml_mapping(path, "name, source, channel, receiver, protocol")
     document = apply_overrides(document, overrides or [])
     try:
         return LinkConfig.model_validate(document)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(origin, error)) from None
+        raise ConfigError(validation_message(str(path), error)) from None
 
 
 def load_link(path: str | Path, overrides: list[str] | None = None) -> Link:

@@ -31,10 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from qdnet.config import ConfigError, LinkConfig, load_link_config
+from qdnet.config import (
+    ConfigError,
+    LinkConfig,
+    load_link_config,
+    read_yaml_mapping,
+    validation_message,
+)
 from qdnet.interference.hom import HomEmitter, HomResult, hom, photon_overlap
 from qdnet.interference.swapping import BsmSettings, Pair, SwapOutcome, projector, swap, swap_chain
 from qdnet.optics.fibre import transmittance_from_loss_db
@@ -96,22 +101,11 @@ class TeleportScenario(_Strict):
 
 
 def _load_document(path: Path, model: type[BaseModel], what: str) -> Any:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(document, dict):
-        raise ConfigError(f"{path}: expected a {what} mapping")
+    document = read_yaml_mapping(path, f"the fields of a {what}")
     try:
         return model.model_validate(document)
     except ValidationError as error:
-        lines = [f"{path}: invalid {what}"]
-        for item in error.errors():
-            where = ".".join(str(p) for p in item["loc"]) or what
-            lines.append(f"  {where}: {item['msg'].removeprefix('Value error, ')}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(validation_message(str(path), error, what)) from None
 
 
 def _link(base: Path, relative: str, field: str) -> LinkConfig:

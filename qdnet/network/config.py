@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from qdnet.config import ConfigError, LinkConfig, apply_overrides
+from qdnet.config import (
+    ConfigError,
+    LinkConfig,
+    apply_overrides,
+    read_yaml_mapping,
+    validation_message,
+)
 
 
 class _Strict(BaseModel):
@@ -160,32 +165,13 @@ def has_relay_path(graph: nx.Graph, source: str, target: str) -> bool:
     return bool(nx.has_path(graph.subgraph(allowed), source, target))
 
 
-def _format_validation_error(origin: str, error: ValidationError) -> str:
-    lines = [f"{origin}: invalid network file"]
-    for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        got = item.get("input")
-        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-        lines.append(f"  {path or 'network'}: {message}{shown}")
-    return "\n".join(lines)
-
-
 def load_network_config(path: str | Path) -> NetworkConfig:
     """Read and validate a network YAML file."""
-    origin = str(path)
-    try:
-        document = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{origin}: no such file") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{origin}: not valid YAML ({error})") from None
-    if not isinstance(document, dict):
-        raise ConfigError(f"{origin}: expected a mapping with name, nodes, links, saes, demands")
+    document = read_yaml_mapping(path, "name, nodes, links, saes, demands")
     try:
         return NetworkConfig.model_validate(document)
     except ValidationError as error:
-        raise ConfigError(_format_validation_error(origin, error)) from None
+        raise ConfigError(validation_message(str(path), error, "network file")) from None
 
 
 def link_document(network: NetworkConfig, index: int, base_dir: Path) -> dict[str, Any]:
@@ -195,14 +181,12 @@ def link_document(network: NetworkConfig, index: int, base_dir: Path) -> dict[st
     assert relative is not None
     where = "link" if link.link is not None else "link_defaults"
     path = (base_dir / relative).resolve()
+    if not path.is_file():
+        raise ConfigError(f"links[{index}].{where}: no such link file {path}")
     try:
-        document = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"links[{index}].{where}: no such link file {path}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"links[{index}].{where}: {path} is not valid YAML ({error})") from None
-    if not isinstance(document, dict):
-        raise ConfigError(f"links[{index}].{where}: {path} is not a link file")
+        document = read_yaml_mapping(path, "name, source, channel, receiver, protocol")
+    except ConfigError as error:
+        raise ConfigError(f"links[{index}].{where}: {error}") from None
     document["name"] = link.name
     if link.length_km is not None:
         channel = document.setdefault("channel", {})
@@ -222,5 +206,5 @@ def link_config(network: NetworkConfig, index: int, base_dir: Path) -> LinkConfi
     try:
         return LinkConfig.model_validate(document)
     except ValidationError as error:
-        message = _format_validation_error(f"links[{index}] ({network.links[index].name})", error)
-        raise ConfigError(message.replace("invalid network file", "invalid link")) from None
+        origin = f"links[{index}] ({network.links[index].name})"
+        raise ConfigError(validation_message(origin, error, "link")) from None
