@@ -75,8 +75,14 @@ XATOL = 1e-2
 FATOL = 1e-3
 #: Continuation for finite keys: from CONTINUATION_FACTOR times the block, steps in block size
 #: down to CONTINUATION_MIN_RATIO.
-CONTINUATION_FACTOR = 1e4
+CONTINUATION_FACTOR = 1e8
+#: Halton points per parameter at the largest block (where key fills more of the box), and the
+#: tolerance factor of the local searches on the way down (only the last one is precise).
+CONTINUATION_POINTS_PER_PARAMETER = 8
+LOOSE = 10.0
 CONTINUATION_MIN_RATIO = 1.1
+#: Nelder-Mead restarts from its own result (Nelder-Mead can stall at a non-optimal point).
+RESTARTS = 2
 #: Objective (-log key per pulse) where there is no key: above any value with key.
 NO_KEY = 1e3
 
@@ -495,44 +501,56 @@ def _objective(space: ParameterSpace, z: NDArray[np.float64]) -> float:
 
 
 def _polish(
-    space: ParameterSpace, z0: NDArray[np.float64], step: float
+    space: ParameterSpace, z0: NDArray[np.float64], step: float, loose: float = 1.0
 ) -> tuple[float, NDArray[np.float64]]:
     """Nelder-Mead from z0, unconstrained in u with z = lower + (upper - lower)(1 + sin u)/2 (the
     bounds transform of MINUIT, James, Roos, CPC 10, 343 (1975)), so that the simplex never
-    collapses onto a bound; the first simplex steps ``step`` x pi in u along each axis."""
+    collapses onto a bound; the first simplex steps ``step`` x pi in u along each axis; restarted
+    from its result (up to RESTARTS times) while that still gains; ``loose`` scales the
+    tolerances."""
     lower, upper = space.search_box()
     half = (upper - lower) / 2
 
     def to_z(u: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.asarray(lower + half * (1 + np.sin(u)))
 
-    u0 = np.arcsin(np.clip((z0 - lower) / half - 1, -1.0, 1.0))
-    simplex = [u0] + [u0 + step * math.pi * np.eye(len(u0))[axis] for axis in range(len(u0))]
-    result = minimize(
-        lambda u: _objective(space, to_z(u)),
-        u0,
-        method="Nelder-Mead",
-        options={
-            "xatol": XATOL,
-            "fatol": FATOL,
-            "maxfev": 100 * len(z0),
-            "initial_simplex": np.array(simplex),
-        },
-    )
-    return float(result.fun), to_z(np.asarray(result.x))
+    u = np.arcsin(np.clip((z0 - lower) / half - 1, -1.0, 1.0))
+    value = _objective(space, to_z(u))
+    for _ in range(RESTARTS + 1):
+        # A fresh simplex at the last result (a restart) gets Nelder-Mead out of a stalled simplex.
+        simplex = [u] + [u + step * math.pi * np.eye(len(u))[axis] for axis in range(len(u))]
+        result = minimize(
+            lambda v: _objective(space, to_z(v)),
+            u,
+            method="Nelder-Mead",
+            options={
+                "xatol": XATOL * loose,
+                "fatol": FATOL * loose,
+                "maxfev": 100 * len(z0),
+                "initial_simplex": np.array(simplex),
+            },
+        )
+        improvement = value - float(result.fun)
+        if improvement > 0:
+            value, u = float(result.fun), np.asarray(result.x)
+        if improvement < FATOL * loose:
+            break
+    return value, to_z(u)
 
 
-def _global(space: ParameterSpace) -> tuple[float, NDArray[np.float64]]:
-    """The Halton points over the whole box, the best ones polished."""
+def _global(
+    space: ParameterSpace, per_parameter: int = GLOBAL_POINTS_PER_PARAMETER, loose: float = 1.0
+) -> tuple[float, NDArray[np.float64]]:
+    """Halton points over the whole box (``per_parameter`` x dimension), the best ones polished."""
     lower, upper = space.search_box()
     dimension = len(lower)
-    points = lower + halton(GLOBAL_POINTS_PER_PARAMETER * dimension, dimension) * (upper - lower)
+    points = lower + halton(per_parameter * dimension, dimension) * (upper - lower)
     values = np.array([_objective(space, z) for z in points])
     best_value, best_z = NO_KEY, points[int(np.argmin(values))]
     for index in np.argsort(values)[:GLOBAL_POLISHED]:
         if values[index] >= NO_KEY:
             break
-        value, z = _polish(space, points[index], GLOBAL_STEP)
+        value, z = _polish(space, points[index], GLOBAL_STEP, loose)
         if value < best_value:
             best_value, best_z = value, z
     return best_value, best_z
@@ -545,7 +563,8 @@ def _continuation(link: Link) -> tuple[float, NDArray[np.float64]]:
     size), finds key that the global stage's points missed."""
     target = float(link.protocol.block_size or 0)
     size = target * CONTINUATION_FACTOR
-    value, z = _global(parameter_space(link.with_protocol(block_size=size)))
+    wide = parameter_space(link.with_protocol(block_size=size))
+    value, z = _global(wide, CONTINUATION_POINTS_PER_PARAMETER, LOOSE)
     ratio = CONTINUATION_FACTOR
     while value < NO_KEY and size > target:
         next_size = max(target, size / ratio)
@@ -555,7 +574,7 @@ def _continuation(link: Link) -> tuple[float, NDArray[np.float64]]:
                 return NO_KEY, z
             ratio = math.sqrt(ratio)
             continue
-        value, z = _polish(space, z, WARM_STEP)
+        value, z = _polish(space, z, WARM_STEP, 1.0 if next_size == target else LOOSE)
         size, ratio = next_size, min(CONTINUATION_FACTOR, ratio * ratio)
     return value, z
 
@@ -580,6 +599,8 @@ def optimise(
         value, z = _continuation(link)
         if value < NO_KEY:
             best_value, best_z = value, z
+    if best_value >= NO_KEY and start is not None and len(start) == len(space.names):
+        best_z = space.to_search(start)  # no key: report the statistics at the last optimum
     best = space.from_search(best_z)
     evaluation = space.evaluate(best)
     if best_value >= NO_KEY:
@@ -611,12 +632,14 @@ def key_rate_point(
 def sweep(
     links: Sequence[tuple[Link, float | None]], progress: Callable[[], None] | None = None
 ) -> list[KeyRatePoint]:
-    """Key-rate points along a sweep, each optimisation warm-started from the previous optimum."""
+    """Key-rate points along a sweep, each optimisation warm-started from the last optimum with
+    key (points without key are reported at it)."""
     points: list[KeyRatePoint] = []
     start: tuple[float, ...] | None = None
     for link, distance in links:
         point, best = key_rate_point(link, distance, start)
-        start = best if point.secret_bits_per_pulse > 0 else None
+        if point.secret_bits_per_pulse > 0:
+            start = best
         points.append(point)
         if progress is not None:
             progress()

@@ -126,8 +126,18 @@ def test_any_single_photon_link_respects_plob(
 # (link, overrides, distances in km).
 OPTIMISER_CASES = {
     "bb84": ("telecom-dot-bb84", [], (0.0, 100.0, 180.0)),
+    "bb84-laser": ("telecom-laser-decoy", ["protocol.kind=bb84"], (0.0, 30.0, 60.0)),
     "decoy-bb84": ("lim2014-decoy-fibre", [], (0.0, 100.0, 150.0)),
-    "bbm92": ("gaas-dot-bbm92", ["protocol.basis_bias=null"], (0.0, 10.0)),
+    "bbm92": ("gaas-dot-bbm92", ["protocol.basis_bias=null", "protocol.key_bases=z"], (0.0, 10.0)),
+    "bbm92-both-bases": ("gaas-dot-bbm92", ["protocol.basis_bias=null"], (0.0, 5.0)),
+}
+#: More distances for the exhaustive (slow) sweep.
+EXHAUSTIVE_DISTANCES = {
+    "bb84": (0.0, 50.0, 100.0, 150.0, 180.0, 200.0),
+    "bb84-laser": (0.0, 15.0, 30.0, 45.0, 60.0, 80.0),
+    "decoy-bb84": (0.0, 50.0, 100.0, 150.0, 180.0, 200.0),
+    "bbm92": (0.0, 2.0, 5.0, 10.0, 15.0),
+    "bbm92-both-bases": (0.0, 2.0, 5.0, 10.0, 15.0),
 }
 
 
@@ -139,8 +149,10 @@ def best_of_random_samples(link: Link, samples: int, seed: int) -> float:
     return max(space.evaluate(space.from_search(z)).bits_per_pulse for z in points)
 
 
-def check_optimiser_beats_sampling(protocol: str, block_sizes: list[float], samples: int) -> None:
-    name, overrides, distances = OPTIMISER_CASES[protocol]
+def check_optimiser_beats_sampling(
+    protocol: str, block_sizes: list[float], samples: int, distances: tuple[float, ...]
+) -> None:
+    name, overrides, _ = OPTIMISER_CASES[protocol]
     for block in block_sizes:
         base = example_link(name, [*overrides, f"protocol.block_size={block}"])
         for distance in distances:
@@ -152,13 +164,15 @@ def check_optimiser_beats_sampling(protocol: str, block_sizes: list[float], samp
 
 @pytest.mark.parametrize("protocol", list(OPTIMISER_CASES))
 def test_random_sampling_never_beats_the_optimiser(protocol: str) -> None:
-    check_optimiser_beats_sampling(protocol, [1e4, 1e6, 1e10], samples=150)
+    distances = OPTIMISER_CASES[protocol][2]
+    check_optimiser_beats_sampling(protocol, [1e4, 1e6, 1e10], 150, distances)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", list(OPTIMISER_CASES))
 def test_random_sampling_never_beats_the_optimiser_exhaustive(protocol: str) -> None:
-    check_optimiser_beats_sampling(protocol, [1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10], samples=2000)
+    blocks = [1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10]
+    check_optimiser_beats_sampling(protocol, blocks, 2000, EXHAUSTIVE_DISTANCES[protocol])
 
 
 def test_lim2014_link_has_key_where_the_optimiser_used_to_find_none() -> None:
