@@ -3,7 +3,8 @@
 The file format (versions 1 and 2) is read by :func:`qdnet.postprocessing.keyblock.read_key_block`.
 Version 2 adds ``simulated`` (the key came from a simulated link and is NOT secret), which the
 KMS keeps with every byte of the block and shows to SAEs (``status_extension``,
-``key_container_extension``); a version-1 block is taken as not simulated.
+``key_container_extension``). A version-1 block counts as simulated, as the reader has it: its
+provenance is not recorded, and qdnet wrote version-1 blocks only from simulated records.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class IngestBlock:
             eps_sec=float(block.eps_sec),
             qber=float(block.qber),
             key=bytes(block.key),
-            simulated=bool(getattr(block, "simulated", False)),
+            simulated=bool(getattr(block, "simulated", True)),
         )
 
 
