@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
@@ -174,35 +174,38 @@ def _arc_lp(topology: Topology) -> tuple[float, NDArray[np.float64], list[int]]:
     a_ub = sp.csr_matrix((np.ones(K * A), (ub_rows, ub_cols)), shape=(E, n_var))
     cost = np.zeros(n_var)
     cost[lam] = -1.0
-    result = linprog(
-        cost,
-        A_ub=a_ub,
-        b_ub=topology.capacity_bps,
-        A_eq=a_eq,
-        b_eq=np.zeros(K * N),
-        bounds=bounds,
-        method="highs",
-    )
-    if result.status != 0:
-        raise PlanError(f"exact multi-commodity LP failed: {result.message}")
+    result = _solve(cost, a_ub, topology.capacity_bps, a_eq, bounds, "exact multi-commodity LP")
     best = float(result.x[lam])
     binding = _binding(np.asarray(result.ineqlin.marginals))
     # Phase 2: at the planned lambda, spend the least link key (no detours, no circulations).
     bounds[lam] = _planned_lambda(best)
     cost = np.ones(n_var)
     cost[lam] = 0.0
+    result = _solve(cost, a_ub, topology.capacity_bps, a_eq, bounds, "least-key routing LP")
+    return best, np.asarray(result.x[:lam]).reshape(K, A), binding
+
+
+def _solve(
+    cost: NDArray[np.float64],
+    a_ub: sp.csr_matrix,
+    b_ub: NDArray[np.float64],
+    a_eq: sp.csr_matrix,
+    bounds: NDArray[np.float64],
+    what: str,
+) -> Any:
+    """HiGHS on ``min cost.x, a_ub x <= b_ub, a_eq x = 0, bounds``; PlanError if it fails."""
     result = linprog(
         cost,
         A_ub=a_ub,
-        b_ub=topology.capacity_bps,
+        b_ub=b_ub,
         A_eq=a_eq,
-        b_eq=np.zeros(K * N),
+        b_eq=np.zeros(a_eq.shape[0]),
         bounds=bounds,
         method="highs",
     )
     if result.status != 0:
-        raise PlanError(f"exact multi-commodity LP (least-key routing) failed: {result.message}")
-    return best, np.asarray(result.x[:lam]).reshape(K, A), binding
+        raise PlanError(f"{what} failed: {result.message}")
+    return result
 
 
 def _binding(marginals: NDArray[np.float64]) -> list[int]:
@@ -298,17 +301,7 @@ class _PathProgramme:
         if route_at is not None:
             cost = np.array([len(path) - 1.0 for _, path in columns] + [0.0])
             bounds[lam] = route_at
-        result = linprog(
-            cost,
-            A_ub=a_ub,
-            b_ub=topology.capacity_bps,
-            A_eq=a_eq,
-            b_eq=np.zeros(K),
-            bounds=bounds,
-            method="highs",
-        )
-        if result.status != 0:
-            raise PlanError(f"path-form multi-commodity LP failed: {result.message}")
+        result = _solve(cost, a_ub, topology.capacity_bps, a_eq, bounds, "path-form LP")
         y = -np.asarray(result.ineqlin.marginals)
         z = np.asarray(result.eqlin.marginals)
         return float(result.x[lam]), np.asarray(result.x[:lam]), np.maximum(y, 0.0), z

@@ -183,10 +183,10 @@ def simulation_document(run: SimulatedNetwork) -> dict[str, Any]:
     j = 0
     for k, demand in enumerate(planned.config.demands):
         bits = demand.key_bits
-        arrived, served = int(result.arrived[k]), int(result.served[k])
+        arrived, served = int(result.counts.arrived[k]), int(result.counts.served[k])
         paths: list[dict[str, Any]] = []
         for path in result.paths[k]:
-            rate_bps = float(result.path_served[j]) * bits / result.duration_s
+            rate_bps = float(result.counts.path_served[j]) * bits / result.duration_s
             if rate_bps > 0:
                 paths.append({"nodes": [nodes[v] for v in path], "served_bps": rate_bps})
             j += 1
@@ -200,7 +200,7 @@ def simulation_document(run: SimulatedNetwork) -> dict[str, Any]:
                 "served_rate_bps": served * bits / result.duration_s,
                 "requests": arrived,
                 "blocking_probability": (arrived - served) / arrived if arrived else 0.0,
-                "mean_relay_latency_ms": 1e3 * float(result.latency_sum_s[k]) / served
+                "mean_relay_latency_ms": 1e3 * float(result.counts.latency_sum_s[k]) / served
                 if served
                 else None,
                 "paths": paths,
@@ -212,15 +212,15 @@ def simulation_document(run: SimulatedNetwork) -> dict[str, Any]:
             {
                 "between": list(rate.between),
                 "secret_key_rate_bps": rate.secret_key_rate_bps,
-                "key_produced_bits": float(result.produced_bits[e]),
-                "key_consumed_bits": float(result.consumed_bits[e]),
-                "key_discarded_bits": float(result.discarded_bits[e]),
-                "blocks_delivered": int(result.blocks_delivered[e]),
-                "blocks_refused": int(result.blocks_refused[e]),
-                "mean_pool_bits": float(np.mean(result.pool_samples_bits[:, e]))
-                if len(result.pool_samples_bits)
+                "key_produced_bits": float(result.counts.produced_bits[e]),
+                "key_consumed_bits": float(result.counts.consumed_bits[e]),
+                "key_discarded_bits": float(result.counts.discarded_bits[e]),
+                "blocks_delivered": int(result.counts.blocks_delivered[e]),
+                "blocks_refused": int(result.counts.blocks_refused[e]),
+                "mean_pool_bits": float(np.mean(result.counts.pool_samples_bits[:, e]))
+                if len(result.counts.pool_samples_bits)
                 else 0.0,
-                "final_pool_bits": float(result.final_pool_bits[e]),
+                "final_pool_bits": float(result.counts.final_pool_bits[e]),
             }
         )
     return {
@@ -244,7 +244,7 @@ def simulation_document(run: SimulatedNetwork) -> dict[str, Any]:
         "pools": {
             "times_s": result.pool_times_s.tolist(),
             "bits": {
-                "-".join(rate.between): result.pool_samples_bits[:, e].tolist()
+                "-".join(rate.between): result.counts.pool_samples_bits[:, e].tolist()
                 for e, rate in enumerate(planned.rates)
             },
         },
@@ -268,7 +268,7 @@ def draw_pools(run: SimulatedNetwork, path: str | Path) -> None:
     hours = result.pool_times_s / 3600.0
     shown = range(len(planned.rates)) if len(planned.rates) <= 20 else []
     for e in shown:
-        axes.plot(hours, result.pool_samples_bits[:, e] / 1e6, label=planned.rates[e].name)
+        axes.plot(hours, result.counts.pool_samples_bits[:, e] / 1e6, label=planned.rates[e].name)
     end_h = result.duration_s / 3600.0
     for event in run.events:
         stop = min(event.start_s + event.duration_s, result.duration_s) / 3600.0

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import networkx as nx
@@ -78,13 +78,9 @@ class LinkSchedule:
 
 
 @dataclass
-class SimulationResult:
-    """Counts of one run (arrays indexed by demand, path or link)."""
+class Counts:
+    """What a run counted (arrays by demand, path or link), filled in place by the kernel."""
 
-    duration_s: float
-    step_s: float
-    routing: str
-    paths: list[list[tuple[int, ...]]]
     arrived: NDArray[np.int64]
     served: NDArray[np.int64]
     path_served: NDArray[np.int64]
@@ -94,12 +90,27 @@ class SimulationResult:
     discarded_bits: NDArray[np.float64]
     blocks_delivered: NDArray[np.int64]
     blocks_refused: NDArray[np.int64]
-    pool_times_s: NDArray[np.float64]
     pool_samples_bits: NDArray[np.float64]
     final_pool_bits: NDArray[np.float64]
+
+
+def kernel_outputs(counts: Counts) -> tuple[NDArray[Any], ...]:
+    """The arrays of ``counts`` in field order (the kernel's trailing arguments)."""
+    return tuple(getattr(counts, f.name) for f in fields(counts))
+
+
+@dataclass
+class SimulationResult:
+    """One run: its counts, the candidate paths per demand and the engine's speed."""
+
+    duration_s: float
+    step_s: float
+    routing: str
+    paths: list[list[tuple[int, ...]]]
+    counts: Counts
+    pool_times_s: NDArray[np.float64]
     events: int
     wall_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 def shor_preskill_fraction(qber: float) -> float:
@@ -193,8 +204,22 @@ def simulate_network(
     block_s = np.array([s.block_time_s for s in schedules], dtype=np.float64)
     sample_every = max(1, steps // max(pool_samples, 1))
     n_samples = steps // sample_every
+    K, E, P = len(key_bits), len(schedules), len(flat_paths)
+    counts = Counts(
+        arrived=np.zeros(K, dtype=np.int64),
+        served=np.zeros(K, dtype=np.int64),
+        path_served=np.zeros(P, dtype=np.int64),
+        latency_sum_s=np.zeros(K),
+        produced_bits=np.zeros(E),
+        consumed_bits=np.zeros(E),
+        discarded_bits=np.zeros(E),
+        blocks_delivered=np.zeros(E, dtype=np.int64),
+        blocks_refused=np.zeros(E, dtype=np.int64),
+        pool_samples_bits=np.zeros((n_samples, E)),
+        final_pool_bits=np.zeros(E),
+    )
     start = time.perf_counter()
-    out = _run(
+    events = _run(
         rng,
         steps,
         float(step_s),
@@ -215,40 +240,16 @@ def simulate_network(
         block_s,
         float(pool_bits),
         sample_every,
-        n_samples,
+        *kernel_outputs(counts),
     )
     wall = time.perf_counter() - start
-    (
-        arrived,
-        served,
-        path_served,
-        latency_sum,
-        produced,
-        consumed,
-        discarded,
-        delivered,
-        refused,
-        samples,
-        pool,
-        events,
-    ) = out
     return SimulationResult(
         duration_s=steps * step_s,
         step_s=step_s,
         routing=routing,
         paths=paths,
-        arrived=arrived,
-        served=served,
-        path_served=path_served,
-        latency_sum_s=latency_sum,
-        produced_bits=produced,
-        consumed_bits=consumed,
-        discarded_bits=discarded,
-        blocks_delivered=delivered,
-        blocks_refused=refused,
+        counts=counts,
         pool_times_s=(np.arange(n_samples, dtype=np.float64) + 1.0) * (sample_every * step_s),
-        pool_samples_bits=samples,
-        final_pool_bits=pool,
         events=int(events),
         wall_s=wall,
     )
@@ -291,22 +292,22 @@ def _run(  # pragma: no cover - compiled
     block_s: NDArray[np.float64],
     pool_bits: float,
     sample_every: int,
-    n_samples: int,
-) -> tuple[Any, ...]:
+    arrived: NDArray[np.int64],
+    served: NDArray[np.int64],
+    path_served: NDArray[np.int64],
+    latency_sum: NDArray[np.float64],
+    produced: NDArray[np.float64],
+    consumed: NDArray[np.float64],
+    discarded: NDArray[np.float64],
+    delivered: NDArray[np.int64],
+    refused: NDArray[np.int64],
+    samples: NDArray[np.float64],
+    pool: NDArray[np.float64],
+) -> int:
     K = request_rate_hz.shape[0]
     E = shape.shape[0]
     P = latency_s.shape[0]
-    arrived = np.zeros(K, dtype=np.int64)
-    served = np.zeros(K, dtype=np.int64)
-    path_served = np.zeros(P, dtype=np.int64)
-    latency_sum = np.zeros(K)
-    produced = np.zeros(E)
-    consumed = np.zeros(E)
-    discarded = np.zeros(E)
-    delivered = np.zeros(E, dtype=np.int64)
-    refused = np.zeros(E, dtype=np.int64)
-    samples = np.zeros((n_samples, E))
-    pool = np.zeros(E)
+    n_samples = samples.shape[0]
     tokens = np.zeros(P)
     period = np.zeros(E, dtype=np.int64)
     next_block = np.zeros(E)
@@ -380,17 +381,4 @@ def _run(  # pragma: no cover - compiled
                     break
         if (step + 1) % sample_every == 0 and (step + 1) // sample_every <= n_samples:
             samples[(step + 1) // sample_every - 1, :] = pool
-    return (
-        arrived,
-        served,
-        path_served,
-        latency_sum,
-        produced,
-        consumed,
-        discarded,
-        delivered,
-        refused,
-        samples,
-        pool,
-        events,
-    )
+    return events

@@ -76,9 +76,9 @@ def test_links_produce_their_rate_within_statistics(tmp_path: Path) -> None:
         expected_blocks = rate.secret_key_rate_bps * 86400.0 / block_bits
         # Erlang fill times: the block count's spread is ~sqrt(blocks / shape); allow 4 sigma + 1.
         spread = 4 * math.sqrt(expected_blocks / 2e4) + 1
-        assert abs(run.result.blocks_delivered[e] - expected_blocks) <= spread
-        assert run.result.produced_bits[e] == pytest.approx(
-            run.result.blocks_delivered[e] * block_bits
+        assert abs(run.result.counts.blocks_delivered[e] - expected_blocks) <= spread
+        assert run.result.counts.produced_bits[e] == pytest.approx(
+            run.result.counts.blocks_delivered[e] * block_bits
         )
 
 
@@ -88,8 +88,8 @@ def test_tap_refuses_blocks_and_key_aware_routing_moves_around_it() -> None:
     aware = simulate_file(SECOQC, 86400.0, 1, [tap], [], routing="key-aware")
     e = next(r.index for r in aware.planned.rates if set(r.between) == {"SIE", "ERD"})
     # 2000 bit/s in blocks of 1e6 x 0.8255 secret bits: one block every ~413 s, refused after 6 h.
-    assert aware.result.blocks_delivered[e] == pytest.approx(6 * 3600 / 412.8, abs=2)
-    assert aware.result.blocks_refused[e] == pytest.approx(18 * 3600 / 412.8, abs=2)
+    assert aware.result.counts.blocks_delivered[e] == pytest.approx(6 * 3600 / 412.8, abs=2)
+    assert aware.result.counts.blocks_refused[e] == pytest.approx(18 * 3600 / 412.8, abs=2)
     document = simulation_document(aware)
     brt_erd = next(d for d in document["demands"] if d["from"] == "app-brt")
     via = {"-".join(p["nodes"]): p["served_bps"] for p in brt_erd["paths"]}
@@ -102,7 +102,7 @@ def test_failure_stops_blocks_for_its_duration() -> None:
     whole = simulate_file(SECOQC, 86400.0, 1, [], [])
     failed = simulate_file(SECOQC, 86400.0, 1, [], ["ERD-FRM@2h+12h"])
     e = next(r.index for r in whole.planned.rates if set(r.between) == {"ERD", "FRM"})
-    ratio = failed.result.blocks_delivered[e] / whole.result.blocks_delivered[e]
+    ratio = failed.result.counts.blocks_delivered[e] / whole.result.counts.blocks_delivered[e]
     assert ratio == pytest.approx(0.5, abs=0.01)
 
 
