@@ -15,6 +15,11 @@ at the peer KMS before it is answered. Prints a table and one JSON line per figu
     python benchmarks/kms.py                 # full run (about a minute)
     python benchmarks/kms.py --tiny          # one quick pass (CI)
     QDNET_BENCH_POSTGRES_URL=postgresql://user:pw@127.0.0.1/postgres python benchmarks/kms.py
+
+Before/after in one run: ``--baseline DIR`` serves the same cases from another checkout of
+qdnet (e.g. ``git worktree add /tmp/base e5c5b16``; its KMS processes get ``PYTHONPATH=DIR``,
+the load generator stays this one), alternating ``--rounds`` times with this tree, and prints
+the ratio this/baseline of each figure (medians over the rounds).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import multiprocessing as mp
 import os
 import signal
 import ssl
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from qdnet.kms.link import free_port, ingest, link_settings, spawn_kms, wait_until_serving
+from qdnet.kms.link import free_port, link_settings, spawn_kms, wait_until_serving
 from qdnet.kms.pki import PKI, create_pki
 from qdnet.kms.tls import client_context
 from qdnet.postprocessing.keyblock import KeyBlock, write_key_block
@@ -161,6 +168,9 @@ def _load_process(args: dict[str, Any], out: Any) -> None:
 
 def _blocks(folders: list[Path], total_bytes: int) -> None:
     per = 1 << 20
+    real: dict[str, Any] = {}
+    if "simulated" in KeyBlock.__dataclass_fields__:  # key-block format 2
+        real["simulated"] = False
     for _ in range(max(1, total_bytes // per)):
         blk = KeyBlock(
             block_id=str(uuid.uuid4()),
@@ -171,6 +181,7 @@ def _blocks(folders: list[Path], total_bytes: int) -> None:
             eps_sec=1e-10,
             eps_cor=1e-15,
             qber=0.02,
+            **real,
         )
         for f in folders:
             write_key_block(f, blk)
@@ -204,12 +215,23 @@ def _drop_pg(base: str, names: list[str]) -> None:
     eng.dispose()
 
 
+_INGEST = (
+    "import sys; from qdnet.kms.link import ingest; from qdnet.kms.settings import load_settings;"
+    " ingest(load_settings(sys.argv[1]), sys.argv[2], remove=True)"
+)
+
+
 def run_backend(
     backend: str, work: Path, pki: PKI, cases: list[str], conns: int, duration: float,
     warmup: float, pool_bytes: int, pg_base: str | None, load_procs: int = 2,
+    code: str | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Start two KMS processes on ``backend`` and run every case against them."""
-    wd = work / backend
+    """Start two KMS processes on ``backend`` (served from checkout ``code``, default this one)
+    and run every case against them."""
+    wd = work / f"{backend}-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = code
     ports = (free_port(), free_port(), free_port(), free_port())
     dbs: tuple[str | None, str | None] = (None, None)
     names: list[str] = []
@@ -217,15 +239,16 @@ def run_backend(
         assert pg_base is not None
         a, b, names = _pg_urls(pg_base)
         dbs = (a, b)
-    sa, sb = link_settings(
+    link_settings(  # writes kme-alice.yaml and kme-bob.yaml
         wd, pki, saes=(["app-a"], ["app-b"]), ports=ports, database_urls=dbs,
         extra={"ingest_interval_s": 0.2, "log_level": "error"},
     )  # fmt: skip
     _blocks([wd / "ka", wd / "kb"], pool_bytes)
-    ingest(sa, wd / "ka", remove=True)
-    ingest(sb, wd / "kb", remove=True)
-    procs = [spawn_kms(wd / "kme-alice.yaml", wd / "kms.log")]
-    procs.append(spawn_kms(wd / "kme-bob.yaml", wd / "kms.log"))
+    for kme, folder in (("kme-alice", "ka"), ("kme-bob", "kb")):
+        cmd = [sys.executable, "-c", _INGEST, str(wd / f"{kme}.yaml"), str(wd / folder)]
+        subprocess.run(cmd, env=env, check=True)
+    procs = [spawn_kms(wd / "kme-alice.yaml", wd / "kms.log", env)]
+    procs.append(spawn_kms(wd / "kme-bob.yaml", wd / "kms.log", env))
     url_a, url_b = f"https://127.0.0.1:{ports[0]}", f"https://127.0.0.1:{ports[2]}"
     results = []
     try:
@@ -250,7 +273,13 @@ def run_backend(
                 lg.join(30)
             res = _summary(parts, duration)
             res.update(
-                {"backend": backend, "case": case, "connections": conns, "procs": load_procs}
+                {
+                    "backend": backend,
+                    "case": case,
+                    "connections": conns,
+                    "procs": load_procs,
+                    "code": "baseline" if code else "this",
+                }
             )
             results.append(res)
     finally:
@@ -273,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--case", action="append", choices=CASES, help="run only this case (repeatable)"
     )
+    ap.add_argument("--baseline", help="checkout of qdnet to compare with (before/after)")
+    ap.add_argument("--rounds", type=int, default=1, help="baseline/this alternations")
     args = ap.parse_args(argv)
     duration, warmup, conns = args.duration, 1.0, args.connections
     pool = 48 << 20
@@ -288,20 +319,47 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="qdnet-kms-bench-") as tmp:
         work = Path(tmp)
         pki = create_pki(work / "pki", ["kme-alice", "kme-bob"], ["app-a", "app-b"])
-        for backend in backends:
-            rows += run_backend(
-                backend, work, pki, cases, conns, duration, warmup, pool, pg_base, args.procs
-            )
+        codes: list[str | None] = [args.baseline, None] if args.baseline else [None]
+        for _ in range(args.rounds):
+            for backend in backends:
+                for code in codes:
+                    rows += run_backend(
+                        backend, work, pki, cases, conns, duration, warmup, pool, pg_base,
+                        args.procs, code,
+                    )  # fmt: skip
     print(
-        f"{'backend':<11} {'case':<13} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
+        f"{'code':<9} {'backend':<11} {'case':<13} {'conns':>5} {'req/s':>8} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'errors':>6}"
     )
     for r in rows:
         print(
-            f"{r['backend']:<11} {r['case']:<13} {r['connections']:>5} {r['req_per_s']:>8.0f} "
-            f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['errors']:>6}"
+            f"{r['code']:<9} {r['backend']:<11} {r['case']:<13} {r['connections']:>5} "
+            f"{r['req_per_s']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['errors']:>6}"
         )
     for r in rows:
         print(json.dumps({"benchmark": "kms", "cpus": os.cpu_count(), **r}))
+    if args.baseline:
+        for backend in backends:
+            for case in cases:
+
+                def med(code: str, key: str, b: str = backend, c: str = case) -> float:
+                    vals = [
+                        r[key]
+                        for r in rows
+                        if r["code"] == code and r["backend"] == b and r["case"] == c
+                    ]
+                    return statistics.median(vals)
+
+                ratio = {
+                    k: med("this", k) / med("baseline", k)
+                    for k in ("req_per_s", "p50_ms", "p99_ms")
+                }
+                print(
+                    json.dumps(
+                        {"benchmark": "kms_vs_baseline", "backend": backend, "case": case,
+                         "rounds": args.rounds, **{f"ratio_{k}": round(v, 3) for k, v in ratio.items()}}
+                    )
+                )  # fmt: skip
     return 0
 
 

@@ -197,15 +197,19 @@ def start_link(
 
 
 def spawn_kms(
-    settings_path: str | os.PathLike[str], log_path: str | os.PathLike[str] | None = None
+    settings_path: str | os.PathLike[str],
+    log_path: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``qdnet kms serve`` for one settings file as a subprocess."""
+    """Start ``qdnet kms serve`` for one settings file as a subprocess (``env``: its whole
+    environment, e.g. a ``PYTHONPATH`` that serves another checkout of qdnet)."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "qdnet.kms.server", str(settings_path)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     finally:
         if log_path:

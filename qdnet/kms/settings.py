@@ -241,5 +241,7 @@ def load_settings(path: str | os.PathLike[str]) -> KMSSettings:
 
 
 def dump_settings(settings: KMSSettings) -> str:
-    """YAML text for ``settings`` (paths as strings)."""
-    return yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    """YAML text for ``settings`` (paths as strings; fields left at their default omitted)."""
+    return yaml.safe_dump(
+        settings.model_dump(mode="json", exclude_none=True, exclude_defaults=True), sort_keys=False
+    )
