@@ -73,3 +73,14 @@ def test_settings_errors_name_the_field(tmp_path: Path, edit: object, field: str
     with pytest.raises(SettingsError) as err:
         load_settings(tmp_path / "kms-alice.yaml")
     assert field in str(err.value) and "kms-alice.yaml" in str(err.value)
+
+
+def test_examples_document_every_setting() -> None:
+    from qdnet.kms.settings import KMSSettings, Limits, PeerSettings, Timeouts, TLSSettings
+
+    for name in ("kms-alice.yaml", "kms-bob.yaml"):
+        text = (EXAMPLES / name).read_text()
+        for model in (KMSSettings, Limits, Timeouts, PeerSettings, TLSSettings):
+            for field in model.model_fields:
+                if field not in ("database_url", "log_level", "ingest_interval_s"):
+                    assert f"{field}:" in text, (name, model.__name__, field)
