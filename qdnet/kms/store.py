@@ -433,8 +433,10 @@ class KeyStore:
                 (str(b), int(i))
                 for b, i in conn.execute(select(segments.c.block_id, segments.c.idx))
             }
+            known = {str(r[0]) for r in conn.execute(select(blocks.c.block_id))}
             reserved = {str(r[0]) for r in conn.execute(select(keys.c.key_id))}
-        stale_segs = sorted(self.keyring.segment_ids() - segs)
+        # keys of a block not in the database yet are left alone: an ingest may be under way
+        stale_segs = sorted(s for s in self.keyring.segment_ids() - segs if s[0] in known)
         self.keyring.erase_segments(stale_segs)
         held = self.keyring.material_ids()
         stale_keys = sorted(held - reserved)

@@ -226,3 +226,17 @@ def test_store_made_before_sealing_is_refused_clearly(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(RuntimeError, match="older qdnet"):
         KeyStore(f"sqlite:///{db}")
+
+
+def test_startup_clean_up_erases_what_a_crash_left(tmp_path: Path) -> None:
+    s = store(tmp_path, "s")
+    blk, later = make_block(SEGMENT_BYTES * 2), make_block(64)
+    s.ingest(blk)
+    s.mark_shared([blk.block_id])
+    s.keyring.new_segments([(later.block_id, 0)])  # an ingest under way in another process
+    carve(s, [SEGMENT_BYTES], True)
+    with s.engine.begin() as c:  # a crash between the store's commit and the keyring's
+        c.execute(segments.delete().where(segments.c.idx == 1))
+    assert (blk.block_id, 1) in s.keyring.segment_ids()
+    assert s.collect_orphans() == 1
+    assert s.keyring.segment_ids() == {(later.block_id, 0)}
