@@ -253,7 +253,11 @@ def _finite_key(
             (classes.qber_z, classes.qber_x) if basis == 0 else (classes.qber_x, classes.qber_z)
         )
         key_fraction, test_fraction = (bias, 1 - bias) if basis == 0 else (1 - bias, bias)
-        key = [pulses * p * weight * g for p, g in zip(probs, gains, strict=True)]
+        # = pulses p weight g, written so that one class and one key basis give the block exactly
+        key = [
+            block * weight / sum(weights) * p * g / mean_gain
+            for p, g in zip(probs, gains, strict=True)
+        ]
         test = [pulses * p * test_fraction**2 * g for p, g in zip(probs, gains, strict=True)]
         counts = ObservedCounts(
             protocol=classes.protocol,
