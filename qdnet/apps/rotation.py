@@ -32,6 +32,11 @@ Role = Literal["initiator", "responder"]
 OnMissed = Literal["close", "keep"]
 #: WireGuard's REKEY_AFTER_TIME (whitepaper §6.1): the default rotation interval.
 DEFAULT_INTERVAL_S = 120.0
+_MAX_WAIT_S = 3600.0
+
+
+class ApplyError(RuntimeError):
+    """The application refused or failed to take a key (the reason is in the text)."""
 
 
 class KeySink(Protocol):
@@ -66,7 +71,7 @@ class RotationSettings:
             raise ValueError(f"--role {self.role!r}: expected initiator or responder")
         if self.on_missed not in ("close", "keep"):
             raise ValueError(f"--on-missed-key {self.on_missed!r}: expected close or keep")
-        if not self.interval_s > 0:
+        if not self.interval_s > 0:  # math.inf: one key, no rotation
             raise ValueError(f"--interval {self.interval_s}: must be > 0 s")
         if self.max_missed < 1:
             raise ValueError(f"--max-missed {self.max_missed}: must be >= 1")
@@ -154,7 +159,11 @@ class Rotator:
             return
         if self.settings.on_missed == "close":
             if not self.closed:
-                self.sink.close()
+                try:
+                    self.sink.close()
+                except ApplyError as error:  # tried again at the next missed rotation
+                    log.error("fail closed: could not tear down: %s", error)
+                    return
                 self.closed = True
                 log.error(
                     "fail closed: %d rotations missed, torn down until a key arrives", self.missed
@@ -225,11 +234,13 @@ class Rotator:
 
     def _run_initiator(self, stop: threading.Event) -> None:
         next_at = time.monotonic()
-        while not stop.wait(max(0.0, next_at - time.monotonic())):
+        while not stop.wait(min(max(0.0, next_at - time.monotonic()), _MAX_WAIT_S)):
+            if time.monotonic() < next_at:
+                continue
             next_at += self.settings.interval_s
             try:
                 self._rotate_once()
-            except (KeyUnavailableError, OSError, ValueError, KeyError) as error:
+            except (KeyUnavailableError, ApplyError, OSError, ValueError, KeyError) as error:
                 # OSError covers ChannelError, TimeoutError and refused connections.
                 self._drop_channel()
                 self._miss(str(error) or type(error).__name__)
@@ -251,11 +262,11 @@ class Rotator:
             key = delivered.key
             if self._hybrid is not None:
                 key = self._hybrid.mix(key, key_id, bytes.fromhex(str(message.get("ct", ""))))
-        except (KeyUnavailableError, ValueError) as error:
+            kms_s = time.perf_counter() - start
+            self._applied(key, key_id, kms_s=kms_s)
+        except (KeyUnavailableError, ApplyError, ValueError) as error:
             channel.send({"type": "failed", "key_id": key_id, "reason": str(error)})
             raise KeyUnavailableError(str(error)) from None
-        kms_s = time.perf_counter() - start
-        self._applied(key, key_id, kms_s=kms_s)
         ek = self._hybrid.renew().hex() if self._hybrid else None
         channel.send({"type": "applied", "key_id": key_id, "ek": ek})
 

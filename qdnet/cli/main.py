@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from qdnet.cli import (
+    app_commands,
     auth_commands,
     demo_command,
     entanglement_commands,
@@ -38,5 +39,6 @@ for _module in (
     network_commands,
     entanglement_commands,
     auth_commands,
+    app_commands,
 ):
     _module.register(app)

@@ -50,3 +50,6 @@ def kms_link(tmp_path: Path, app_pki: PKI) -> Iterator[KMSLink]:
         write_random_blocks([tmp_path / "ka", tmp_path / "kb"], 4)
         link.ingest(tmp_path / "ka", tmp_path / "kb")
         yield link
+
+
+from tests.apps.netns import distilled, kms_pair, netpair  # noqa: E402, F401  (namespace fixtures)
