@@ -17,8 +17,8 @@ at the peer KMS before it is answered. Prints a table and one JSON line per figu
     QDNET_BENCH_POSTGRES_URL=postgresql://user:pw@127.0.0.1/postgres python benchmarks/kms.py
 
 Before/after in one run: ``--baseline DIR`` serves the same cases from another checkout of
-qdnet (e.g. ``git worktree add /tmp/base e5c5b16``; its KMS processes get ``PYTHONPATH=DIR``,
-the load generator stays this one), alternating ``--rounds`` times with this tree, and prints
+qdnet (e.g. ``git worktree add /tmp/base e5c5b16``; its KMS processes run in DIR with
+``PYTHONPATH=DIR``, the load generator stays this one), alternating ``--rounds`` times with this tree, and prints
 the ratio this/baseline of each figure (medians over the rounds).
 """
 
@@ -246,9 +246,9 @@ def run_backend(
     _blocks([wd / "ka", wd / "kb"], pool_bytes)
     for kme, folder in (("kme-alice", "ka"), ("kme-bob", "kb")):
         cmd = [sys.executable, "-c", _INGEST, str(wd / f"{kme}.yaml"), str(wd / folder)]
-        subprocess.run(cmd, env=env, check=True)
-    procs = [spawn_kms(wd / "kme-alice.yaml", wd / "kms.log", env)]
-    procs.append(spawn_kms(wd / "kme-bob.yaml", wd / "kms.log", env))
+        subprocess.run(cmd, env=env, cwd=code, check=True)
+    procs = [spawn_kms(wd / "kme-alice.yaml", wd / "kms.log", env, code)]
+    procs.append(spawn_kms(wd / "kme-bob.yaml", wd / "kms.log", env, code))
     url_a, url_b = f"https://127.0.0.1:{ports[0]}", f"https://127.0.0.1:{ports[2]}"
     results = []
     try:

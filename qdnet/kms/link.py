@@ -200,9 +200,11 @@ def spawn_kms(
     settings_path: str | os.PathLike[str],
     log_path: str | os.PathLike[str] | None = None,
     env: dict[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``qdnet kms serve`` for one settings file as a subprocess (``env``: its whole
-    environment, e.g. a ``PYTHONPATH`` that serves another checkout of qdnet)."""
+    environment; to serve another checkout of qdnet give its folder as ``cwd``: ``python -m``
+    looks there first)."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(
@@ -210,6 +212,7 @@ def spawn_kms(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
         )
     finally:
         if log_path:
