@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from qdnet.cli.common import clean_errors, console, print_json
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+@contextmanager
+def _link_progress(enabled: bool) -> Iterator[Callable[[int], Callable[[], None]] | None]:
+    """A progress bar over the link-model optimisations (None when disabled)."""
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        TextColumn("[bold]modelling links"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+
+        def start(total: int) -> Callable[[], None]:
+            task = progress.add_task("links", total=total)
+            return lambda: progress.advance(task)
+
+        yield start
 
 
 def _rate(value: float) -> str:
@@ -79,7 +104,8 @@ def register(app: typer.Typer) -> None:
         if method not in ("auto", "exact", "paths"):
             raise ValueError(f"--method {method!r}: expected auto, exact or paths")
         chosen: Literal["auto", "exact", "paths"] = method  # type: ignore[assignment]
-        planned = plan_network(network_file, chosen, paths)
+        with _link_progress(not as_json) as progress:
+            planned = plan_network(network_file, chosen, paths, progress)
         document = plan_document(planned)
         if plot is not None:
             draw_plan(planned, plot)
@@ -179,17 +205,19 @@ def register_simulate(network: typer.Typer) -> None:
             raise ValueError(f"--routing {routing!r}: expected shortest, key-aware or planned")
         if hop_ms < 0:
             raise ValueError(f"--hop-ms must be >= 0, got {hop_ms}")
-        run = simulate_file(
-            network_file,
-            parse_duration_s(duration, "--duration"),
-            seed,
-            tap or [],
-            fail or [],
-            routing=routing,  # type: ignore[arg-type]
-            step_s=parse_duration_s(step, "--step"),
-            pool_bits=pool_bits,
-            hop_processing_s=hop_ms * 1e-3,
-        )
+        with _link_progress(not as_json) as progress:
+            run = simulate_file(
+                network_file,
+                parse_duration_s(duration, "--duration"),
+                seed,
+                tap or [],
+                fail or [],
+                routing=routing,  # type: ignore[arg-type]
+                step_s=parse_duration_s(step, "--step"),
+                pool_bits=pool_bits,
+                hop_processing_s=hop_ms * 1e-3,
+                progress=progress,
+            )
         document = simulation_document(run)
         if plot is not None:
             draw_pools(run, plot)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,19 @@ def topology_of(config: NetworkConfig, rates: list[LinkRate]) -> Topology:
     )
 
 
-def plan_network(path: str | Path, method: Method = "auto", k_paths: int = 3) -> PlannedNetwork:
-    """Read a network file, model its links and plan its demands."""
+def plan_network(
+    path: str | Path,
+    method: Method = "auto",
+    k_paths: int = 3,
+    progress: Callable[[int], Callable[[], None]] | None = None,
+) -> PlannedNetwork:
+    """Read a network file, model its links and plan its demands.
+
+    ``progress(total)`` returns a callback advanced once per link (the CLI's progress bar).
+    """
     config = load_network_config(path)
     base_dir = Path(path).resolve().parent
-    rates = link_rates(config, base_dir)
+    rates = link_rates(config, base_dir, progress(len(config.links)) if progress else None)
     topology = topology_of(config, rates)
     return PlannedNetwork(config, base_dir, rates, topology, plan(topology, method, k_paths))
 

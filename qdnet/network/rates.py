@@ -9,6 +9,7 @@ optimised once (:func:`modelled_link_rate` is cached on the document's JSON). A 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -81,42 +82,45 @@ def modelled_link_rate(config: LinkConfig) -> tuple[float, float, float, dict[st
     return _optimised(json.dumps(document, sort_keys=True))
 
 
-def link_rates(network: NetworkConfig, base_dir: Path) -> list[LinkRate]:
-    """Every link's rate, in the order of the file's ``links``."""
+def link_rates(
+    network: NetworkConfig, base_dir: Path, progress: Callable[[], None] | None = None
+) -> list[LinkRate]:
+    """Every link's rate, in the order of the file's ``links`` (``progress`` after each)."""
     rates: list[LinkRate] = []
-    for index, link in enumerate(network.links):
-        if link.key_rate_bps is not None:
-            rates.append(
-                LinkRate(
-                    index=index,
-                    between=link.between,
-                    secret_key_rate_bps=link.key_rate_bps,
-                    qber=link.qber,
-                    length_km=link.length_km,
-                    modelled=False,
-                    protocol=None,
-                    block_bits=link.block_bits,
-                    secret_bits_per_block=None,
-                    parameters={},
-                )
-            )
-            continue
-        config = link_config(network, index, base_dir)
-        rate_bps, qber, bits_per_pulse, parameters = modelled_link_rate(config)
-        pulses = parameters.get("pulses_per_block")
-        secret_per_block = bits_per_pulse * pulses if pulses is not None else None
-        rates.append(
-            LinkRate(
-                index=index,
-                between=link.between,
-                secret_key_rate_bps=rate_bps,
-                qber=qber,
-                length_km=config.channel.length_km,
-                modelled=True,
-                protocol=config.protocol.kind,
-                block_bits=config.protocol.block_size,
-                secret_bits_per_block=secret_per_block,
-                parameters=parameters,
-            )
-        )
+    for index in range(len(network.links)):
+        rates.append(_link_rate(network, index, base_dir))
+        if progress is not None:
+            progress()
     return rates
+
+
+def _link_rate(network: NetworkConfig, index: int, base_dir: Path) -> LinkRate:
+    link = network.links[index]
+    if link.key_rate_bps is not None:
+        return LinkRate(
+            index=index,
+            between=link.between,
+            secret_key_rate_bps=link.key_rate_bps,
+            qber=link.qber,
+            length_km=link.length_km,
+            modelled=False,
+            protocol=None,
+            block_bits=link.block_bits,
+            secret_bits_per_block=None,
+            parameters={},
+        )
+    config = link_config(network, index, base_dir)
+    rate_bps, qber, bits_per_pulse, parameters = modelled_link_rate(config)
+    pulses = parameters.get("pulses_per_block")
+    return LinkRate(
+        index=index,
+        between=link.between,
+        secret_key_rate_bps=rate_bps,
+        qber=qber,
+        length_km=config.channel.length_km,
+        modelled=True,
+        protocol=config.protocol.kind,
+        block_bits=config.protocol.block_size,
+        secret_bits_per_block=bits_per_pulse * pulses if pulses is not None else None,
+        parameters=parameters,
+    )

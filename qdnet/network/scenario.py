@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,9 +152,10 @@ def simulate_file(
     hop_processing_s: float = 1e-3,
     k_paths: int = 3,
     method: Method = "auto",
+    progress: Callable[[int], Callable[[], None]] | None = None,
 ) -> SimulatedNetwork:
     """Plan a network file, apply taps and failures, and run it for ``duration_s``."""
-    planned = plan_network(path, method, k_paths)
+    planned = plan_network(path, method, k_paths, progress)
     events = [parse_tap(t, planned) for t in taps] + [parse_fail(f, planned) for f in fails]
     if pool_bits <= 0:
         raise ValueError(f"--pool-bits must be > 0, got {pool_bits}")
