@@ -95,6 +95,7 @@ class SourceConfig(_Strict):
                 self.wavelength_nm,
                 self.indistinguishability,
                 tuple(self.decoy_intensities),
+                lifetime_ns=self.exciton_lifetime_ns,
             )
         if self.kind == "weak-coherent":
             return WeakCoherentSource(
@@ -167,6 +168,16 @@ class ReceiverConfig(_Strict):
     afterpulse_probability: float = Field(default=0.0, ge=0, lt=1)
     dead_time_ns: float = Field(default=0.0, ge=0)
     jitter_ps: float = Field(default=0.0, ge=0)
+    gate_ns: float | Literal["optimise"] | None = None
+
+    @model_validator(mode="after")
+    def _gate_inside_window(self) -> ReceiverConfig:
+        gate = self.gate_ns
+        if isinstance(gate, float) and not 0 < gate <= self.window_ns:
+            raise ValueError(
+                f"receiver.gate_ns must be in (0, receiver.window_ns = {self.window_ns}], got {gate}"
+            )
+        return self
 
     def build(self) -> Receiver:
         """The physics object for this receiver."""
@@ -222,6 +233,10 @@ class LinkConfig(_Strict):
             raise ValueError(
                 f"protocol.kind bbm92 needs source.kind entangled-pair or spdc, got {source}"
             )
+        if self.receiver.gate_ns is not None and kind == "bbm92":
+            raise ValueError(
+                "receiver.gate_ns is modelled for bb84 and decoy-bb84 links (prepare and measure)"
+            )
         if kind == "decoy-bb84" and source != "weak-coherent" and not self.source.decoy_intensities:
             raise ValueError(
                 "protocol.kind decoy-bb84 with a single-photon source needs "
@@ -239,6 +254,7 @@ class LinkConfig(_Strict):
                 channel=self.channel.build(self.source.wavelength_nm),
                 receiver=self.receiver.build(),
                 protocol=self.protocol.build(),
+                gate_ns=self.receiver.gate_ns,
             )
         except ValueError as error:
             raise ConfigError(f"{self.name}: {error}") from None

@@ -8,7 +8,9 @@ Free parameters per protocol (each bounded):
   finite: the three-intensity protocol of Lim et al. 2014 with the weakest decoy of the source,
   ``decoy_intensities[-1]``, or a vacuum decoy when none is configured), plus their probabilities
   and P(Z) for finite keys;
-- ``bbm92``: P(Z) for finite keys, and the mean pair number of an SPDC source.
+- ``bbm92``: P(Z) for finite keys, and the mean pair number of an SPDC source;
+- any prepare-and-measure link with ``receiver.gate_ns: optimise``: the width of the receiver's
+  time gate (:mod:`qdnet.sources.time_profile`).
 
 The configured intensities are not used as starting values: the result depends on the link only.
 
@@ -64,6 +66,8 @@ from qdnet.sources.spdc import SpdcSource
 MAX_LASER_INTENSITY = 1.0
 #: Smallest intensity or probability the optimiser tries (keeps logs finite).
 MIN_PARAMETER = 1e-4
+#: Narrowest receiver time gate the optimiser tries (ns).
+GATE_MIN_NS = 1e-3
 #: Points of the global stage per free parameter, and how many of the best are polished.
 GLOBAL_POINTS_PER_PARAMETER = 24
 GLOBAL_POLISHED = 1
@@ -470,8 +474,26 @@ def _bbm92_space(link: Link) -> ParameterSpace:
     return ParameterSpace(tuple(parameters), evaluate)
 
 
+def _gated_space(link: Link) -> ParameterSpace:
+    """The protocol's parameters and the receiver's time-gate width (``receiver.gate_ns:
+    optimise``), between GATE_MIN_NS and the detection window."""
+    window_ns = link.receiver.detector.window_ns
+    inner = parameter_space(link.with_gate_ns(window_ns))
+
+    def evaluate(x: Sequence[float]) -> Evaluation:
+        gate_ns = x[-1]
+        result = parameter_space(link.with_gate_ns(gate_ns)).evaluate(x[:-1])
+        parameters = {**result.parameters, "gate_ns": gate_ns}
+        return Evaluation(result.bits_per_pulse, result.statistics, parameters, result.terms)
+
+    gate = Parameter("gate_ns", min(GATE_MIN_NS, window_ns / 2), window_ns)
+    return ParameterSpace((*inner.parameters, gate), evaluate)
+
+
 def parameter_space(link: Link) -> ParameterSpace:
     """The free parameters of a link's protocol and how to evaluate them."""
+    if link.gate_ns == "optimise":
+        return _gated_space(link)
     kind = link.protocol.kind
     if kind == "bb84":
         return _bb84_space(link)

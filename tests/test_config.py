@@ -8,6 +8,7 @@ import pytest
 from qdnet.config import ConfigError, load_link, load_link_config
 from qdnet.keyrate import key_rate_point
 from qdnet.optics.fibre import FibreChannel
+from qdnet.protocols import prepare_measure
 from qdnet.protocols.prepare_measure import link_intensities
 
 
@@ -117,3 +118,27 @@ def test_brightness_accepts_g2_up_to_what_the_model_allows(tmp_path: Path) -> No
         ConfigError, match=re.escape("source.g2 x source.brightness must be <= 0.5")
     ):
         load_link(write(tmp_path, BASE), [*bright, "source.g2=0.9", "source.brightness=0.6"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["receiver.gate_ns=2.0"], "receiver.gate_ns must be in (0, receiver.window_ns = 1.0]"),
+        (["receiver.gate_ns=0"], "receiver.gate_ns must be in (0, receiver.window_ns = 1.0]"),
+        (["receiver.gate_ns=wide"], "receiver.gate_ns"),
+    ],
+)
+def test_gate_values_are_checked(tmp_path: Path, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_link(write(tmp_path, BASE), overrides)
+
+
+def test_gate_optimise_is_for_keyrate_only(tmp_path: Path, examples_dir: Path) -> None:
+    link = load_link(write(tmp_path, BASE), ["receiver.gate_ns=optimise"])
+    assert key_rate_point(link, 10.0)[0].parameters["gate_ns"] <= 1.0
+    with pytest.raises(ValueError, match="only keyrate chooses a gate"):
+        prepare_measure.expected_statistics(link, (0.3,))
+    with pytest.raises(
+        ConfigError, match=re.escape("receiver.gate_ns is modelled for bb84 and decoy-bb84")
+    ):
+        load_link(examples_dir / "gaas-dot-bbm92.yaml", ["receiver.gate_ns=0.5"])

@@ -45,6 +45,9 @@ class Link:
     channel: Channel
     receiver: Receiver
     protocol: ProtocolSettings
+    #: Receiver time gate (``receiver.gate_ns``): None, the window keeps the whole emission; a width
+    #: in ns (:mod:`qdnet.sources.time_profile`); "optimise", keyrate chooses it.
+    gate_ns: float | Literal["optimise"] | None = None
 
     @property
     def repetition_rate_hz(self) -> float:
@@ -83,6 +86,10 @@ class Link:
         else:
             channel = replace(self.channel, loss_db=loss_db)
         return replace(self, channel=channel)
+
+    def with_gate_ns(self, gate_ns: float | Literal["optimise"] | None) -> Link:
+        """The same link with another receiver time gate."""
+        return replace(self, gate_ns=gate_ns)
 
     def with_protocol(self, **changes: object) -> Link:
         """The same link with some protocol settings changed."""

@@ -39,9 +39,13 @@ class SinglePhotonSource:
     wavelength_nm: float = 1550.0
     indistinguishability: float = 1.0
     decoy_intensities: tuple[float, ...] = field(default_factory=tuple)
+    #: Radiative lifetime of the emitting transition (the time profile a receiver gate cuts).
+    lifetime_ns: float = 0.0
 
     def __post_init__(self) -> None:
         _check_range("source.g2", self.g2, 0.0, 1.0)
+        if not self.lifetime_ns >= 0:
+            raise ValueError(f"source.exciton_lifetime_ns must be >= 0, got {self.lifetime_ns}")
         _check_range("source.indistinguishability", self.indistinguishability, 0.0, 1.0)
         if self.repetition_rate_hz <= 0:
             raise ValueError(
@@ -82,6 +86,7 @@ class SinglePhotonSource:
         repetition_rate_hz: float,
         wavelength_nm: float = 1550.0,
         indistinguishability: float = 1.0,
+        lifetime_ns: float = 0.0,
     ) -> SinglePhotonSource:
         """Build from B = P(n>=1) and g2 with Perceval's convention (see module docstring)."""
         _check_range("source.brightness", brightness, 0.0, 1.0)
@@ -100,6 +105,7 @@ class SinglePhotonSource:
             repetition_rate_hz=repetition_rate_hz,
             wavelength_nm=wavelength_nm,
             indistinguishability=indistinguishability,
+            lifetime_ns=lifetime_ns,
         )
 
     def photon_number_distribution(self, mean_photon_number: float | None = None) -> FloatArray:
