@@ -43,8 +43,8 @@ def test_rate_below_plob_falls_with_loss_and_dies(name: str, overrides: list[str
 
 @pytest.mark.parametrize("name", LINKS)
 def test_finite_key_below_asymptotic_and_converging(name: str) -> None:
-    # Free basis bias: asymptotically q -> 1 and finite keys come from the Z basis only, so both
-    # describe the same protocol (with a fixed bias the asymptotic rate also keys the X basis).
+    # Free basis bias: asymptotically q -> 1 and finite keys optimise P(Z), so both describe the
+    # same protocol (at a fixed bias see test_both_key_bases_at_bias_half_approach_the_asymptotic_rate).
     link = example_link(name, ["channel.loss_db=10", "protocol.basis_bias=null"])
     asymptotic = key_rate_point(link, None)[0].secret_bits_per_pulse
     finite = [

@@ -14,6 +14,7 @@ from qdnet.cli.common import clean_errors, console, parse_range, print_json
 from qdnet.config import load_link_config
 from qdnet.keyrate import KeyRatePoint, sweep
 from qdnet.protocols.link import Link
+from qdnet.protocols.prepare_measure import gate_share
 from qdnet.sources.entangled import EntangledPairSource
 from qdnet.sources.photon_statistics import g2_of, thin
 from qdnet.sources.spdc import SpdcSource
@@ -155,6 +156,9 @@ def source_report(link: Link) -> dict[str, Any]:
     report["photon_number_distribution_after_channel"] = after.tolist()
     report["g2_after_channel"] = g2_of(after)
     report["multiphoton_probability"] = source.multiphoton_probability()
+    if isinstance(link.gate_ns, float):
+        report["gate_ns"] = link.gate_ns
+        report["gate_acceptance"] = gate_share(link, link.gate_ns)
     return report
 
 

@@ -49,12 +49,20 @@ def emission_lifetime_ns(link: Link) -> float:
     return source.lifetime_ns if isinstance(source, SinglePhotonSource) else 0.0
 
 
+def gate_share(link: Link, gate_ns: float) -> float:
+    """Share of the photons detected in the receiver's window that a time gate of ``gate_ns``
+    keeps (``receiver.efficiency`` holds for the whole window, so a gate as wide as the window
+    keeps them all)."""
+    detector = link.receiver.detector
+    profile = (emission_lifetime_ns(link), detector.jitter_ps * 1e-3)
+    return gate_acceptance(gate_ns, *profile) / gate_acceptance(detector.window_ns, *profile)
+
+
 def detection_parameters(link: Link, signal_gain_guess: float | None = None) -> tuple[float, float]:
     """Effective (transmittance to detection, noise click probability per detector).
 
-    A receiver time gate (``link.gate_ns``) keeps the share of the window's photons that
-    :func:`qdnet.sources.time_profile.gate_acceptance` gives (the efficiency is that of the whole
-    window, so a gate as wide as the window changes nothing) and counts noise over the gate only.
+    A receiver time gate (``link.gate_ns``) keeps :func:`gate_share` of the photons and counts
+    noise over the gate only.
 
     The dead-time and afterpulse corrections use the click rate, taken from ``signal_gain_guess``
     (a first pass without them when None).
@@ -67,11 +75,7 @@ def detection_parameters(link: Link, signal_gain_guess: float | None = None) -> 
             raise ValueError(
                 "receiver.gate_ns optimise: only keyrate chooses a gate; give a width in ns here"
             )
-        # receiver.efficiency holds for the whole window: the gate keeps its share of that.
-        profile = (emission_lifetime_ns(link), detector.jitter_ps * 1e-3)
-        eta *= gate_acceptance(link.gate_ns, *profile) / gate_acceptance(
-            detector.window_ns, *profile
-        )
+        eta *= gate_share(link, link.gate_ns)
         noise = replace(detector, window_ns=link.gate_ns).noise_probability(link.background_rate_hz)
     if signal_gain_guess is not None:
         click_rate_hz = signal_gain_guess * link.repetition_rate_hz

@@ -96,3 +96,12 @@ def test_bad_input_is_one_clean_line(tmp_path: Path, examples_dir: Path) -> None
     )
     assert result.exit_code == 2
     assert "source.g2" in result.output
+
+
+def test_source_reports_the_time_gate(examples_dir: Path) -> None:
+    link_file = str(examples_dir / "gated-dot-bb84.yaml")
+    result = runner.invoke(app, ["source", link_file, "--set", "receiver.gate_ns=2.0", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["gate_ns"] == 2.0
+    assert 0.5 < doc["gate_acceptance"] < 1.0
