@@ -33,6 +33,8 @@ OnMissed = Literal["close", "keep"]
 #: WireGuard's REKEY_AFTER_TIME (whitepaper §6.1): the default rotation interval.
 DEFAULT_INTERVAL_S = 120.0
 _MAX_WAIT_S = 3600.0
+#: Until the first key is in use, the initiator retries this often (not only every interval).
+FIRST_KEY_RETRY_S = 1.0
 
 
 class ApplyError(RuntimeError):
@@ -240,10 +242,14 @@ class Rotator:
             next_at += self.settings.interval_s
             try:
                 self._rotate_once()
-            except (KeyUnavailableError, ApplyError, OSError, ValueError, KeyError) as error:
+            except (KeyUnavailableError, ApplyError) as error:
+                self._miss(str(error))
+            except (OSError, ValueError, KeyError) as error:
                 # OSError covers ChannelError, TimeoutError and refused connections.
                 self._drop_channel()
                 self._miss(str(error) or type(error).__name__)
+            if self.rotations == 0:  # no key yet (e.g. the responder is starting): retry soon
+                next_at = min(next_at, time.monotonic() + FIRST_KEY_RETRY_S)
             if next_at < time.monotonic():  # a slow rotation: do not catch up in a burst
                 next_at = time.monotonic()
 

@@ -37,6 +37,7 @@ def _run(opts: Any, sink: Any, stop_when: threading.Event | None = None) -> None
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per KMS request otherwise
     keys = AppKeys(opts.access)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

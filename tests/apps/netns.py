@@ -262,7 +262,7 @@ def app_command(
     side: int,
     pki: PKI,
     *extra: str,
-    interval: str = "2s",
+    interval: str | None = "2s",
     events: Path | None = None,
 ) -> list[str]:
     """``qdnet app KIND`` for side 0 (initiator, app-a) or 1 (responder, app-b)."""
@@ -279,9 +279,9 @@ def app_command(
         saes[1 - side],
         "--pki",
         str(pki.root),
-        "--interval",
-        interval,
     ]
+    if interval is not None:
+        cmd += ["--interval", interval]
     if side == 0:
         cmd += ["--role", "initiator", "--peer-control", f"{UNDERLAY[1]}:9400"]
     else:

@@ -163,3 +163,34 @@ def test_preshared_key_rotates_from_the_kms_and_is_really_used(
     tunnel.rehandshake(1, base64.b64encode(os.urandom(32)).decode())
     tunnel.rehandshake(0, psk)
     assert not pair.ping(0, TUNNEL[1], count=3)
+
+
+@pytest.mark.parametrize("policy", ["close", "keep"])
+def test_kms_down_tears_the_tunnel_down_or_keeps_it_as_chosen(
+    tunnel: Tunnel, kms_pair: KMSPair, app_pki: PKI, tmp_path: Path, policy: str
+) -> None:
+    pair = tunnel.pair
+    extra = ("--max-missed", "2", "--on-missed-key", policy)
+    events, _apps = _start_apps(tunnel, kms_pair, app_pki, tmp_path, *extra)
+    wait_until(lambda: len(_applied(events[1])) >= 1, 30, "the first rotation")
+    assert pair.ping(0, TUNNEL[1], count=2)
+
+    kms_pair.kill(0)  # kill -9 the initiator's KME
+    verdict = "closed" if policy == "close" else "kept"
+    for path in events:
+        wait_until(lambda p=path: any(e["event"] == verdict for e in read_events(p)), 30, verdict)
+    if policy == "keep":  # fail open: the tunnel runs on, on its last key
+        assert tunnel.psk(0) == tunnel.psk(1) not in (None, "(none)")
+        assert pair.ping(0, TUNNEL[1], count=2)
+        return
+    assert tunnel.psk(0) is None and tunnel.psk(1) is None  # the peer is gone on both sides
+    assert not pair.ping(0, TUNNEL[1], count=2)
+
+    kms_pair.start(0)  # the KME comes back: the next key restores the peer
+    before = [len(_applied(p)) for p in events]
+    for side, path in enumerate(events):
+        wait_until(
+            lambda p=path, n=before[side]: len(_applied(p)) > n, 30, "a key after the outage"
+        )
+    assert tunnel.psk(0) == tunnel.psk(1) not in (None, "(none)")
+    assert pair.ping(0, TUNNEL[1], count=3)
