@@ -9,7 +9,9 @@ SA that authenticated with it, so each rotation loads the new key and *re-authen
 * both ends reload the connection with ``ppk_id`` = the key ID and ``ppk_required = yes``
   (strongSwan checks the received PPK_ID against the configured one);
 * the responder does this first (the control channel's answer says it is done), then the
-  initiator initiates the connection, or re-authenticates it (VICI ``rekey`` with ``reauth``).
+  initiator re-authenticates make-before-break: it initiates a new IKE SA with the reloaded
+  connection (VICI ``rekey`` with ``reauth`` would reuse the old SA's configuration, hence the
+  old PPK_ID) and then deletes the old IKE SA with its Child SAs.
 
 The connection is given as the ``connections.<name>`` section of swanctl.conf written as YAML
 (the same keys VICI ``load-conn`` takes). Fail closed terminates the IKE SA and unloads the
@@ -52,7 +54,18 @@ def load_connection(path: str | Path, name: str) -> dict[str, Any]:
         raise ValueError(f"--connection-file {path}: connection {name!r} needs children")
     if str(conn.get("version", 2)) != "2":
         raise ValueError(f"--connection-file {path}: PPKs need IKEv2 (version: 2)")
-    return dict(conn)
+    return dict(_as_vici(conn))
+
+
+def _as_vici(value: Any) -> Any:
+    """VICI messages hold strings, lists and sections only: numbers and booleans as text."""
+    if isinstance(value, dict):
+        return {str(k): _as_vici(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_vici(v) for v in value]
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 class IPsecSink:
@@ -91,14 +104,16 @@ class IPsecSink:
             session.load_conn({self.name: conn})
             if not self.initiator:
                 return
-            up = [sa for sa in self._ike_sas(session) if sa.get("state") == b"ESTABLISHED"]
+            # Make before break: a new IKE SA with the new connection (a "reauth" rekey would
+            # reuse the old SA's configuration, hence its PPK_ID), then delete the old ones.
+            old = [sa["uniqueid"] for sa in self._ike_sas(session)]
             timeout_ms = int(VICI_TIMEOUT_S * 1000) - 1000
-            if up:
-                session.rekey({"ike": self.name, "reauth": "yes", "timeout": timeout_ms})
-            else:
-                for _ in session.initiate(
-                    {"child": self.child, "ike": self.name, "timeout": timeout_ms}
-                ):
+            for _ in session.initiate(
+                {"child": self.child, "ike": self.name, "timeout": timeout_ms}
+            ):
+                pass
+            for unique_id in old:
+                for _ in session.terminate({"ike-id": unique_id, "timeout": timeout_ms}):
                     pass
         except (vici.exception.CommandException, vici.exception.SessionException) as error:
             raise ApplyError(f"strongSwan {self.name}: {error}") from None

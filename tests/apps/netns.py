@@ -48,7 +48,11 @@ def unavailable(programs: tuple[str, ...]) -> str | None:
         return "network namespaces need Linux"
     if os.geteuid() != 0:
         return "network namespaces need root"
-    missing = [p for p in ("ip", *programs) if shutil.which(p) is None]
+    missing = [
+        p
+        for p in ("ip", *programs)
+        if not (os.path.exists(p) if p.startswith("/") else shutil.which(p))
+    ]
     if missing:
         return f"programs missing: {', '.join(missing)} (install with .ci/apps-setup.sh)"
     if not os.path.exists("/dev/net/tun"):
