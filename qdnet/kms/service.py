@@ -76,6 +76,7 @@ class _EncJob:
     number: int
     size_bits: int
     future: asyncio.Future[tuple[list[tuple[str, bytes]], bool]] = field(repr=False)
+    tries: int = 0
 
 
 @dataclass(frozen=True)
@@ -427,8 +428,20 @@ class KMSService:
         for (job, alloc, ids), ok in zip(live, accepted, strict=True):
             local = [s for s in job.slaves if s in mine] if ok else []
             batch.append((alloc.pieces, [(k, job.size_bits, job.master, local) for k in ids]))
-        applied = await self.db(self.store.apply_allocations, batch, front)
+        assert self._queue is not None and self._reconcile_due is not None
+        try:
+            applied = await self.db(self.store.apply_allocations, batch, front)
+        except KMSError:  # the peer consumed these bytes, this store could not: reconcile soon
+            self._reconcile_due.set()
+            raise
         for (job, alloc, ids), ok, done in zip(live, accepted, applied, strict=True):
+            if not ok and job.tries < 2:
+                # the peer had consumed some of these bytes (a crash or a lost answer): they are
+                # consumed here too now, and the request goes again with fresh bytes
+                job.tries += 1
+                self._reconcile_due.set()
+                self._queue.put_nowait(job)
+                continue
             if not (ok and done):
                 job.future.set_exception(KMSError(503, "not enough key material available"))
                 continue

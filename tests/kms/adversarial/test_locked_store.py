@@ -59,9 +59,8 @@ def test_a_locked_store_answers_503_and_the_rest_is_served(
 ) -> None:
     cred = pki.credential("app-a")
     ctx = client_context(pki.ca_cert, cred.cert, cred.key)
-    extra = {"timeouts": {"database_s": 1.0}}
     with (
-        spawned_pair(tmp_path, pki, extra=extra, database_urls=dbs) as pair,
+        spawned_pair(tmp_path, pki, database_urls=dbs) as pair,  # timeouts.database_s: 3
         httpx.Client(verify=ctx, timeout=30) as h,
     ):
         wait_shared(pair)
@@ -86,11 +85,11 @@ def test_a_locked_store_answers_503_and_the_rest_is_served(
                 assert time.monotonic() - t0 < 0.5
             t0 = time.monotonic()
             r = h.get(pair.url_a + "/api/v1/keys/app-b/status")
-            assert r.status_code in (200, 503) and time.monotonic() - t0 < 3.0
+            assert r.status_code in (200, 503) and time.monotonic() - t0 < 6.0
             if r.status_code == 503:
                 assert "key store busy" in r.json()["message"]
             worker.join(20)
         status, took = answers["enc"]
-        assert status == 503 and took < 5.0, answers
+        assert status == 503 and took < 8.0, answers
         # once the lock is gone everything works again (and no key went missing)
         assert h.get(pair.url_a + "/api/v1/keys/app-b/enc_keys").status_code == 200

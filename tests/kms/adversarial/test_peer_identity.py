@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from qdnet.kms.pki import PKI, create_pki, issue
-from qdnet.kms.tls import client_context, kme_of_certificate
+from qdnet.kms.tls import client_context
 from tests.kms.adversarial.conftest import spawned_pair
 
 BODY = {"segment_bytes": 4096, "items": []}
@@ -41,6 +41,8 @@ def test_sae_certificate_named_like_the_peer_is_refused(tmp_path: Path, pki: PKI
 
 
 def test_kme_identity_needs_the_kme_uri_and_server_auth(tmp_path: Path) -> None:
+    from qdnet.kms.tls import kme_of_certificate
+
     pki = create_pki(tmp_path, ["kme-x"], ["app-y"])
 
     def der(name: str) -> bytes:
