@@ -16,9 +16,13 @@ The configured intensities are not used as starting values: the result depends o
 
 Search (:func:`optimise`): intensities and probabilities in log space, P(Z) as log(1 - P(Z)). A
 global stage evaluates a fixed Halton set of points over the whole box (Halton, Numer. Math. 2, 84
-(1960)) and polishes the best ones with SciPy's bounded Nelder-Mead; it runs at a sweep's first
-point and wherever the local search from the previous optimum (warm start) finds no key, so that a
-flat zero region around a poor start never hides key that exists elsewhere in the box.
+(1960)) and polishes the best with SciPy's Nelder-Mead (in sin-transformed coordinates, restarted
+from its own result); it runs at a sweep's first point and wherever the local search from the
+previous optimum (warm start) finds no key, so that a flat zero region around a poor start never
+hides key that exists elsewhere in the box. Where no point has key, finite keys are followed down
+from a block 1e8 times larger (continuation). The objective is the expected key: expected counts
+and the length formula before rounding down, smooth in the parameters. Random sampling of the box
+never beats the result by more than 1 % (``tests/test_keyrate.py``).
 
 Key bases (``protocol.key_bases``): ``z`` keys the Z basis only and tests the phase error in X;
 ``both`` also keys the X basis, whose phase error is estimated from the Z basis (Lo, Chau, Ardehali,
@@ -71,11 +75,11 @@ GATE_MIN_NS = 1e-3
 #: Points of the global stage per free parameter, and how many of the best are polished.
 GLOBAL_POINTS_PER_PARAMETER = 24
 GLOBAL_POLISHED = 1
-#: Nelder-Mead: first simplex as a fraction of the box width (warm start, global stage) and the
-#: tolerances in search coordinates and in -log(key per pulse) (1e-3: 0.1 % of the key).
+#: Nelder-Mead: first simplex steps (x pi in the sin-transformed coordinates; warm start, global
+#: stage) and the tolerances there and in -log(key per pulse) (1e-3: 0.1 % of the key).
 WARM_STEP = 0.02
 GLOBAL_STEP = 0.05
-XATOL = 1e-2
+XATOL = 3e-2
 FATOL = 1e-3
 #: Continuation for finite keys: from CONTINUATION_FACTOR times the block, steps in block size
 #: down to CONTINUATION_MIN_RATIO.
