@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from qdnet.kms.pki import PKI
 from tests.apps.netns import UNDERLAY, KMSPair, NetPair, app_command, read_events, wait_until
 
@@ -16,18 +18,18 @@ PSK = '-psk "$QDNET_PSK_HEX" -psk_identity "$QDNET_PSK_IDENTITY"'
 WRONG_PSK = '-psk "$(openssl rand -hex 32)" -psk_identity "$QDNET_PSK_IDENTITY"'
 
 
-def _server(pair: NetPair, kp: KMSPair, pki: PKI, tmp_path: Path) -> None:
+def _server(pair: NetPair, kp: KMSPair, pki: PKI, tmp_path: Path, *extra: str) -> None:
     # -nocert: no certificate to fall back on, only the PSK can authenticate; -rev echoes
     # each line reversed.
     server = (
         f"exec openssl s_server -nocert {' '.join(SUITE)} {PSK} "
         f"-accept {UNDERLAY[1]}:{TLS_PORT} -rev </dev/null"
     )
-    cmd = app_command("tls-psk", kp, 1, pki, "--", "sh", "-c", server, interval=None)
+    cmd = app_command("tls-psk", kp, 1, pki, *extra, "--", "sh", "-c", server, interval=None)
     pair.spawn(1, cmd, "app-1.log")
 
 
-def _client(pair: NetPair, kp: KMSPair, pki: PKI, tmp_path: Path, psk: str) -> int:
+def _client(pair: NetPair, kp: KMSPair, pki: PKI, tmp_path: Path, psk: str, *extra: str) -> int:
     wait = (
         f"for i in $(seq 100); do (exec 3<>/dev/tcp/{UNDERLAY[1]}/{TLS_PORT}) 2>/dev/null "
         "&& break; sleep 0.1; done"
@@ -38,22 +40,25 @@ def _client(pair: NetPair, kp: KMSPair, pki: PKI, tmp_path: Path, psk: str) -> i
     )
     events = tmp_path / "events-0.jsonl"
     cmd = app_command(
-        "tls-psk", kp, 0, pki, "--", "bash", "-c", client, interval=None, events=events
+        "tls-psk", kp, 0, pki, *extra, "--", "bash", "-c", client, interval=None, events=events
     )
     proc = pair.spawn(0, cmd, "app-0.log")
     return proc.wait(60)
 
 
+@pytest.mark.parametrize("hybrid", [False, True], ids=["qkd", "hybrid"])
 def test_tls13_handshake_with_the_qkd_key_as_psk(
-    netpair: NetPair, kms_pair: KMSPair, app_pki: PKI, tmp_path: Path
+    netpair: NetPair, kms_pair: KMSPair, app_pki: PKI, tmp_path: Path, hybrid: bool
 ) -> None:
-    _server(netpair, kms_pair, app_pki, tmp_path)
-    assert _client(netpair, kms_pair, app_pki, tmp_path, PSK) == 0
+    extra = ("--hybrid",) if hybrid else ()  # ML-KEM-768 mixed in: same key at both ends
+    _server(netpair, kms_pair, app_pki, tmp_path, *extra)
+    assert _client(netpair, kms_pair, app_pki, tmp_path, PSK, *extra) == 0
     client_log = (tmp_path / "app-0.log").read_text()
     assert "dkq-olleh" in client_log  # the server's reversed echo came back over TLS 1.3
     assert "Protocol version: TLSv1.3" in client_log and "No peer certificate" in client_log
     key_id = [e for e in read_events(tmp_path / "events-0.jsonl") if e["event"] == "applied"]
     assert len(key_id) == 1  # one key for the command's lifetime (no --interval)
+    assert key_id[0]["hybrid"] is hybrid
 
 
 def test_a_different_key_fails_the_handshake(
