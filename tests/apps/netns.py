@@ -8,6 +8,7 @@ reason; with ``CI=true`` they fail instead (CI machines have all of them).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -308,3 +309,24 @@ def wait_until(condition: Any, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.1)
+
+
+def report(name: str, figures: dict[str, Any]) -> None:
+    """Print measured figures (run with ``-s``) and append them to ``$QDNET_APPS_FIGURES``."""
+    line = json.dumps({"measurement": name, **figures}, sort_keys=True)
+    print(line)
+    target = os.environ.get("QDNET_APPS_FIGURES")
+    if target:
+        with open(target, "a") as out:
+            out.write(line + "\n")
+
+
+def timed_ms(pair: NetPair, side: int, script: str) -> float:
+    """Milliseconds that the bash ``script`` takes inside namespace ``side`` (no exec overhead)."""
+    out = pair.run(
+        side,
+        "bash",
+        "-c",
+        f"s=$(date +%s%N); {{ {script} ; }} >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e-s)/1000 ))",
+    )
+    return int(out.stdout.strip()) / 1000.0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import os
+import re
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from tests.apps.netns import (
     NetPair,
     app_command,
     read_events,
+    report,
     run,
     wait_until,
 )
@@ -194,3 +197,80 @@ def test_kms_down_tears_the_tunnel_down_or_keeps_it_as_chosen(
         )
     assert tunnel.psk(0) == tunnel.psk(1) not in (None, "(none)")
     assert pair.ping(0, TUNNEL[1], count=3)
+
+
+@pytest.mark.slow
+def test_measure_rotations_handshakes_and_a_kms_outage(
+    tunnel: Tunnel, kms_pair: KMSPair, app_pki: PKI, tmp_path: Path
+) -> None:
+    """Figures for the documentation (``-m slow -s``; also ``$QDNET_APPS_FIGURES``)."""
+    pair = tunnel.pair
+    run_s = 20.0
+    extra = ("--max-missed", "2", "--on-missed-key", "close")
+    events, apps = _start_apps(tunnel, kms_pair, app_pki, tmp_path, *extra)
+    wait_until(lambda: len(_applied(events[0])) >= 1, 30, "the first rotation")
+    assert pair.ping(0, TUNNEL[1], count=2)
+    pinger = pair.spawn(
+        0, ["ping", "-n", "-c", str(int(run_s * 4)), "-i", "0.25", TUNNEL[1]], "p.log"
+    )
+    assert pinger.wait(run_s + 10) == 0
+    ini, resp = _applied(events[0]), _applied(events[1])
+    ms = lambda xs: round(1000 * statistics.median(xs), 2)  # noqa: E731
+    figures: dict[str, object] = {
+        "interval_s": 2,
+        "rotations_initiator": len(ini),
+        "rotations_responder": len(resp),
+        "same_key_ids": [e["key_id"] for e in ini] == [e["key_id"] for e in resp][: len(ini)],
+        "ping_loss_during_rotations": (pair.workdir / "p.log").read_text().count(" 0% packet loss")
+        == 1,
+        "enc_keys_ms_median": ms([float(e["kms_s"]) for e in ini]),
+        "dec_keys_ms_median": ms([float(e["kms_s"]) for e in resp]),
+        "rotation_ms_median": ms([float(e["rotation_s"]) for e in ini]),
+    }
+
+    # The initiator's KME is killed: both ends tear the tunnel down after 2 missed rotations.
+    t_kill = time.time()
+    kms_pair.kill(0)
+    for path in events:
+        wait_until(lambda p=path: any(e["event"] == "closed" for e in read_events(p)), 30, "close")
+    closed = [next(e["t"] for e in read_events(p) if e["event"] == "closed") for p in events]
+    assert not pair.ping(0, TUNNEL[1], count=2)
+    t_start = time.time()
+    kms_pair.start(0)
+    n = [len(_applied(p)) for p in events]
+    for side, path in enumerate(events):
+        wait_until(lambda p=path, k=n[side]: len(_applied(p)) > k, 30, "restore")
+    restored = [_applied(p)[-1]["t"] for p in events]
+    assert pair.ping(0, TUNNEL[1], count=2)
+    figures["kms_down"] = {
+        "closed_after_kill_s": [round(float(t) - t_kill, 2) for t in closed],
+        "restored_after_kms_start_s": [round(float(t) - t_start, 2) for t in restored],
+        "ping_while_closed": "100% loss",
+    }
+
+    # WireGuard handshake with the key already in place, against a ping on a live session.
+    for proc in apps:
+        pair.stop(proc)
+    psk = tunnel.psk(0)
+    assert psk is not None
+
+    def ping1_ms() -> float:  # the first packet waits in wireguard-go for the handshake
+        out = pair.run(0, "ping", "-n", "-c", "1", "-W", "2", TUNNEL[1]).stdout
+        return float(re.search(r"time=([0-9.]+) ms", out).group(1))  # type: ignore[union-attr]
+
+    readd = (
+        f"wg set {tunnel.ifname[0]} peer {tunnel.public[1]} remove; "
+        f"wg set {tunnel.ifname[0]} peer {tunnel.public[1]} allowed-ips {TUNNEL[1]}/32 "
+        f"endpoint {UNDERLAY[1]}:{WG_PORT} preshared-key {pair.workdir / 'psk-0'}"
+    )
+    (pair.workdir / "psk-0").write_text(psk + "\n")
+    with_handshake, live = [], []
+    for _ in range(10):
+        tunnel.rehandshake(1, psk)
+        pair.run(0, "bash", "-c", readd)
+        with_handshake.append(ping1_ms())
+        live.append(ping1_ms())
+    figures["ping_rtt_with_handshake_ms_median"] = round(statistics.median(with_handshake), 2)
+    figures["ping_rtt_on_live_session_ms_median"] = round(statistics.median(live), 2)
+    report("wireguard", figures)
+    assert len(ini) >= run_s / 2 - 1 and figures["same_key_ids"]
