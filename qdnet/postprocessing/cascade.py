@@ -1144,6 +1144,8 @@ def _bob_round(
         depth = tail_depth if ns <= tail else 1
         ns, f, nq = _descend(b, ns, depth)
         flips += f
+        if 2 * flips > width:  # only parities inconsistent with Alice's bits get this far
+            raise ValueError("Cascade: flips in one round exceed half the frame (bad parities)")
         if ns and not nq:
             continue  # every live search waits behind one that finished this round
         if not ns and stage > 0 and b.opts[1]:

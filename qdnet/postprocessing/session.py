@@ -359,12 +359,15 @@ async def _cascade_bob(
     chan: AuthenticatedChannel,
     key: NDArray[np.uint8],
     frames: list[tuple[int, int]],
+    estimated_qber: float,
     cfg: SessionConfig,
     progress: Progress | None,
 ) -> tuple[NDArray[np.uint8], int]:
     start = await chan.recv(MessageKind.EC_START)
     seed = start.field_int("seed")
     qber = start.field_float("qber")
+    if qber != estimated_qber:  # both ends computed it from the same disclosed test bits
+        raise ProtocolError("EC_START: QBER differs from the estimate both ends computed")
     counts_raw = start.fields.get("counts")
     if not isinstance(counts_raw, list) or len(counts_raw) != len(frames):
         raise ProtocolError("EC_START: bad frame counts")
@@ -597,7 +600,9 @@ async def run_bob(
         key = sifted.key_bits
         if cfg.method == "cascade":
             frames = _split_frames(len(key), cfg.frame_bits)
-            corrected, report.leak_ec_bits = await _cascade_bob(chan, key, frames, cfg, progress)
+            corrected, report.leak_ec_bits = await _cascade_bob(
+                chan, key, frames, est.qber, cfg, progress
+            )
         else:
             frames = _split_frames(len(key), cfg.ldpc_frame_bits)
             corrected, report.leak_ec_bits = await ldpc_ec.bob_reconcile(chan, key, frames)

@@ -26,8 +26,10 @@ from tests.postprocessing.synthetic import synthetic_records
 Tap = Callable[[bytes], list[bytes]]
 
 #: A short session (40 000 detections at 1 % QBER, about 6 000 secret bits): Cascade in 6000-bit
-#: frames with 6 passes, the later ones together (about 90 frames in all); LDPC in two frames
-#: (about 20-75 frames, by the number of reveal rounds).
+#: frames with 6 passes, the later ones together (about 90 frames in all). LDPC runs on 60 000
+#: detections at 2 % in one or two frames (about 20-75 frames, by the number of reveal rounds);
+#: at this size it fails to converge in about 1 session of 7 (as before issue 12), which the
+#: suite tolerates in attacked sessions only.
 SMALL_DETECTIONS = 40_000
 SMALL_QBER = 0.01
 SMALL_CASCADE = SessionConfig(
@@ -35,8 +37,9 @@ SMALL_CASCADE = SessionConfig(
     frame_bits=6000,
     cascade=CascadeConfig(passes=6, concurrent_from=1, priority=0),
 )
-SMALL_LDPC = SessionConfig(method="ldpc", ldpc_frame_bits=15000)
-CONFIGS = {"cascade": SMALL_CASCADE, "ldpc": SMALL_LDPC}
+SMALL_LDPC = SessionConfig(method="ldpc", ldpc_frame_bits=40_000)
+#: Session parameters and (detections, QBER) of the records per method.
+CONFIGS = {"cascade": (SMALL_CASCADE, 40_000, 0.01), "ldpc": (SMALL_LDPC, 60_000, 0.02)}
 
 
 def raw_frame(kind: int, seq: int, header: bytes, payload: bytes = b"") -> bytes:

@@ -17,7 +17,7 @@ from qdnet.postprocessing.keyblock import KeyFolder, iter_key_blocks, read_key_b
 from qdnet.protocols.records import RawRecords, RecordsMeta, save_records
 from qdnet.transport import AuthenticatedChannel, memory_pair
 from qdnet.transport.authentication import OneTimeKey, PoolError, write_psk
-from qdnet.transport.messages import MessageKind, decode_message
+from qdnet.transport.messages import Message, MessageKind, decode_message, encode_message
 from tests.adversarial.harness import (
     SMALL_CASCADE,
     Endpoints,
@@ -453,3 +453,20 @@ def test_a_low_or_exhausted_pool_says_how_to_rekey(tmp_path: Path) -> None:
     ends.session(records(25), tap_ab=_on_kind(MessageKind.PA_SEED, _flip_last))
     ra, _rb = ends.session(records(26))
     assert ra.aborted and "exhausted" in ra.reason and "qdnet auth init" in ra.reason
+
+
+def test_forged_cascade_parities_end_the_session_instead_of_spinning(tmp_path: Path) -> None:
+    """A forged EC_START (right counts and QBER, random top-level parities) made Bob's compiled
+    Cascade round flip bits back and forth for ever, out of reach of any receive deadline."""
+    rng = np.random.default_rng(5)
+
+    def forge(frame: bytes) -> list[bytes]:
+        msg = decode_message(frame)
+        tops = rng.integers(0, 256, len(msg.arrays["tops"]), dtype=np.uint8)
+        return [encode_message(Message(msg.kind, msg.fields, {"tops": tops}), msg.seq)]
+
+    ends = Endpoints(tmp_path)
+    ra, rb = ends.session(records(30), tap_ab=_on_kind(MessageKind.EC_START, forge))
+    assert rb.aborted and "Cascade: flips in one round exceed half" in rb.reason, ra.reason
+    ra, rb = ends.session(records(31))
+    assert not ra.aborted and not rb.aborted
