@@ -14,8 +14,9 @@ from qdnet.cli.common import clean_errors, console, parse_range, print_json
 from qdnet.config import load_link_config
 from qdnet.keyrate import KeyRatePoint, sweep
 from qdnet.protocols.link import Link
-from qdnet.protocols.prepare_measure import gate_share
+from qdnet.protocols.prepare_measure import detected_g2, gate_share
 from qdnet.sources.entangled import EntangledPairSource
+from qdnet.sources.laser import WeakCoherentSource
 from qdnet.sources.photon_statistics import g2_of, thin
 from qdnet.sources.spdc import SpdcSource
 
@@ -148,6 +149,11 @@ def source_report(link: Link) -> dict[str, Any]:
             report["error_budget_x"] = source.error_budget()
             report["phase_rate_x"] = source.phase_rate
         return report
+    if isinstance(source, WeakCoherentSource) and source.mean_photon_number is None:
+        report["mean_photon_number"] = None  # keyrate optimises it; simulate needs one
+        report["decoy_intensities"] = list(source.decoy_intensities)
+        report["g2"] = source.g2
+        return report
     dist = source.photon_number_distribution()
     after = thin(dist, eta)
     report["mean_photon_number"] = source.mean_photon_number
@@ -159,6 +165,10 @@ def source_report(link: Link) -> dict[str, Any]:
     if isinstance(link.gate_ns, float):
         report["gate_ns"] = link.gate_ns
         report["gate_acceptance"] = gate_share(link, link.gate_ns)
+    # With gate_ns optimise (keyrate's choice per point) the clicks of the whole window.
+    report["g2_detected"] = detected_g2(
+        link if link.gate_ns != "optimise" else link.with_gate_ns(None)
+    )
     return report
 
 

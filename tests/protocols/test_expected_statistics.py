@@ -52,3 +52,23 @@ def test_spdc_multi_pairs_raise_qber_with_brightness() -> None:
     dim, bright = bbm92.expected(link, 0.01), bbm92.expected(link, 0.3)
     assert bright.qber_z[0] > dim.qber_z[0] + 0.02
     assert bright.gain[0] > dim.gain[0]
+
+
+def test_detected_g2_is_the_source_g2_without_noise() -> None:
+    quiet = ["receiver.dark_count_rate_hz=0", "channel.loss_db=20"]
+    dot = example_link("telecom-dot-bb84", quiet)
+    assert prepare_measure.detected_g2(dot) == pytest.approx(0.036, rel=1e-3)
+    laser = example_link("telecom-laser-decoy", quiet)
+    assert prepare_measure.detected_g2(laser) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_a_narrower_gate_lowers_the_detected_g2() -> None:
+    # Kupko et al., npj Quantum Inf. 6, 29 (2020): temporal filtering lowers the measured g2(0)
+    # toward the source's as it removes uncorrelated counts.
+    link = example_link("gated-dot-bb84", ["channel.length_km=150"])
+    values = [
+        prepare_measure.detected_g2(link.with_gate_ns(gate)) for gate in (None, 3.0, 1.5, 0.5)
+    ]
+    assert values == sorted(values, reverse=True)
+    assert values[-1] > 0.036
+    assert values[0] > 2 * 0.036
