@@ -94,6 +94,10 @@ COMMIT_KEY_BITS = SLOT_BYTES * 8
 FINGERPRINT_SOURCE_BYTES = 32
 #: Below this many free slots an endpoint warns that the pool runs low.
 LOW_POOL_SLOTS = 8
+#: How far ahead of this end's next slot a peer's may be. Honest ends drift apart by one slot
+#: per session in which only one of them reserved (the other never saw the handshake reply), and
+#: catch up in the next; a larger gap means a forged handshake, which must not burn the pool.
+MAX_SLOT_SKEW = 16
 #: Seconds an endpoint waits for each message of its peer (``--recv-timeout``).
 DEFAULT_RECV_TIMEOUT_S = 120.0
 POOL_FORMAT_VERSION = 1
@@ -566,6 +570,12 @@ class AuthenticatedChannel:
         peer_slot = peer.field_int("auth_slot")
         if peer_slot < 0:
             raise ProtocolError(f"{peer.kind.name}: negative auth_slot")
+        if peer_slot > self.pool.next_slot + MAX_SLOT_SKEW:
+            raise AuthenticationError(
+                f"authentication pools out of step: the peer's next session slot {peer_slot} is "
+                f"more than {MAX_SLOT_SKEW} ahead of this end's {self.pool.next_slot} (a forged "
+                "HELLO would otherwise burn the pool); " + REKEY_HINT
+            )
         shared = self.pool.shared_segments(peer)
         self.peer_hello = peer
         self._keys = self.pool.reserve(max(peer_slot, self.pool.next_slot), shared)

@@ -59,6 +59,7 @@ def hostile_frames(kind: MessageKind, seq: int) -> dict[str, bytes]:
         "huge-number": raw_frame(
             kind, seq, b'{"fields":{"m":1e300,"nbits":1e300,"ok":1e300},"arrays":[]}'
         ),
+        "float-shape": raw_frame(kind, seq, b'{"fields":{},"arrays":[["tag","uint8",[1e300]]]}'),
         "infinity": raw_frame(kind, seq, b'{"fields":{"m":Infinity},"arrays":[]}'),
         "nested-json": raw_frame(kind, seq, nested),
         "wrong-kind": raw_frame(

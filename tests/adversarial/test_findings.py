@@ -470,3 +470,19 @@ def test_forged_cascade_parities_end_the_session_instead_of_spinning(tmp_path: P
     assert rb.aborted and "Cascade: flips in one round exceed half" in rb.reason, ra.reason
     ra, rb = ends.session(records(31))
     assert not ra.aborted and not rb.aborted
+
+
+def test_a_forged_slot_in_hello_cannot_burn_the_pool(tmp_path: Path) -> None:
+    """The handshake agrees on the larger slot; a forged far-ahead slot is refused instead."""
+
+    def forge(frame: bytes) -> list[bytes]:
+        msg = decode_message(frame)
+        fields = {**msg.fields, "auth_slot": 40}
+        return [encode_message(Message(msg.kind, fields, msg.arrays), msg.seq)]
+
+    ends = Endpoints(tmp_path)
+    ra, rb = ends.session(records(32), tap_ab=_on_kind(MessageKind.HELLO, forge))
+    assert rb.aborted and "out of step" in rb.reason
+    assert ends.bob.pool.next_slot == 0 and ends.bob.pool.slots_left == 42
+    ra, rb = ends.session(records(33))
+    assert not ra.aborted and not rb.aborted

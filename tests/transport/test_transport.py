@@ -229,7 +229,15 @@ def test_mutated_frames_raise_protocol_error_or_decode(data: st.DataObject) -> N
 
 @pytest.mark.parametrize(
     "name",
-    ["huge-shape", "huge-number", "infinity", "nested-json", "wrong-kind", "unknown-kind"],
+    [
+        "huge-shape",
+        "float-shape",
+        "huge-number",
+        "infinity",
+        "nested-json",
+        "wrong-kind",
+        "unknown-kind",
+    ],
 )
 def test_hostile_frames_raise_protocol_error_only(name: str) -> None:
     """Finding 1: decoding must not let ValueError, OverflowError or RecursionError escape."""
