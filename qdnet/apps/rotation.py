@@ -126,8 +126,13 @@ class Rotator:
         )
 
     # -- shared -------------------------------------------------------------------------
-    def _applied(self, key: bytes, key_id: str, **timing: float) -> None:
+    def _applied(self, key: bytes, key_id: str, started: float, kms_s: float) -> None:
+        """Hand the key to the application; record the timings (``started``: perf_counter at
+        the start of this side's rotation, ``kms_s``: its KMS call)."""
+        applying = time.perf_counter()
         self.sink.apply(key, key_id)
+        done = time.perf_counter()
+        timing = {"kms_s": kms_s, "apply_s": done - applying, "rotation_s": done - started}
         self.rotations += 1
         if self.closed:
             log.warning(
@@ -215,8 +220,9 @@ class Rotator:
     def _rotate_once(self) -> None:
         start = time.perf_counter()
         channel = self._open_channel()
+        asked = time.perf_counter()
         delivered = self.keys.new_key()
-        kms_s = time.perf_counter() - start
+        kms_s = time.perf_counter() - asked
         key, message = delivered.key, {"type": "rotate", "key_id": delivered.key_id}
         if self.settings.hybrid:
             assert self._peer_ek is not None
@@ -232,7 +238,7 @@ class Rotator:
             )
         if self.settings.hybrid:
             self._peer_ek = bytes.fromhex(reply["ek"])
-        self._applied(key, delivered.key_id, kms_s=kms_s, rotation_s=time.perf_counter() - start)
+        self._applied(key, delivered.key_id, start, kms_s)
 
     def _run_initiator(self, stop: threading.Event) -> None:
         next_at = time.monotonic()
@@ -269,7 +275,7 @@ class Rotator:
             if self._hybrid is not None:
                 key = self._hybrid.mix(key, key_id, bytes.fromhex(str(message.get("ct", ""))))
             kms_s = time.perf_counter() - start
-            self._applied(key, key_id, kms_s=kms_s)
+            self._applied(key, key_id, start, kms_s)
         except (KeyUnavailableError, ApplyError, ValueError) as error:
             channel.send({"type": "failed", "key_id": key_id, "reason": str(error)})
             raise KeyUnavailableError(str(error)) from None

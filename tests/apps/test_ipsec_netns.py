@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import socket
+import statistics
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,15 @@ import vici
 import yaml
 
 from qdnet.kms.pki import PKI
-from tests.apps.netns import UNDERLAY, KMSPair, NetPair, app_command, read_events, wait_until
+from tests.apps.netns import (
+    UNDERLAY,
+    KMSPair,
+    NetPair,
+    app_command,
+    read_events,
+    report,
+    wait_until,
+)
 
 CHARON = "/usr/lib/ipsec/charon"
 PROGRAMS = ("ping", "unshare", "mount", CHARON)
@@ -183,3 +193,63 @@ def test_ikev2_comes_up_with_the_qkd_ppk_and_reauthenticates_with_each_new_key(
             for _ in s.initiate({"child": "net", "ike": CONN, "timeout": 10000}):
                 pass
     assert not pair.ping(0, INNER[1], count=2, source=INNER[0])
+
+
+@pytest.mark.slow
+def test_measure_ike_with_and_without_the_kms(
+    charons: Charons, kms_pair: KMSPair, app_pki: PKI, tmp_path: Path
+) -> None:
+    """Figures for the documentation (``-m slow -s``; also ``$QDNET_APPS_FIGURES``)."""
+    pair = charons.pair
+    apps = _start_apps(charons, kms_pair, app_pki, tmp_path)
+    events = [tmp_path / "events-0.jsonl", tmp_path / "events-1.jsonl"]
+    wait_until(lambda: len(_applied(events[0])) >= 6, 60, "six PPKs")
+    for proc in apps:
+        pair.stop(proc)
+    ini = [e for e in read_events(events[0]) if e["event"] == "applied"]
+    resp = [e for e in read_events(events[1]) if e["event"] == "applied"]
+
+    # The same IKE SA set-up with a PPK already loaded at both ends (no KMS).
+    ppk = os.urandom(32)
+    for side in (0, 1):
+        conn = yaml.safe_load(charons.conn_files[side].read_text())[CONN]
+        conn.update({"ppk_id": "static", "ppk_required": "yes"})
+        for s in charons.session(side):
+            s.load_shared({"id": "static", "type": "PPK", "data": ppk, "owners": ["static"]})
+            s.load_conn({CONN: {k: _text(v) for k, v in conn.items()}})
+    setup_ms = []
+    for _ in range(5):
+        for s in charons.session(0):
+            for _ in s.terminate({"ike": CONN, "force": "yes", "timeout": 5000}):
+                pass
+            start = time.perf_counter()
+            for _ in s.initiate({"child": "net", "ike": CONN, "timeout": 10000}):
+                pass
+            setup_ms.append(1000 * (time.perf_counter() - start))
+    assert pair.ping(0, INNER[1], source=INNER[0])
+    report(
+        "ipsec",
+        {
+            "interval_s": 3,
+            "reauthentications": len(ini),
+            "same_key_ids": [e["key_id"] for e in ini] == [e["key_id"] for e in resp][: len(ini)],
+            "enc_keys_ms_median": round(
+                1000 * statistics.median(float(e["kms_s"]) for e in ini), 2
+            ),
+            "dec_keys_ms_median": round(
+                1000 * statistics.median(float(e["kms_s"]) for e in resp), 2
+            ),
+            "rotation_with_ike_ms_median": round(
+                1000 * statistics.median(float(e["rotation_s"]) for e in ini), 2
+            ),
+            "ike_sa_setup_static_ppk_ms_median": round(statistics.median(setup_ms), 2),
+        },
+    )
+
+
+def _text(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return str(value)

@@ -3,12 +3,25 @@ namespaces, each started by ``qdnet app tls-psk`` with the key from its own KMS.
 
 from __future__ import annotations
 
+import os
+import statistics
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from qdnet.kms.pki import PKI
-from tests.apps.netns import UNDERLAY, KMSPair, NetPair, app_command, read_events, wait_until
+from tests.apps.netns import (
+    UNDERLAY,
+    KMSPair,
+    NetPair,
+    app_command,
+    read_events,
+    report,
+    timed_ms,
+    wait_port,
+    wait_until,
+)
 
 PROGRAMS = ("openssl", "bash")
 TLS_PORT = 4433
@@ -72,3 +85,52 @@ def test_a_different_key_fails_the_handshake(
         10,
         "the server to refuse the PSK binder",
     )
+
+
+@pytest.mark.slow
+def test_measure_tls_handshake_with_and_without_the_kms(
+    netpair: NetPair, kms_pair: KMSPair, app_pki: PKI, tmp_path: Path
+) -> None:
+    """Figures for the documentation (``-m slow -s``; also ``$QDNET_APPS_FIGURES``)."""
+    pair = netpair
+    static = os.urandom(32).hex()
+    server = netpair.spawn(
+        1,
+        [
+            "openssl",
+            "s_server",
+            "-nocert",
+            *SUITE,
+            "-psk",
+            static,
+            "-psk_identity",
+            "static",
+            "-accept",
+            f"{UNDERLAY[1]}:{TLS_PORT + 1}",
+            "-rev",
+        ],
+        "static-server.log",
+        stdin=subprocess.DEVNULL,
+    )
+    wait_port(pair, 0, UNDERLAY[1], TLS_PORT + 1)
+    client = (
+        f"openssl s_client -connect {UNDERLAY[1]}:{TLS_PORT + 1} {' '.join(SUITE)} "
+        f"-psk {static} -psk_identity static -brief </dev/null"
+    )
+    handshake = [timed_ms(pair, 0, client) for _ in range(10)]
+    process = [timed_ms(pair, 0, "openssl version") for _ in range(10)]
+    pair.stop(server)
+
+    _server(netpair, kms_pair, app_pki, tmp_path)
+    assert _client(netpair, kms_pair, app_pki, tmp_path, PSK) == 0
+    applied = [e for e in read_events(tmp_path / "events-0.jsonl") if e["event"] == "applied"]
+    report(
+        "tls-psk",
+        {
+            "openssl_s_client_static_psk_ms_median": round(statistics.median(handshake), 2),
+            "openssl_process_start_ms_median": round(statistics.median(process), 2),
+            "kms_enc_keys_ms": round(1000 * float(applied[0]["kms_s"]), 2),
+            "kms_rotation_ms": round(1000 * float(applied[0]["rotation_s"]), 2),
+        },
+    )
+    assert statistics.median(handshake) < 2000
