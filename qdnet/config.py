@@ -18,6 +18,7 @@ from qdnet.optics.fibre import FibreChannel, default_attenuation_db_per_km
 from qdnet.optics.free_space import FreeSpaceChannel
 from qdnet.optics.receiver import Receiver
 from qdnet.protocols.link import Channel, Link, ProtocolSettings, Source
+from qdnet.security.finite_key import EpsSplit
 from qdnet.sources.entangled import EntangledPairSource
 from qdnet.sources.laser import WeakCoherentSource
 from qdnet.sources.quantum_dot import SinglePhotonSource
@@ -192,6 +193,22 @@ class ReceiverConfig(_Strict):
         return Receiver(detector, self.misalignment)
 
 
+class EpsSplitConfig(_Strict):
+    """``protocol.eps_split:`` shares of eps_sec (:class:`qdnet.security.finite_key.EpsSplit`)."""
+
+    estimation: float = Field(gt=0, lt=1)
+    privacy_amplification: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> EpsSplitConfig:
+        self.build()
+        return self
+
+    def build(self) -> EpsSplit:
+        """The split."""
+        return EpsSplit(self.estimation, self.privacy_amplification)
+
+
 class ProtocolConfig(_Strict):
     """``protocol:`` block."""
 
@@ -204,10 +221,13 @@ class ProtocolConfig(_Strict):
     source_position: float = Field(default=0.0, ge=0, le=1)
     optimise_intensity: bool = True
     key_bases: Literal["z", "both"] = "z"
+    eps_split: EpsSplitConfig | None = None
 
     def build(self) -> ProtocolSettings:
         """The protocol settings."""
-        return ProtocolSettings(**self.model_dump())
+        fields = self.model_dump(exclude={"eps_split"})
+        split = None if self.eps_split is None else self.eps_split.build()
+        return ProtocolSettings(**fields, eps_split=split)
 
 
 class LinkConfig(_Strict):

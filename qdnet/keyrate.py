@@ -280,7 +280,9 @@ def _finite_key(
         key_bits = sum(key)
         mean_qber = sum(k * e for k, e in zip(key, key_q, strict=True)) / key_bits
         leak = settings.error_correction_efficiency * key_bits * h(mean_qber)
-        result = secret_key_length(counts, leak, settings.eps_sec / parts, settings.eps_cor / parts)
+        result = secret_key_length(
+            counts, leak, settings.eps_sec / parts, settings.eps_cor / parts, settings.eps_split
+        )
         bits += max(0.0, result.length_bits)
         prefix = "" if parts == 1 else ("z_", "x_")[basis]
         terms.update({prefix + k: v for k, v in result.terms.items()})

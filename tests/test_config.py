@@ -142,3 +142,33 @@ def test_gate_optimise_is_for_keyrate_only(tmp_path: Path, examples_dir: Path) -
         ConfigError, match=re.escape("receiver.gate_ns is modelled for bb84 and decoy-bb84")
     ):
         load_link(examples_dir / "gaas-dot-bbm92.yaml", ["receiver.gate_ns=0.5"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("protocol.eps_split={estimation: 0.5, privacy_amplification: 0.6}", "must be 1"),
+        ("protocol.eps_split={estimation: 0.5}", "protocol.eps_split.privacy_amplification"),
+        ("protocol.eps_split={estimation: 0, privacy_amplification: 1}", "eps_split.estimation"),
+    ],
+)
+def test_eps_split_errors_name_the_field(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_link(write(tmp_path, BASE), [override])
+
+
+def test_eps_split_changes_the_finite_key(tmp_path: Path) -> None:
+    # Moving eps_sec from privacy amplification to estimation: a different (valid) key; the
+    # default split given explicitly is the default.
+    path = write(tmp_path, BASE)
+    finite = ["protocol.block_size=1e6", "protocol.basis_bias=0.9"]
+
+    def key(*split: str) -> float:
+        return key_rate_point(load_link(path, [*finite, *split]), None)[0].secret_bits_per_pulse
+
+    default = key()
+    same = key(f"protocol.eps_split={{estimation: {17 / 21}, privacy_amplification: {4 / 21}}}")
+    moved = key("protocol.eps_split={estimation: 0.5, privacy_amplification: 0.5}")
+    assert same == pytest.approx(default, rel=1e-9)
+    assert moved > 0
+    assert moved != pytest.approx(default, rel=1e-4)

@@ -8,6 +8,7 @@ from typing import Literal
 from qdnet.optics.fibre import FibreChannel
 from qdnet.optics.free_space import FreeSpaceChannel
 from qdnet.optics.receiver import Receiver
+from qdnet.security.finite_key import EpsSplit
 from qdnet.sources.entangled import EntangledPairSource
 from qdnet.sources.laser import WeakCoherentSource
 from qdnet.sources.quantum_dot import SinglePhotonSource
@@ -34,6 +35,8 @@ class ProtocolSettings:
     optimise_intensity: bool = True
     #: ``z``: key from the Z basis only; ``both``: from both bases (``qdnet.keyrate``).
     key_bases: Literal["z", "both"] = "z"
+    #: Shares of eps_sec (``protocol.eps_split``); None, the published split of the analysis.
+    eps_split: EpsSplit | None = None
 
 
 @dataclass(frozen=True)

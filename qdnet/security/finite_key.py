@@ -22,6 +22,21 @@ endpoints (fed with the counts they observed), so the two cannot drift apart.
   (2 eps + eps_PA)-secret, eps the smoothing parameter (the sampling bound fails with probability
   eps^2) and eps_PA = 2^((l - H_min)/2)/2 the leftover-hash term; qdnet takes eps = eps_sec/4 and
   eps_PA = eps_sec/2, so that 2 eps + eps_PA = eps_sec.
+
+Splitting eps_sec (``protocol.eps_split``, :class:`EpsSplit`): each analysis spends eps_sec on two
+kinds of term, the statistical bounds of parameter estimation (``estimation``) and the smoothing and
+leftover-hash terms of privacy amplification (``privacy_amplification``); a user may move budget
+between them (shares summing to 1), each share split evenly among its terms:
+
+- decoy BB84: Lim et al. give each of their 21 terms eps_sec/21, six of which enter the length
+  formula as ``6 log2(21/eps_sec)`` (privacy amplification, default share 6/21) and fifteen the
+  Hoeffding and sampling bounds (estimation, 15/21);
+- one intensity: two Chernoff bounds and one Serfling bound at eps_sec/21 each and ``4 log2(21/eps_sec)``
+  (the same 21-part budget: estimation 17/21, privacy amplification 4/21);
+- BBM92: smoothing eps (counted twice) = estimation x eps_sec/2, eps_PA = privacy_amplification x
+  eps_sec (default 1/2 each).
+
+The defaults reproduce the published splits exactly.
 """
 
 from __future__ import annotations
@@ -31,8 +46,49 @@ from dataclasses import dataclass, field
 
 from qdnet.security.entropy import binary_entropy as h
 
-#: Lim et al. 2014 split eps_sec into 21 parts (their Eq. 6 and Appendix B).
-LIM_EPSILON_PARTS = 21.0
+
+@dataclass(frozen=True)
+class EpsSplit:
+    """Shares of eps_sec spent on parameter estimation and on privacy amplification (sum 1)."""
+
+    estimation: float
+    privacy_amplification: float
+
+    def __post_init__(self) -> None:
+        for name in ("estimation", "privacy_amplification"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"protocol.eps_split.{name} must be in (0, 1), got {value}")
+        total = self.estimation + self.privacy_amplification
+        if not math.isclose(total, 1.0, rel_tol=1e-9, abs_tol=1e-12):
+            raise ValueError(
+                "protocol.eps_split: estimation + privacy_amplification must be 1, got "
+                f"{self.estimation} + {self.privacy_amplification} = {total}"
+            )
+
+
+#: Terms of each analysis (estimation, privacy amplification); Lim et al. 2014 split eps_sec into
+#: 21 parts (their Eq. 6 and Appendix B), BBM92 counts the smoothing eps twice.
+_TERMS: dict[str, tuple[float, float]] = {
+    "decoy-bb84": (15.0, 6.0),
+    "bb84": (17.0, 4.0),
+    "bbm92": (2.0, 1.0),
+}
+
+
+def default_eps_split(protocol: str) -> EpsSplit:
+    """The published split of each analysis (module docstring)."""
+    if protocol == "bbm92":
+        return EpsSplit(0.5, 0.5)
+    n_est, n_pa = _TERMS[protocol]
+    return EpsSplit(n_est / (n_est + n_pa), n_pa / (n_est + n_pa))
+
+
+def _per_term(protocol: str, eps_sec: float, split: EpsSplit | None) -> tuple[float, float]:
+    """(eps of each estimation term, eps of each privacy-amplification term)."""
+    split = split or default_eps_split(protocol)
+    n_est, n_pa = _TERMS[protocol]
+    return split.estimation * eps_sec / n_est, split.privacy_amplification * eps_sec / n_pa
 
 
 @dataclass(frozen=True)
@@ -80,15 +136,16 @@ class KeyLength:
 
 
 def gamma(eps: float, error_rate: float, key_count: float, test_count: float) -> float:
-    """Random-sampling correction gamma(a, b, c, d) of Lim et al. 2014 (after Eq. 2)::
+    """Random-sampling correction gamma(a, b, c, d) of Lim et al. 2014 (after Eq. 2), with
+    ``eps`` the failure probability of this one bound (their eps_sec/21)::
 
-    sqrt((c+d)(1-b)b/(c d ln 2) * log2((c+d)/(c d (1-b) b) * 21^2/a^2))
+    sqrt((c+d)(1-b)b/(c d ln 2) * log2((c+d)/(c d (1-b) b) / eps^2))
     """
     b, c, d = error_rate, key_count, test_count
     if c <= 0 or d <= 0:
         return math.inf
     b = min(max(b, 1e-12), 0.5)
-    inner = (c + d) / (c * d * (1 - b) * b) * (LIM_EPSILON_PARTS / eps) ** 2
+    inner = (c + d) / (c * d * (1 - b) * b) / eps**2
     if inner <= 1.0:
         return 0.0
     return math.sqrt((c + d) * (1 - b) * b / (c * d * math.log(2)) * math.log2(inner))
@@ -115,7 +172,8 @@ def chernoff_upper(expected: float, eps: float) -> float:
 
 
 def _hoeffding(total: float, eps: float) -> float:
-    return math.sqrt(total / 2.0 * math.log(LIM_EPSILON_PARTS / eps))
+    """Hoeffding deviation of a count failing with probability ``eps``."""
+    return math.sqrt(total / 2.0 * math.log(1.0 / eps))
 
 
 def _lim_single_photon(
@@ -143,12 +201,16 @@ def _lim_single_photon(
     return s0, s1
 
 
-def _penalties(eps_sec: float, eps_cor: float, parts: float) -> float:
-    return parts * math.log2(LIM_EPSILON_PARTS / eps_sec) + math.log2(2.0 / eps_cor)
+def _penalties(eps_term: float, eps_cor: float, parts: float) -> float:
+    return parts * math.log2(1.0 / eps_term) + math.log2(2.0 / eps_cor)
 
 
 def decoy_key_length(
-    counts: ObservedCounts, leak_ec_bits: float, eps_sec: float, eps_cor: float
+    counts: ObservedCounts,
+    leak_ec_bits: float,
+    eps_sec: float,
+    eps_cor: float,
+    eps_split: EpsSplit | None = None,
 ) -> KeyLength:
     """Lim et al. 2014 three-intensity decoy BB84 (see module docstring)."""
     if len(counts.intensities) != 3:
@@ -162,9 +224,10 @@ def decoy_key_length(
         )
     total = sum(counts.pulses)
     probs = tuple(n / total for n in counts.pulses)
-    s_z0, s_z1 = _lim_single_photon(counts.key_detections, counts.intensities, probs, eps_sec)
-    _, s_x1 = _lim_single_photon(counts.test_detections, counts.intensities, probs, eps_sec)
-    dev = _hoeffding(sum(counts.test_errors), eps_sec)
+    eps_est, eps_pa = _per_term("decoy-bb84", eps_sec, eps_split)
+    s_z0, s_z1 = _lim_single_photon(counts.key_detections, counts.intensities, probs, eps_est)
+    _, s_x1 = _lim_single_photon(counts.test_detections, counts.intensities, probs, eps_est)
+    dev = _hoeffding(sum(counts.test_errors), eps_est)
     m_up = math.exp(mu2) / probs[1] * (counts.test_errors[1] + dev)
     m_lo = math.exp(mu3) / probs[2] * (counts.test_errors[2] - dev)
     tau1 = sum(p * math.exp(-k) * k for k, p in zip(counts.intensities, probs, strict=True))
@@ -181,15 +244,19 @@ def decoy_key_length(
         terms["phase_error_upper"] = 0.5
         return KeyLength(0, terms)
     ratio = min(v_x1 / s_x1, 0.5)
-    phi = min(0.5, ratio + gamma(eps_sec, ratio, s_z1, s_x1))
-    penalty = _penalties(eps_sec, eps_cor, 6.0)
+    phi = min(0.5, ratio + gamma(eps_est, ratio, s_z1, s_x1))
+    penalty = _penalties(eps_pa, eps_cor, 6.0)
     length = s_z0 + s_z1 * (1.0 - h(phi)) - leak_ec_bits - penalty
     terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
     return KeyLength(max(0, math.floor(length)), terms, length)
 
 
 def tagged_key_length(
-    counts: ObservedCounts, leak_ec_bits: float, eps_sec: float, eps_cor: float
+    counts: ObservedCounts,
+    leak_ec_bits: float,
+    eps_sec: float,
+    eps_cor: float,
+    eps_split: EpsSplit | None = None,
 ) -> KeyLength:
     """One intensity with a known multi-photon probability (single-photon source, or GLLP laser)."""
     if len(counts.intensities) != 1:
@@ -200,7 +267,7 @@ def tagged_key_length(
         counts.test_detections[0],
         counts.test_errors[0],
     )
-    eps = eps_sec / LIM_EPSILON_PARTS
+    eps, eps_pa = _per_term("bb84", eps_sec, eps_split)
     bias = counts.basis_bias
     key_fraction = 1.0 if bias is None else bias * bias
     test_fraction = 1.0 if bias is None else (1 - bias) * (1 - bias)
@@ -222,14 +289,18 @@ def tagged_key_length(
         return KeyLength(0, terms)
     ratio = min(m_test / s_test, 0.5)
     phi = min(0.5, ratio + serfling_margin(eps, s_key, s_test))
-    penalty = _penalties(eps_sec, eps_cor, 4.0)
+    penalty = _penalties(eps_pa, eps_cor, 4.0)
     length = s_key * (1.0 - h(phi)) - leak_ec_bits - penalty
     terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
     return KeyLength(max(0, math.floor(length)), terms, length)
 
 
 def bbm92_key_length(
-    counts: ObservedCounts, leak_ec_bits: float, eps_sec: float, eps_cor: float
+    counts: ObservedCounts,
+    leak_ec_bits: float,
+    eps_sec: float,
+    eps_cor: float,
+    eps_split: EpsSplit | None = None,
 ) -> KeyLength:
     """BBM92: key from Z coincidences, phase error sampled from X coincidences."""
     n_key, n_test, m_test = (
@@ -247,24 +318,30 @@ def bbm92_key_length(
         terms["phase_error_upper"] = 0.5
         return KeyLength(0, terms)
     ratio = min(m_test / n_test, 0.5)
-    # Smoothing eps = eps_sec/4 (sampling), leftover hash eps_PA = eps_sec/2: 2 eps + eps_PA = eps_sec.
-    phi = min(0.5, ratio + serfling_margin(eps_sec / 4.0, n_key, n_test))
-    penalty = 2.0 * math.log2(1.0 / eps_sec) + math.log2(2.0 / eps_cor)
+    # Smoothing eps (default eps_sec/4, counted twice), leftover hash eps_PA (default eps_sec/2):
+    # 2 eps + eps_PA = eps_sec; l = H_min - 2 log2(1/(2 eps_PA)).
+    eps_smooth, eps_pa = _per_term("bbm92", eps_sec, eps_split)
+    phi = min(0.5, ratio + serfling_margin(eps_smooth, n_key, n_test))
+    penalty = 2.0 * math.log2(1.0 / (2.0 * eps_pa)) + math.log2(2.0 / eps_cor)
     length = n_key * (1.0 - h(phi)) - leak_ec_bits - penalty
     terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
     return KeyLength(max(0, math.floor(length)), terms, length)
 
 
 def secret_key_length(
-    counts: ObservedCounts, leak_ec_bits: float, eps_sec: float, eps_cor: float
+    counts: ObservedCounts,
+    leak_ec_bits: float,
+    eps_sec: float,
+    eps_cor: float,
+    eps_split: EpsSplit | None = None,
 ) -> KeyLength:
     """Dispatch on the protocol: the finite-key length for observed counts and a given leak."""
     if not (0 < eps_sec < 1 and 0 < eps_cor < 1):
         raise ValueError(f"eps_sec and eps_cor must be in (0, 1), got {eps_sec}, {eps_cor}")
     if counts.protocol == "decoy-bb84":
-        return decoy_key_length(counts, leak_ec_bits, eps_sec, eps_cor)
+        return decoy_key_length(counts, leak_ec_bits, eps_sec, eps_cor, eps_split)
     if counts.protocol == "bb84":
-        return tagged_key_length(counts, leak_ec_bits, eps_sec, eps_cor)
+        return tagged_key_length(counts, leak_ec_bits, eps_sec, eps_cor, eps_split)
     if counts.protocol == "bbm92":
-        return bbm92_key_length(counts, leak_ec_bits, eps_sec, eps_cor)
+        return bbm92_key_length(counts, leak_ec_bits, eps_sec, eps_cor, eps_split)
     raise ValueError(f"unknown protocol {counts.protocol!r}; expected bb84, decoy-bb84 or bbm92")
