@@ -692,8 +692,8 @@ def _answer(
     for j in range(passes.shape[0]):
         p = np.int64(passes[j])
         level = np.int64(levels[j])
-        if p >= rows or level > 40 or index[j] < 0:
-            return False
+        if p >= rows or level > 40 or index[j] < 0 or index[j] > (width >> level):
+            return False  # (the last test keeps index << level from overflowing to < 0)
         start = index[j] << level
         if start >= width:
             return False

@@ -158,7 +158,7 @@ def test_a_secret_starts_each_roles_pool_once(tmp_path: Path) -> None:
 
 def test_endpoint_refuses_a_second_keys_folder_from_one_secret(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    save_records(records(6).__class__(**records(6).__dict__), run)
+    save_records(records(6), run)
     psk = tmp_path / "psk.bin"
     write_psk(psk)
     KeyFolder.open(tmp_path / "first", psk, "alice")
@@ -486,3 +486,18 @@ def test_a_forged_slot_in_hello_cannot_burn_the_pool(tmp_path: Path) -> None:
     assert ends.bob.pool.next_slot == 0 and ends.bob.pool.slots_left == 42
     ra, rb = ends.session(records(33))
     assert not ra.aborted and not rb.aborted
+
+
+def test_a_forged_cascade_question_cannot_read_out_of_bounds(tmp_path: Path) -> None:
+    """index << level overflowed to a negative start in Alice's compiled answer: a segfault."""
+
+    def forge(frame: bytes) -> list[bytes]:
+        msg = decode_message(frame)
+        arrays = {**msg.arrays}
+        arrays["index"] = np.full(len(arrays["index"]), 1 << 62, dtype=np.int64)
+        arrays["level"] = np.full(len(arrays["level"]), 40, dtype=np.uint8)
+        return [encode_message(Message(msg.kind, msg.fields, arrays), msg.seq)]
+
+    ends = Endpoints(tmp_path)
+    ra, rb = ends.session(records(34), tap_ba=_on_kind(MessageKind.EC_QUESTIONS, forge))
+    assert ra.aborted and "parity question out of range" in ra.reason
