@@ -42,6 +42,7 @@ MIN_SECRET_BYTES = 32
 NONCE_BYTES = 16
 MAC_BYTES = 32
 FRAME_TIMEOUT_S = 10.0
+HANDSHAKE_TIMEOUT_S = 3.0
 SAE_URI_PREFIX = "urn:qdnet:sae:"
 _LABEL = b"qdnet control channel v1"
 _HELLO = "qdnet-control/1"
@@ -274,7 +275,9 @@ class Listener:
             sock, _addr = self._sock.accept()
         except TimeoutError:
             return None
-        sock.settimeout(FRAME_TIMEOUT_S)
+        # One peer at a time: a short handshake deadline limits how long a stranger that
+        # connects and stalls can hold the responder.
+        sock.settimeout(HANDSHAKE_TIMEOUT_S)
         conn: socket.socket = sock
         try:
             if self._ctx is None:
