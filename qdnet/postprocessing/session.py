@@ -467,11 +467,11 @@ async def run_alice(
         reason = unsupported_reason(meta)
         if reason is not None:
             raise SessionAbortError(reason)
-        keys.pool.claim(records.digest())  # persisted before anything is disclosed
         ack = await chan.open_session(
             {"block_id": report.block_id, **_meta_fields(meta), **cfg.to_fields()}
         )
         _check_meta(ack, meta)
+        keys.pool.claim(records.digest())  # persisted before anything of them is disclosed
         slots, bob_basis, chunk = await _recv_sift_request(chan, records)
         try:
             basis, intensity, sifted = alice_sift(records, slots, bob_basis)
@@ -571,8 +571,8 @@ async def run_bob(
         reason = unsupported_reason(meta)
         if reason is not None:
             raise SessionAbortError(reason)
-        keys.pool.claim(records.digest())
         await chan.accept_session(hello, _meta_fields(meta))
+        keys.pool.claim(records.digest())  # persisted before anything of them is disclosed
         await _send_sift_request(chan, records)
         report.detected_slots = len(records)
         basis_parts: list[NDArray[np.uint8]] = []
