@@ -5,11 +5,13 @@ an attacker without a certificate do not lock out a legitimate SAE (p99 < 1 s)."
 from __future__ import annotations
 
 import contextlib
+import multiprocessing as mp
 import resource
 import socket
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,29 +41,57 @@ def _legit_p99_s(pair: Pair, requests: int) -> float:
     return lat[min(len(lat) - 1, int(0.99 * len(lat)))]
 
 
-def _flood(pair: Pair, idle_tls: int, silent_tcp: int) -> list[socket.socket]:
-    host, port = pair.url_a.removeprefix("https://").split(":")
-    held: list[socket.socket] = []
-    for _ in range(silent_tcp):  # never start the TLS handshake
-        held.append(socket.create_connection((host, int(port)), timeout=10))
-    for _ in range(idle_tls):  # complete the handshake without a certificate, then idle
-        with contextlib.suppress(OSError, ssl.SSLError):  # refused over the cap
-            held.append(tls_socket(pair.url_a, pair.pki, None))
-    return held
-
-
-def _attack(pair: Pair, idle_tls: int, silent_tcp: int, requests: int) -> None:
+def _flood(url: str, pki_root: str, idle_tls: int, silent_tcp: int, ready: Any, stop: Any) -> None:
+    """An attacker process: hold ``silent_tcp`` TCP connections that never start TLS and
+    ``idle_tls`` TLS connections without a certificate that never send a request."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = idle_tls + silent_tcp + 1024
+    want = idle_tls + silent_tcp + 256
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
-    held = _flood(pair, idle_tls, silent_tcp)
+    pki = PKI.at(pki_root)
+    host, port = url.removeprefix("https://").split(":")
+    held: list[socket.socket] = []
+    for _ in range(silent_tcp):
+        with contextlib.suppress(OSError):
+            held.append(socket.create_connection((host, int(port)), timeout=10))
+    for _ in range(idle_tls):
+        with contextlib.suppress(OSError, ssl.SSLError):  # refused over the cap
+            held.append(tls_socket(url, pki, None))
+    ready.put(len(held))
+    stop.wait(600)
+    for s in held:
+        s.close()
+
+
+def _attack(pair: Pair, idle_tls: int, silent_tcp: int, requests: int, procs: int = 1) -> None:
+    """``procs`` attacker processes (each with its own descriptor limit) share the flood."""
+    ctx = mp.get_context("fork")  # the test process has no threads of its own here
+    ready, stop = ctx.Queue(), ctx.Event()
+    workers = [
+        ctx.Process(
+            target=_flood,
+            args=(
+                pair.url_a,
+                str(pair.pki.root),
+                idle_tls // procs,
+                silent_tcp // procs,
+                ready,
+                stop,
+            ),
+        )
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
     try:
+        for _ in workers:
+            ready.get(timeout=600)
         p99 = _legit_p99_s(pair, requests)
         assert p99 < 1.0, f"legitimate SAE p99 {p99:.2f} s under attack"
     finally:
-        for s in held:
-            s.close()
+        stop.set()
+        for w in workers:
+            w.join(60)
 
 
 def test_idle_connections_do_not_lock_out_saes(tmp_path: Path, pki: PKI) -> None:
@@ -72,7 +102,7 @@ def test_idle_connections_do_not_lock_out_saes(tmp_path: Path, pki: PKI) -> None
 @pytest.mark.slow
 def test_twenty_thousand_idle_connections(tmp_path: Path, pki: PKI) -> None:
     with spawned_pair(tmp_path, pki) as pair:  # default limits and deadlines
-        _attack(pair, idle_tls=20_000, silent_tcp=2_000, requests=200)
+        _attack(pair, idle_tls=20_000, silent_tcp=2_000, requests=200, procs=4)
 
 
 def test_deadlines_close_idle_silent_and_slow_connections(tmp_path: Path, pki: PKI) -> None:
