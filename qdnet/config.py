@@ -7,15 +7,19 @@ never silently falls back to a default. Errors name the field path and what was 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from qdnet.optics.conversion import FrequencyConversion
+from qdnet.optics.daylight import Daylight
 from qdnet.optics.detectors import Detector
 from qdnet.optics.fibre import FibreChannel, default_attenuation_db_per_km
 from qdnet.optics.free_space import FreeSpaceChannel
+from qdnet.optics.polarisation import PolarisationChannel, compose_errors
 from qdnet.optics.receiver import Receiver
 from qdnet.protocols.link import Channel, Link, ProtocolSettings, Source
 from qdnet.security.finite_key import EpsSplit
@@ -130,6 +134,33 @@ class SourceConfig(_Strict):
         )
 
 
+class FrequencyConversionConfig(_Strict):
+    """``channel.frequency_conversion:`` (:mod:`qdnet.optics.conversion`)."""
+
+    efficiency: float = Field(gt=0, le=1)
+    output_wavelength_nm: float = Field(gt=0)
+    noise_counts_per_gate: float = Field(default=0.0, ge=0)
+    arms: Literal["both", "a", "b"] = "both"
+
+    def build(self) -> FrequencyConversion:
+        """The converter."""
+        return FrequencyConversion(**self.model_dump())
+
+
+class DaylightConfig(_Strict):
+    """``channel.daylight:`` (:mod:`qdnet.optics.daylight`)."""
+
+    sky_radiance_w_m2_sr_nm: float = Field(ge=0)
+    field_of_view_urad: float = Field(gt=0)
+    aperture_m: float = Field(gt=0)
+    filter_nm: float = Field(gt=0)
+    arms: Literal["both", "a", "b"] = "both"
+
+    def build(self) -> Daylight:
+        """The sky background."""
+        return Daylight(**self.model_dump())
+
+
 class ChannelConfig(_Strict):
     """``channel:`` block. For fibre, ``loss_db`` (if given) overrides length x attenuation."""
 
@@ -139,18 +170,37 @@ class ChannelConfig(_Strict):
     attenuation_db_per_km: float | None = Field(default=None, ge=0)
     extra_loss_db: float = Field(default=0.0, ge=0)
     background_rate_hz: float = Field(default=0.0, ge=0)
+    frequency_conversion: FrequencyConversionConfig | None = None
+    polarisation_visibility: float = Field(default=1.0, ge=0, le=1)
+    polarisation_rotation_deg: float = Field(default=0.0, ge=-180, le=180)
+    polarisation_drift_deg_rms: float = Field(default=0.0, ge=0)
+    daylight: DaylightConfig | None = None
 
     @model_validator(mode="after")
     def _free_space_needs_loss(self) -> ChannelConfig:
         if self.kind == "free-space" and self.loss_db is None:
             raise ValueError("channel.loss_db is required for kind free-space")
+        if self.daylight is not None and self.kind != "free-space":
+            raise ValueError("channel.daylight needs channel.kind free-space")
         return self
 
+    def polarisation(self) -> PolarisationChannel | None:
+        """The polarisation channel (None when it is the identity)."""
+        channel = PolarisationChannel(
+            self.polarisation_visibility,
+            self.polarisation_rotation_deg,
+            self.polarisation_drift_deg_rms,
+        )
+        return None if channel.is_identity else channel
+
     def build(self, wavelength_nm: float) -> Channel:
-        """The physics object for this channel."""
+        """The physics object for this channel (the fibre's attenuation at the wavelength that
+        travels it: a frequency converter's output wavelength where there is one)."""
         if self.kind == "free-space":
             assert self.loss_db is not None
             return FreeSpaceChannel(self.loss_db, self.background_rate_hz, self.length_km)
+        if self.frequency_conversion is not None:
+            wavelength_nm = self.frequency_conversion.output_wavelength_nm
         attenuation = (
             self.attenuation_db_per_km
             if self.attenuation_db_per_km is not None
@@ -253,6 +303,33 @@ class LinkConfig(_Strict):
             raise ValueError(
                 f"protocol.kind bbm92 needs source.kind entangled-pair or spdc, got {source}"
             )
+        for element in ("frequency_conversion", "daylight"):
+            setting = getattr(self.channel, element)
+            if setting is None:
+                continue
+            if kind != "bbm92" and setting.arms != "both":
+                raise ValueError(
+                    f"channel.{element}.arms is for bbm92 links (a prepare-and-measure link has "
+                    f"one path); got {setting.arms}"
+                )
+        conversion = self.channel.frequency_conversion
+        uses_default_attenuation = (
+            self.channel.kind == "fibre"
+            and self.channel.attenuation_db_per_km is None
+            and self.channel.loss_db is None
+        )
+        if kind == "bbm92" and conversion is not None and conversion.arms != "both":
+            other_share = (
+                self.protocol.source_position
+                if conversion.arms == "b"
+                else 1 - self.protocol.source_position
+            )
+            if uses_default_attenuation and other_share > 0:
+                raise ValueError(
+                    f"channel.frequency_conversion.arms {conversion.arms}: the unconverted arm "
+                    "would cross fibre at another wavelength; set protocol.source_position to "
+                    f"{0 if conversion.arms == 'b' else 1} or channel.attenuation_db_per_km"
+                )
         if self.receiver.gate_ns is not None and kind == "bbm92":
             raise ValueError(
                 "receiver.gate_ns is modelled for bb84 and decoy-bb84 links (prepare and measure)"
@@ -268,13 +345,24 @@ class LinkConfig(_Strict):
         """The physics objects of the link (raises ConfigError on inconsistent values)."""
         try:
             source = self.source.build()
+            receiver = self.receiver.build()
+            polarisation = self.channel.polarisation()
+            if polarisation is not None and self.protocol.kind != "bbm92":
+                # One photon per pulse: the channel's flips compose with the receiver's exactly.
+                error = compose_errors(receiver.misalignment, polarisation.photon_error())
+                receiver = replace(receiver, misalignment=error)
+                polarisation = None
+            conversion, daylight = self.channel.frequency_conversion, self.channel.daylight
             return Link(
                 name=self.name,
                 source=source,
                 channel=self.channel.build(self.source.wavelength_nm),
-                receiver=self.receiver.build(),
+                receiver=receiver,
                 protocol=self.protocol.build(),
                 gate_ns=self.receiver.gate_ns,
+                conversion=None if conversion is None else conversion.build(),
+                daylight=None if daylight is None else daylight.build(),
+                polarisation=polarisation,
             )
         except ValueError as error:
             raise ConfigError(f"{self.name}: {error}") from None

@@ -7,12 +7,15 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from numpy.typing import NDArray
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from qdnet.cli.common import clean_errors, console, parse_range, print_json
 from qdnet.config import load_link_config
 from qdnet.keyrate import KeyRatePoint, sweep
+from qdnet.optics.polarisation import concurrence, fidelity_phi_plus, with_accidentals
+from qdnet.protocols import bbm92
 from qdnet.protocols.link import Link
 from qdnet.protocols.prepare_measure import detected_g2, gate_share
 from qdnet.sources.entangled import EntangledPairSource
@@ -117,6 +120,33 @@ def plot_curves(curves: list[tuple[str, list[KeyRatePoint]]], path: Path) -> Non
     tmp.replace(path)
 
 
+def _matrix_json(rho: NDArray[np.complex128]) -> dict[str, Any]:
+    return {"real": rho.real.tolist(), "imag": rho.imag.tolist(), "basis": ["HH", "HV", "VH", "VV"]}
+
+
+def _pair_after_path(link: Link) -> dict[str, Any]:
+    """The pair after the path: the photons' state after the polarisation channel, and the state
+    of the detected coincidences (accidentals from noise, daylight, converter noise and multi-pairs
+    mixed in as I/4, receiver misalignment not included), with the per-arm background."""
+    after = bbm92.path_density_matrix(link)
+    stats = bbm92.expected(link)
+    coincidence = stats.gain[0]
+    true_fraction = stats.true_coincidence_probability / coincidence if coincidence > 0 else 0.0
+    detected = with_accidentals(after, true_fraction)
+    return {
+        "fidelity_after_path": fidelity_phi_plus(after),
+        "concurrence_after_path": concurrence(after),
+        "density_matrix_after_path": _matrix_json(after),
+        "true_coincidence_fraction": true_fraction,
+        "fidelity_detected": fidelity_phi_plus(detected),
+        "concurrence_detected": concurrence(detected),
+        "background_rate_hz_per_detector": {
+            "a": link.arm_background_rate_hz("a"),
+            "b": link.arm_background_rate_hz("b"),
+        },
+    }
+
+
 def source_report(link: Link) -> dict[str, Any]:
     """What the link's source emits, and what reaches the receiver."""
     source = link.source
@@ -141,13 +171,11 @@ def source_report(link: Link) -> dict[str, Any]:
             rho = source.density_matrix()
             report["fidelity"] = source.fidelity()
             report["concurrence"] = source.concurrence()
-            report["density_matrix"] = {
-                "real": rho.real.tolist(),
-                "imag": rho.imag.tolist(),
-                "basis": ["HH", "HV", "VH", "VV"],
-            }
+            report["density_matrix"] = _matrix_json(rho)
             report["error_budget_x"] = source.error_budget()
             report["phase_rate_x"] = source.phase_rate
+            if link.protocol.kind == "bbm92":
+                report.update(_pair_after_path(link))
         return report
     if isinstance(source, WeakCoherentSource) and source.mean_photon_number is None:
         report["mean_photon_number"] = None  # keyrate optimises it; simulate needs one
@@ -231,12 +259,12 @@ def register(app: typer.Typer) -> None:
         for key, value in report.items():
             if key in ("link", "kind"):
                 continue
-            if key == "density_matrix":
+            if key.startswith("density_matrix"):
                 rows = np.array(value["real"]) + 1j * np.array(value["imag"])
                 text = "\n".join(
                     "  ".join(f"{c.real:+.4f}{c.imag:+.4f}i" for c in row) for row in rows
                 )
-                table.add_row("density matrix (HH,HV,VH,VV)", text)
+                table.add_row(key.replace("_", " ") + " (HH,HV,VH,VV)", text)
             elif isinstance(value, dict):
                 table.add_row(key, "\n".join(f"{k}: {v:.4g}" for k, v in value.items()))
             elif isinstance(value, list):

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from qdnet.optics.fibre import FibreChannel
+from qdnet.optics.conversion import FrequencyConversion, on_arm
+from qdnet.optics.daylight import Daylight
+from qdnet.optics.fibre import FibreChannel, transmittance_from_loss_db
 from qdnet.optics.free_space import FreeSpaceChannel
+from qdnet.optics.polarisation import PolarisationChannel
 from qdnet.optics.receiver import Receiver
 from qdnet.security.finite_key import EpsSplit
 from qdnet.sources.entangled import EntangledPairSource
@@ -19,6 +22,7 @@ Source = SinglePhotonSource | EntangledPairSource | WeakCoherentSource | SpdcSou
 PrepareMeasureSource = SinglePhotonSource | WeakCoherentSource
 PairSource = EntangledPairSource | SpdcSource
 Channel = FibreChannel | FreeSpaceChannel
+Arm = Literal["a", "b"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,13 @@ class Link:
     #: Receiver time gate (``receiver.gate_ns``): None, the window keeps the whole emission; a width
     #: in ns (:mod:`qdnet.sources.time_profile`); "optimise", keyrate chooses it.
     gate_ns: float | Literal["optimise"] | None = None
+    #: Optical elements of the path (``channel.frequency_conversion``, ``channel.daylight``, and for
+    #: pairs the polarisation channel; a prepare-and-measure link's polarisation channel is folded
+    #: into ``receiver.misalignment`` by :mod:`qdnet.config`, exactly: see
+    #: :mod:`qdnet.optics.polarisation`).
+    conversion: FrequencyConversion | None = None
+    daylight: Daylight | None = None
+    polarisation: PolarisationChannel | None = None
 
     @property
     def repetition_rate_hz(self) -> float:
@@ -69,8 +80,46 @@ class Link:
 
     @property
     def background_rate_hz(self) -> float:
-        """Background light counts per detector (free space only)."""
-        return self.channel.background_rate_hz
+        """Background counts per second per detector at Bob (the one receiver of a prepare-and-
+        measure link): :meth:`arm_background_rate_hz` of arm b."""
+        return self.arm_background_rate_hz("b")
+
+    def arm_channel_transmittance(self, arm: Arm) -> float:
+        """Channel transmittance of one arm: BBM92 splits the loss at ``protocol.source_position``
+        (arm a from the source to Alice); a prepare-and-measure link has one path, arm b."""
+        if self.protocol.kind != "bbm92":
+            return self.channel_transmittance
+        position = self.protocol.source_position
+        share = position if arm == "a" else 1.0 - position
+        return transmittance_from_loss_db(share * self.channel_loss_db)
+
+    def arm_conversion_efficiency(self, arm: Arm) -> float:
+        """Efficiency of the frequency converter on this arm (1 without one)."""
+        if self.conversion is None or not on_arm(self.conversion.arms, arm):
+            return 1.0
+        return self.conversion.efficiency
+
+    def arm_wavelength_nm(self, arm: Arm) -> float:
+        """Wavelength of the photons reaching the arm's receiver."""
+        if self.conversion is not None and on_arm(self.conversion.arms, arm):
+            return self.conversion.output_wavelength_nm
+        return self.source.wavelength_nm
+
+    def arm_background_rate_hz(self, arm: Arm) -> float:
+        """Background counts per second per detector of the arm's receiver: the channel's
+        ``background_rate_hz``, daylight (:mod:`qdnet.optics.daylight`) and the converter's noise
+        photons after the arm's channel (:mod:`qdnet.optics.conversion`)."""
+        detector = self.receiver.detector
+        rate = self.channel.background_rate_hz
+        if self.daylight is not None and on_arm(self.daylight.arms, arm):
+            rate += self.daylight.background_rate_hz(
+                self.arm_wavelength_nm(arm), detector.efficiency
+            )
+        if self.conversion is not None and on_arm(self.conversion.arms, arm):
+            rate += self.conversion.background_rate_hz(
+                self.arm_channel_transmittance(arm), detector.efficiency, detector.window_ns
+            )
+        return rate
 
     def with_distance_km(self, length_km: float) -> Link:
         """The same link over another fibre length (fibre channels only)."""

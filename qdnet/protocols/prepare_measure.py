@@ -82,14 +82,15 @@ def detected_g2(link: Link) -> float:
 def detection_parameters(link: Link, signal_gain_guess: float | None = None) -> tuple[float, float]:
     """Effective (transmittance to detection, noise click probability per detector).
 
-    A receiver time gate (``link.gate_ns``) keeps :func:`gate_share` of the photons and counts
-    noise over the gate only.
+    A frequency converter on the path passes its efficiency of the photons; its noise photons and
+    daylight are background counts (``link.background_rate_hz``). A receiver time gate
+    (``link.gate_ns``) keeps :func:`gate_share` of the photons and counts noise over the gate only.
 
     The dead-time and afterpulse corrections use the click rate, taken from ``signal_gain_guess``
     (a first pass without them when None).
     """
     detector = link.receiver.detector
-    eta = link.channel_transmittance * detector.efficiency
+    eta = link.channel_transmittance * link.arm_conversion_efficiency("b") * detector.efficiency
     noise = detector.noise_probability(link.background_rate_hz)
     if link.gate_ns is not None:
         if link.gate_ns == "optimise":
