@@ -183,7 +183,6 @@ class _MTLSMixin:
     _with_cert = False
     _timer: asyncio.TimerHandle | None = None
     _phase = "idle"  # idle: no request; header: a request's headers are arriving; busy
-    pipeline: Any
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -234,7 +233,8 @@ class _MTLSMixin:
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
-        if self._guard is not None and not self.transport.is_closing() and not self.pipeline:
+        pipelined = getattr(self, "pipeline", None)  # httptools only
+        if self._guard is not None and not self.transport.is_closing() and not pipelined:
             self._arm("idle", self._guard.idle_s)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -338,3 +338,28 @@ def test_not_enough_key_material_is_503(link: KMSLink) -> None:
 
 def test_sae_client_type() -> None:
     assert SAEClient.__init__.__annotations__
+
+
+def test_h11_fallback_protocol_keeps_the_limits(
+    tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without httptools uvicorn's h11 parser serves: same answers, same deadlines."""
+    import socket
+
+    import qdnet.kms.server as server
+    from qdnet.kms.link import start_link
+    from qdnet.kms.tls import MTLSProtocol
+
+    monkeypatch.setattr(server, "FAST_PROTOCOL", MTLSProtocol)
+    extra = {"timeouts": {"idle_s": 1.0}}
+    with start_link(tmp_path, pki, saes=(["app-a"], ["app-b"]), extra=extra) as lk:
+        with lk.client("app-a") as a:
+            assert a.status("app-b")["master_SAE_ID"] == "app-a"
+            assert a.status("app-b")["slave_SAE_ID"] == "app-b"
+        host, port = lk.a.url.removeprefix("https://").split(":")
+        ctx = client_context(pki.ca_cert, *_cred(pki, "app-a"))
+        with (
+            socket.create_connection((host, int(port)), timeout=5) as s,
+            ctx.wrap_socket(s, server_hostname=host) as t,
+        ):
+            assert t.recv(1) == b""  # closed after idle_s without a request
