@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
+from qdnet.cli.link_commands import source_report
 from qdnet.keyrate import key_rate_point
 from qdnet.sources.entangled import EntangledPairSource
 from tests.conftest import example_link
@@ -94,3 +95,38 @@ def test_kuroda2013_droplet_epitaxy_dot_qber() -> None:
     assert source.fidelity() == pytest.approx(0.86)
     assert source.qber_z() == pytest.approx(2 * (1 - 0.86) / 3)
     assert source.qber_x() == pytest.approx(np.float64(2 * (1 - 0.86) / 3))
+
+
+def test_strobel2024_fidelity_after_conversion_and_field_fibre() -> None:
+    # Strobel et al., arXiv 2405.14557 (2024), GaAs dot at 780 nm, polarisation-preserving
+    # conversion of one photon to 1515 nm, 35.8 km of field fibre: fidelity to Phi+
+    # 0.972 +- 0.006 after conversion and 0.945 +- 0.01 after the fibre (the figures; the
+    # v2 abstract gives +-0.003 and +-0.005). The example's fss_uev is calibrated to the first and
+    # its polarisation_visibility to the second (the other inputs are assumed): this checks that
+    # conversion, fibre and accidentals compose to both published figures at once, and that the
+    # fibre's loss at the converted wavelength (not 780 nm) leaves the link a key.
+    after_fibre = source_report(example_link("strobel2024-qfc-fibre"))
+    after_conversion = source_report(
+        example_link(
+            "strobel2024-qfc-fibre", ["channel.length_km=0", "channel.polarisation_visibility=1"]
+        )
+    )
+    assert after_conversion["fidelity_detected"] == pytest.approx(0.972, abs=0.006)
+    assert after_fibre["fidelity_detected"] == pytest.approx(0.945, abs=0.01)
+    link = example_link("strobel2024-qfc-fibre")
+    assert link.channel_loss_db == pytest.approx(35.8 * 0.2, rel=0.05)  # ~0.2 dB/km at 1515 nm
+    assert key_rate_point(link, 35.8)[0].secret_bits_per_pulse > 0
+
+
+def test_bassobasset2023_daylight_free_space_key() -> None:
+    # Basso Basset et al., Quantum Sci. Technol. 8, 025002 (2023): BBM92 keys from a GaAs dot over
+    # a 270 m urban free-space link in daylight. No per-condition figure (QBER, rates) was found in
+    # the sources at hand, so this checks the published claim (key in daylight) with the assumed
+    # example, and that the daylight budget is what removes it: a sky 30x brighter leaves no key.
+    link = example_link("bassobasset2023-daylight")
+    assert link.channel.length_km == pytest.approx(0.27)  # type: ignore[union-attr]
+    assert key_rate_point(link, 0.27)[0].secret_bits_per_pulse > 0
+    glare = example_link(
+        "bassobasset2023-daylight", ["channel.daylight.sky_radiance_w_m2_sr_nm=0.3"]
+    )
+    assert key_rate_point(glare, 0.27)[0].secret_bits_per_pulse == 0

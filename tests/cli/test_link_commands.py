@@ -105,3 +105,17 @@ def test_source_reports_the_time_gate(examples_dir: Path) -> None:
     doc = json.loads(result.output)
     assert doc["gate_ns"] == 2.0
     assert 0.5 < doc["gate_acceptance"] < 1.0
+
+
+def test_source_json_reports_the_pair_after_the_path(examples_dir: Path) -> None:
+    path = examples_dir / "strobel2024-qfc-fibre.yaml"
+    result = runner.invoke(app, ["source", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    keys = {"fidelity_after_path", "concurrence_after_path", "density_matrix_after_path"}
+    assert keys | {"fidelity_detected", "background_rate_hz_per_detector"} <= set(doc)
+    assert doc["fidelity_after_path"] < doc["fidelity"]
+    assert doc["background_rate_hz_per_detector"]["a"] == 0.0
+    table = runner.invoke(app, ["source", str(path)])
+    assert table.exit_code == 0, table.output
+    assert "density matrix after path" in table.output
