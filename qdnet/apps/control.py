@@ -273,7 +273,7 @@ class Listener:
         self._sock.settimeout(timeout_s)
         try:
             sock, _addr = self._sock.accept()
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: timeout 0 and nobody waiting
             return None
         # One peer at a time: a short handshake deadline limits how long a stranger that
         # connects and stalls can hold the responder.

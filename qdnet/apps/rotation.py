@@ -282,6 +282,17 @@ class Rotator:
         ek = self._hybrid.renew().hex() if self._hybrid else None
         channel.send({"type": "applied", "key_id": key_id, "ek": ek})
 
+    def _accept(self, listener: Listener, timeout_s: float) -> Channel | None:
+        """An authenticated connection that got the hello, or None."""
+        try:
+            channel = listener.accept(timeout_s)
+            if channel is not None:
+                self._hello(channel)
+            return channel
+        except OSError as error:  # refused (authentication) or dropped during the hello
+            log.warning("control channel: connection refused: %s", error)
+            return None
+
     def _run_responder(self, stop: threading.Event) -> None:
         s = self.settings
         listener = Listener(s.listen_host, s.listen_port, self.auth)
@@ -292,16 +303,20 @@ class Rotator:
                 if time.monotonic() > deadline:
                     self._miss(f"no key from the initiator in {s.interval_s + s.grace_s:g} s")
                     deadline = time.monotonic() + s.interval_s
+                # A new authenticated connection replaces the current one (the initiator may
+                # have restarted, or its host vanished without closing the old connection).
+                fresh = self._accept(listener, 0.2 if self._channel is None else 0.0)
+                if fresh is not None:
+                    self._drop_channel()
+                    self._channel = fresh
+                    continue
+                if self._channel is None:
+                    continue
                 try:
-                    if self._channel is None:
-                        self._channel = listener.accept(0.2)
-                        if self._channel is not None:
-                            self._hello(self._channel)
-                        continue
                     message = self._channel.recv(0.2)
                 except TimeoutError:
                     continue
-                except OSError as error:  # ChannelError, a dropped or refused connection
+                except OSError as error:  # ChannelError, a dropped connection
                     log.warning("control channel: %s", error)
                     self._drop_channel()
                     continue

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qdnet.apps.control import ChannelAuth
+from qdnet.apps.control import ChannelAuth, connect
 from qdnet.apps.keys import AppKeys, KMSAccess
 from qdnet.apps.rotation import EventLog, RotationSettings, Rotator
 from qdnet.kms.client import DeliveredKey
@@ -81,6 +81,7 @@ def pair(
     hybrid: tuple[bool, bool] = (False, False),
     on_missed: str = "close",
     max_missed: int = 2,
+    stale_connection: bool = False,
 ) -> Iterator[tuple[End, End]]:
     """Initiator app-a and responder app-b rotating in two threads; both stop on exit."""
     port = free_port()
@@ -106,9 +107,13 @@ def pair(
         ends.append(End(Rotator(settings, keys, auth[i], sink, events), sink, keys))
     stop = threading.Event()
     threads = [threading.Thread(target=e.rotator.run, args=(stop,)) for e in reversed(ends)]
+    stale = []
     for t in threads:
         t.start()
         time.sleep(0.1)  # the responder listens first
+        if stale_connection and not stale:  # an authenticated connection left idle
+            stale.append(connect("127.0.0.1", port, auth[0]))
+            assert stale[0].recv(5)["type"] == "hello"
     try:
         yield ends[0], ends[1]
     finally:
@@ -117,6 +122,8 @@ def pair(
             t.join(30)
         for e in ends:
             e.keys.close()
+        for c in stale:
+            c.close()
         assert not any(t.is_alive() for t in threads)
         assert all(e.sink.stopped for e in ends)
 
@@ -221,3 +228,12 @@ def test_kms_down_closes_or_keeps_after_max_missed(
     assert ini.sink.closes == expected and resp.sink.closes == expected
     log = (tmp_path / "initiator.jsonl").read_text()
     assert ('"closed"' in log) == (policy == "close") and ('"kept"' in log) == (policy == "keep")
+
+
+def test_a_new_connection_replaces_one_left_idle(
+    kms_link: KMSLink, app_pki: PKI, tmp_path: Path
+) -> None:
+    # The old connection of an initiator whose host vanished (no FIN) must not block the new one.
+    with pair(kms_link, app_pki, tmp_path, stale_connection=True) as (ini, resp):
+        wait_for(lambda: len(ini.sink.keys) >= 2, timeout_s=5)
+    assert resp.sink.keys[: len(ini.sink.keys)] == ini.sink.keys
