@@ -35,7 +35,9 @@ as the test sample, each at eps_sec/2 and eps_cor/2, and hash each basis's bits 
 Z-basis bound holds conditioned on everything of the X rounds (including their final key), so the
 two secrecy and correctness failures add up to eps_sec and eps_cor (composability, Portmann,
 Renner, Rev. Mod. Phys. 94, 025008 (2022), Sec. 4). ``protocol.block_size`` is the number of sifted
-key bits per block over the key bases (n_X of Lim et al. for ``z``).
+key bits per block over the key bases (n_X of Lim et al. for ``z``). ``protocol.eps_split`` moves
+eps_sec between parameter estimation and privacy amplification
+(:class:`qdnet.security.finite_key.EpsSplit`).
 """
 
 from __future__ import annotations

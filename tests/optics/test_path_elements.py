@@ -228,3 +228,16 @@ def test_bbm92_monte_carlo_with_symmetric_conversion_and_daylight() -> None:
     assert result.statistics.detections[0] > 5_000
     for key, value in result.deviation_sigma.items():
         assert abs(value) < 4.0, (key, value)
+
+
+def test_drifting_channel_of_the_single_photon_example() -> None:
+    # dot-qfc-bb84: V 0.99, rotation 2 deg, drift 3 deg r.m.s.: e_c = (1-V)/2 + V (1 - e^{-2 s^2}
+    # cos 4 deg)/2 composed with the receiver's 0.5 %; the fibre has the 1550 nm attenuation.
+    link = example_link("dot-qfc-bb84")
+    sigma = math.radians(3.0)
+    e_rot = (1 - math.exp(-2 * sigma**2) * math.cos(math.radians(4.0))) / 2
+    e_c = 0.005 + 0.99 * e_rot
+    assert link.receiver.misalignment == pytest.approx(0.005 * (1 - e_c) + e_c * 0.995)
+    assert link.channel_loss_db == pytest.approx(50 * 0.18)
+    stats = prepare_measure.expected_statistics(link, (0.3,))
+    assert stats.qber_z[0] == pytest.approx(link.receiver.misalignment, rel=0.05)
