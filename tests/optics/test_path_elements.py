@@ -241,3 +241,19 @@ def test_drifting_channel_of_the_single_photon_example() -> None:
     assert link.channel_loss_db == pytest.approx(50 * 0.18)
     stats = prepare_measure.expected_statistics(link, (0.3,))
     assert stats.qber_z[0] == pytest.approx(link.receiver.misalignment, rel=0.05)
+
+
+def test_daylight_on_a_prepare_and_measure_receiver() -> None:
+    # One path: the sky's counts per detector N eta_det / 2 join the dark counts in each window.
+    link = example_link(
+        "telecom-dot-bb84",
+        [
+            "channel.kind=free-space",
+            "channel.loss_db=20",
+            "channel.daylight={sky_radiance_w_m2_sr_nm: 0.01, field_of_view_urad: 100, "
+            "aperture_m: 0.05, filter_nm: 0.5}",
+        ],
+    )
+    photons = Daylight(0.01, 100.0, 0.05, 0.5).photon_rate_hz(1550.0)
+    _, noise = prepare_measure.detection_parameters(link)
+    assert noise == pytest.approx((10 + photons * 0.8 / 2) * 1e-9)
