@@ -240,6 +240,15 @@ class Rotator:
             self._peer_ek = bytes.fromhex(reply["ek"])
         self._applied(key, delivered.key_id, start, kms_s)
 
+    def _tell_missed(self, reason: str) -> None:
+        """Tell the responder why this rotation brought no key (it counts the miss now)."""
+        if self._channel is None:
+            return
+        try:
+            self._channel.send({"type": "missed", "reason": reason})
+        except OSError:
+            self._drop_channel()
+
     def _run_initiator(self, stop: threading.Event) -> None:
         next_at = time.monotonic()
         while not stop.wait(min(max(0.0, next_at - time.monotonic()), _MAX_WAIT_S)):
@@ -250,6 +259,7 @@ class Rotator:
                 self._rotate_once()
             except (KeyUnavailableError, ApplyError) as error:
                 self._miss(str(error))
+                self._tell_missed(str(error))
             except (OSError, ValueError, KeyError) as error:
                 # OSError covers ChannelError, TimeoutError and refused connections.
                 self._drop_channel()
@@ -319,6 +329,10 @@ class Rotator:
                 except OSError as error:  # ChannelError, a dropped connection
                     log.warning("control channel: %s", error)
                     self._drop_channel()
+                    continue
+                if message.get("type") == "missed":
+                    self._miss(f"initiator: {str(message.get('reason', ''))[:300]}")
+                    deadline = time.monotonic() + s.interval_s + s.grace_s
                     continue
                 try:
                     self._serve(self._channel, message)

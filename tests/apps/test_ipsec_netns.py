@@ -126,7 +126,7 @@ def charons(netpair: NetPair, tmp_path: Path) -> Charons:
 
 
 def _start_apps(
-    ch: Charons, kp: KMSPair, pki: PKI, tmp_path: Path
+    ch: Charons, kp: KMSPair, pki: PKI, tmp_path: Path, *extra: str
 ) -> list[subprocess.Popen[bytes]]:
     procs = {}
     for side in (1, 0):
@@ -141,6 +141,7 @@ def _start_apps(
             str(ch.conn_files[side]),
             "--vici",
             f"unix://{ch.vici_paths[side]}",
+            *extra,
             interval="3s",
             events=tmp_path / f"events-{side}.jsonl",
         )
@@ -193,6 +194,25 @@ def test_ikev2_comes_up_with_the_qkd_ppk_and_reauthenticates_with_each_new_key(
             for _ in s.initiate({"child": "net", "ike": CONN, "timeout": 10000}):
                 pass
     assert not pair.ping(0, INNER[1], count=2, source=INNER[0])
+
+
+def test_kms_down_terminates_the_ike_sa_and_the_next_key_brings_it_back(
+    charons: Charons, kms_pair: KMSPair, app_pki: PKI, tmp_path: Path
+) -> None:
+    pair = charons.pair
+    _start_apps(charons, kms_pair, app_pki, tmp_path, "--max-missed", "2")
+    events = [tmp_path / "events-0.jsonl", tmp_path / "events-1.jsonl"]
+    wait_until(lambda: len(_applied(events[0])) >= 1, 40, "the first PPK")
+    assert pair.ping(0, INNER[1], source=INNER[0])
+    kms_pair.kill(1)  # kill -9 the responder's KME: the initiator's refuses enc_keys (503)
+    for path in events:
+        wait_until(lambda p=path: any(e["event"] == "closed" for e in read_events(p)), 30, "close")
+    assert charons.ike_sas(0) == [] and charons.ike_sas(1) == []
+    assert not pair.ping(0, INNER[1], count=2, source=INNER[0])
+    n = len(_applied(events[0]))
+    kms_pair.start(1)
+    wait_until(lambda: len(_applied(events[0])) > n, 40, "a PPK after the outage")
+    assert pair.ping(0, INNER[1], source=INNER[0])
 
 
 @pytest.mark.slow
