@@ -61,11 +61,10 @@ def app_options(opts: dict[str, Any], default_interval: str | None = None) -> Ap
         if not opts.get(name):
             raise ValueError(f"--{name} is required (on the command line or in --config)")
     sae, peer = str(opts["sae"]), str(opts["peer-sae"])
-    timeout_s = parse_duration_s(str(opts.get("kms-timeout", "5s")), "--kms-timeout")
     if opts.get("pki"):
         if any(opts.get(n) for n in ("ca", "cert", "key")):
             raise ValueError("give either --pki or --ca/--cert/--key, not both")
-        access = KMSAccess.from_pki(str(opts["kms"]), sae, peer, Path(opts["pki"]), timeout_s)
+        access = KMSAccess.from_pki(str(opts["kms"]), sae, peer, Path(opts["pki"]))
     elif all(opts.get(n) for n in ("ca", "cert", "key")):
         access = KMSAccess(
             str(opts["kms"]),
@@ -74,7 +73,6 @@ def app_options(opts: dict[str, Any], default_interval: str | None = None) -> Ap
             Path(opts["ca"]),
             Path(opts["cert"]),
             Path(opts["key"]),
-            timeout_s,
         )
     else:
         raise ValueError("KMS credentials: give --pki DIR or all of --ca, --cert and --key")
@@ -127,6 +125,5 @@ COMMON_NAMES = {
     "max-missed",
     "hybrid",
     "events",
-    "kms-timeout",
 }
 """Option names every application takes (also the keys of ``--config`` files)."""
