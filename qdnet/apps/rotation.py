@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ OnMissed = Literal["close", "keep"]
 #: WireGuard's REKEY_AFTER_TIME (whitepaper §6.1): the default rotation interval.
 DEFAULT_INTERVAL_S = 120.0
 _MAX_WAIT_S = 3600.0
+#: What a key ID may look like (ETSI GS QKD 014 key IDs are UUIDs) before it reaches the KMS
+#: or a log line.
+KEY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: Until the first key is in use, the initiator retries this often (not only every interval).
 FIRST_KEY_RETRY_S = 1.0
 
@@ -276,7 +280,9 @@ class Rotator:
 
     def _serve(self, channel: Channel, message: dict[str, Any]) -> None:
         if message.get("type") != "rotate" or not isinstance(message.get("key_id"), str):
-            raise ChannelError(f"unexpected control message {message.get('type')!r}")
+            raise ChannelError(f"unexpected control message {str(message.get('type'))[:40]!r}")
+        if not KEY_ID.fullmatch(message["key_id"]):  # ETSI key IDs are UUIDs: nothing else
+            raise ChannelError("malformed key ID on the control channel")
         key_id = message["key_id"]
         start = time.perf_counter()
         try:

@@ -237,3 +237,32 @@ def test_a_new_connection_replaces_one_left_idle(
     with pair(kms_link, app_pki, tmp_path, stale_connection=True) as (ini, resp):
         wait_for(lambda: len(ini.sink.keys) >= 2, timeout_s=5)
     assert resp.sink.keys[: len(ini.sink.keys)] == ini.sink.keys
+
+
+@pytest.mark.parametrize("key_id", ["a\nforged log line", "x" * 129, ""])
+def test_a_malformed_key_id_never_reaches_the_kms(
+    kms_link: KMSLink, app_pki: PKI, tmp_path: Path, key_id: str
+) -> None:
+    port = free_port()
+    settings = RotationSettings(
+        role="responder", interval_s=5, listen_host="127.0.0.1", listen_port=port
+    )
+    keys = RecordingKeys(_access(kms_link, app_pki, "app-b", "app-a"))
+    sink = RecordingSink()
+    rotator = Rotator(settings, keys, _tls(app_pki, "app-b", "app-a"), sink)
+    stop = threading.Event()
+    thread = threading.Thread(target=rotator.run, args=(stop,))
+    thread.start()
+    try:
+        time.sleep(0.2)
+        channel = connect("127.0.0.1", port, _tls(app_pki, "app-a", "app-b"))
+        assert channel.recv(5)["type"] == "hello"
+        channel.send({"type": "rotate", "key_id": key_id})
+        with pytest.raises(ConnectionError):  # the responder hangs up
+            channel.recv(5)
+        channel.close()
+    finally:
+        stop.set()
+        thread.join(10)
+        keys.close()
+    assert keys.delivered == [] and sink.keys == []
