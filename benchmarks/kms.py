@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import multiprocessing as mp
 import os
@@ -43,7 +44,6 @@ from typing import Any
 from qdnet.kms.link import free_port, link_settings, spawn_kms, wait_until_serving
 from qdnet.kms.pki import PKI, create_pki
 from qdnet.kms.tls import client_context
-from qdnet.postprocessing.keyblock import KeyBlock, write_key_block
 
 CASES = ("enc_1x256", "enc_128x256", "enc_dec_pair")
 PG_ENVS = ("QDNET_BENCH_POSTGRES_URL", "QDNET_TEST_POSTGRES_URL")
@@ -166,25 +166,28 @@ def _load_process(args: dict[str, Any], out: Any) -> None:
     out.put(res)
 
 
-def _blocks(folders: list[Path], total_bytes: int) -> None:
+def _blocks(folders: list[Path], total_bytes: int, version: int = 2) -> None:
+    """Key-block files (format ``version``: 1 for a baseline that reads only that), 1 MiB each,
+    not from a simulated link."""
     per = 1 << 20
-    real: dict[str, Any] = {}
-    if "simulated" in KeyBlock.__dataclass_fields__:  # key-block format 2
-        real["simulated"] = False
     for _ in range(max(1, total_bytes // per)):
-        blk = KeyBlock(
-            block_id=str(uuid.uuid4()),
-            link_name="bench",
-            key=os.urandom(per),
-            length_bits=per * 8,
-            protocol="bb84",
-            eps_sec=1e-10,
-            eps_cor=1e-15,
-            qber=0.02,
-            **real,
-        )
+        doc: dict[str, Any] = {
+            "format_version": version,
+            "block_id": str(uuid.uuid4()),
+            "link_name": "bench",
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+            "length_bits": per * 8,
+            "protocol": "bb84",
+            "eps_sec": 1e-10,
+            "eps_cor": 1e-15,
+            "qber": 0.02,
+            "key_b64": base64.b64encode(os.urandom(per)).decode("ascii"),
+        }
+        if version == 2:
+            doc.update(simulated=False, eps_auth=0.0, eps_total=1e-10 + 1e-15)
         for f in folders:
-            write_key_block(f, blk)
+            f.mkdir(parents=True, exist_ok=True)
+            (f / f"{doc['block_id']}.json").write_text(json.dumps(doc))
 
 
 def _pg_urls(base: str) -> tuple[str, str, list[str]]:
@@ -243,7 +246,13 @@ def run_backend(
         wd, pki, saes=(["app-a"], ["app-b"]), ports=ports, database_urls=dbs,
         extra={"ingest_interval_s": 0.2, "log_level": "error"},
     )  # fmt: skip
-    _blocks([wd / "ka", wd / "kb"], pool_bytes)
+    _blocks([wd / "ka", wd / "kb"], pool_bytes, 1 if code else 2)
+    if code is not None:  # an older KMS knows no keyring_path
+        for kme in ("kme-alice", "kme-bob"):
+            path = wd / f"{kme}.yaml"
+            path.write_text(
+                "\n".join(x for x in path.read_text().splitlines() if "keyring_path" not in x)
+            )
     for kme, folder in (("kme-alice", "ka"), ("kme-bob", "kb")):
         cmd = [sys.executable, "-c", _INGEST, str(wd / f"{kme}.yaml"), str(wd / folder)]
         subprocess.run(cmd, env=env, cwd=code, check=True)
