@@ -20,6 +20,17 @@ phase is tracked from the time tags and only the timing error delta ~ N(0, sigma
 pairs carry ``intrinsic_error``. Each receiver flips a photon with its misalignment; photons of
 different pairs and noise clicks are uncorrelated; double clicks are squashed to a random bit.
 
+Path. Arm A and arm B have their own transmittance (converter efficiency on the arm included) and
+their own noise per detector (``Link.arm_background_rate_hz``: channel background, daylight and
+converter noise photons on that arm). The polarisation channel acts on photon B
+(:meth:`~qdnet.optics.polarisation.PolarisationChannel.apply_to_second_photon`): per pair it flips
+B's outcome with the channel's photon error ``e_c`` in either basis. This is exact, not an
+approximation: the channel maps the correlators ``<ZZ> -> V E[cos 2 theta] <ZZ>`` and
+``<XX> -> V E[cos 2 theta] <XX>`` plus terms in ``<ZX>`` and ``<XZ>``, which vanish for the dot's
+state at every emission time (no coherence between HH and HV) and for a Werner state, so the error
+after the path is ``compose_errors(error, e_c)`` pair by pair, and its average over t is the
+analytic model's :func:`qdnet.protocols.bbm92.path_state_errors`.
+
 Time tags (``timetags.npz``): each click is tagged ``slot x period + arm delay + emission time
 (photons) or a uniform time in the window (noise) + Gaussian jitter`` in ps. The coincidence
 analysis assigns every tag to the detection window (width ``receiver.window_ns``) of the pulse it
@@ -58,12 +69,14 @@ BUFFER = 1 << 18
 
 
 def _outcome_table(
-    dist: FloatArray, eta_a: float, eta_b: float, noise: float
+    dist: FloatArray, eta_a: float, eta_b: float, noise_a: float, noise_b: float
 ) -> tuple[FloatArray, IntArray]:
-    """Rows (prob; j both, a only, b only, noise A, noise B) with at least one click, descending."""
+    """Rows (prob; j both, a only, b only, noise A, noise B) with at least one click, descending;
+    ``noise_a`` (``noise_b``) is the noise probability per detector of Alice's (Bob's) receiver."""
     p_both, p_a, p_b = eta_a * eta_b, eta_a * (1 - eta_b), (1 - eta_a) * eta_b
     p_none = (1 - eta_a) * (1 - eta_b)
-    q = 1.0 - (1.0 - noise) ** 2
+    q_a = 1.0 - (1.0 - noise_a) ** 2
+    q_b = 1.0 - (1.0 - noise_b) ** 2
     rows: list[tuple[float, int, int, int, int, int]] = []
     for n, pn in enumerate(dist):
         if pn <= 0:
@@ -80,7 +93,7 @@ def _outcome_table(
                     )
                     p = pn * coef * p_both**j * p_a**a * p_b**b * p_none**rest
                     for na, nb in product((0, 1), repeat=2):
-                        pw = p * (q if na else 1 - q) * (q if nb else 1 - q)
+                        pw = p * (q_a if na else 1 - q_a) * (q_b if nb else 1 - q_b)
                         if pw > 0 and (j + a + b + na + nb) > 0:
                             rows.append((pw, j, a, b, na, nb))
     rows.sort(key=lambda r: -r[0])
@@ -114,7 +127,9 @@ def bbm92_kernel(  # pragma: no cover - compiled
     cols: IntArray,
     bias: float,
     e_m: float,
-    p_both: float,
+    e_channel: float,
+    p_both_a: float,
+    p_both_b: float,
     tau: float,
     inv_ss: float,
     inv_hv: float,
@@ -200,6 +215,8 @@ def bbm92_kernel(  # pragma: no cover - compiled
                 ra = 1 - ra
             if uniform(s) < e_m:
                 rb = 1 - rb
+            if e_channel > 0.0 and uniform(s) < e_channel:
+                rb = 1 - rb
             ca[ra] = True
             cb[rb] = True
         for _ in range(na_only):
@@ -208,8 +225,8 @@ def bbm92_kernel(  # pragma: no cover - compiled
             cb[bit(s)] = True
         clicked_a = ca[0] or ca[1] or noise_a == 1
         clicked_b = cb[0] or cb[1] or noise_b == 1
-        ya = _side(s, ca, noise_a, p_both) if clicked_a else 0
-        yb = _side(s, cb, noise_b, p_both) if clicked_b else 0
+        ya = _side(s, ca, noise_a, p_both_a) if clicked_a else 0
+        yb = _side(s, cb, noise_b, p_both_b) if clicked_b else 0
         o_slot[n] = pos
         o_a[n] = a
         o_b[n] = b
@@ -226,17 +243,28 @@ def bbm92_kernel(  # pragma: no cover - compiled
             return end, n
 
 
-def _noise_and_etas(link: Link, dist: FloatArray) -> tuple[float, float, float]:
+def _noise_and_etas(link: Link, dist: FloatArray) -> tuple[float, float, float, float]:
+    """(eta_A, eta_B, noise_A, noise_B) as :func:`qdnet.protocols.bbm92.expected` sets them: each
+    arm's transmittance and its own background, dead time and afterpulsing as effective values."""
     eta_a, eta_b = arm_transmittances(link)
     detector = link.receiver.detector
-    noise = detector.noise_probability(link.background_rate_hz)
+    noise_a = detector.noise_probability(link.arm_background_rate_hz("a"))
+    noise_b = detector.noise_probability(link.arm_background_rate_hz("b"))
     if detector.dead_time_ns > 0 or detector.afterpulse_probability > 0:
         n = np.arange(len(dist), dtype=np.float64)
+        noise = max(noise_a, noise_b)
         single = float(np.dot(dist, 1 - (1 - noise) ** 2 * (1 - max(eta_a, eta_b)) ** n))
         factor = detector.dead_time_factor(single * link.repetition_rate_hz)
         eta_a, eta_b = eta_a * factor, eta_b * factor
-        noise = min(1.0, noise + detector.afterpulse_probability * single / 2)
-    return eta_a, eta_b, noise
+        noise_a = min(1.0, noise_a + detector.afterpulse_probability * single / 2)
+        noise_b = min(1.0, noise_b + detector.afterpulse_probability * single / 2)
+    return eta_a, eta_b, noise_a, noise_b
+
+
+def _double_click_probability(noise: float) -> float:
+    """P(both detectors of a receiver have a noise click | at least one has)."""
+    q = 1.0 - (1.0 - noise) ** 2
+    return noise * noise / q if q > 0 else 0.0
 
 
 def simulate_bbm92_result(
@@ -261,14 +289,14 @@ def simulate_bbm92_result(
     source = link.source
     pulses = int(pulses)
     dist = pair_distribution(source, None)  # type: ignore[arg-type]
-    eta_a, eta_b, noise = _noise_and_etas(link, dist)
-    weights, cols = _outcome_table(dist, eta_a, eta_b, noise)
+    eta_a, eta_b, noise_a, noise_b = _noise_and_etas(link, dist)
+    weights, cols = _outcome_table(dist, eta_a, eta_b, noise_a, noise_b)
     p_event = float(weights.sum())
     cum = np.cumsum(weights) / p_event
     cum[-1] = 1.0
     log_trivial = math.log1p(-p_event)
-    q = 1.0 - (1.0 - noise) ** 2
-    p_both = noise * noise / q if q > 0 else 0.0
+    p_both_a, p_both_b = _double_click_probability(noise_a), _double_click_probability(noise_b)
+    e_channel = 0.0 if link.polarisation is None else link.polarisation.photon_error()
     cascade = isinstance(source, EntangledPairSource)
     tau = source.exciton_lifetime_ns if cascade else 1.0  # type: ignore[union-attr]
     inv_ss = inv_hv = 0.0
@@ -320,7 +348,9 @@ def simulate_bbm92_result(
                     cols,
                     bias,
                     link.receiver.misalignment,
-                    p_both,
+                    e_channel,
+                    p_both_a,
+                    p_both_b,
                     tau,
                     inv_ss,
                     inv_hv,
