@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import os
 from itertools import product
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -54,13 +54,11 @@ from qdnet.protocols.bbm92 import arm_transmittances, expected, pair_distributio
 from qdnet.protocols.link import Link
 from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta
 from qdnet.simulation.analysis import RunStatistics, compare, verdict
+from qdnet.simulation.prepare_measure import Progress
+from qdnet.simulation.result import SimulationResult
 from qdnet.simulation.rng import U64, bit, new_state, uniform
 from qdnet.simulation.stream import RecordStream, TagStream
 from qdnet.sources.entangled import EntangledPairSource
-
-if TYPE_CHECKING:
-    from qdnet.simulation.prepare_measure import Progress
-    from qdnet.simulation.runner import SimulationResult
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -284,8 +282,6 @@ def simulate_bbm92_result(
 
     Work and memory are per batch of events: with ``out`` the records and ``timetags.npz`` are
     streamed to that directory, with ``keep_records`` they are also gathered in memory."""
-    from qdnet.simulation.runner import SimulationResult
-
     source = link.source
     pulses = int(pulses)
     dist = pair_distribution(source, None)  # type: ignore[arg-type]

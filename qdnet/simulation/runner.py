@@ -15,7 +15,6 @@ records a run with ``keep_records`` holds in memory.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,64 +22,15 @@ import numpy as np
 from qdnet.attacks.base import Interceptor, PairInterceptor
 from qdnet.protocols.link import Link, PrepareMeasureSource
 from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta
-from qdnet.protocols.statistics import LinkStatistics
-from qdnet.simulation.analysis import RunStatistics, Verdict, compare, pm_statistics, verdict
+from qdnet.simulation.analysis import compare, pm_statistics, verdict
+from qdnet.simulation.entangled import simulate_bbm92_result
 from qdnet.simulation.prepare_measure import (
     DEFAULT_CHUNK_PULSES,
     Progress,
     simulate_prepare_measure,
 )
+from qdnet.simulation.result import SimulationResult
 from qdnet.simulation.stream import RecordStream
-
-
-@dataclass
-class SimulationResult:
-    """Records, observed statistics, expectation, deviations and verdict of one run."""
-
-    records: RawRecords | None
-    statistics: RunStatistics
-    expected: LinkStatistics
-    deviation_sigma: dict[str, float]
-    verdict: Verdict
-    extra_files: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The documented ``--json`` document."""
-        st, ex = self.statistics, self.expected
-        classes = range(len(st.pulses))
-        return {
-            "protocol": st.protocol,
-            "pulses": int(sum(st.pulses)),
-            "detections": int(sum(st.detections)),
-            "gain": st.gain(0),
-            "qber": {"z": st.qber_z(0), "x": st.qber_x(0)},
-            "per_class": [
-                {
-                    "intensity": st.intensities[k],
-                    "pulses": st.pulses[k],
-                    "detections": st.detections[k],
-                    "gain": st.gain(k),
-                    "qber": {"z": st.qber_z(k), "x": st.qber_x(k)},
-                }
-                for k in classes
-            ],
-            "expected": {
-                "gain": ex.gain[0],
-                "qber": {"z": ex.qber_z[0], "x": ex.qber_x[0]},
-                "per_class": [
-                    {"gain": ex.gain[k], "qber": {"z": ex.qber_z[k], "x": ex.qber_x[k]}}
-                    for k in range(len(ex.gain))
-                ],
-            },
-            "deviation_sigma": self.deviation_sigma,
-            "extra": st.extra,
-            "verdict": self.verdict.verdict,
-            "reason": self.verdict.reason,
-            "key_possible": self.verdict.key_possible,
-            "asymptotic_bits_per_pulse": self.verdict.asymptotic_bits_per_pulse,
-            "finite_key_bits": self.verdict.finite_key_bits,
-            "estimates": self.verdict.estimates,
-        }
 
 
 def simulate(
@@ -101,8 +51,6 @@ def simulate(
 ) -> SimulationResult:
     """Simulate ``pulses`` pulses of ``link`` (see module docstring)."""
     if link.protocol.kind == "bbm92":
-        from qdnet.simulation.entangled import simulate_bbm92_result
-
         if attack is not None and not isinstance(attack, PairInterceptor):
             raise ValueError(f"attack {attack.name!r} does not apply to bbm92 links")
         result = simulate_bbm92_result(
