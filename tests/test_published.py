@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from qdnet.cli.link_commands import source_report
+from qdnet.cli.link_reports import source_report
 from qdnet.keyrate import key_rate_point
 from qdnet.sources.entangled import EntangledPairSource
 from tests.conftest import example_link

@@ -56,9 +56,7 @@ def _run(opts: Any, sink: Any, stop_when: threading.Event | None = None) -> None
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``app`` command group to the root app."""
-    from qdnet.apps.options import COMMON_NAMES, app_options, load_options
-
+    """Add the ``app`` command group to the root app (qdnet.apps loads when a command runs)."""
     app_app = typer.Typer(
         help="Applications keyed by the KMS: WireGuard, IPsec (IKEv2 PPK), TLS 1.3 PSK.",
         no_args_is_help=True,
@@ -71,6 +69,8 @@ def register(app: typer.Typer) -> None:
         extra: set[str],
         default_interval: str | None,
     ) -> tuple[Any, dict[str, Any]]:
+        from qdnet.apps.options import COMMON_NAMES, app_options, load_options
+
         opts = load_options(config, given, COMMON_NAMES | extra)
         return app_options(opts, default_interval), opts
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-import numpy as np
 import typer
 from rich.console import Console
 
@@ -54,7 +53,7 @@ def parse_range(text: str, option: str) -> list[float]:
     count = math.floor((stop - start) / step + 1e-9) + 1
     if count > 100_000:
         raise ValueError(f"{option} {text!r}: {count} points is too many (at most 100000)")
-    return [float(v) for v in np.round(start + step * np.arange(count), 12)]
+    return [round(start + step * i, 12) for i in range(count)]
 
 
 def _jsonable(value: Any) -> Any:
@@ -64,7 +63,7 @@ def _jsonable(value: Any) -> Any:
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # numpy scalar
         return _jsonable(value.item())
     return value
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.panel import Panel
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from qdnet.apps.chain import ChainSettings, ChainSummary, run_chain
 from qdnet.cli.common import clean_errors, console
-from qdnet.cli.link_commands import run_sweep
-from qdnet.config import load_link_config
+
+if TYPE_CHECKING:
+    from qdnet.apps.chain import ChainSummary
 
 #: A file that marks a folder as the demo's own, so it may be emptied on the next run.
 DEMO_MARKER = ".qdnet-demo"
@@ -37,6 +37,9 @@ def prepare_workdir(workdir: Path) -> None:
 
 def link_comparison(folder: Path) -> Table:
     """Part 1: a quantum-dot BB84 link against a decoy laser and PLOB over distance."""
+    from qdnet.cli.link_reports import run_sweep
+    from qdnet.config import load_link_config
+
     dot = load_link_config(folder / "telecom-dot-bb84.yaml").build()
     laser = load_link_config(folder / "telecom-laser-decoy.yaml").build()
     dot_points = run_sweep(dot, None, "0:200:50", False)
@@ -129,6 +132,8 @@ def register(app: typer.Typer) -> None:
             raise ValueError(f"example links not found at {folder}; run qdnet from its source tree")
         prepare_workdir(workdir)
         console.print(link_comparison(folder))
+        from qdnet.apps.chain import ChainSettings, run_chain
+
         settings = ChainSettings(
             link_file=folder / "telecom-dot-bb84.yaml",
             workdir=workdir.resolve(),

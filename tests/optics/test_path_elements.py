@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qdnet.cli.link_commands import source_report
+from qdnet.cli.link_reports import source_report
 from qdnet.config import ConfigError, load_link
 from qdnet.optics.daylight import LIGHT_SPEED_M_S, PLANCK_J_S, Daylight
 from qdnet.optics.polarisation import (
