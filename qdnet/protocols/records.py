@@ -9,7 +9,11 @@ On-disk format (a directory, format version 2)::
     RUN/private/seed.json  {"seed": 7} for a simulated run (mode 0600; never in meta.json:
                            re-simulating with it reproduces Alice's records bit for bit)
 
-Version 1 kept the seed in ``meta.json``; such runs are refused (re-simulate them).
+Each ``.npz`` is a zip of ``.npy`` members (NumPy's ``savez`` layout) whose members qdnet writes
+*stored*, uncompressed (22 bytes per detection over the two files; deflate cut that to ~4.6 but
+took ~80 % of a bright link's run time); a reader accepts deflated members as well (runs written
+before, or re-packed with ``np.savez_compressed``): the arrays, not the zip method, are the
+format. Version 1 kept the seed in ``meta.json``; such runs are refused (re-simulate them).
 ``simulated`` is true for Monte Carlo runs: keys distilled from them are labelled, since anyone
 holding the seed can recompute them. Loading is strict: a missing or unknown ``meta.json``
 field, a wrong type, an unreadable ``.npz`` or a missing array is a ``ValueError`` that names
@@ -38,8 +42,8 @@ half a window. The pulse of a tag is
 ``rint((tag - delay) / period_ps)``; the windows holding tags on both sides are the coincidences
 whose settings ``alice.npz`` / ``bob.npz`` list, in pulse order (there ``slot`` is the coincidence
 index). Loaders ignore files they do not know, so the optional file leaves the format version as is.
-Large prepare-and-measure runs are streamed to the same two ``.npz`` files batch by batch
-(:mod:`qdnet.simulation.stream`); they load like any other run.
+Large runs are streamed to the same ``.npz`` files batch by batch (:mod:`qdnet.simulation.stream`,
+written while the next batch is simulated); they load like any other run.
 """
 
 from __future__ import annotations
@@ -150,7 +154,7 @@ def _party_to_npz(records: PartyRecords, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(
+            np.savez(
                 handle,
                 slot=records.slot.astype(np.int64, copy=False),
                 basis=records.basis.astype(np.uint8, copy=False),

@@ -115,7 +115,7 @@ def _side(s: U64, c: NDArray[np.bool_], noisy: int, p_both: float) -> int:  # pr
     return 0 if c[0] else 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bbm92_kernel(  # pragma: no cover - compiled
     s: U64,
     start: int,

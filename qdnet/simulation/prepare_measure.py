@@ -278,7 +278,7 @@ def _event(  # pragma: no cover - compiled
     return st
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def per_pulse_kernel(  # pragma: no cover - compiled
     s: U64,
     start: int,
@@ -353,7 +353,7 @@ def per_pulse_kernel(  # pragma: no cover - compiled
     return i, n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def event_kernel(  # pragma: no cover - compiled
     s: U64,
     start: int,

@@ -13,6 +13,7 @@ from qdnet.optics.polarisation import compose_errors
 from qdnet.protocols.bbm92 import path_state_errors
 from qdnet.protocols.link import Link
 from qdnet.simulation.runner import simulate
+from qdnet.sources.entangled import EntangledPairSource
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "links"
 BRIGHT = ("source.extraction_efficiency=0.2",)
@@ -65,6 +66,7 @@ def test_channel_error_per_pair_is_the_path_state() -> None:
     ):
         link = dot_link(*overrides)
         assert link.polarisation is not None
+        assert isinstance(link.source, EntangledPairSource)
         e_c = link.polarisation.photon_error()
         e_z, e_x = path_state_errors(link)
         assert e_z == pytest.approx(compose_errors(link.source.qber_z(), e_c), abs=1e-12)
