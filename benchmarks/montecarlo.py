@@ -1,6 +1,6 @@
 """Monte Carlo throughput: pulses/s of the per-pulse and event-skipping paths, peak memory, SeQUeNCe.
 
-    .venv/bin/python benchmarks/montecarlo.py [--tiny] [--repeats 3] [--workers N]
+    .venv/bin/python benchmarks/montecarlo.py [--tiny] [--repeats 3] [--workers N] [--only TEXT]
 
 Prints a table and one JSON line per figure. Every case runs in its own subprocess, so its peak
 resident memory (``ru_maxrss``, imports and Numba included) is its own; rates are medians of
@@ -9,7 +9,10 @@ resident memory (``ru_maxrss``, imports and Numba included) is its own; rates ar
 Cases: BB84 with the quantum-dot source of ``examples/links/telecom-dot-bb84.yaml`` at 0, 50 and
 100 km (per-pulse and event-skipping paths); BBM92 with the GaAs dot at 10 km (extraction 0.2, so
 coincidences remain); the 50 km dot link with its records streamed to disk (``--out``), at two run
-lengths, to show that memory does not grow with the pulse count; and the BB84 link that SeQUeNCe
+lengths, to show that memory does not grow with the pulse count; a bright link (0.4 photons per
+pulse at 228 MHz, 50 km of 0.2 dB/km fibre, receiver efficiency 0.7: 2.8e7 detections per 1e9
+pulses) as detections per second, kernel alone and with its records on disk (``det/s`` column;
+issue 14's goal is >= 2e7 with records, on one core); and the BB84 link that SeQUeNCe
 simulates (attenuated laser, mean photon number 0.1, 80 MHz, 10 km of 0.2 dB/km fibre), run with
 SeQUeNCe's ``QKDNode``/``BB84`` (PyPI ``sequence``, benchmark-only extra ``bench``) and with qdnet,
 as a ratio of simulated pulses per wall second. Without ``sequence`` installed the comparison is
@@ -37,6 +40,14 @@ SEQUENCE_LINK = [
     "channel.attenuation_db_per_km=0.2",
     "source.kind=weak-coherent",
     "source.mean_photon_number=0.1",
+]
+#: The bright link of issue 14, as overrides of the telecom link.
+BRIGHT_LINK = [
+    "source.repetition_rate_hz=228e6",
+    "source.mean_photon_number=0.4",
+    "channel.length_km=50",
+    "channel.attenuation_db_per_km=0.2",
+    "receiver.efficiency=0.7",
 ]
 
 
@@ -76,6 +87,7 @@ def _qdnet_case(case: dict[str, Any]) -> dict[str, Any]:
     median = statistics.median(times)
     return {
         "pulses_per_s": pulses / median,
+        "detections_per_s": detections / median,
         "seconds": median,
         "detections": detections,
         "peak_rss_mib": _peak_mib(),
@@ -160,6 +172,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="small runs for CI (seconds)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--only", default="", help="run only the cases whose name contains this")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -202,6 +215,17 @@ def main() -> None:
                 "records": True,
             }
         )
+    for records in (False, True):
+        cases.append(
+            {
+                "figure": f"bright_dot_50km_event_{'records' if records else 'kernel'}",
+                "link": DOT,
+                "overrides": BRIGHT_LINK,
+                "method": "event",
+                "pulses": 1e9 * scale,
+                "records": records,
+            }
+        )
     for method in ("pulse", "event"):
         cases.append(
             {
@@ -215,8 +239,9 @@ def main() -> None:
     cases.append(
         {"figure": "sequence_bb84_10km", "kind": "sequence", "pulses": 1e5 if args.tiny else 6e5}
     )
+    cases = [case for case in cases if args.only in case["figure"]]
     results: dict[str, dict[str, Any]] = {}
-    header = f"{'case':<38} {'pulses':>9} {'pulses/s':>11} {'s':>7} {'peak MiB':>9}"
+    header = f"{'case':<38} {'pulses':>9} {'pulses/s':>11} {'det/s':>11} {'s':>7} {'peak MiB':>9}"
     print(header, flush=True)
     for case in cases:
         case.setdefault("kind", "qdnet")
@@ -226,14 +251,15 @@ def main() -> None:
         if "pulses_per_s" in out:
             print(
                 f"{case['figure']:<38} {case['pulses']:>9.3g} {out['pulses_per_s']:>11.4g}"
+                f" {out.get('detections_per_s', float('nan')):>11.4g}"
                 f" {out['seconds']:>7.3f} {out['peak_rss_mib']:>9.1f}",
                 flush=True,
             )
         else:
             print(f"{case['figure']:<38} {out.get('skipped') or out.get('error')}", flush=True)
-    theirs = results["sequence_bb84_10km"].get("pulses_per_s")
+    theirs = results.get("sequence_bb84_10km", {}).get("pulses_per_s")
     for method in ("pulse", "event"):
-        ours = results[f"sequence_link_qdnet_{method}"].get("pulses_per_s")
+        ours = results.get(f"sequence_link_qdnet_{method}", {}).get("pulses_per_s")
         if theirs and ours:
             ratio = ours / theirs
             results[f"ratio_qdnet_{method}_vs_sequence"] = {"value": ratio}
