@@ -358,9 +358,22 @@ class RecordStream(_ColumnStream):
         self._submit(owned)
 
     def finish(self, meta: RecordsMeta) -> Path:
-        """Write ``alice.npz`` / ``bob.npz`` and ``meta.json``, drop the parts."""
-        self._drain()
+        """Write ``alice.npz`` / ``bob.npz`` and ``meta.json``, drop the parts (also when a write
+        fails: the error is raised and no ``meta.json`` marks the run complete)."""
+        try:
+            self._drain()
+        except BaseException:
+            self.abort()
+            raise
         self._close()
+        try:
+            self._consolidate()
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
+        write_meta(meta, self.directory)
+        return self.directory
+
+    def _consolidate(self) -> None:
         n = self.rows["slot"]
         write_stored_npz(
             self.directory / "alice.npz",
@@ -380,9 +393,6 @@ class RecordStream(_ColumnStream):
                 _Member("intensity", np.uint8, n),
             ],
         )
-        shutil.rmtree(self.work, ignore_errors=True)
-        write_meta(meta, self.directory)
-        return self.directory
 
 
 class TagStream(_ColumnStream):
@@ -401,14 +411,21 @@ class TagStream(_ColumnStream):
         )
 
     def finish(self, header: dict[str, NDArray[np.generic]]) -> Path:
-        """Write ``timetags.npz``: the streamed tags plus the small ``header`` arrays."""
-        self._drain()
+        """Write ``timetags.npz``: the streamed tags plus the small ``header`` arrays (the parts are
+        dropped also when a write fails)."""
+        try:
+            self._drain()
+        except BaseException:
+            self.abort()
+            raise
         self._close()
         path = self.directory / "timetags.npz"
-        write_stored_npz(
-            path,
-            [self._member(name, name, dtype) for name, dtype in TAG_COLUMNS]
-            + [_Member(name, np.float64, 0, array=array) for name, array in header.items()],
-        )
-        shutil.rmtree(self.work, ignore_errors=True)
+        try:
+            write_stored_npz(
+                path,
+                [self._member(name, name, dtype) for name, dtype in TAG_COLUMNS]
+                + [_Member(name, np.float64, 0, array=array) for name, array in header.items()],
+            )
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
         return path

@@ -136,3 +136,21 @@ def test_runs_with_deflated_members_still_load(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "alice.npz") as archive:
         assert archive.infolist()[0].compress_type == zipfile.ZIP_DEFLATED
     np.testing.assert_array_equal(load_records(tmp_path).alice.slot, parts[0][0])
+
+
+def test_a_write_error_in_the_writer_thread_reaches_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = RecordStream(tmp_path)
+    parts = batches(np.random.default_rng(4), [100, 100, 100, 100])
+
+    def full(data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records._files["alice_bit"], "write", full)
+    with pytest.raises(OSError, match="No space left"):
+        for part in parts:
+            records.append(part)
+        records.finish(meta())
+    records.abort()
+    assert list(tmp_path.iterdir()) == []  # no parts, no meta.json: the run is not complete
