@@ -28,7 +28,8 @@ Design:
 
 Order of writes (so that a crash at any point loses at most keys nobody has received): a new
 segment's key is written here *before* the store row that needs it; a carve commits the store
-first and then ratchets the keys here, then the answer goes out. After a crash a key here may
+(while the reserved keys it makes are written here, in parallel: an orphan is erased at the next
+start) and then ratchets the keys here, then the answer goes out. After a crash a key here may
 lag the store by a few versions: reading ratchets it forward (the old key had not been erased
 yet, but no key cut from those bytes was delivered: the answer was never sent).
 
@@ -166,14 +167,11 @@ class Keyring:
             return key
 
     def commit(
-        self,
-        versions: Sequence[tuple[SegKey, int]] = (),
-        gone: Sequence[SegKey] = (),
-        materials: Sequence[tuple[str, bytes]] = (),
+        self, versions: Sequence[tuple[SegKey, int]] = (), gone: Sequence[SegKey] = ()
     ) -> None:
-        """After the store committed: segments now at ``versions`` (older keys erased), segments
-        ``gone`` (keys erased) and new reserved-key ``materials``; one transaction."""
-        if not (versions or gone or materials):
+        """After the store committed: segments now at ``versions`` (older keys erased) and
+        segments ``gone`` (keys erased); one transaction, not fsynced (see the module notes)."""
+        if not (versions or gone):
             return
         with self._lock:
             updates = []
@@ -197,8 +195,6 @@ class Keyring:
                     for s, v, k in updates
                 ]
                 + [("DELETE FROM seg_keys WHERE block_id = ? AND idx = ?", s) for s in gone]
-                + [("INSERT OR REPLACE INTO key_material VALUES (?, ?)", m) for m in materials],
-                durable=bool(materials),
             )
             for s, v, k in updates:
                 self._cache[s] = (v, k)
@@ -206,6 +202,15 @@ class Keyring:
                 self._cache.pop(s, None)
 
     # --- reserved keys -------------------------------------------------------------------------
+
+    def add_materials(self, materials: Sequence[tuple[str, bytes]]) -> None:
+        """Keep new reserved keys ``(key_id, material)``; fsynced (losing them loses keys)."""
+        if materials:
+            with self._lock:
+                self._write(
+                    (("INSERT OR REPLACE INTO key_material VALUES (?, ?)", m) for m in materials),
+                    durable=True,
+                )
 
     def materials(self, key_ids: Sequence[str], erase: Sequence[str]) -> dict[str, bytes]:
         """Material of ``key_ids``; those in ``erase`` are erased in the same transaction."""

@@ -31,6 +31,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -289,6 +290,7 @@ class KeyStore:
         self.engine = make_engine(url, lock_timeout_s)
         self._for_update = not url.startswith("sqlite")
         self.keyring = Keyring(keyring_path or default_keyring_path(url), lock_timeout_s)
+        self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kms-keyring")
         try:
             self._guarded(self._create)
         except BaseException:
@@ -311,6 +313,7 @@ class KeyStore:
     def close(self) -> None:
         """Release the connection pool and the keyring."""
         self.engine.dispose()
+        self._side.shutdown(wait=True)
         self.keyring.close()
 
     @staticmethod
@@ -691,7 +694,18 @@ class KeyStore:
             if key_rows:
                 conn.execute(insert(keys), key_rows)
                 conn.execute(insert(key_slaves), slave_rows)
-        self.keyring.commit(versions, gone, materials)
+            # the reserved keys go to the keyring (fsynced) while the store commits (fsynced)
+            stored = self._side.submit(self.keyring.add_materials, materials) if materials else None
+            try:
+                conn.commit()
+            except BaseException:
+                if stored is not None:
+                    stored.result()
+                    self.keyring.erase_materials([k for k, _ in materials])
+                raise
+        if stored is not None:
+            stored.result()
+        self.keyring.commit(versions, gone)
         return results
 
     # --- reconciliation ----------------------------------------------------------------------
