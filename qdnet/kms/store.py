@@ -27,10 +27,12 @@ old state or the new one: no key is lost silently and none is handed out twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
@@ -291,6 +293,10 @@ class KeyStore:
         self._for_update = not url.startswith("sqlite")
         self.keyring = Keyring(keyring_path or default_keyring_path(url), lock_timeout_s)
         self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kms-keyring")
+        # SQLite has one writer: writers of this process queue here (woken at once) rather than
+        # in SQLite's busy handler (which sleeps 1, 2, 5, 10... ms between tries)
+        self._writer = threading.Lock()
+        self._lock_timeout_s = lock_timeout_s
         try:
             self._guarded(self._create)
         except BaseException:
@@ -307,7 +313,7 @@ class KeyStore:
                     "start a new store and ingest the key blocks again"
                 )
         metadata.create_all(self.engine)
-        with self.engine.begin() as conn:  # stores made before the index existed
+        with self._writing(), self.engine.begin() as conn:  # stores made before the index existed
             pool_order.create(conn, checkfirst=True)
 
     def close(self) -> None:
@@ -327,6 +333,19 @@ class KeyStore:
             raise StoreBusyError(
                 f"key store busy or unreachable ({type(cause).__name__})"
             ) from None
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction of this process at a time (see ``_writer``)."""
+        if self._for_update:  # PostgreSQL: row locks, writers may run side by side
+            yield
+            return
+        if not self._writer.acquire(timeout=self._lock_timeout_s):
+            raise StoreBusyError("key store busy: another write did not finish in time")
+        try:
+            yield
+        finally:
+            self._writer.release()
 
     # --- sealing -------------------------------------------------------------------------------
 
@@ -378,7 +397,7 @@ class KeyStore:
             return False
         starts = list(range(0, len(block.key), SEGMENT_BYTES))
         keys = self.keyring.new_segments([(block.block_id, i) for i in range(len(starts))])
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             seen = conn.execute(
                 select(blocks.c.block_id).where(blocks.c.block_id == block.block_id)
             ).first()
@@ -446,7 +465,7 @@ class KeyStore:
         self.keyring.erase_materials(stale_keys)
         lacking = sorted(reserved - held)
         if lacking:
-            with self.engine.begin() as conn:
+            with self._writing(), self.engine.begin() as conn:
                 conn.execute(delete(key_slaves).where(key_slaves.c.key_id.in_(lacking)))
                 conn.execute(delete(keys).where(keys.c.key_id.in_(lacking)))
         return len(stale_segs) + len(stale_keys) + len(lacking)
@@ -486,7 +505,7 @@ class KeyStore:
             return
 
         def run() -> None:
-            with self.engine.begin() as conn:
+            with self._writing(), self.engine.begin() as conn:
                 conn.execute(update(blocks).where(blocks.c.block_id.in_(ids)).values(shared=True))
                 conn.execute(
                     update(segments).where(segments.c.block_id.in_(ids)).values(shared=True)
@@ -620,7 +639,7 @@ class KeyStore:
     ) -> list[bool]:
         results: list[bool] = []
         materials: list[tuple[str, bytes]] = []
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             cache: dict[tuple[str, int], _Seg | None] = {}
 
             def seg_for(block_id: str, offset: int) -> _Seg | None:
@@ -756,7 +775,7 @@ class KeyStore:
 
     def _merge(self, state: dict[str, list[list[int]]]) -> int:
         consumed = 0
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             mine = conn.execute(
                 select(blocks.c.block_id).where(
                     and_(blocks.c.block_id.in_(list(state)), blocks.c.shared.is_(True))
@@ -818,7 +837,7 @@ class KeyStore:
     def _take(
         self, ids: list[str], master: str, caller: str
     ) -> tuple[TakeOutcome, list[str], dict[str, bool]]:
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             # one query: each key with its number of waiting slaves and whether caller is one
             n_slaves = (
                 select(func.count()).where(key_slaves.c.key_id == keys.c.key_id).scalar_subquery()
@@ -857,7 +876,7 @@ class KeyStore:
 
         def run() -> list[str]:
             cutoff = time.time() - older_than_s
-            with self.engine.begin() as conn:
+            with self._writing(), self.engine.begin() as conn:
                 q = select(keys.c.key_id).where(keys.c.created_at < cutoff).limit(10000)
                 if self._for_update:
                     q = q.with_for_update(skip_locked=True)
