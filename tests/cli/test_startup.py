@@ -5,7 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("scipy", "numba", "numpy", "fastapi", "sqlalchemy", "matplotlib", "networkx", "cryptography")
+HEAVY = (
+    "scipy",
+    "numba",
+    "numpy",
+    "fastapi",
+    "sqlalchemy",
+    "matplotlib",
+    "networkx",
+    "cryptography",
+)
 
 
 def test_cli_import_pulls_in_no_heavy_library() -> None:
