@@ -210,8 +210,8 @@ def test_prepare_measure_monte_carlo_with_path_elements() -> None:
 
 
 def test_bbm92_monte_carlo_with_symmetric_conversion_and_daylight() -> None:
-    # The BBM92 Monte Carlo covers a converter's efficiency and noise and daylight when they are
-    # the same on both arms (it draws one background rate for both receivers).
+    # The BBM92 Monte Carlo covers a converter's efficiency and noise and daylight on both arms
+    # (each arm's own background; one-arm cases are in tests/simulation/test_bbm92_path_mc.py).
     link = load_link(
         Path(__file__).resolve().parents[2]
         / "examples"
