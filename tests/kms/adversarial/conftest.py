@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from qdnet.kms.link import free_port, ingest, link_settings, spawn_kms, wait_until_serving
 from qdnet.kms.pki import PKI
 from qdnet.kms.settings import KMSSettings
 from qdnet.kms.tls import client_context
 from qdnet.postprocessing.keyblock import KeyBlock
-from tests.kms.conftest import write_blocks
+from tests.kms.conftest import PG_ENV, pg_admin_url, pg_databases, write_blocks
 
 
 @dataclass
@@ -168,3 +170,16 @@ def is_closed(sock: ssl.SSLSocket, wait_s: float) -> bool:
         return False
     except (ConnectionError, ssl.SSLError, OSError):
         return True
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dbs(request: pytest.FixtureRequest) -> Iterator[tuple[str | None, str | None]]:
+    """Database URLs of the two stores: SQLite files (None) or two fresh PostgreSQL databases."""
+    if request.param == "sqlite":
+        yield (None, None)
+        return
+    url = pg_admin_url()
+    if url is None:
+        pytest.skip(f"no PostgreSQL server at {PG_ENV}")
+    with pg_databases(url, 2) as (a, b):
+        yield (a, b)

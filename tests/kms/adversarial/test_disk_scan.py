@@ -12,7 +12,6 @@ import os
 import signal
 import sqlite3
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,21 +23,8 @@ from sqlalchemy.engine import make_url
 from qdnet.kms.pki import PKI
 from qdnet.kms.tls import client_context
 from tests.kms.adversarial.conftest import Pair, spawned_pair, wait_shared
-from tests.kms.conftest import PG_ENV, pg_admin_url, pg_databases
 
 Snapshot = tuple[str, int, int, bytes]  # block_id, idx, version, sealed data
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def dbs(request: pytest.FixtureRequest) -> Iterator[tuple[str | None, str | None]]:
-    if request.param == "sqlite":
-        yield (None, None)
-        return
-    url = pg_admin_url()
-    if url is None:
-        pytest.skip(f"no PostgreSQL server at {PG_ENV}")
-    with pg_databases(url, 2) as (a, b):
-        yield (a, b)
 
 
 def _rows(url: str) -> list[Snapshot]:

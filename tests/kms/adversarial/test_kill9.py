@@ -16,7 +16,6 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,22 +24,9 @@ from qdnet.kms.client import SAEClient
 from qdnet.kms.pki import PKI
 from qdnet.kms.service import open_store
 from tests.kms.adversarial.conftest import Pair, spawned_pair, wait_shared
-from tests.kms.conftest import PG_ENV, pg_admin_url, pg_databases
 
 THREADS = 4
 MAX_KEYS = 4
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def dbs(request: pytest.FixtureRequest) -> Iterator[tuple[str | None, str | None]]:
-    if request.param == "sqlite":
-        yield (None, None)
-        return
-    url = pg_admin_url()
-    if url is None:
-        pytest.skip(f"no PostgreSQL server at {PG_ENV}")
-    with pg_databases(url, 2) as (a, b):
-        yield (a, b)
 
 
 def campaign(pair: Pair, kills: int) -> dict[str, int]:

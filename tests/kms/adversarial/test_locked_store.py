@@ -12,14 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from qdnet.kms.pki import PKI
 from qdnet.kms.tls import client_context
 from tests.kms.adversarial.conftest import spawned_pair, wait_shared
-from tests.kms.conftest import PG_ENV, pg_admin_url, pg_databases
 
 
 @contextmanager
@@ -40,18 +38,6 @@ def _locked(url: str) -> Iterator[None]:
             yield
     finally:
         eng.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def dbs(request: pytest.FixtureRequest) -> Iterator[tuple[str | None, str | None]]:
-    if request.param == "sqlite":
-        yield (None, None)
-        return
-    url = pg_admin_url()
-    if url is None:
-        pytest.skip(f"no PostgreSQL server at {PG_ENV}")
-    with pg_databases(url, 2) as (a, b):
-        yield (a, b)
 
 
 def test_a_locked_store_answers_503_and_the_rest_is_served(
