@@ -65,6 +65,10 @@ class SourceConfig(_Strict):
     linewidth_uev: float | None = Field(default=None, gt=0)
     spectral_diffusion_uev: float = Field(default=0.0, ge=0)
     polarisation_mismatch_deg: float = Field(default=0.0, ge=-180, le=180)
+    # The biexciton photon of an entangled-pair source (``qdnet hom --photon xx``):
+    biexciton_lifetime_ns: float | None = Field(default=None, gt=0)
+    biexciton_wavelength_nm: float | None = Field(default=None, gt=0)
+    biexciton_indistinguishability: float | None = Field(default=None, ge=0, le=1)
     reference: str | None = None
 
     @model_validator(mode="after")

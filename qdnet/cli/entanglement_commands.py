@@ -24,13 +24,24 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Argument(help="A second link file: two independent emitters interfere."),
         ] = None,
+        photon: Annotated[
+            str,
+            typer.Option(
+                "--photon",
+                help="x: the exciton (or single) photon; xx: the biexciton photon of a cascade.",
+            ),
+        ] = "x",
         as_json: JsonOption = False,
     ) -> None:
         """Two-photon (HOM) interference: one dot's photons delayed, or two remote dots."""
+        from qdnet.config import ConfigError
         from qdnet.interference.scenario import hom_document, hom_files
 
-        result, configs = hom_files(first, second)
+        if photon not in ("x", "xx"):
+            raise ConfigError(f"--photon must be x or xx, got {photon!r}")
+        result, configs = hom_files(first, second, "xx" if photon == "xx" else "x")
         document = hom_document(result, configs)
+        document["photon"] = photon
         if as_json:
             print_json(document)
             return

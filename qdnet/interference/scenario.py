@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -115,34 +115,79 @@ def _link(base: Path, relative: str, field: str) -> LinkConfig:
     return load_link_config(path)
 
 
-def emitter(config: LinkConfig) -> HomEmitter:
-    """The photon a link's source sends into two-photon interference (the exciton photon)."""
+Photon = Literal["x", "xx"]
+
+
+def cascade_indistinguishability(exciton_lifetime_ns: float, biexciton_lifetime_ns: float) -> float:
+    """Upper bound on the HOM overlap of either photon of a biexciton-exciton cascade.
+
+    The exciton is born when the biexciton photon leaves, at a random time, so the two photons'
+    wavepackets are entangled in time and each one alone is mixed: M <= T_X / (T_X + T_XX)
+    (Simon and Poizat, PRL 94, 030502 (2005); Schoell et al., PRL 125, 233605 (2020), Eq. 1).
+    """
+    return exciton_lifetime_ns / (exciton_lifetime_ns + biexciton_lifetime_ns)
+
+
+def _brightness_and_g2(config: LinkConfig) -> tuple[float, float]:
     source = config.source
     if source.kind == "single-photon":
         built = config.source.build()
         assert isinstance(built, SinglePhotonSource)
         _, p1, p2 = built.photon_number_distribution()
-        brightness, g2 = float(p1 + p2), built.g2
-    elif source.kind == "entangled-pair":
+        return float(p1 + p2), built.g2
+    if source.kind == "entangled-pair":
         assert source.pair_efficiency is not None
         p2 = source.multi_pair_probability
         p1 = source.pair_efficiency - p2
-        brightness = source.pair_efficiency
         g2 = 2.0 * p2 / (p1 + 2.0 * p2) ** 2 if p1 + p2 > 0 else 0.0
-    else:
-        raise ConfigError(
-            f"{config.name}: two-photon interference needs a quantum-dot source "
-            f"(single-photon or entangled-pair), got source.kind {source.kind}"
-        )
+        return source.pair_efficiency, g2
+    raise ConfigError(
+        f"{config.name}: two-photon interference needs a quantum-dot source "
+        f"(single-photon or entangled-pair), got source.kind {source.kind}"
+    )
+
+
+def emitter(config: LinkConfig, photon: Photon = "x") -> HomEmitter:
+    """The photon a link's source sends into two-photon interference.
+
+    ``photon="x"``: the exciton (or single) photon, with the source's measured figures.
+    ``photon="xx"``: the biexciton photon of an entangled-pair source: lifetime
+    ``source.biexciton_lifetime_ns`` (required), line ``source.biexciton_wavelength_nm`` (default:
+    the exciton's, i.e. the two dots' XX lines detuned as their X lines), overlap
+    ``source.biexciton_indistinguishability`` or, when it is not measured, the cascade limit of
+    :func:`cascade_indistinguishability` (an upper bound: dephasing lowers it further). Spectral
+    diffusion and polarisation mismatch are the exciton's (same environment, same optics).
+    """
+    source = config.source
+    brightness, g2 = _brightness_and_g2(config)
+    lifetime_ns, wavelength_nm = source.exciton_lifetime_ns, source.wavelength_nm
+    overlap, linewidth_uev = source.indistinguishability, source.linewidth_uev
+    if photon == "xx":
+        if source.kind != "entangled-pair":
+            raise ConfigError(
+                f"{config.name}: --photon xx needs an entangled-pair source (a biexciton "
+                f"cascade), got source.kind {source.kind}"
+            )
+        if source.biexciton_lifetime_ns is None:
+            raise ConfigError(
+                f"{config.name}: source.biexciton_lifetime_ns is required for --photon xx "
+                "(the biexciton's radiative lifetime, e.g. 0.12 for a GaAs dot)"
+            )
+        lifetime_ns = source.biexciton_lifetime_ns
+        wavelength_nm = source.biexciton_wavelength_nm or source.wavelength_nm
+        overlap = source.biexciton_indistinguishability
+        if overlap is None:
+            overlap = cascade_indistinguishability(source.exciton_lifetime_ns, lifetime_ns)
+        linewidth_uev = None
     try:
         return HomEmitter(
             brightness=brightness,
             g2=min(g2, 1.0),
-            indistinguishability=source.indistinguishability,
+            indistinguishability=overlap,
             multiphoton_model=source.multiphoton_model,
-            lifetime_ns=source.exciton_lifetime_ns,
-            wavelength_nm=source.wavelength_nm,
-            linewidth_uev=source.linewidth_uev,
+            lifetime_ns=lifetime_ns,
+            wavelength_nm=wavelength_nm,
+            linewidth_uev=linewidth_uev,
             spectral_diffusion_uev=source.spectral_diffusion_uev,
             polarisation_deg=source.polarisation_mismatch_deg,
         )
@@ -150,10 +195,12 @@ def emitter(config: LinkConfig) -> HomEmitter:
         raise ConfigError(f"{config.name}: {error}") from None
 
 
-def hom_files(first: Path, second: Path | None) -> tuple[HomResult, list[LinkConfig]]:
-    """``qdnet hom A.yaml [B.yaml]``."""
+def hom_files(
+    first: Path, second: Path | None, photon: Photon = "x"
+) -> tuple[HomResult, list[LinkConfig]]:
+    """``qdnet hom A.yaml [B.yaml] [--photon x|xx]``."""
     configs = [load_link_config(first)] + ([load_link_config(second)] if second else [])
-    emitters = [emitter(c) for c in configs]
+    emitters = [emitter(c, photon) for c in configs]
     return hom(emitters[0], emitters[1] if len(emitters) > 1 else None), configs
 
 

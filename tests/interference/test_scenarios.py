@@ -93,3 +93,60 @@ def test_swap_plot(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["swap", str(scenario), "--plot", str(plot)])
     assert result.exit_code == 0, result.output
     assert plot.stat().st_size > 10_000
+
+
+def _cascade_link(tmp_path: Path, extra: str = "") -> Path:
+    link = tmp_path / "cascade.yaml"
+    text = (EXAMPLES / "links" / "gaas-dot-remote.yaml").read_text()
+    text = text.replace("multi_pair_probability: 1.5e-4", "multi_pair_probability: 0.0")
+    text = text.replace(
+        "  spectral_diffusion_uev: 0.5\n", f"  spectral_diffusion_uev: 0.0\n{extra}"
+    )
+    link.write_text(text)
+    return link
+
+
+def test_hom_biexciton_photon_at_the_cascade_limit(tmp_path: Path) -> None:
+    # T_X = 0.25 ns, T_XX = 0.125 ns: M <= T_X / (T_X + T_XX) = 2/3 (Schoell et al. 2020, Eq. 1);
+    # no multi-pair emission, no spectral wander: the delayed-photon visibility is M itself.
+    link = _cascade_link(tmp_path, "  biexciton_lifetime_ns: 0.125\n")
+    xx = _run("hom", str(link), "--photon", "xx")
+    assert xx["photon"] == "xx"
+    assert xx["visibility"] == pytest.approx(2.0 / 3.0, rel=1e-9)
+    x = _run("hom", str(link))
+    assert x["visibility"] == pytest.approx(0.9, rel=1e-9)  # the exciton's measured M
+    measured = _cascade_link(
+        tmp_path, "  biexciton_lifetime_ns: 0.125\n  biexciton_indistinguishability: 0.5\n"
+    )
+    assert _run("hom", str(measured), "--photon", "xx")["visibility"] == pytest.approx(0.5)
+
+
+def test_hom_biexciton_lines_detuned(tmp_path: Path) -> None:
+    a = _cascade_link(tmp_path, "  biexciton_lifetime_ns: 0.125\n")
+    b = tmp_path / "b.yaml"
+    b.write_text(
+        a.read_text().replace(
+            "  biexciton_lifetime_ns: 0.125\n",
+            "  biexciton_lifetime_ns: 0.125\n  biexciton_wavelength_nm: 786.0\n",
+        )
+    )
+    a.write_text(a.read_text().replace("0.125\n", "0.125\n  biexciton_wavelength_nm: 786.0001\n"))
+    detuned = _run("hom", str(a), str(b), "--photon", "xx")
+    assert detuned["contributions"]["detuning"] > 0
+    assert detuned["visibility"] < 2.0 / 3.0
+
+
+@pytest.mark.parametrize(
+    ("file", "message"),
+    [
+        ("gaas-dot-remote.yaml", "source.biexciton_lifetime_ns is required for --photon xx"),
+        ("telecom-dot-bb84.yaml", "--photon xx needs an entangled-pair source"),
+    ],
+)
+def test_hom_biexciton_errors(file: str, message: str) -> None:
+    result = CliRunner().invoke(app, ["hom", str(EXAMPLES / "links" / file), "--photon", "xx"])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    bad = CliRunner().invoke(app, ["hom", str(EXAMPLES / "links" / file), "--photon", "y"])
+    assert "--photon must be x or xx" in bad.output
