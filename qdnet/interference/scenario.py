@@ -175,9 +175,12 @@ def emitter(config: LinkConfig, photon: Photon = "x") -> HomEmitter:
             )
         lifetime_ns = source.biexciton_lifetime_ns
         wavelength_nm = source.biexciton_wavelength_nm or source.wavelength_nm
-        overlap = source.biexciton_indistinguishability
-        if overlap is None:
-            overlap = cascade_indistinguishability(source.exciton_lifetime_ns, lifetime_ns)
+        measured = source.biexciton_indistinguishability
+        overlap = (
+            cascade_indistinguishability(source.exciton_lifetime_ns, lifetime_ns)
+            if measured is None
+            else measured
+        )
         linewidth_uev = None
     try:
         return HomEmitter(
