@@ -224,6 +224,7 @@ class ReceiverConfig(_Strict):
     dead_time_ns: float = Field(default=0.0, ge=0)
     jitter_ps: float = Field(default=0.0, ge=0)
     gate_ns: float | Literal["optimise"] | None = None
+    interferometer_visibility: float = Field(default=1.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _gate_inside_window(self) -> ReceiverConfig:
@@ -244,7 +245,7 @@ class ReceiverConfig(_Strict):
             afterpulse_probability=self.afterpulse_probability,
             jitter_ps=self.jitter_ps,
         )
-        return Receiver(detector, self.misalignment)
+        return Receiver(detector, self.misalignment, self.interferometer_visibility)
 
 
 class EpsSplitConfig(_Strict):
@@ -266,7 +267,8 @@ class EpsSplitConfig(_Strict):
 class ProtocolConfig(_Strict):
     """``protocol:`` block."""
 
-    kind: Literal["bb84", "decoy-bb84", "bbm92"]
+    kind: Literal["bb84", "decoy-bb84", "bbm92", "three-state-time-bin"]
+    encoding: Literal["polarisation", "time-bin"] | None = None
     basis_bias: float | None = Field(default=None, ge=0.5, lt=1)
     error_correction_efficiency: float = Field(default=1.16, ge=1)
     block_size: float | None = Field(default=None, ge=1e3)
@@ -279,9 +281,12 @@ class ProtocolConfig(_Strict):
 
     def build(self) -> ProtocolSettings:
         """The protocol settings."""
-        fields = self.model_dump(exclude={"eps_split"})
+        fields = self.model_dump(exclude={"eps_split", "encoding"})
         split = None if self.eps_split is None else self.eps_split.build()
-        return ProtocolSettings(**fields, eps_split=split)
+        encoding = self.encoding or (
+            "time-bin" if self.kind == "three-state-time-bin" else "polarisation"
+        )
+        return ProtocolSettings(**fields, eps_split=split, encoding=encoding)
 
 
 class LinkConfig(_Strict):
@@ -299,7 +304,7 @@ class LinkConfig(_Strict):
         pm = {"single-photon", "weak-coherent"}
         pair = {"entangled-pair", "spdc"}
         kind, source = self.protocol.kind, self.source.kind
-        if kind in ("bb84", "decoy-bb84") and source not in pm:
+        if kind in ("bb84", "decoy-bb84", "three-state-time-bin") and source not in pm:
             raise ValueError(
                 f"protocol.kind {kind} needs source.kind single-photon or weak-coherent, got {source}"
             )
@@ -307,6 +312,7 @@ class LinkConfig(_Strict):
             raise ValueError(
                 f"protocol.kind bbm92 needs source.kind entangled-pair or spdc, got {source}"
             )
+        _check_encoding(self)
         for element in ("frequency_conversion", "daylight"):
             setting = getattr(self.channel, element)
             if setting is None:
@@ -370,6 +376,34 @@ class LinkConfig(_Strict):
             )
         except ValueError as error:
             raise ConfigError(f"{self.name}: {error}") from None
+
+
+def _check_encoding(link: LinkConfig) -> None:
+    """``protocol.encoding`` and ``receiver.interferometer_visibility`` against the protocol."""
+    kind, encoding = link.protocol.kind, link.protocol.encoding
+    if kind == "three-state-time-bin":
+        if encoding == "polarisation":
+            raise ValueError("protocol.kind three-state-time-bin needs protocol.encoding time-bin")
+        if link.protocol.key_bases != "z":
+            raise ValueError(
+                "protocol.key_bases: three-state-time-bin keys the Z basis only (X sends |+> alone)"
+            )
+        if link.channel.polarisation() is not None:
+            raise ValueError(
+                "channel.polarisation_*: a time-bin qubit does not depend on the path's "
+                "polarisation; give the interferometer's receiver.interferometer_visibility"
+            )
+        return
+    if encoding == "time-bin":
+        raise ValueError(
+            f"protocol.encoding time-bin is modelled for protocol.kind three-state-time-bin, "
+            f"not {kind}"
+        )
+    if link.receiver.interferometer_visibility != 1.0:
+        raise ValueError(
+            "receiver.interferometer_visibility is for protocol.encoding time-bin "
+            "(protocol.kind three-state-time-bin)"
+        )
 
 
 def validation_message(origin: str, error: ValidationError, what: str = "link file") -> str:

@@ -51,7 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 
-from qdnet.protocols import bbm92, prepare_measure
+from qdnet.protocols import bbm92, prepare_measure, three_state
 from qdnet.protocols.link import Link
 from qdnet.protocols.statistics import LinkStatistics
 from qdnet.security import decoy_lp
@@ -482,6 +482,38 @@ def _bbm92_space(link: Link) -> ParameterSpace:
     return ParameterSpace(tuple(parameters), evaluate)
 
 
+def _three_state_space(link: Link) -> ParameterSpace:
+    """Three-state time-bin (:mod:`qdnet.protocols.three_state`): the intensity and, for finite
+    keys, P(Z)."""
+    settings = link.protocol
+    free_bias = settings.block_size is not None and settings.basis_bias is None
+    free_mu = settings.optimise_intensity
+    fixed_mu = (
+        link.source.mean_photon_number
+        if isinstance(link.source, WeakCoherentSource | SinglePhotonSource)
+        else None
+    )
+    if not free_mu and fixed_mu is None:
+        raise ValueError(
+            "protocol.optimise_intensity false needs source.mean_photon_number (the fixed intensity)"
+        )
+
+    def evaluate(x: Sequence[float]) -> Evaluation:
+        values = list(x)
+        mu = values.pop(0) if free_mu else float(fixed_mu or 0.0)
+        bias = values.pop(0) if free_bias else settings.basis_bias
+        key = three_state.key_per_pulse(link, mu, bias)
+        stats = key.expectation.statistics()
+        return Evaluation(key.bits_per_pulse, stats, key.parameters, key.terms)
+
+    parameters = []
+    if free_mu:
+        parameters.append(Parameter("mean_photon_number", MIN_PARAMETER, _max_intensity(link)))
+    if free_bias:
+        parameters.append(BASIS_BIAS)
+    return ParameterSpace(tuple(parameters), evaluate)
+
+
 def _gated_space(link: Link) -> ParameterSpace:
     """The protocol's parameters and the receiver's time-gate width (``receiver.gate_ns:
     optimise``), between GATE_MIN_NS and the detection window."""
@@ -509,6 +541,8 @@ def parameter_space(link: Link) -> ParameterSpace:
         return _decoy_space(link)
     if kind == "bbm92":
         return _bbm92_space(link)
+    if kind == "three-state-time-bin":
+        return _three_state_space(link)
     raise ValueError(f"unknown protocol.kind {kind!r}")
 
 

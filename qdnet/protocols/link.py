@@ -17,7 +17,7 @@ from qdnet.sources.laser import WeakCoherentSource
 from qdnet.sources.quantum_dot import SinglePhotonSource
 from qdnet.sources.spdc import SpdcSource
 
-ProtocolKind = Literal["bb84", "decoy-bb84", "bbm92"]
+ProtocolKind = Literal["bb84", "decoy-bb84", "bbm92", "three-state-time-bin"]
 Source = SinglePhotonSource | EntangledPairSource | WeakCoherentSource | SpdcSource
 PrepareMeasureSource = SinglePhotonSource | WeakCoherentSource
 PairSource = EntangledPairSource | SpdcSource
@@ -41,6 +41,8 @@ class ProtocolSettings:
     key_bases: Literal["z", "both"] = "z"
     #: Shares of eps_sec (``protocol.eps_split``); None, the published split of the analysis.
     eps_split: EpsSplit | None = None
+    #: Qubit encoding: ``time-bin`` for three-state-time-bin (:mod:`qdnet.protocols.three_state`).
+    encoding: Literal["polarisation", "time-bin"] = "polarisation"
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,9 @@ _TERMS: dict[str, tuple[float, float]] = {
     "decoy-bb84": (15.0, 6.0),
     "bb84": (17.0, 4.0),
     "bbm92": (2.0, 1.0),
+    # Three-state time-bin (qdnet.security.three_state): two Chernoff bounds on tagged
+    # detections, four on the X-basis counts, one sampling term; the one-intensity length formula.
+    "three-state-time-bin": (7.0, 4.0),
 }
 
 
@@ -84,7 +87,7 @@ def default_eps_split(protocol: str) -> EpsSplit:
     return EpsSplit(n_est / (n_est + n_pa), n_pa / (n_est + n_pa))
 
 
-def _per_term(protocol: str, eps_sec: float, split: EpsSplit | None) -> tuple[float, float]:
+def eps_per_term(protocol: str, eps_sec: float, split: EpsSplit | None) -> tuple[float, float]:
     """(eps of each estimation term, eps of each privacy-amplification term)."""
     split = split or default_eps_split(protocol)
     n_est, n_pa = _TERMS[protocol]
@@ -171,6 +174,25 @@ def chernoff_upper(expected: float, eps: float) -> float:
     return expected + (log_term + math.sqrt(log_term * log_term + 8.0 * expected * log_term)) / 2.0
 
 
+def expectation_upper(observed: float, eps: float) -> float:
+    """Upper bound on the expectation mu of a sum of independent Bernoullis observed at
+    ``observed``, failing with probability <= eps: ``x + L + sqrt(L^2 + 2 L x)``, L = ln(1/eps)
+    (the lower tail P(X <= mu - sqrt(2 mu L)) <= eps of the multiplicative Chernoff bound,
+    solved for mu)."""
+    log_term = math.log(1.0 / eps)
+    x = max(observed, 0.0)
+    return x + log_term + math.sqrt(log_term * log_term + 2.0 * log_term * x)
+
+
+def expectation_lower(observed: float, eps: float) -> float:
+    """Lower bound on the expectation mu of a sum of independent Bernoullis observed at
+    ``observed``, failing with probability <= eps: ``x - (sqrt(L^2 + 8 L x) - L)/2`` (the upper
+    tail of :func:`chernoff_upper` solved for mu), clipped at 0."""
+    log_term = math.log(1.0 / eps)
+    x = max(observed, 0.0)
+    return max(0.0, x - (math.sqrt(log_term * log_term + 8.0 * log_term * x) - log_term) / 2.0)
+
+
 def _hoeffding(total: float, eps: float) -> float:
     """Hoeffding deviation of a count failing with probability ``eps``."""
     return math.sqrt(total / 2.0 * math.log(1.0 / eps))
@@ -224,7 +246,7 @@ def decoy_key_length(
         )
     total = sum(counts.pulses)
     probs = tuple(n / total for n in counts.pulses)
-    eps_est, eps_pa = _per_term("decoy-bb84", eps_sec, eps_split)
+    eps_est, eps_pa = eps_per_term("decoy-bb84", eps_sec, eps_split)
     s_z0, s_z1 = _lim_single_photon(counts.key_detections, counts.intensities, probs, eps_est)
     _, s_x1 = _lim_single_photon(counts.test_detections, counts.intensities, probs, eps_est)
     dev = _hoeffding(sum(counts.test_errors), eps_est)
@@ -267,7 +289,7 @@ def tagged_key_length(
         counts.test_detections[0],
         counts.test_errors[0],
     )
-    eps, eps_pa = _per_term("bb84", eps_sec, eps_split)
+    eps, eps_pa = eps_per_term("bb84", eps_sec, eps_split)
     bias = counts.basis_bias
     key_fraction = 1.0 if bias is None else bias * bias
     test_fraction = 1.0 if bias is None else (1 - bias) * (1 - bias)
@@ -320,7 +342,7 @@ def bbm92_key_length(
     ratio = min(m_test / n_test, 0.5)
     # Smoothing eps (default eps_sec/4, counted twice), leftover hash eps_PA (default eps_sec/2):
     # 2 eps + eps_PA = eps_sec; l = H_min - 2 log2(1/(2 eps_PA)).
-    eps_smooth, eps_pa = _per_term("bbm92", eps_sec, eps_split)
+    eps_smooth, eps_pa = eps_per_term("bbm92", eps_sec, eps_split)
     phi = min(0.5, ratio + serfling_margin(eps_smooth, n_key, n_test))
     penalty = 2.0 * math.log2(1.0 / (2.0 * eps_pa)) + math.log2(2.0 / eps_cor)
     length = n_key * (1.0 - h(phi)) - leak_ec_bits - penalty

@@ -50,6 +50,11 @@ def simulate(
     out: str | os.PathLike[str] | None = None,
 ) -> SimulationResult:
     """Simulate ``pulses`` pulses of ``link`` (see module docstring)."""
+    if link.protocol.encoding == "time-bin":
+        raise ValueError(
+            f"protocol.kind {link.protocol.kind}: the Monte Carlo models polarisation BB84 and "
+            "BBM92, not time-bin encoding; qdnet keyrate gives its key"
+        )
     if link.protocol.kind == "bbm92":
         if attack is not None and not isinstance(attack, PairInterceptor):
             raise ValueError(f"attack {attack.name!r} does not apply to bbm92 links")
