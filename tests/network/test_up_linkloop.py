@@ -1,0 +1,120 @@
+"""One link's key production for ``qdnet network up`` (in this process, no KMS)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qdnet.network.config import link_document, load_network_config
+from qdnet.network.runtime import linkloop
+from qdnet.network.runtime.linkloop import LinkLoop
+from qdnet.network.simulation import INTERCEPT_RESEND_QBER
+from qdnet.postprocessing.keyblock import KeyFolder, read_key_block
+from qdnet.transport.authentication import write_psk
+
+NETWORKS = Path(__file__).resolve().parents[2] / "examples" / "networks"
+
+
+class _StopAfter:
+    """A stop flag that the loop sees as set after ``blocks`` stats writes or ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.event = threading.Event()
+        threading.Timer(seconds, self.event.set).start()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        self.event.wait(max(0.0, seconds))
+
+
+def _spec(tmp_path: Path, **fields: Any) -> dict[str, Any]:
+    folder = tmp_path / "links" / "A-B"
+    folder.mkdir(parents=True)
+    spec = {
+        "name": "A-B",
+        "index": 0,
+        "between": ["A", "B"],
+        "folders": {
+            "alice": str(tmp_path / "kme-A" / "keys" / "kme-B"),
+            "bob": str(tmp_path / "kme-B" / "keys" / "kme-A"),
+        },
+        "folder": str(folder),
+        "tap": None,
+        "fast": True,
+        "seed": 3,
+        "cpu_slots": 1,
+        "slots_dir": str(tmp_path / "links" / ".cpu-slots"),
+    }
+    spec.update(fields)
+    return spec
+
+
+def _blocks(folder: str) -> dict[str, bytes]:
+    return {p.stem: read_key_block(p).key for p in Path(folder).glob("*.json")}
+
+
+def test_given_rate_link_writes_the_same_random_blocks_at_both_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(linkloop, "GIVEN_BLOCK_S", 0.05)
+    spec = _spec(tmp_path, kind="given", key_rate_bps=8000.0, qber=0.01)
+    loop = LinkLoop(spec, _StopAfter(0.6))  # type: ignore[arg-type]
+    loop.run()
+    alice, bob = _blocks(spec["folders"]["alice"]), _blocks(spec["folders"]["bob"])
+    assert len(alice) >= 3 and alice == bob
+    assert {len(k) for k in alice.values()} == {50}  # 8000 bit/s x 0.05 s = 400 bits
+    assert len(set(alice.values())) == len(alice)  # fresh CSPRNG bytes every block
+    assert loop.stats.blocks_delivered == len(alice) and loop.stats.blocks_refused == 0
+
+
+def test_tapped_given_rate_link_refuses_its_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(linkloop, "GIVEN_BLOCK_S", 0.05)
+    spec = _spec(
+        tmp_path, kind="given", key_rate_bps=8000.0, qber=0.01, tap={"from_s": 0, "fraction": 0.5}
+    )
+    loop = LinkLoop(spec, _StopAfter(0.4))  # type: ignore[arg-type]
+    loop.run()
+    # 1 % + 0.5 x 25 % = 13.5 %: no key survives (Shor-Preskill), every block refused.
+    assert loop.stats.blocks_refused >= 3 and loop.stats.blocks_delivered == 0
+    assert f"QBER {0.01 + 0.5 * INTERCEPT_RESEND_QBER:.3f}" in (loop.stats.last_refusal or "")
+    assert not Path(spec["folders"]["alice"]).exists() or not _blocks(spec["folders"]["alice"])
+
+
+def _modelled(tmp_path: Path, tap: dict[str, float] | None) -> dict[str, Any]:
+    network = load_network_config(NETWORKS / "line-3.yaml")
+    spec = _spec(
+        tmp_path, kind="modelled", tap=tap, link_document=link_document(network, 0, NETWORKS)
+    )
+    psk = tmp_path / "psk.bin"
+    write_psk(psk)
+    KeyFolder.open(spec["folders"]["alice"], psk, "alice")
+    KeyFolder.open(spec["folders"]["bob"], psk, "bob")
+    return spec
+
+
+def test_modelled_link_distils_identical_blocks_at_both_ends(tmp_path: Path) -> None:
+    spec = _modelled(tmp_path, None)
+    loop = LinkLoop(spec, _StopAfter(4.0))  # type: ignore[arg-type]
+    loop.run()
+    alice, bob = _blocks(spec["folders"]["alice"]), _blocks(spec["folders"]["bob"])
+    assert loop.stats.blocks_delivered >= 2 and alice == bob and len(alice) >= 2
+    assert loop.stats.key_bits_delivered == 8 * sum(len(k) for k in alice.values())
+    assert loop.stats.last_qber is not None and loop.stats.last_qber < 0.02
+    assert not (Path(spec["folder"]) / "run").exists()  # raw records deleted after each block
+
+
+def test_tapped_modelled_link_is_refused_by_its_post_processing(tmp_path: Path) -> None:
+    spec = _modelled(tmp_path, {"from_s": 0.0, "fraction": 0.5})
+    loop = LinkLoop(spec, _StopAfter(3.0))  # type: ignore[arg-type]
+    loop.run()
+    assert loop.stats.blocks_refused >= 1 and loop.stats.blocks_delivered == 0
+    assert loop.stats.last_qber is not None and loop.stats.last_qber > 0.1
+    assert "QBER" in (loop.stats.last_refusal or "")
+    assert not _blocks(spec["folders"]["alice"]) and not _blocks(spec["folders"]["bob"])
