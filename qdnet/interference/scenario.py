@@ -270,8 +270,22 @@ class SwapReport:
     repetition_rate_hz: float
 
 
-def swap_file(path: Path, visibility: float | None = None) -> SwapReport:
-    """``qdnet swap SCENARIO.yaml`` (``visibility`` overrides the scenario's overlap V)."""
+@dataclass(frozen=True)
+class SwapSetup:
+    """What a swap scenario asks for: its pairs and one Bell measurement per junction."""
+
+    scenario: SwapScenario
+    pairs: list[Pair]
+    measurements: list[BsmSettings]
+
+    @property
+    def repetition_rate_hz(self) -> float:
+        """Attempts per second: the slowest source sets the pace."""
+        return min(p.repetition_rate_hz for p in self.pairs)
+
+
+def swap_setup(path: Path, visibility: float | None = None) -> SwapSetup:
+    """Read a swap scenario (``visibility`` overrides the scenario's overlap V)."""
     scenario: SwapScenario = _load_document(path, SwapScenario, "swap scenario")
     if visibility is not None:
         bsm = scenario.bsm.model_copy(update={"hom_visibility": visibility})
@@ -289,13 +303,23 @@ def swap_file(path: Path, visibility: float | None = None) -> SwapReport:
         _visibility(bsm, configs[i], configs[i + 1], names[i] == names[i + 1])
         for i in range(len(configs) - 1)
     ]
-    settings = [
+    measurements = [
         BsmSettings(bsm.efficiency, bsm.dark_count_rate_hz, bsm.window_ns, visibility)
         for visibility in visibilities
     ]
-    outcomes = swap_chain(pairs, settings)
-    rate = min(p.repetition_rate_hz for p in pairs)
-    return SwapReport(scenario, visibilities, outcomes, rate)
+    return SwapSetup(scenario, pairs, measurements)
+
+
+def swap_file(path: Path, visibility: float | None = None) -> SwapReport:
+    """``qdnet swap SCENARIO.yaml`` (``visibility`` overrides the scenario's overlap V)."""
+    setup = swap_setup(path, visibility)
+    outcomes = swap_chain(setup.pairs, setup.measurements)
+    return SwapReport(
+        setup.scenario,
+        [m.hom_visibility for m in setup.measurements],
+        outcomes,
+        setup.repetition_rate_hz,
+    )
 
 
 def _matrix(rho: np.ndarray) -> dict[str, list[list[float]]]:

@@ -22,11 +22,14 @@ give the closed form ``F = p^2 (1 + V)/2 + (1 - p^2)/4`` (tested).
 
 **Noise.** Multi-pair emission is white noise of weight P(2 pairs) / P(1 pair) on each input (the
 convention of :meth:`EntangledPairSource.error_budget`). A dark count in a Bell-measurement
-detector (probability ``dark_count_rate_hz * window``) together with one real photon, or two dark
-counts, heralds an uncorrelated pair: white noise in proportion to its probability. All rates are
-per attempt (both sources pumped once); photon 2 and 3 reach the measurement with extraction x
-channel x ``bsm.efficiency``, photons 1 and 4 are detected at their nodes with extraction x
-``receiver.efficiency`` (the fourfold rate).
+detector (probability ``dark_count_rate_hz * window``) together with one real photon (or two
+bunched in one detector), or two dark counts, heralds an uncorrelated pair: white noise in
+proportion to its probability; a herald is exactly two clicks, so a dark count beside two real
+photons vetoes it (:class:`HeraldTerms`). All rates are per attempt (both sources pumped once);
+photon 2 and 3 reach the measurement with extraction x channel x ``bsm.efficiency``, photons 1 and
+4 are detected at their nodes with extraction x ``receiver.efficiency`` (the fourfold rate; after
+a false herald an end photon exists only if its pair does).
+The photon-level Monte Carlo of the same measurement is :mod:`qdnet.simulation.swapping`.
 
 A chain of N swaps (N + 1 pairs, no quantum memories) applies the same measurement at every
 junction, left to right; every junction must succeed in the same attempt.
@@ -136,39 +139,104 @@ class SwapOutcome:
     outcome_probabilities: dict[str, float]
 
 
+@dataclass(frozen=True)
+class HeraldTerms:
+    """Per attempt: how the Bell measurement's four threshold detectors can herald one outcome.
+
+    Each pair exists with ``P(pair)`` and its photon reaches the measurement with efficiency
+    ``eta`` (``q = P(pair) eta``). A herald is exactly two clicks in a valid pattern (H and V,
+    different outputs: Psi-; same output: Psi+):
+
+    * two real photons, the other two detectors dark-free: ``q_a q_b (1 - p_d)^2`` times the POVM;
+    * one real photon (or two bunched in one detector) and a dark count in the one partner
+      detector of that outcome, the other two quiet: ``(one + two P_bunch) p_d (1 - p_d)^2``;
+    * two dark counts in one of the outcome's two patterns: ``none 2 p_d^2 (1 - p_d)^2``.
+
+    Three or more clicks herald nothing. A false herald carries white noise, and its end photons
+    exist only where their pairs do (a pair whose photon missed the measurement still exists with
+    ``P(pair)(1 - eta)/(1 - q)``): :meth:`false_with_ends` weighs the state of the end photons.
+    """
+
+    pair_left: float
+    pair_right: float
+    eta_left: float
+    eta_right: float
+    dark: float
+
+    @classmethod
+    def of(cls, left: Pair, right: Pair, bsm: BsmSettings) -> HeraldTerms:
+        """The terms for ``left``'s right photon and ``right``'s left photon."""
+        return cls(
+            pair_left=left.pair_probability,
+            pair_right=right.pair_probability,
+            eta_left=left.right_efficiency,
+            eta_right=right.left_efficiency,
+            dark=bsm.dark_probability,
+        )
+
+    @property
+    def real(self) -> float:
+        """Both photons arrive and the two other detectors stay dark."""
+        return self.pair_left * self.eta_left * self.pair_right * self.eta_right * self.quiet
+
+    @property
+    def quiet(self) -> float:
+        """The two detectors outside the pattern stay dark."""
+        return (1.0 - self.dark) ** 2
+
+    def false_herald(self, bunched: float) -> float:
+        """Probability per attempt of one outcome heralded without two real photons in it."""
+        q_a, q_b = self.pair_left * self.eta_left, self.pair_right * self.eta_right
+        one = q_a * (1.0 - q_b) + q_b * (1.0 - q_a)
+        none = (1.0 - q_a) * (1.0 - q_b)
+        return ((one + q_a * q_b * bunched) * self.dark + none * 2.0 * self.dark**2) * self.quiet
+
+    def false_with_ends(self, bunched: float) -> float:
+        """The same false heralds, counted only where both end photons exist."""
+        q_a, q_b = self.pair_left * self.eta_left, self.pair_right * self.eta_right
+        lost_a = self.pair_left * (1.0 - self.eta_left)
+        lost_b = self.pair_right * (1.0 - self.eta_right)
+        one = q_a * lost_b + q_b * lost_a
+        return (
+            (one + q_a * q_b * bunched) * self.dark + lost_a * lost_b * 2.0 * self.dark**2
+        ) * self.quiet
+
+
 def swap(left: Pair, right: Pair, bsm: BsmSettings) -> tuple[SwapOutcome, Pair]:
-    """One swap: the delivered state and the equivalent pair for the next junction of a chain."""
+    """One swap: the delivered state and the equivalent pair for the next junction of a chain.
+
+    The delivered state is that of the end photons after a herald, where both exist (what the
+    end nodes can measure); ``success_probability_per_attempt`` counts every herald.
+    """
     rho_a = white_mixture(left.density_matrix, left.multi_pair_weight)
     rho_b = white_mixture(right.density_matrix, right.multi_pair_weight)
-    eta_a, eta_b = left.right_efficiency, right.left_efficiency
-    p_dark = bsm.dark_probability
-    both = eta_a * eta_b
-    # One real photon at the measurement and a dark count in its partner detector, or two darks.
-    false_herald = (eta_a * (1 - eta_b) + eta_b * (1 - eta_a)) * p_dark + (1 - eta_a) * (
-        1 - eta_b
-    ) * 2 * p_dark * p_dark
+    terms = HeraldTerms.of(left, right, bsm)
+    elements = bsm_povm(bsm.hom_visibility)
+    swapped = {name: swap_unnormalised(rho_a, rho_b, e) for name, e in elements.items()}
+    bunched = max(1.0 - sum(float(np.trace(state).real) for state in swapped.values()), 0.0)
+    false_herald, false_with_ends = terms.false_herald(bunched), terms.false_with_ends(bunched)
     delivered = np.zeros((4, 4), dtype=np.complex128)
     probabilities: dict[str, float] = {}
-    for name, element in bsm_povm(bsm.hom_visibility).items():
-        state = both * swap_unnormalised(rho_a, rho_b, element)
-        state = state + false_herald * np.eye(4, dtype=np.complex128) / 4.0
-        probabilities[name] = float(np.trace(state).real)
+    with_ends = 0.0
+    for name, unnormalised in swapped.items():
+        real = terms.real * unnormalised
+        probabilities[name] = float(np.trace(real).real) + false_herald
+        state = real + false_with_ends * np.eye(4, dtype=np.complex128) / 4.0
+        with_ends += float(np.trace(state).real)
         fix = CORRECTION[name]
         delivered += fix @ state @ fix.conj().T
-    total = sum(probabilities.values())
-    emitted = left.pair_probability * right.pair_probability
-    rho = delivered / total if total > 0 else np.eye(4, dtype=np.complex128) / 4.0
-    success = emitted * total
+    success = sum(probabilities.values())
+    rho = delivered / with_ends if with_ends > 0 else np.eye(4, dtype=np.complex128) / 4.0
     outcome = SwapOutcome(
         density_matrix=rho,
         fidelity=fidelity_to(rho),
         success_probability_per_attempt=success,
-        fourfold_probability_per_attempt=success * left.left_efficiency * right.right_efficiency,
-        outcome_probabilities={k: emitted * v for k, v in probabilities.items()},
+        fourfold_probability_per_attempt=with_ends * left.left_efficiency * right.right_efficiency,
+        outcome_probabilities=probabilities,
     )
     joined = Pair(
         density_matrix=rho,
-        pair_probability=success,
+        pair_probability=with_ends,
         multi_pair_weight=0.0,
         left_efficiency=left.left_efficiency,
         right_efficiency=right.right_efficiency,

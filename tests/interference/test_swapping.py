@@ -87,14 +87,18 @@ def test_cascade_inputs_with_fine_structure() -> None:
 
 
 def test_dark_counts_herald_white_noise() -> None:
+    """Exactly two clicks herald: one real photon (or two bunched ones) with the partner detector's
+    dark count, or two dark counts; a dark count beside two real photons vetoes the herald."""
     bsm = BsmSettings(dark_count_rate_hz=1e5, window_ns=1.0)
     eta = 0.01
     outcome, _ = swap(_pair(_werner(1.0), eta), _pair(_werner(1.0), eta), bsm)
-    true = eta * eta * 0.5
-    p_dark = 1e-4
-    false = 2 * (2 * eta * (1 - eta) * p_dark + (1 - eta) ** 2 * 2 * p_dark**2)
+    p_dark, quiet = 1e-4, (1 - 1e-4) ** 2
+    two, one, none = eta * eta, 2 * eta * (1 - eta), (1 - eta) ** 2
+    true = two * quiet * 0.5  # Psi- and Psi+ each herald a quarter of the Bell pairs
+    false = 2 * ((one + two * 0.5) * p_dark * quiet + none * 2 * p_dark**2 * quiet)
     expected = (true * 1.0 + false * 0.25) / (true + false)
     assert outcome.fidelity == pytest.approx(expected, rel=1e-9)
+    assert outcome.success_probability_per_attempt == pytest.approx(true + false, rel=1e-12)
 
 
 def test_bell_vectors_and_bad_visibility() -> None:
