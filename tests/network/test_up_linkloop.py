@@ -18,18 +18,31 @@ from qdnet.transport.authentication import write_psk
 NETWORKS = Path(__file__).resolve().parents[2] / "examples" / "networks"
 
 
-class _StopAfter:
-    """A stop flag that the loop sees as set after ``blocks`` stats writes or ``seconds``."""
+class _Stop:
+    """A stop flag for the loop (set by :class:`_Loop` after a number of blocks)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self) -> None:
         self.event = threading.Event()
-        threading.Timer(seconds, self.event.set).start()
 
     def __bool__(self) -> bool:
         return self.event.is_set()
 
     def sleep(self, seconds: float) -> None:
         self.event.wait(max(0.0, seconds))
+
+
+class _Loop(LinkLoop):
+    """A link loop that stops itself after ``blocks`` blocks (delivered or refused)."""
+
+    def __init__(self, spec: dict[str, Any], blocks: int) -> None:
+        self.flag = _Stop()
+        super().__init__(spec, self.flag)  # type: ignore[arg-type]
+        self.blocks = blocks
+
+    def record(self, delivered_bits: int | None, qber: float | None, refusal: str | None) -> None:
+        super().record(delivered_bits, qber, refusal)
+        if self.stats.blocks_delivered + self.stats.blocks_refused >= self.blocks:
+            self.flag.event.set()
 
 
 def _spec(tmp_path: Path, **fields: Any) -> dict[str, Any]:
@@ -63,10 +76,10 @@ def test_given_rate_link_writes_the_same_random_blocks_at_both_ends(
 ) -> None:
     monkeypatch.setattr(linkloop, "GIVEN_BLOCK_S", 0.05)
     spec = _spec(tmp_path, kind="given", key_rate_bps=8000.0, qber=0.01)
-    loop = LinkLoop(spec, _StopAfter(0.6))  # type: ignore[arg-type]
+    loop = _Loop(spec, 3)
     loop.run()
     alice, bob = _blocks(spec["folders"]["alice"]), _blocks(spec["folders"]["bob"])
-    assert len(alice) >= 3 and alice == bob
+    assert len(alice) == 3 and alice == bob
     assert {len(k) for k in alice.values()} == {50}  # 8000 bit/s x 0.05 s = 400 bits
     assert len(set(alice.values())) == len(alice)  # fresh CSPRNG bytes every block
     assert loop.stats.blocks_delivered == len(alice) and loop.stats.blocks_refused == 0
@@ -79,10 +92,10 @@ def test_tapped_given_rate_link_refuses_its_blocks(
     spec = _spec(
         tmp_path, kind="given", key_rate_bps=8000.0, qber=0.01, tap={"from_s": 0, "fraction": 0.5}
     )
-    loop = LinkLoop(spec, _StopAfter(0.4))  # type: ignore[arg-type]
+    loop = _Loop(spec, 3)
     loop.run()
     # 1 % + 0.5 x 25 % = 13.5 %: no key survives (Shor-Preskill), every block refused.
-    assert loop.stats.blocks_refused >= 3 and loop.stats.blocks_delivered == 0
+    assert loop.stats.blocks_refused == 3 and loop.stats.blocks_delivered == 0
     assert f"QBER {0.01 + 0.5 * INTERCEPT_RESEND_QBER:.3f}" in (loop.stats.last_refusal or "")
     assert not Path(spec["folders"]["alice"]).exists() or not _blocks(spec["folders"]["alice"])
 
@@ -101,10 +114,10 @@ def _modelled(tmp_path: Path, tap: dict[str, float] | None) -> dict[str, Any]:
 
 def test_modelled_link_distils_identical_blocks_at_both_ends(tmp_path: Path) -> None:
     spec = _modelled(tmp_path, None)
-    loop = LinkLoop(spec, _StopAfter(4.0))  # type: ignore[arg-type]
+    loop = _Loop(spec, 2)
     loop.run()
     alice, bob = _blocks(spec["folders"]["alice"]), _blocks(spec["folders"]["bob"])
-    assert loop.stats.blocks_delivered >= 2 and alice == bob and len(alice) >= 2
+    assert loop.stats.blocks_delivered == 2 and alice == bob and len(alice) == 2
     assert loop.stats.key_bits_delivered == 8 * sum(len(k) for k in alice.values())
     assert loop.stats.last_qber is not None and loop.stats.last_qber < 0.02
     assert not (Path(spec["folder"]) / "run").exists()  # raw records deleted after each block
@@ -112,9 +125,9 @@ def test_modelled_link_distils_identical_blocks_at_both_ends(tmp_path: Path) -> 
 
 def test_tapped_modelled_link_is_refused_by_its_post_processing(tmp_path: Path) -> None:
     spec = _modelled(tmp_path, {"from_s": 0.0, "fraction": 0.5})
-    loop = LinkLoop(spec, _StopAfter(3.0))  # type: ignore[arg-type]
+    loop = _Loop(spec, 1)
     loop.run()
-    assert loop.stats.blocks_refused >= 1 and loop.stats.blocks_delivered == 0
+    assert loop.stats.blocks_refused == 1 and loop.stats.blocks_delivered == 0
     assert loop.stats.last_qber is not None and loop.stats.last_qber > 0.1
     assert "QBER" in (loop.stats.last_refusal or "")
     assert not _blocks(spec["folders"]["alice"]) and not _blocks(spec["folders"]["bob"])
