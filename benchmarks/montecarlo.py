@@ -16,7 +16,9 @@ issue 14's goal is >= 2e7 with records, on one core); and the BB84 link that SeQ
 simulates (attenuated laser, mean photon number 0.1, 80 MHz, 10 km of 0.2 dB/km fibre), run with
 SeQUeNCe's ``QKDNode``/``BB84`` (PyPI ``sequence``, benchmark-only extra ``bench``) and with qdnet,
 as a ratio of simulated pulses per wall second. Without ``sequence`` installed the comparison is
-skipped with a printed reason.
+skipped with a printed reason. Entanglement swapping between the two GaAs dots of
+``examples/entanglement/two-dot-swap.yaml`` (``swap_two_dots``: attempts, i.e. pulse pairs, per
+second, and heralds per second in the ``det/s`` column).
 """
 
 from __future__ import annotations
@@ -90,6 +92,34 @@ def _qdnet_case(case: dict[str, Any]) -> dict[str, Any]:
         "detections_per_s": detections / median,
         "seconds": median,
         "detections": detections,
+        "peak_rss_mib": _peak_mib(),
+    }
+
+
+def _swap_case(case: dict[str, Any]) -> dict[str, Any]:
+    """The swapping Monte Carlo of one scenario (attempts = pulse pairs)."""
+    import numpy as np
+
+    from qdnet.interference.scenario import swap_setup
+    from qdnet.simulation.swapping import simulate_swap
+
+    setup = swap_setup(ROOT / "examples" / "entanglement" / f"{case['scenario']}.yaml")
+    left, right = setup.pairs
+    bsm = setup.measurements[0]
+    attempts = int(case["pulses"])
+    times: list[float] = []
+    heralds = 0
+    for repeat in range(int(case["repeats"])):
+        start = time.perf_counter()
+        result = simulate_swap(left, right, bsm, attempts, np.random.default_rng(1 + repeat))
+        times.append(time.perf_counter() - start)
+        heralds = sum(result.heralds.values())
+    median = statistics.median(times)
+    return {
+        "pulses_per_s": attempts / median,
+        "detections_per_s": heralds / median,
+        "seconds": median,
+        "detections": heralds,
         "peak_rss_mib": _peak_mib(),
     }
 
@@ -177,7 +207,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.case:
         case = json.loads(args.case)
-        runner = _sequence_case if case["kind"] == "sequence" else _qdnet_case
+        runners = {"sequence": _sequence_case, "swap": _swap_case}
+        runner = runners.get(case["kind"], _qdnet_case)
         print(json.dumps(runner(case)))
         return
     scale = 1e-3 if args.tiny else 1.0
@@ -236,6 +267,14 @@ def main() -> None:
                 "pulses": 1e9 * scale,
             }
         )
+    cases.append(
+        {
+            "figure": "swap_two_dots",
+            "kind": "swap",
+            "scenario": "two-dot-swap",
+            "pulses": 1e10 * scale,
+        }
+    )
     cases.append(
         {"figure": "sequence_bb84_10km", "kind": "sequence", "pulses": 1e5 if args.tiny else 6e5}
     )
