@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"KME {settings.kme_id}: SAE API https://{settings.listen.host}:{settings.listen.port}"
             f", peer API https://{settings.peer_listen.host}:{settings.peer_listen.port}"
-            f" (peer {settings.peer.kme_id} at {settings.peer.url})"
+            + "".join(f" (peer {p.kme_id} at {p.url})" for p in settings.peers)
         )
         run_kms(settings)
 

@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from qdnet.kms.peer import parse_allocations, parse_segment_state
-from qdnet.kms.service import KMSError, KMSService
+from qdnet.kms.service import KMSError, KMSService, PeerLink
 from qdnet.kms.tls import PEER_IDENTITY_KEY, identity_of, kme_identity
 
 log = logging.getLogger("qdnet.kms.api")
@@ -618,34 +618,37 @@ def create_sae_asgi(service: KMSService) -> ASGIApp:
 # --- KMS-to-KMS API ---------------------------------------------------------------------------
 
 
-def _peer_check(service: KMSService, state: dict[str, Any]) -> None:
-    """Only a peer KME, by the SAN URI of a KME certificate (never the CN, never an SAE)."""
-    if kme_identity(state.get(PEER_IDENTITY_KEY)) != service.settings.peer.kme_id:
-        raise KMSError(401, "only the peer KME may use this API")
+def _peer_check(service: KMSService, state: dict[str, Any]) -> PeerLink:
+    """Only a neighbour KME, by the SAN URI of a KME certificate (never the CN, never an SAE);
+    the link to that neighbour (each call works on that link's pool only)."""
+    link = service.link(kme_identity(state.get(PEER_IDENTITY_KEY)))
+    if link is None:
+        raise KMSError(401, "only a peer KME may use this API")
+    return link
 
 
-async def _peer_blocks(service: KMSService, raw: bytes) -> dict[str, Any]:
+async def _peer_blocks(link: PeerLink, raw: bytes) -> dict[str, Any]:
     body = _parse_json(raw)
     ids = body.get("block_ids") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 10000:
         raise KMSError(400, "block_ids shall be an array of strings")
-    return {"held": await service.peer_inventory(ids)}
+    return {"held": await link.peer_inventory(ids)}
 
 
-async def _peer_allocations(service: KMSService, raw: bytes) -> dict[str, Any]:
+async def _peer_allocations(link: PeerLink, raw: bytes) -> dict[str, Any]:
     try:
         items = parse_allocations(_parse_json(raw))
     except ValueError as err:
         raise KMSError(400, str(err)) from None
-    return {"accepted": await service.apply_peer_allocations(items)}
+    return {"accepted": await link.apply_peer_allocations(items)}
 
 
-async def _peer_consumed(service: KMSService, raw: bytes) -> dict[str, Any]:
+async def _peer_consumed(link: PeerLink, raw: bytes) -> dict[str, Any]:
     try:
         state = parse_segment_state(_parse_json(raw))
     except ValueError as err:
         raise KMSError(400, str(err)) from None
-    mine, count = await service.peer_consumed(state)
+    mine, count = await link.peer_consumed(state)
     return {"blocks": mine, "consumed": count}
 
 
@@ -657,7 +660,7 @@ _PEER_ROUTES = {
 
 
 def create_peer_asgi(service: KMSService) -> ASGIApp:
-    """The KMS-to-KMS application: three POST routes, only for the peer KME; anything else is
+    """The KMS-to-KMS application: POST routes, only for a neighbour KME; anything else is
     answered 400 (no documentation is served on this listener)."""
     body_s = service.settings.timeouts.body_s
 
@@ -668,13 +671,13 @@ def create_peer_asgi(service: KMSService) -> ASGIApp:
             return
         unread = True
         try:
-            _peer_check(service, scope.get("state") or {})
+            link = _peer_check(service, scope.get("state") or {})
             handler = _PEER_ROUTES.get(scope["path"])
             if handler is None or scope["method"] != "POST":
                 raise KMSError(400, "unknown request path")
             raw = await read_body(scope, receive, PEER_MAX_BODY_BYTES, body_s)
             unread = False
-            body = await handler(service, raw)
+            body = await handler(link, raw)
         except _DisconnectedError:
             return
         except KMSError as err:

@@ -100,13 +100,25 @@ def link_settings(
 
 
 def ingest(
-    settings: KMSSettings, folder: str | os.PathLike[str], remove: bool = False
+    settings: KMSSettings,
+    folder: str | os.PathLike[str],
+    remove: bool = False,
+    peer: str | None = None,
 ) -> IngestReport:
-    """Ingest a folder of key blocks into a KMS's store (server running or not)."""
+    """Ingest a folder of key blocks into the pool of the link to ``peer`` (a KME ID; may be
+    left out when the node has one peer) of a KMS's store (server running or not)."""
+    if peer is None:
+        if len(settings.peers) != 1:
+            raise ValueError(
+                f"{settings.kme_id} has {len(settings.peers)} peers: name the link's peer KME"
+            )
+        peer = settings.peers[0].kme_id
+    elif settings.peer(peer) is None:
+        raise ValueError(f"{peer!r} is not a peer of {settings.kme_id}")
     store = open_store(settings)
     try:
         cap = settings.limits.max_key_count * settings.limits.key_size // 8
-        return ingest_folder(store, folder, capacity_bytes=cap, remove=remove)
+        return ingest_folder(store, folder, capacity_bytes=cap, remove=remove, link=peer)
     finally:
         store.close()
 

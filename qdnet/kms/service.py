@@ -10,9 +10,12 @@ the peer applies allocations in the order they were carved.
 Database work runs in a thread pool, never on the event loop: a store that is locked by someone
 else delays only the calls that need it, up to ``timeouts.database_s``, then they answer 503.
 
-Reconciliation (for a link with several peers each link runs its own): the leader of the link
-(smaller KME ID) exchanges with its peer which bytes of each shared block are consumed, and both
-keep the union. It runs at start, after each reconnection to the peer (a peer restart) and every
+A node has one :class:`PeerLink` per QKD link (``peers:`` in the settings): each link has its
+own key pool in the store, its own peer channel, batcher, ingestion folder and reconciliation,
+so one link's outage or empty pool never touches another link's keys.
+
+Reconciliation (each link runs its own): the leader of the link (smaller KME ID) exchanges with
+its peer which bytes of each shared block are consumed, and both keep the union. It runs at start, after each reconnection to the peer (a peer restart) and every
 ``reconcile_interval_s``, while neither side has a group in flight. Reserved keys no slave
 collected within ``reserved_key_ttl_s`` are erased; ``status_extension`` reports both.
 """
@@ -33,7 +36,7 @@ from typing import Any, TypeVar
 
 from qdnet.kms.blocks import block_files, read_block
 from qdnet.kms.peer import KeySpec, PeerClient, PeerError
-from qdnet.kms.settings import KMSSettings
+from qdnet.kms.settings import KMSSettings, PeerSettings
 from qdnet.kms.store import (
     Allocation,
     KeyStore,
@@ -94,9 +97,10 @@ def ingest_folder(
     *,
     capacity_bytes: int | None = None,
     remove: bool = False,
+    link: str = "",
 ) -> IngestReport:
-    """Store every complete key block directly in ``folder`` (idempotent by block ID; format 1
-    or 2; never a subfolder such as ``pending/``).
+    """Store every complete key block directly in ``folder`` into ``link``'s pool (idempotent
+    by block ID; format 1 or 2; never a subfolder such as ``pending/``).
 
     With ``remove`` a block file is deleted once its key is committed (or was already known).
     Blocks that would overflow ``capacity_bytes`` are left in place for a later pass.
@@ -109,7 +113,7 @@ def ingest_folder(
             log.warning("skipping key block file %s: %s", path.name, err)
             continue
         try:
-            fresh = store.ingest(block, capacity_bytes)
+            fresh = store.ingest(block, capacity_bytes, link)
         except OverflowError:
             deferred += 1
             continue
@@ -121,7 +125,7 @@ def ingest_folder(
 
 
 GATHER_S = 0.002
-"""Longest wait of the enc_keys batcher for more requests (see ``KMSService._gather``)."""
+"""Longest wait of the enc_keys batcher for more requests (see ``PeerLink._gather``)."""
 _MAX_BATCH = 256
 
 
@@ -155,18 +159,17 @@ class _Outage:
         return True
 
 
-class KMSService:
-    """One KMS node. Create, ``await start()``, use, ``await stop()``."""
+class PeerLink:
+    """One QKD link of a node: the peer channel, the link's enc_keys batcher, the ingestion of
+    its key-block folder, and its reconciliation. Created and started by :class:`KMSService`."""
 
-    def __init__(self, settings: KMSSettings, store: KeyStore | None = None) -> None:
-        assert settings.database_url is not None, "use resolved settings"
-        self.settings = settings
-        self.limits = settings.limits
-        self.store = store or open_store(settings)
-        self.peer: PeerClient | None = None
+    def __init__(self, service: KMSService, peer: PeerSettings) -> None:
+        self.service = service
+        self.peer = peer
+        self.name = peer.kme_id
+        self.leader = service.settings.is_leader(peer.kme_id)
+        self.client: PeerClient | None = None
         self._queue: asyncio.Queue[_EncJob] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kms-db")
         self._carving: asyncio.Lock | None = None
         # batch gathering (see _gather): enc_keys calls in progress, their peak during the
         # batch in flight, and the event that wakes the batcher when the queue holds that many
@@ -174,134 +177,131 @@ class KMSService:
         self._enc_peak = 0
         self._gather_want = 0
         self._gathered: asyncio.Event | None = None
-        self._outage = _Outage(settings.peer.kme_id)
+        self._outage = _Outage(peer.kme_id)
         self._reconcile_due: asyncio.Event | None = None
-        self.expired_keys = 0
-        self.reconciled_bytes = 0
-        self.last_reconciled: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def store(self) -> KeyStore:
+        """The node's store (this link's pool is the rows with ``link == self.name``)."""
+        return self.service.store
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store call in the thread pool; a busy store answers 503."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
-        except StoreBusyError as err:
-            raise KMSError(503, f"key store busy, try again ({err})") from None
+        """See :meth:`KMSService.db`."""
+        return await self.service.db(fn, *args)
 
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Open the peer channel and start the batcher and the maintenance loop."""
-        tls = self.settings.tls
-        self.peer = PeerClient(
-            self.settings.peer.url,
-            tls.ca,
-            tls.cert,
-            tls.key,
-            self.settings.peer.timeout_s,
-            expected_kme=self.settings.peer.kme_id,
-        )
+    def start(self) -> None:
+        """Open the peer channel; start the batcher and the maintenance loop."""
+        tls = self.service.settings.tls
+        self.client = PeerClient(
+            self.peer.url, tls.ca, tls.cert, tls.key, self.peer.timeout_s,
+            expected_kme=self.peer.kme_id,
+        )  # fmt: skip
         self._queue = asyncio.Queue()
         self._carving = asyncio.Lock()
         self._gathered = asyncio.Event()
         self._reconcile_due = asyncio.Event()
         self._reconcile_due.set()
-        with contextlib.suppress(KMSError):
-            await self.db(self.store.collect_orphans)
         self._tasks = [
-            asyncio.create_task(self._batcher(), name="kms-batcher"),
-            asyncio.create_task(self._maintenance(), name="kms-maintenance"),
+            asyncio.create_task(self._batcher(), name=f"kms-batcher-{self.name}"),
+            asyncio.create_task(self._maintenance(), name=f"kms-maintenance-{self.name}"),
         ]
 
     async def stop(self) -> None:
-        """Stop background work and close the peer channel and the database pool."""
+        """Stop the background tasks and close the peer channel."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        if self.peer is not None:
-            await self.peer.aclose()
-        self._pool.shutdown(wait=True)
-        self.store.close()
+        if self.client is not None:
+            await self.client.aclose()
 
     async def _maintenance(self) -> None:
+        settings = self.service.settings
         next_reconcile = 0.0
         while True:
             try:
                 await self.ingest_and_sync()
-                ttl = self.settings.reserved_key_ttl_s
-                if ttl is not None:
-                    self.expired_keys += await self.db(self.store.expire_reserved, ttl)
                 assert self._reconcile_due is not None
-                if self.settings.is_leader and (
+                if self.leader and (
                     self._reconcile_due.is_set() or time.monotonic() >= next_reconcile
                 ):
                     self._reconcile_due.clear()
                     await self.reconcile()
-                    next_reconcile = time.monotonic() + self.settings.reconcile_interval_s
+                    next_reconcile = time.monotonic() + settings.reconcile_interval_s
             except asyncio.CancelledError:
                 raise
             except PeerError as err:
                 self._outage.failed(err)
             except Exception as err:  # keep serving; the next pass retries
                 log.warning(
-                    "maintenance pass failed: %s", getattr(err, "message", type(err).__name__)
+                    "maintenance pass of link %s failed: %s",
+                    self.name,
+                    getattr(err, "message", type(err).__name__),
                 )
-            await asyncio.sleep(self.settings.ingest_interval_s)
+            await asyncio.sleep(settings.ingest_interval_s)
 
-    def _peer_ok(self) -> None:
-        assert self.peer is not None and self._reconcile_due is not None
-        if self._outage.ok() or self.peer.reconnected:
-            self.peer.reconnected = False
-            self._reconcile_due.set()  # the peer may have restarted: compare the pools soon
+    def peer_ok(self) -> None:
+        """Record a successful call to the peer (ends an outage; a reconnection means the peer
+        may have restarted: compare the pools soon)."""
+        assert self.client is not None and self._reconcile_due is not None
+        if self._outage.ok() or self.client.reconnected:
+            self.client.reconnected = False
+            self._reconcile_due.set()
+
+    def peer_failed(self, err: PeerError) -> None:
+        """Record a failed call to the peer (logged once per outage)."""
+        self._outage.failed(err)
 
     async def ingest_and_sync(self) -> None:
-        """Ingest the watched folder (if any) and confirm new blocks with the peer."""
-        folder = self.settings.key_blocks_dir
+        """Ingest the link's folder (if any) and confirm new blocks with the peer."""
+        folder = self.peer.key_blocks_dir
+        lim = self.service.limits
         if folder is not None and folder.is_dir():
-            cap = self.limits.max_key_count * self.limits.key_size // 8
             await self.db(
                 functools.partial(
                     ingest_folder,
                     self.store,
                     folder,
-                    capacity_bytes=cap,
-                    remove=self.settings.remove_ingested_blocks,
+                    capacity_bytes=lim.max_key_count * lim.key_size // 8,
+                    remove=self.service.settings.remove_ingested_blocks,
+                    link=self.name,
                 )
             )
         await self.sync_blocks()
 
     async def sync_blocks(self) -> int:
         """Mark as shared the blocks both KMS hold; number newly shared."""
-        assert self.peer is not None
-        pending = await self.db(self.store.unshared_block_ids)
+        assert self.client is not None
+        pending = await self.db(functools.partial(self.store.unshared_block_ids, link=self.name))
         if not pending:
             return 0
-        held = await self.peer.blocks(pending)
-        self._peer_ok()
-        await self.db(self.store.mark_shared, held)
+        held = await self.client.blocks(pending)
+        self.peer_ok()
+        await self.db(self.store.mark_shared, held, self.name)
         return len(held)
 
     async def reconcile(self) -> int:
         """Leader: agree with the peer on the consumed bytes of every shared block (union);
         bytes newly consumed on both sides together."""
-        assert self.peer is not None and self._carving is not None
+        assert self.client is not None and self._carving is not None
         total = 0
         async with self._carving:  # no group of ours in flight
-            ids = await self.db(self.store.shared_block_ids)
+            ids = await self.db(self.store.shared_block_ids, self.name)
             for i in range(0, len(ids), RECONCILE_BLOCKS_PER_CALL):
                 chunk = ids[i : i + RECONCILE_BLOCKS_PER_CALL]
-                mine = await self.db(self.store.segment_state, chunk)
-                theirs, their_count = await self.peer.consumed(mine)
-                self._peer_ok()
-                total += their_count + await self.db(self.store.merge_segment_state, theirs)
-        self.reconciled_bytes += total
-        self.last_reconciled = time.time()
+                mine = await self.db(self.store.segment_state, chunk, self.name)
+                theirs, their_count = await self.client.consumed(mine)
+                self.peer_ok()
+                total += their_count + await self.db(
+                    self.store.merge_segment_state, theirs, self.name
+                )
+        self.service.reconciled(total)
         if total:
             log.warning("reconciliation with peer KME %s: %d byte(s) consumed on one side only "
-                        "are now consumed on both", self.settings.peer.kme_id, total)  # fmt: skip
+                        "are now consumed on both", self.name, total)  # fmt: skip
         return total
 
     async def peer_consumed(
@@ -310,74 +310,35 @@ class KMSService:
         """Follower side of :meth:`reconcile`: merge the leader's state, answer ours."""
         assert self._carving is not None
         async with self._carving:  # no group of ours in flight
-            count = await self.db(self.store.merge_segment_state, state)
-            self.reconciled_bytes += count
-            self.last_reconciled = time.time()
-            return await self.db(self.store.segment_state, list(state)), count
+            count = await self.db(self.store.merge_segment_state, state, self.name)
+            self.service.reconciled(count)
+            return await self.db(self.store.segment_state, list(state), self.name), count
 
     async def peer_inventory(self, block_ids: list[str]) -> list[str]:
         """Peer asks which blocks we hold; the ones we hold become shared here too."""
-        held = await self.db(self.store.held_block_ids, block_ids)
-        await self.db(self.store.mark_shared, held)
+        held = await self.db(self.store.held_block_ids, block_ids, self.name)
+        await self.db(self.store.mark_shared, held, self.name)
         return held
 
     async def apply_peer_allocations(
         self, items: list[tuple[list[Piece], list[KeySpec]]]
     ) -> list[bool]:
         """Apply the peer's carvings; keep only keys whose slaves are served here."""
-        mine = set(self.settings.saes)
+        mine = set(self.service.settings.saes)
         local = [
             (pieces, [(k, b, m, [s for s in sl if s in mine]) for k, b, m, sl in specs])
             for pieces, specs in items
         ]
-        return await self.db(self.store.apply_allocations, local, not self.settings.is_leader)
+        return await self.db(self.store.apply_allocations, local, not self.leader, self.name)
 
-    # --- ETSI GS QKD 014 logic -----------------------------------------------------------------
-
-    def check_slave(self, master: str, slave: str) -> str:
-        """KME serving ``slave``; raises 400 for unknown SAEs or a self-addressed request."""
-        kme = self.settings.kme_of(slave)
-        if kme is None:
-            raise KMSError(400, f"SAE ID {slave!r} is not known to this KME")
-        if slave == master and not self.settings.allow_self_addressed:
-            raise KMSError(400, "the slave SAE ID shall differ from the master SAE ID")
-        return kme
-
-    async def status(self, master: str, slave: str) -> dict[str, object]:
-        """Spec Table 9 for ``master`` asking about keys shared with ``slave``, with the
-        ``status_extension`` of this KME (simulated key material, expiries, reconciliation)."""
-        target = self.check_slave(master, slave)
-        lim = self.limits
-        summary = await self.db(self.store.pool_summary)
-        stored = summary["shared_bytes"] * 8 // lim.key_size
-        return {
-            "source_KME_ID": self.settings.kme_id,
-            "target_KME_ID": target,
-            "master_SAE_ID": master,
-            "slave_SAE_ID": slave,
-            "key_size": lim.key_size,
-            "stored_key_count": min(stored, lim.max_key_count),
-            "max_key_count": lim.max_key_count,
-            "max_key_per_request": lim.max_key_per_request,
-            "max_key_size": lim.max_key_size,
-            "min_key_size": lim.min_key_size,
-            "max_SAE_ID_count": lim.max_SAE_ID_count,
-            "status_extension": {
-                "qdnet_simulated": summary["simulated_bytes"] > 0,
-                "qdnet_simulated_key_count": summary["simulated_bytes"] * 8 // lim.key_size,
-                "qdnet_reserved_key_count": summary["reserved_keys"],
-                "qdnet_reserved_key_ttl_s": self.settings.reserved_key_ttl_s,
-                "qdnet_expired_reserved_keys": self.expired_keys,
-                "qdnet_reconciled_bytes": self.reconciled_bytes,
-            },
-        }
+    # --- enc_keys batching --------------------------------------------------------------------
 
     async def enc_keys(
         self, master: str, slaves: list[str], number: int, size_bits: int
     ) -> tuple[list[tuple[str, bytes]], bool]:
-        """New keys for ``master``, reserved for ``slaves`` at their KMS before returning; and
-        whether any of them comes from a simulated link (not secret)."""
-        assert self._queue is not None and self._gathered is not None, "service not started"
+        """New keys for ``master`` from this link's pool, reserved for ``slaves`` at both KMS of
+        the link before returning; and whether any comes from a simulated link (not secret)."""
+        assert self._queue is not None and self._gathered is not None, "link not started"
         fut: asyncio.Future[tuple[list[tuple[str, bytes]], bool]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -443,13 +404,15 @@ class KMSService:
             self._gather_want = 0
 
     async def _run_batch(self, jobs: list[_EncJob]) -> None:
-        assert self.peer is not None
-        front = self.settings.is_leader
-        allocs = await self.db(self.store.plan, [j.number * j.size_bits // 8 for j in jobs], front)
+        assert self.client is not None
+        front = self.leader
+        allocs = await self.db(
+            self.store.plan, [j.number * j.size_bits // 8 for j in jobs], front, self.name
+        )
         live: list[tuple[_EncJob, Allocation, list[str]]] = []
         items: list[tuple[list[Piece], list[KeySpec]]] = []
-        peer_saes = set(self.settings.peer.saes)
-        mine = set(self.settings.saes)
+        peer_saes = set(self.peer.saes)
+        mine = set(self.service.settings.saes)
         for job, alloc in zip(jobs, allocs, strict=True):
             if alloc is None:
                 job.future.set_exception(KMSError(503, "not enough key material available"))
@@ -461,13 +424,13 @@ class KMSService:
         if not live:
             return
         try:
-            accepted = await self.peer.allocations(items)
+            accepted = await self.client.allocations(items)
         except PeerError as err:
             self._outage.failed(err)
             for job, _, _ in live:  # nothing was consumed here: the outage costs no key
-                job.future.set_exception(KMSError(503, "peer KME is unreachable"))
+                job.future.set_exception(KMSError(503, f"peer KME {self.name} is unreachable"))
             return
-        self._peer_ok()
+        self.peer_ok()
         # consume here what the peer consumed; bytes it refused (it had consumed some of them:
         # only after a crash or a lost answer) are consumed here too and never handed out
         batch: list[tuple[list[Piece], list[Reservation]]] = []
@@ -476,7 +439,7 @@ class KMSService:
             batch.append((alloc.pieces, [(k, job.size_bits, job.master, local) for k in ids]))
         assert self._queue is not None and self._reconcile_due is not None
         try:
-            applied = await self.db(self.store.apply_allocations, batch, front)
+            applied = await self.db(self.store.apply_allocations, batch, front, self.name)
         except KMSError:  # the peer consumed these bytes, this store could not: reconcile soon
             self._reconcile_due.set()
             raise
@@ -495,6 +458,150 @@ class KMSService:
             cut = [(k, alloc.material[i * n : (i + 1) * n]) for i, k in enumerate(ids)]
             if not job.future.done():
                 job.future.set_result((cut, alloc.simulated))
+
+
+class KMSService:
+    """One KMS node. Create, ``await start()``, use, ``await stop()``."""
+
+    def __init__(self, settings: KMSSettings, store: KeyStore | None = None) -> None:
+        assert settings.database_url is not None, "use resolved settings"
+        self.settings = settings
+        self.limits = settings.limits
+        self.store = store or open_store(settings)
+        self.links: dict[str, PeerLink] = {p.kme_id: PeerLink(self, p) for p in settings.peers}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kms-db")
+        self.expired_keys = 0
+        self.reconciled_bytes = 0
+        self.last_reconciled: float | None = None
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call in the thread pool; a busy store answers 503."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        except StoreBusyError as err:
+            raise KMSError(503, f"key store busy, try again ({err})") from None
+
+    def reconciled(self, nbytes: int) -> None:
+        """Count a reconciliation (of any link) and the bytes it consumed."""
+        self.reconciled_bytes += nbytes
+        self.last_reconciled = time.time()
+
+    def link(self, kme_id: str | None) -> PeerLink | None:
+        """The link to neighbour ``kme_id`` (None: not a neighbour)."""
+        return self.links.get(kme_id) if kme_id is not None else None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the peer channels and start every link's batcher and maintenance loop."""
+        if len(self.links) == 1:  # a store made before pools per link belongs to the one link
+            with contextlib.suppress(KMSError):
+                await self.db(self.store.adopt_unlinked, next(iter(self.links)))
+        with contextlib.suppress(KMSError):
+            await self.db(self.store.collect_orphans)
+        for link in self.links.values():
+            link.start()
+        self._tasks = [asyncio.create_task(self._housekeeping(), name="kms-housekeeping")]
+
+    async def stop(self) -> None:
+        """Stop background work and close the peer channels and the database pool."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for link in self.links.values():
+            await link.stop()
+        self._pool.shutdown(wait=True)
+        self.store.close()
+
+    async def _housekeeping(self) -> None:
+        """Node-wide periodic work: expiry of reserved keys nobody collected."""
+        while True:
+            try:
+                ttl = self.settings.reserved_key_ttl_s
+                if ttl is not None:
+                    self.expired_keys += await self.db(self.store.expire_reserved, ttl)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # keep serving; the next pass retries
+                log.warning(
+                    "housekeeping pass failed: %s", getattr(err, "message", type(err).__name__)
+                )
+            await asyncio.sleep(self.settings.ingest_interval_s)
+
+    # --- ETSI GS QKD 014 logic -----------------------------------------------------------------
+
+    def check_slave(self, master: str, slave: str) -> str:
+        """KME serving ``slave``; raises 400 for unknown SAEs or a self-addressed request."""
+        kme = self.settings.kme_of(slave)
+        if kme is None:
+            raise KMSError(400, f"SAE ID {slave!r} is not known to this KME")
+        if slave == master and not self.settings.allow_self_addressed:
+            raise KMSError(400, "the slave SAE ID shall differ from the master SAE ID")
+        return kme
+
+    def target_of(self, slaves: list[str]) -> str:
+        """The one KME (other than this one, if any) serving ``slaves``; 400 if several."""
+        kmes = {str(self.settings.kme_of(s)) for s in slaves} - {self.settings.kme_id}
+        if len(kmes) > 1:
+            raise KMSError(
+                400, "the slave SAEs of one request shall be served by one KME "
+                f"(here: {', '.join(sorted(kmes))})",
+            )  # fmt: skip
+        return kmes.pop() if kmes else self.settings.kme_id
+
+    async def status(self, master: str, slave: str) -> dict[str, object]:
+        """Spec Table 9 for ``master`` asking about keys shared with ``slave``, with the
+        ``status_extension`` of this KME (simulated key material, expiries, reconciliation,
+        every link's pool)."""
+        target = self.check_slave(master, slave)
+        lim = self.limits
+        link = self.link(target) or (
+            next(iter(self.links.values())) if target == self.settings.kme_id else None
+        )
+        summary = await self.db(self.store.pool_summary, link.name if link else None)
+        stored = summary["shared_bytes"] * 8 // lim.key_size if link is not None else 0
+        per_link = await self.db(self.store.link_summary)
+        empty = {"stored_key_bytes": 0, "blocks_ingested": 0}
+        return {
+            "source_KME_ID": self.settings.kme_id,
+            "target_KME_ID": target,
+            "master_SAE_ID": master,
+            "slave_SAE_ID": slave,
+            "key_size": lim.key_size,
+            "stored_key_count": min(stored, lim.max_key_count),
+            "max_key_count": lim.max_key_count,
+            "max_key_per_request": lim.max_key_per_request,
+            "max_key_size": lim.max_key_size,
+            "min_key_size": lim.min_key_size,
+            "max_SAE_ID_count": lim.max_SAE_ID_count,
+            "status_extension": {
+                "qdnet_simulated": summary["simulated_bytes"] > 0,
+                "qdnet_simulated_key_count": summary["simulated_bytes"] * 8 // lim.key_size,
+                "qdnet_reserved_key_count": summary["reserved_keys"],
+                "qdnet_reserved_key_ttl_s": self.settings.reserved_key_ttl_s,
+                "qdnet_expired_reserved_keys": self.expired_keys,
+                "qdnet_reconciled_bytes": self.reconciled_bytes,
+                "qdnet_links": {name: per_link.get(name, empty) for name in self.links},
+            },
+        }
+
+    async def enc_keys(
+        self, master: str, slaves: list[str], number: int, size_bits: int
+    ) -> tuple[list[tuple[str, bytes]], bool]:
+        """New keys for ``master``, reserved for ``slaves`` at their KMS before returning; and
+        whether any of them comes from a simulated link (not secret)."""
+        target = self.target_of(slaves)
+        link = self.link(target)
+        if link is None and target == self.settings.kme_id:
+            link = next(iter(self.links.values()))  # only slaves served here (tests)
+        if link is None:
+            raise KMSError(503, f"no QKD link to KME {target} and no key relay configured")
+        return await link.enc_keys(master, slaves, number, size_bits)
 
     async def dec_keys(self, master: str, caller: str, key_ids: list[str]) -> list[StoredKey]:
         """The keys ``key_ids`` that ``master`` obtained for ``caller``; each handed out once."""

@@ -45,12 +45,34 @@ class TLSSettings(_Strict):
 
 
 class PeerSettings(_Strict):
-    """The KMS at the other end of the link."""
+    """The KMS at the other end of one QKD link of this node (each link has its own key pool)."""
 
     kme_id: str = Field(min_length=1)
     url: str = Field(description="https://host:port of the peer's KMS-to-KMS listener")
     saes: list[str] = Field(default_factory=list, description="SAE IDs served by the peer KMS")
     timeout_s: float = Field(default=5.0, gt=0)
+    key_blocks_dir: Path | None = Field(
+        default=None,
+        description="this link's post-processing key blocks, ingested while serving",
+    )
+
+
+class RelaySettings(_Strict):
+    """Trusted-node key relay (see :mod:`qdnet.kms.relay`): the network beyond the neighbours."""
+
+    links: list[tuple[str, str]] = Field(
+        default_factory=list, description="every QKD link of the network, by KME ID"
+    )
+    saes: dict[str, str] = Field(
+        default_factory=dict, description="SAE ID -> KME ID of SAEs served by non-neighbours"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="deadline of a whole relay")
+    pending_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a relayed key the far end holds (pending) and its origin never confirmed "
+        "is erased after this time, unless the origin confirms it first",
+    )
 
 
 class Limits(_Strict):
@@ -122,12 +144,17 @@ class KMSSettings(_Strict):
         description="SQLAlchemy URL; default a SQLite file <kme_id>.sqlite next to the file",
     )
     tls: TLSSettings
-    peer: PeerSettings
-    saes: list[str] = Field(min_length=1, description="SAE IDs served by this KMS")
-    limits: Limits = Field(default_factory=lambda: Limits())
-    key_blocks_dir: Path | None = Field(
-        default=None, description="folder of post-processing key blocks, ingested while serving"
+    peers: list[PeerSettings] = Field(
+        min_length=1,
+        description="one entry per QKD link of this node (``peer:``, one mapping, is accepted "
+        "as a one-element list)",
     )
+    saes: list[str] = Field(
+        default_factory=list,
+        description="SAE IDs served by this KMS (empty only for a relay node)",
+    )
+    relay: RelaySettings | None = None
+    limits: Limits = Field(default_factory=lambda: Limits())
     remove_ingested_blocks: bool = Field(
         default=True, description="delete a block file once its key is safely in the store"
     )
@@ -155,13 +182,48 @@ class KMSSettings(_Strict):
         "<kme_id>.keyring beside this file with PostgreSQL); local disk, never shared",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_peer(cls, raw: Any) -> Any:
+        """``peer:`` (one mapping) is ``peers:`` with one element; the top-level
+        ``key_blocks_dir`` of that form is the key_blocks_dir of its one link."""
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        if "peer" in raw:
+            if "peers" in raw:
+                raise ValueError("peer and peers: give one of them (peers is a list of links)")
+            peer = raw.pop("peer")
+            if isinstance(peer, dict) and "key_blocks_dir" in raw:
+                peer = {**peer, "key_blocks_dir": raw.pop("key_blocks_dir")}
+            raw["peers"] = [peer]
+        if "key_blocks_dir" in raw:
+            raise ValueError(
+                "key_blocks_dir: with peers, give each link its own peers[].key_blocks_dir"
+            )
+        return raw
+
     @model_validator(mode="after")
     def _ids(self) -> KMSSettings:
-        if self.kme_id == self.peer.kme_id:
-            raise ValueError("kme_id and peer.kme_id must differ")
-        both = set(self.saes) & set(self.peer.saes)
-        if both:
-            raise ValueError(f"SAE IDs served by both KMS: {sorted(both)}")
+        seen: dict[str, str] = {sae: self.kme_id for sae in self.saes}
+        kmes = {self.kme_id}
+        for i, peer in enumerate(self.peers):
+            if peer.kme_id in kmes:
+                raise ValueError(f"peers[{i}].kme_id: {peer.kme_id!r} is this KME or listed twice")
+            kmes.add(peer.kme_id)
+            both = set(seen) & set(peer.saes)
+            if both:
+                raise ValueError(f"SAE IDs served by both KMS: {sorted(both)}")
+            seen.update((sae, peer.kme_id) for sae in peer.saes)
+        if not self.saes and len(self.peers) < 2 and self.relay is None:
+            raise ValueError("saes: at least one SAE (none only for a relay node: 2+ peers)")
+        if self.relay is not None:
+            for i, link in enumerate(self.relay.links):
+                if link[0] == link[1]:
+                    raise ValueError(f"relay.links[{i}]: a link from {link[0]!r} to itself")
+            for sae, kme in self.relay.saes.items():
+                if sae in seen and seen[sae] != kme:
+                    raise ValueError(f"relay.saes: {sae!r} is served by {seen[sae]!r}, not {kme!r}")
         return self
 
     def resolved(self, base: Path) -> KMSSettings:
@@ -178,7 +240,12 @@ class KMSSettings(_Strict):
             }
         )
         db = self.database_url or f"sqlite:///{(base / f'{self.kme_id}.sqlite').resolve()}"
-        blocks = anchor(self.key_blocks_dir) if self.key_blocks_dir else None
+        peers = [
+            p.model_copy(update={"key_blocks_dir": anchor(p.key_blocks_dir)})
+            if p.key_blocks_dir
+            else p
+            for p in self.peers
+        ]
         keyring = anchor(self.keyring_path) if self.keyring_path else None
         if keyring is None and not db.startswith("sqlite"):
             keyring = (base / f"{self.kme_id}.keyring").resolve()
@@ -186,30 +253,43 @@ class KMSSettings(_Strict):
             update={
                 "tls": tls,
                 "database_url": db,
-                "key_blocks_dir": blocks,
+                "peers": peers,
                 "keyring_path": keyring,
             }
         )
 
-    @property
-    def is_leader(self) -> bool:
-        """The KME whose ID sorts first carves keys from the front of each segment."""
-        return self.kme_id < self.peer.kme_id
+    def is_leader(self, peer_kme: str) -> bool:
+        """On the link to ``peer_kme``, the KME whose ID sorts first carves keys from the front
+        of each segment (and leads the reconciliation)."""
+        return self.kme_id < peer_kme
+
+    def peer(self, kme_id: str) -> PeerSettings | None:
+        """The link to neighbour ``kme_id`` (None: not a neighbour)."""
+        for p in self.peers:
+            if p.kme_id == kme_id:
+                return p
+        return None
 
     def kme_of(self, sae_id: str) -> str | None:
         """Which KME serves ``sae_id`` (None: unknown SAE)."""
         if sae_id in self.saes:
             return self.kme_id
-        if sae_id in self.peer.saes:
-            return self.peer.kme_id
+        for p in self.peers:
+            if sae_id in p.saes:
+                return p.kme_id
+        if self.relay is not None:
+            return self.relay.saes.get(sae_id)
         return None
 
 
-def _format_error(source: str, err: ValidationError) -> str:
+def _format_error(source: str, err: ValidationError, one_peer: bool) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        lines.append(f"{source}: {loc}: {e['msg']}")
+        if one_peer:  # the file says peer:, not peers:
+            loc = loc.replace("peers.0", "peer", 1)
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {loc}: {msg}")
     return "\n".join(lines)
 
 
@@ -220,7 +300,7 @@ def settings_from_dict(raw: Any, base: Path, source: str = "settings") -> KMSSet
     try:
         settings = KMSSettings.model_validate(raw).resolved(base)
     except ValidationError as err:
-        raise SettingsError(_format_error(source, err)) from None
+        raise SettingsError(_format_error(source, err, "peer" in raw)) from None
     for name in ("ca", "cert", "key"):
         p = getattr(settings.tls, name)
         if not p.is_file():

@@ -12,6 +12,9 @@ Model
   own copy and refuses a range that overlaps anything it already consumed (see :mod:`.peer`).
 * A **reserved key** (``kms_keys`` + ``kms_key_slaves``) is a key waiting for its slave SAE(s):
   ``dec_keys`` hands it to each slave once and deletes it when the last slave has it.
+* A node with several QKD links keeps one **pool per link**: every block and segment carries
+  ``link`` (the peer KME's ID), and every pool operation names its link, so bytes of one link
+  are never carved, confirmed or reconciled by another link's peer.
 * Block IDs are remembered after their bytes are gone, so re-ingesting a block never brings
   consumed key material back.
 * Key material never reaches the database in clear: segment bytes are sealed under per-segment
@@ -56,6 +59,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -75,6 +79,7 @@ blocks = Table(
     "kms_blocks",
     metadata,
     Column("block_id", String(128), primary_key=True),
+    Column("link", String(128), nullable=False, server_default="", index=True),
     Column("link_name", String(256), nullable=False),
     Column("protocol", String(64), nullable=False),
     Column("length_bytes", Integer, nullable=False),
@@ -91,6 +96,7 @@ segments = Table(
     metadata,
     Column("block_id", String(128), primary_key=True),
     Column("idx", Integer, primary_key=True),
+    Column("link", String(128), nullable=False, server_default=""),
     Column("sort_key", String(256), nullable=False, index=True),
     Column("start", Integer, nullable=False),
     Column("length", Integer, nullable=False),
@@ -102,8 +108,14 @@ segments = Table(
     Column("data", LargeBinary, nullable=False, comment="sealed: keyring.seal"),
 )
 
-pool_order = Index("ix_kms_segments_pool", segments.c.shared, segments.c.sort_key, segments.c.idx)
-"""Carving walks this index from either end: no sort, no scan of the pool."""
+pool_order = Index(
+    "ix_kms_segments_link_pool",
+    segments.c.link,
+    segments.c.shared,
+    segments.c.sort_key,
+    segments.c.idx,
+)
+"""Carving walks this index from either end of one link's pool: no sort, no scan."""
 
 keys = Table(
     "kms_keys",
@@ -312,9 +324,31 @@ class KeyStore:
                     f"{self.url}: key store made by an older qdnet (key bytes in clear): "
                     "start a new store and ingest the key blocks again"
                 )
+            if "link" not in columns:  # a store made before pools per link: one link, ""
+                with self._writing(), self.engine.begin() as conn:
+                    for table in (blocks, segments):
+                        conn.execute(
+                            text(
+                                f"ALTER TABLE {table.name} ADD COLUMN link VARCHAR(128) "
+                                "NOT NULL DEFAULT ''"
+                            )
+                        )
+                    conn.execute(text("DROP INDEX IF EXISTS ix_kms_segments_pool"))
         metadata.create_all(self.engine)
         with self._writing(), self.engine.begin() as conn:  # stores made before the index existed
             pool_order.create(conn, checkfirst=True)
+
+    def adopt_unlinked(self, link: str) -> int:
+        """Give the blocks of a store made before pools per link (link ``""``) to ``link``
+        (a node with one peer); number of blocks adopted."""
+
+        def run() -> int:
+            with self._writing(), self.engine.begin() as conn:
+                n = conn.execute(update(blocks).where(blocks.c.link == "").values(link=link))
+                conn.execute(update(segments).where(segments.c.link == "").values(link=link))
+                return int(n.rowcount or 0)
+
+        return int(self._guarded(run))
 
     def close(self) -> None:
         """Release the connection pool and the keyring."""
@@ -380,15 +414,21 @@ class KeyStore:
 
     # --- ingestion -------------------------------------------------------------------------
 
-    def ingest(self, block: IngestBlock | KeyBlock, capacity_bytes: int | None = None) -> bool:
-        """Store a block's key in segments; False if the block ID was seen before.
+    def ingest(
+        self,
+        block: IngestBlock | KeyBlock,
+        capacity_bytes: int | None = None,
+        link: str = "",
+    ) -> bool:
+        """Store a block's key in segments of ``link``'s pool; False if the block ID was seen
+        before (on any link).
 
-        Raises ``OverflowError`` if storing it would exceed ``capacity_bytes``.
+        Raises ``OverflowError`` if storing it would exceed ``capacity_bytes`` (of that pool).
         """
         blk = block if isinstance(block, IngestBlock) else IngestBlock.of(block)
-        return bool(self._guarded(self._ingest, blk, capacity_bytes))
+        return bool(self._guarded(self._ingest, blk, capacity_bytes, link))
 
-    def _ingest(self, block: IngestBlock, capacity_bytes: int | None) -> bool:
+    def _ingest(self, block: IngestBlock, capacity_bytes: int | None, link: str) -> bool:
         with self.engine.connect() as conn:
             seen = conn.execute(
                 select(blocks.c.block_id).where(blocks.c.block_id == block.block_id)
@@ -404,12 +444,13 @@ class KeyStore:
             if seen is not None:
                 return False
             if capacity_bytes is not None:
-                held = self._remaining(conn, shared_only=False)
+                held = self._remaining(conn, shared_only=False, link=link)
                 if held + len(block.key) > capacity_bytes:
                     raise OverflowError("key pool is full (limits.max_key_count)")
             conn.execute(
                 insert(blocks).values(
                     block_id=block.block_id,
+                    link=link,
                     link_name=block.link_name,
                     protocol=block.protocol,
                     length_bytes=len(block.key),
@@ -430,6 +471,7 @@ class KeyStore:
                     {
                         "block_id": block.block_id,
                         "idx": idx,
+                        "link": link,
                         "sort_key": sort_key,
                         "start": start,
                         "length": len(chunk),
@@ -470,45 +512,55 @@ class KeyStore:
                 conn.execute(delete(keys).where(keys.c.key_id.in_(lacking)))
         return len(stale_segs) + len(stale_keys) + len(lacking)
 
-    def unshared_block_ids(self, limit: int = 1000) -> list[str]:
-        """Blocks the peer has not yet confirmed holding."""
+    def unshared_block_ids(self, limit: int = 1000, link: str | None = None) -> list[str]:
+        """Blocks of ``link`` (None: of any link) the peer has not yet confirmed holding."""
 
         def run() -> list[str]:
+            q = select(blocks.c.block_id).where(blocks.c.shared.is_(False))
+            if link is not None:
+                q = q.where(blocks.c.link == link)
             with self.engine.connect() as conn:
                 rows = conn.execute(
-                    select(blocks.c.block_id)
-                    .where(blocks.c.shared.is_(False))
-                    .order_by(blocks.c.created_utc, blocks.c.block_id)
-                    .limit(limit)
+                    q.order_by(blocks.c.created_utc, blocks.c.block_id).limit(limit)
                 )
                 return [r[0] for r in rows]
 
         return list(self._guarded(run))
 
-    def held_block_ids(self, block_ids: Iterable[str]) -> list[str]:
-        """Which of ``block_ids`` this store has ingested (consumed or not)."""
+    def held_block_ids(self, block_ids: Iterable[str], link: str = "") -> list[str]:
+        """Which of ``block_ids`` this store has ingested for ``link`` (consumed or not)."""
         ids = list(block_ids)
         if not ids:
             return []
 
         def run() -> list[str]:
             with self.engine.connect() as conn:
-                rows = conn.execute(select(blocks.c.block_id).where(blocks.c.block_id.in_(ids)))
+                rows = conn.execute(
+                    select(blocks.c.block_id).where(
+                        and_(blocks.c.block_id.in_(ids), blocks.c.link == link)
+                    )
+                )
                 return [r[0] for r in rows]
 
         return list(self._guarded(run))
 
-    def mark_shared(self, block_ids: Iterable[str]) -> None:
-        """Record that the peer KMS holds these blocks: their bytes become allocatable."""
+    def mark_shared(self, block_ids: Iterable[str], link: str = "") -> None:
+        """Record that ``link``'s peer KMS holds these blocks: their bytes become allocatable."""
         ids = list(block_ids)
         if not ids:
             return
 
         def run() -> None:
             with self._writing(), self.engine.begin() as conn:
-                conn.execute(update(blocks).where(blocks.c.block_id.in_(ids)).values(shared=True))
                 conn.execute(
-                    update(segments).where(segments.c.block_id.in_(ids)).values(shared=True)
+                    update(blocks)
+                    .where(and_(blocks.c.block_id.in_(ids), blocks.c.link == link))
+                    .values(shared=True)
+                )
+                conn.execute(
+                    update(segments)
+                    .where(and_(segments.c.block_id.in_(ids), segments.c.link == link))
+                    .values(shared=True)
                 )
 
         self._guarded(run)
@@ -516,35 +568,62 @@ class KeyStore:
     # --- pool --------------------------------------------------------------------------------
 
     @staticmethod
-    def _remaining(conn: Connection, shared_only: bool) -> int:
+    def _remaining(conn: Connection, shared_only: bool, link: str | None = None) -> int:
         q = select(func.coalesce(func.sum(segments.c.length - segments.c.lo - segments.c.hi), 0))
         if shared_only:
             q = q.where(segments.c.shared.is_(True))
+        if link is not None:
+            q = q.where(segments.c.link == link)
         return int(conn.execute(q).scalar_one())
 
-    def available_bytes(self) -> int:
-        """Unconsumed bytes of blocks both KMS hold."""
+    def available_bytes(self, link: str | None = None) -> int:
+        """Unconsumed bytes of blocks both KMS of ``link`` hold (None: of every link)."""
 
         def run() -> int:
             with self.engine.connect() as conn:
-                return self._remaining(conn, shared_only=True)
+                return self._remaining(conn, shared_only=True, link=link)
 
         return int(self._guarded(run))
 
-    def pool_summary(self) -> dict[str, int]:
-        """Counts for status pages and accounting (no key material)."""
+    def link_summary(self) -> dict[str, dict[str, int]]:
+        """Per link: ``stored_key_bytes`` (shared, unconsumed) and ``blocks_ingested``."""
+
+        def run() -> dict[str, dict[str, int]]:
+            left = func.coalesce(func.sum(segments.c.length - segments.c.lo - segments.c.hi), 0)
+            out: dict[str, dict[str, int]] = {}
+            with self.engine.connect() as conn:
+                for link, n in conn.execute(
+                    select(blocks.c.link, func.count()).group_by(blocks.c.link)
+                ):
+                    out[str(link)] = {"stored_key_bytes": 0, "blocks_ingested": int(n)}
+                for link, n in conn.execute(
+                    select(segments.c.link, left)
+                    .where(segments.c.shared.is_(True))
+                    .group_by(segments.c.link)
+                ):
+                    out.setdefault(str(link), {"stored_key_bytes": 0, "blocks_ingested": 0})
+                    out[str(link)]["stored_key_bytes"] = int(n)
+            return out
+
+        return dict(self._guarded(run))
+
+    def pool_summary(self, link: str | None = None) -> dict[str, int]:
+        """Counts for status pages and accounting (no key material), of ``link``'s pool or
+        (None) of every link; ``reserved_keys`` counts the whole node."""
 
         def run() -> dict[str, int]:
             with self.engine.connect() as conn:
                 simulated = select(
                     func.coalesce(func.sum(segments.c.length - segments.c.lo - segments.c.hi), 0)
                 ).where(and_(segments.c.shared.is_(True), segments.c.simulated.is_(True)))
+                count = select(func.count()).select_from(blocks)
+                if link is not None:
+                    simulated = simulated.where(segments.c.link == link)
+                    count = count.where(blocks.c.link == link)
                 return {
-                    "blocks": int(
-                        conn.execute(select(func.count()).select_from(blocks)).scalar_one()
-                    ),
-                    "shared_bytes": self._remaining(conn, shared_only=True),
-                    "held_bytes": self._remaining(conn, shared_only=False),
+                    "blocks": int(conn.execute(count).scalar_one()),
+                    "shared_bytes": self._remaining(conn, shared_only=True, link=link),
+                    "held_bytes": self._remaining(conn, shared_only=False, link=link),
                     "simulated_bytes": int(conn.execute(simulated).scalar_one()),
                     "reserved_keys": int(
                         conn.execute(select(func.count()).select_from(keys)).scalar_one()
@@ -553,15 +632,17 @@ class KeyStore:
 
         return dict(self._guarded(run))
 
-    def plan(self, sizes: Sequence[int], from_front: bool) -> list[Allocation | None]:
-        """Choose ``sizes[i]`` bytes for each request from this end of the pool, consuming
+    def plan(
+        self, sizes: Sequence[int], from_front: bool, link: str = ""
+    ) -> list[Allocation | None]:
+        """Choose ``sizes[i]`` bytes for each request from this end of ``link``'s pool, consuming
         nothing: :meth:`apply_allocations` consumes them once the peer KMS agreed.
 
         A request that cannot be met in full gets ``None``.
         """
-        return list(self._guarded(self._plan, sizes, from_front))
+        return list(self._guarded(self._plan, sizes, from_front, link))
 
-    def _plan(self, sizes: Sequence[int], from_front: bool) -> list[Allocation | None]:
+    def _plan(self, sizes: Sequence[int], from_front: bool, link: str) -> list[Allocation | None]:
         out: list[Allocation | None] = [None] * len(sizes)
         with self.engine.connect() as conn:
             order = (
@@ -569,7 +650,11 @@ class KeyStore:
                 if from_front
                 else (segments.c.sort_key.desc(), segments.c.idx.desc())
             )
-            q = select(*_SEG_COLS).where(segments.c.shared.is_(True)).order_by(*order)
+            q = (
+                select(*_SEG_COLS)
+                .where(and_(segments.c.link == link, segments.c.shared.is_(True)))
+                .order_by(*order)
+            )
             total = sum(n for n in sizes if n > 0)
             # common case: the first few segments hold enough for every request, and the pool
             # is not summed at all (a full scan on a large pool)
@@ -623,6 +708,7 @@ class KeyStore:
         self,
         batch: Sequence[tuple[list[Piece], list[Reservation]]],
         from_front: bool,
+        link: str = "",
     ) -> list[bool]:
         """Consume carved bytes and keep keys cut from them (one transaction for the batch).
 
@@ -630,12 +716,13 @@ class KeyStore:
         the other end for the peer's). Each item is ``(pieces, reservations)``; a reservation
         ``(key_id, size_bits, master_sae, slave_saes)`` is a key cut, in order, from the pieces'
         bytes, kept for the slaves served here (none: not kept). An item whose pieces overlap
-        bytes already consumed here (or name unknown bytes) is refused and changes nothing.
+        bytes already consumed here (or name unknown bytes, or bytes of another link's pool) is
+        refused and changes nothing.
         """
-        return list(self._guarded(self._apply, batch, from_front))
+        return list(self._guarded(self._apply, batch, from_front, link))
 
     def _apply(
-        self, batch: Sequence[tuple[list[Piece], list[Reservation]]], from_front: bool
+        self, batch: Sequence[tuple[list[Piece], list[Reservation]]], from_front: bool, link: str
     ) -> list[bool]:
         results: list[bool] = []
         materials: list[tuple[str, bytes]] = []
@@ -647,7 +734,11 @@ class KeyStore:
                 k = (block_id, idx)
                 if k not in cache:
                     q = select(*_SEG_COLS).where(
-                        and_(segments.c.block_id == block_id, segments.c.idx == idx)
+                        and_(
+                            segments.c.block_id == block_id,
+                            segments.c.idx == idx,
+                            segments.c.link == link,
+                        )
                     )
                     if self._for_update:
                         q = q.with_for_update()
@@ -729,8 +820,8 @@ class KeyStore:
 
     # --- reconciliation ----------------------------------------------------------------------
 
-    def segment_state(self, block_ids: Sequence[str]) -> dict[str, list[list[int]]]:
-        """``{block_id: [[idx, lo, hi], ...]}`` of the shared blocks among ``block_ids`` (a
+    def segment_state(self, block_ids: Sequence[str], link: str = "") -> dict[str, list[list[int]]]:
+        """``{block_id: [[idx, lo, hi], ...]}`` of ``link``'s shared blocks among ``block_ids`` (a
         segment not listed is consumed); the peer KMS merges it with its own."""
 
         def run() -> dict[str, list[list[int]]]:
@@ -738,7 +829,11 @@ class KeyStore:
             with self.engine.connect() as conn:
                 shared = conn.execute(
                     select(blocks.c.block_id).where(
-                        and_(blocks.c.block_id.in_(list(block_ids)), blocks.c.shared.is_(True))
+                        and_(
+                            blocks.c.block_id.in_(list(block_ids)),
+                            blocks.c.shared.is_(True),
+                            blocks.c.link == link,
+                        )
                     )
                 )
                 for (b,) in shared:
@@ -754,31 +849,35 @@ class KeyStore:
 
         return dict(self._guarded(run))
 
-    def shared_block_ids(self) -> list[str]:
-        """Every block both KMS hold (consumed or not), oldest first."""
+    def shared_block_ids(self, link: str = "") -> list[str]:
+        """Every block of ``link`` both KMS hold (consumed or not), oldest first."""
 
         def run() -> list[str]:
             with self.engine.connect() as conn:
                 rows = conn.execute(
                     select(blocks.c.block_id)
-                    .where(blocks.c.shared.is_(True))
+                    .where(and_(blocks.c.shared.is_(True), blocks.c.link == link))
                     .order_by(blocks.c.created_utc, blocks.c.block_id)
                 )
                 return [r[0] for r in rows]
 
         return list(self._guarded(run))
 
-    def merge_segment_state(self, state: dict[str, list[list[int]]]) -> int:
+    def merge_segment_state(self, state: dict[str, list[list[int]]], link: str = "") -> int:
         """Consume here every byte the peer reports consumed (the union of both sides: a byte
         consumed on either side is consumed on both); number of bytes newly consumed."""
-        return int(self._guarded(self._merge, state))
+        return int(self._guarded(self._merge, state, link))
 
-    def _merge(self, state: dict[str, list[list[int]]]) -> int:
+    def _merge(self, state: dict[str, list[list[int]]], link: str) -> int:
         consumed = 0
         with self._writing(), self.engine.begin() as conn:
             mine = conn.execute(
                 select(blocks.c.block_id).where(
-                    and_(blocks.c.block_id.in_(list(state)), blocks.c.shared.is_(True))
+                    and_(
+                        blocks.c.block_id.in_(list(state)),
+                        blocks.c.shared.is_(True),
+                        blocks.c.link == link,
+                    )
                 )
             )
             ids = [r[0] for r in mine]

@@ -300,7 +300,7 @@ def test_openapi_is_served(link: KMSLink, pki: PKI) -> None:
 
 
 def test_peer_api_refuses_saes(link: KMSLink, pki: PKI) -> None:
-    url = link.b.settings.peer.url  # kme-alice's peer listener
+    url = link.b.settings.peers[0].url  # kme-alice's peer listener
     with httpx.Client(verify=client_context(pki.ca_cert, *_cred(pki, "app-a"))) as h:
         r = h.post(url + "/peer/v1/allocations", json={"segment_bytes": 4096, "items": []})
         assert r.status_code == 401

@@ -36,8 +36,8 @@ def test_pki_init_and_ingest(tmp_path: Path) -> None:
     for name in ("kms-alice.yaml", "kms-bob.yaml"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
     a, b = load_settings(tmp_path / "kms-alice.yaml"), load_settings(tmp_path / "kms-bob.yaml")
-    assert a.peer.kme_id == b.kme_id and b.peer.kme_id == a.kme_id
-    assert a.peer.url.endswith(str(b.peer_listen.port)) and b.peer.url.endswith(
+    assert a.peers[0].kme_id == b.kme_id and b.peers[0].kme_id == a.kme_id
+    assert a.peers[0].url.endswith(str(b.peer_listen.port)) and b.peers[0].url.endswith(
         str(a.peer_listen.port)
     )
     blocks = write_blocks([tmp_path / "blocks"], 3, 1024)
@@ -76,11 +76,18 @@ def test_settings_errors_name_the_field(tmp_path: Path, edit: object, field: str
 
 
 def test_examples_document_every_setting() -> None:
-    from qdnet.kms.settings import KMSSettings, Limits, PeerSettings, Timeouts, TLSSettings
+    from qdnet.kms.settings import (
+        KMSSettings,
+        Limits,
+        PeerSettings,
+        RelaySettings,
+        Timeouts,
+        TLSSettings,
+    )
 
     for name in ("kms-alice.yaml", "kms-bob.yaml"):
         text = (EXAMPLES / name).read_text()
-        for model in (KMSSettings, Limits, Timeouts, PeerSettings, TLSSettings):
+        for model in (KMSSettings, Limits, Timeouts, PeerSettings, TLSSettings, RelaySettings):
             for field in model.model_fields:
                 if field not in ("database_url", "log_level", "ingest_interval_s"):
                     assert f"{field}:" in text, (name, model.__name__, field)

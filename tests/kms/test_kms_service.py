@@ -1,4 +1,4 @@
-"""The enc_keys batcher of :class:`qdnet.kms.service.KMSService` (no peer, no HTTP)."""
+"""The enc_keys batcher of a :class:`qdnet.kms.service.PeerLink` (no peer, no HTTP)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def test_batcher_gathers_the_clients_of_the_last_batch(tmp_path: Path, pki: PKI)
     (batches alternating between 1 and 15 requests, half the throughput)."""
     settings = link_settings(tmp_path, pki, write_yaml=False)[0].resolved(tmp_path)
     service = KMSService(settings)
+    link = service.links["kme-bob"]
     sizes: list[int] = []
     clients, rounds = 16, 12
 
@@ -28,15 +29,15 @@ def test_batcher_gathers_the_clients_of_the_last_batch(tmp_path: Path, pki: PKI)
 
     async def client(i: int) -> None:
         for _ in range(rounds):
-            await service.enc_keys("app-a", ["app-b"], 1, 256)
+            await link.enc_keys("app-a", ["app-b"], 1, 256)
             await asyncio.sleep(i * GATHER_S / (2 * clients))
 
     async def main() -> None:
-        service._queue = asyncio.Queue()
-        service._carving = asyncio.Lock()
-        service._gathered = asyncio.Event()
-        service._run_batch = fake_batch  # type: ignore[method-assign]
-        batcher = asyncio.create_task(service._batcher())
+        link._queue = asyncio.Queue()
+        link._carving = asyncio.Lock()
+        link._gathered = asyncio.Event()
+        link._run_batch = fake_batch  # type: ignore[method-assign]
+        batcher = asyncio.create_task(link._batcher())
         try:
             await asyncio.gather(*(client(i) for i in range(clients)))
         finally:

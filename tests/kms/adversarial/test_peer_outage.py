@@ -31,7 +31,7 @@ def test_peer_outage_burns_no_key_and_logs_once(tmp_path: Path, pki: PKI) -> Non
             r = h.post(
                 pair.url_a + "/api/v1/keys/app-b/enc_keys", json={"number": 64, "size": 8192}
             )
-            assert r.status_code == 503 and r.json()["message"] == "peer KME is unreachable"
+            assert r.status_code == 503 and r.json()["message"] == "peer KME kme-bob is unreachable"
         for _ in range(40):
             assert h.get(pair.url_a + "/api/v1/keys/app-b/enc_keys").status_code == 503
         assert h.get(status).json()["stored_key_count"] == before  # no key burned

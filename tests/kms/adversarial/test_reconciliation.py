@@ -16,11 +16,12 @@ from qdnet.kms.tls import client_context
 from tests.kms.adversarial.conftest import spawned_pair, wait_shared
 
 
-def _drift(store: KeyStore, nbytes: int, front: bool) -> None:
+def _drift(store: KeyStore, nbytes: int, front: bool, link: str) -> None:
     """Consume bytes on this side only (what a crash between the two commits leaves)."""
-    (alloc,) = store.plan([nbytes], front)
+    (alloc,) = store.plan([nbytes], front, link)
     assert alloc is not None
-    assert store.apply_allocations([(alloc.pieces, [("x", 8 * nbytes, "m", [])])], front) == [True]
+    reservation = [(alloc.pieces, [("x", 8 * nbytes, "m", [])])]
+    assert store.apply_allocations(reservation, front, link) == [True]
 
 
 def test_stores_drifted_by_crashes_are_reconciled(tmp_path: Path, pki: PKI) -> None:
@@ -29,8 +30,8 @@ def test_stores_drifted_by_crashes_are_reconciled(tmp_path: Path, pki: PKI) -> N
         sa, sb = pair.settings
         a, b = open_store(sa), open_store(sb)
         try:
-            _drift(a, 1000, True)
-            _drift(b, 300, False)
+            _drift(a, 1000, True, "kme-bob")
+            _drift(b, 300, False, "kme-alice")
             deadline = time.monotonic() + 20
             while True:
                 pa, pb = a.pool_summary(), b.pool_summary()
