@@ -21,7 +21,7 @@ from qdnet.optics.fibre import FibreChannel, default_attenuation_db_per_km
 from qdnet.optics.free_space import FreeSpaceChannel
 from qdnet.optics.polarisation import PolarisationChannel, compose_errors
 from qdnet.optics.receiver import Receiver
-from qdnet.protocols.link import Channel, Link, ProtocolSettings, Source
+from qdnet.protocols.link import Channel, Link, MdiRelay, ProtocolSettings, Source
 from qdnet.security.finite_key import EpsSplit
 from qdnet.sources.entangled import EntangledPairSource
 from qdnet.sources.laser import WeakCoherentSource
@@ -267,7 +267,7 @@ class EpsSplitConfig(_Strict):
 class ProtocolConfig(_Strict):
     """``protocol:`` block."""
 
-    kind: Literal["bb84", "decoy-bb84", "bbm92", "three-state-time-bin"]
+    kind: Literal["bb84", "decoy-bb84", "bbm92", "three-state-time-bin", "mdi-bb84"]
     encoding: Literal["polarisation", "time-bin"] | None = None
     basis_bias: float | None = Field(default=None, ge=0.5, lt=1)
     error_correction_efficiency: float = Field(default=1.16, ge=1)
@@ -278,10 +278,14 @@ class ProtocolConfig(_Strict):
     optimise_intensity: bool = True
     key_bases: Literal["z", "both"] = "z"
     eps_split: EpsSplitConfig | None = None
+    # mdi-bb84 (qdnet.protocols.mdi): the relay's place as the share of channel.length_km (of the
+    # channel loss) from Alice, and the link file whose source Bob uses (default: this file's).
+    relay_position: float = Field(default=0.5, ge=0, le=1)
+    bob_source: str | None = None
 
     def build(self) -> ProtocolSettings:
         """The protocol settings."""
-        fields = self.model_dump(exclude={"eps_split", "encoding"})
+        fields = self.model_dump(exclude={"eps_split", "encoding", "relay_position", "bob_source"})
         split = None if self.eps_split is None else self.eps_split.build()
         encoding = self.encoding or (
             "time-bin" if self.kind == "three-state-time-bin" else "polarisation"
@@ -313,6 +317,7 @@ class LinkConfig(_Strict):
                 f"protocol.kind bbm92 needs source.kind entangled-pair or spdc, got {source}"
             )
         _check_encoding(self)
+        _check_mdi(self)
         for element in ("frequency_conversion", "daylight"):
             setting = getattr(self.channel, element)
             if setting is None:
@@ -373,6 +378,7 @@ class LinkConfig(_Strict):
                 conversion=None if conversion is None else conversion.build(),
                 daylight=None if daylight is None else daylight.build(),
                 polarisation=polarisation,
+                mdi=_mdi_relay(self, source) if self.protocol.kind == "mdi-bb84" else None,
             )
         except ValueError as error:
             raise ConfigError(f"{self.name}: {error}") from None
@@ -404,6 +410,59 @@ def _check_encoding(link: LinkConfig) -> None:
             "receiver.interferometer_visibility is for protocol.encoding time-bin "
             "(protocol.kind three-state-time-bin)"
         )
+
+
+def _check_mdi(link: LinkConfig) -> None:
+    """What an mdi-bb84 link models (:mod:`qdnet.protocols.mdi`) and the fields only it takes."""
+    protocol, receiver = link.protocol, link.receiver
+    if protocol.kind != "mdi-bb84":
+        if protocol.bob_source is not None or protocol.relay_position != 0.5:
+            raise ValueError("protocol.relay_position and protocol.bob_source are for mdi-bb84")
+        return
+    if link.source.kind not in ("single-photon", "weak-coherent"):
+        raise ValueError(
+            f"protocol.kind mdi-bb84 needs source.kind single-photon or weak-coherent, got "
+            f"{link.source.kind}"
+        )
+    unsupported = {
+        "channel.frequency_conversion": link.channel.frequency_conversion is not None,
+        "channel.daylight": link.channel.daylight is not None,
+        "receiver.gate_ns": receiver.gate_ns is not None,
+        "receiver.dead_time_ns": receiver.dead_time_ns > 0,
+        "receiver.afterpulse_probability": receiver.afterpulse_probability > 0,
+        "protocol.key_bases both": protocol.key_bases != "z",
+    }
+    for name, present in unsupported.items():
+        if present:
+            raise ValueError(f"{name} is not modelled for protocol.kind mdi-bb84 (leave it out)")
+
+
+def _mdi_relay(config: LinkConfig, alice: Source) -> MdiRelay:
+    """The relay of an mdi-bb84 link: Bob's source (``protocol.bob_source`` or this file's) and,
+    for two quantum dots, the single-photon overlap and HOM visibility of their photons
+    (:mod:`qdnet.interference.hom`)."""
+    from qdnet.interference.hom import hom, photon_overlap
+    from qdnet.interference.scenario import emitter
+
+    path = config.protocol.bob_source
+    bob_config = config if path is None else load_link_config(path)
+    if bob_config.source.kind != config.source.kind:
+        raise ValueError(
+            f"protocol.bob_source {path}: source.kind {bob_config.source.kind} differs from "
+            f"Alice's {config.source.kind} (both quantum dots or both decoy lasers)"
+        )
+    bob = bob_config.source.build()
+    assert isinstance(bob, SinglePhotonSource | WeakCoherentSource)
+    if bob.repetition_rate_hz != alice.repetition_rate_hz:
+        raise ValueError(
+            f"protocol.bob_source {path}: source.repetition_rate_hz {bob.repetition_rate_hz:g} "
+            f"differs from Alice's {alice.repetition_rate_hz:g} (the pulses meet at the relay)"
+        )
+    position = config.protocol.relay_position
+    if isinstance(bob, WeakCoherentSource):
+        return MdiRelay(position, bob)
+    a, b = emitter(config), emitter(bob_config)
+    return MdiRelay(position, bob, photon_overlap(a, b), hom(a, b).visibility)
 
 
 def validation_message(origin: str, error: ValidationError, what: str = "link file") -> str:
@@ -466,6 +525,10 @@ def load_link_config(path: str | Path, overrides: list[str] | None = None) -> Li
     """Read and validate a link YAML file."""
     document = read_yaml_mapping(path, "name, source, channel, receiver, protocol")
     document = apply_overrides(document, overrides or [])
+    protocol = document.get("protocol")
+    if isinstance(protocol, dict) and isinstance(protocol.get("bob_source"), str):
+        # A path in a link file is relative to that file.
+        protocol["bob_source"] = str(Path(path).parent / protocol["bob_source"])
     try:
         return LinkConfig.model_validate(document)
     except ValidationError as error:

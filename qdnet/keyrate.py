@@ -51,7 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 
-from qdnet.protocols import bbm92, prepare_measure, three_state
+from qdnet.protocols import bbm92, mdi, prepare_measure, three_state
 from qdnet.protocols.link import Link
 from qdnet.protocols.statistics import LinkStatistics
 from qdnet.security import decoy_lp
@@ -514,6 +514,18 @@ def _three_state_space(link: Link) -> ParameterSpace:
     return ParameterSpace(tuple(parameters), evaluate)
 
 
+def _mdi_space(link: Link) -> ParameterSpace:
+    """MDI-QKD (:mod:`qdnet.protocols.mdi`): the parameters of :func:`mdi.free_parameters`."""
+    parameters = tuple(Parameter(*p) for p in mdi.free_parameters(link))
+    names = [p.name for p in parameters]
+
+    def evaluate(x: Sequence[float]) -> Evaluation:
+        key = mdi.key_per_pulse(link, dict(zip(names, x, strict=True)))
+        return Evaluation(key.bits_per_pulse, key.statistics, key.parameters, key.terms)
+
+    return ParameterSpace(parameters, evaluate)
+
+
 def _gated_space(link: Link) -> ParameterSpace:
     """The protocol's parameters and the receiver's time-gate width (``receiver.gate_ns:
     optimise``), between GATE_MIN_NS and the detection window."""
@@ -543,6 +555,8 @@ def parameter_space(link: Link) -> ParameterSpace:
         return _bbm92_space(link)
     if kind == "three-state-time-bin":
         return _three_state_space(link)
+    if kind == "mdi-bb84":
+        return _mdi_space(link)
     raise ValueError(f"unknown protocol.kind {kind!r}")
 
 

@@ -17,7 +17,7 @@ from qdnet.sources.laser import WeakCoherentSource
 from qdnet.sources.quantum_dot import SinglePhotonSource
 from qdnet.sources.spdc import SpdcSource
 
-ProtocolKind = Literal["bb84", "decoy-bb84", "bbm92", "three-state-time-bin"]
+ProtocolKind = Literal["bb84", "decoy-bb84", "bbm92", "three-state-time-bin", "mdi-bb84"]
 Source = SinglePhotonSource | EntangledPairSource | WeakCoherentSource | SpdcSource
 PrepareMeasureSource = SinglePhotonSource | WeakCoherentSource
 PairSource = EntangledPairSource | SpdcSource
@@ -46,6 +46,18 @@ class ProtocolSettings:
 
 
 @dataclass(frozen=True)
+class MdiRelay:
+    """``protocol.kind: mdi-bb84`` (:mod:`qdnet.protocols.mdi`): the untrusted relay's place (the
+    share of the channel loss from Alice to it), Bob's source, and the single-photon overlap of
+    the two sources' photons (1 for lasers) with the HOM visibility behind it (dots)."""
+
+    relay_position: float
+    bob_source: PrepareMeasureSource
+    photon_overlap: float = 1.0
+    hom_visibility: float | None = None
+
+
+@dataclass(frozen=True)
 class Link:
     """Everything the analytic model and the Monte Carlo need to know about one link."""
 
@@ -64,6 +76,8 @@ class Link:
     conversion: FrequencyConversion | None = None
     daylight: Daylight | None = None
     polarisation: PolarisationChannel | None = None
+    #: mdi-bb84 only: the relay and Bob's source.
+    mdi: MdiRelay | None = None
 
     @property
     def repetition_rate_hz(self) -> float:
