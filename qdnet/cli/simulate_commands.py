@@ -171,6 +171,9 @@ def _simulate_swap(path: Path, attempts: int, seed: int, as_json: bool) -> None:
         ("fidelity to Phi+", result.fidelity),
     ]
     for name, estimate in rows:
+        if math.isnan(estimate.value):
+            table.add_row(name, "no data", "", f"{estimate.expected:.4g}", "")
+            continue
         table.add_row(
             name,
             f"{estimate.value:.4g}",
