@@ -1,4 +1,4 @@
-"""Network commands: ``qdnet network plan`` and ``qdnet network simulate``."""
+"""Network commands: ``qdnet network plan``, ``simulate``, ``up``, ``down`` and ``status``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from qdnet.cli.common import clean_errors, console, print_json
+from qdnet.cli.common import clean_errors, console, error_console, print_json
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
@@ -78,10 +78,12 @@ def _plan_tables(document: dict[str, object]) -> list[Table]:
 def register(app: typer.Typer) -> None:
     """Add the ``network`` command group."""
     network = typer.Typer(
-        help="Trusted-node QKD networks: plan the key each demand can get.", no_args_is_help=True
+        help="Trusted-node QKD networks: plan, simulate, or run them (up/down/status).",
+        no_args_is_help=True,
     )
     app.add_typer(network, name="network")
     register_simulate(network)
+    register_up(network)
 
     @network.command("plan")
     @clean_errors
@@ -232,3 +234,159 @@ def register_simulate(network: typer.Typer) -> None:
         )
         if plot is not None:
             console.print(f"plot written to {plot}")
+
+
+def _up_tables(state: dict[str, Any]) -> list[Table]:
+    nodes = Table(title=f"{state['network']}: KMS per node (network.json in {state['workdir']})")
+    for column in ("node", "KME", "KMS URL", "SAEs"):
+        nodes.add_column(column)
+    for name, node in state["nodes"].items():
+        nodes.add_row(name, node["kme_id"], node["kms_url"], ", ".join(node["saes"]) or "-")
+    links = Table(title="links")
+    for column in ("link", "keys from", "tap"):
+        links.add_column(column)
+    for name, link in state["links"].items():
+        tap = link["tap"]
+        links.add_row(
+            name,
+            "Monte Carlo + post-processing"
+            if link["kind"] == "modelled"
+            else f"CSPRNG at {_rate(link['key_rate_bps'])} bit/s",
+            "-" if tap is None else f"from {tap['from_s']:g} s, fraction {tap['fraction']:g}",
+        )
+    return [nodes, links]
+
+
+def _status_tables(document: dict[str, Any]) -> list[Table]:
+    alive = {True: "yes", False: "[red]no[/red]"}
+    nodes = Table(
+        title=f"{document['network']} ({document['state']}; supervisor running: "
+        f"{'yes' if document['supervisor_alive'] else 'no'})"
+    )
+    for column in ("node", "KMS running", "pools per link (bytes, blocks)", "relay o/f/t/failed"):
+        nodes.add_column(column)
+    for name, node in document["nodes"].items():
+        pools = (
+            node["error"]
+            if node["pools"] is None
+            else "; ".join(
+                f"{peer}: {pool.get('stored_key_bytes', 0)} B, {pool.get('blocks_ingested', 0)}"
+                for peer, pool in sorted(node["pools"].items())
+            )
+            or "-"
+        )
+        relay = node["relay"]
+        counters = (
+            "-"
+            if relay is None
+            else "/".join(
+                str(relay.get(k, 0)) for k in ("originated", "forwarded", "terminated", "failed")
+            )
+        )
+        nodes.add_row(name, alive[node["alive"]], pools, counters)
+    links = Table(title="links")
+    for column in ("link", "kind", "loop running", "blocks", "refused", "key bit/s", "tap"):
+        links.add_column(column, justify="left" if column in ("link", "kind", "tap") else "right")
+    for name, link in document["links"].items():
+        stats = link["stats"] or {}
+        tap = link["tap"]
+        links.add_row(
+            name,
+            link["kind"],
+            alive[link["alive"]],
+            str(stats.get("blocks_delivered", 0)),
+            str(stats.get("blocks_refused", 0)),
+            _rate(stats.get("key_rate_bps", 0.0)),
+            "-" if tap is None else f"{tap['fraction']:g} from {tap['from_s']:g} s",
+        )
+    return [nodes, links]
+
+
+def register_up(network: typer.Typer) -> None:
+    """Add ``network up``, ``network down`` and ``network status``."""
+
+    @network.command("up")
+    @clean_errors
+    def up_command(
+        network_file: Annotated[Path, typer.Argument(help="Network YAML file.")],
+        workdir: Annotated[
+            Path, typer.Option("--workdir", help="New folder for the running network.")
+        ],
+        fast: Annotated[
+            bool,
+            typer.Option("--fast", help="Modelled links as fast as the CPU allows, not at pace."),
+        ] = False,
+        detach: Annotated[
+            bool, typer.Option("--detach", help="Return once every KMS answers.")
+        ] = False,
+        tap: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--tap", help="Tap a link: C-B@0s:0.5 (from 0 s, fraction 0.5); repeatable."
+            ),
+        ] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the links' Monte Carlo.")] = 1,
+        workers: Annotated[
+            int | None,
+            typer.Option("--workers", help="Links simulated at once (default: half the CPUs)."),
+        ] = None,
+    ) -> None:
+        """Run the network for real: a KMS per node, key-producing links, key relay."""
+        import os
+
+        from qdnet.network.runtime.layout import prepare_workdir
+        from qdnet.network.runtime.supervisor import detach as detach_network
+        from qdnet.network.runtime.supervisor import serve
+
+        slots = workers if workers is not None else max(1, (os.cpu_count() or 2) // 2)
+        prepare_workdir(
+            network_file, workdir, taps=tap or [], fast=fast, seed=seed, cpu_slots=slots
+        )
+        try:
+            if detach:
+                state = detach_network(workdir)
+                for table in _up_tables(state):
+                    console.print(table)
+                console.print(f"running in the background; stop with: qdnet network down {workdir}")
+                return
+
+            def ready(state: dict[str, Any]) -> None:
+                for table in _up_tables(state):
+                    console.print(table)
+                console.print(f"running; Ctrl-C or `qdnet network down {workdir}` stops it")
+
+            serve(workdir, ready)
+        except (RuntimeError, TimeoutError) as error:
+            error_console.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(code=1) from None
+        console.print("stopped")
+
+    @network.command("down")
+    @clean_errors
+    def down_command(
+        workdir: Annotated[Path, typer.Argument(help="Folder of a network started by `up`.")],
+    ) -> None:
+        """Stop every process of a running network."""
+        from qdnet.network.runtime.supervisor import down
+
+        stopped = down(workdir)
+        if stopped:
+            console.print(f"stopped {len(stopped)} processes of the network in {workdir}")
+        else:
+            console.print(f"no process of the network in {workdir} was running")
+
+    @network.command("status")
+    @clean_errors
+    def status_command(
+        workdir: Annotated[Path, typer.Argument(help="Folder of a network started by `up`.")],
+        as_json: JsonOption = False,
+    ) -> None:
+        """Key pools per link, link key rates, relay counters and processes of each node."""
+        from qdnet.network.runtime.status import network_status
+
+        document = network_status(workdir)
+        if as_json:
+            print_json(document)
+            return
+        for table in _status_tables(document):
+            console.print(table)

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from qdnet.kms.blocks import block_files
-from qdnet.network.runtime.files import write_json_atomic
+from qdnet.network.runtime.state import write_json_atomic
 from qdnet.postprocessing.keyblock import KeyBlock, write_key_block
 
 #: Detections per Monte Carlo block (about 1e5 sifted bits: some 3e4 key bits after the finite-key

@@ -1,0 +1,54 @@
+"""``network.json`` (see :mod:`qdnet.network.runtime.layout` for its fields) and the other small
+JSON files of a running network, which other processes read while they are rewritten."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+NETWORK_JSON = "network.json"
+FORMAT_VERSION = 1
+
+
+class WorkdirError(ValueError):
+    """A working folder that cannot be used (the message says why)."""
+
+
+def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` to ``path`` so that readers see the old or the new file, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_state(workdir: Path) -> dict[str, Any]:
+    """``DIR/network.json`` (``WorkdirError`` when the folder holds no network)."""
+    path = workdir / NETWORK_JSON
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WorkdirError(f"{workdir}: no network here (no {NETWORK_JSON})") from None
+    except (OSError, ValueError) as error:
+        raise WorkdirError(f"{path}: unreadable ({error})") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise WorkdirError(f"{path}: not a network.json of format_version {FORMAT_VERSION}")
+    return state
+
+
+def status_identity(state: dict[str, Any], node: str) -> tuple[str, str]:
+    """An SAE (its certificate) and a slave SAE to ask node ``node``'s KMS for ``status``: an
+    SAE of the node itself when it has one, else the network's first SAE."""
+    saes = sorted(state["saes"])
+    own = state["nodes"][node]["saes"]
+    caller = own[0] if own else saes[0]
+    return caller, next(s for s in saes if s != caller)
