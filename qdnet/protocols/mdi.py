@@ -183,25 +183,21 @@ def coherent_gains(
     return gain_z, error_z, gain_x, error_x
 
 
-def _click_set_probabilities(no_click_outside: FloatArray) -> FloatArray:
-    """P(exactly the detectors of S click) for every mask S, from f(U) = P(no click outside U)
-    (Moebius inversion over the subsets of S)."""
-    exact = np.zeros(1 << DETECTORS)
-    for s in range(1 << DETECTORS):
-        u = s
-        while True:
-            sign = -1.0 if bin(s & ~u).count("1") % 2 else 1.0
-            exact[s] += sign * no_click_outside[u]
-            if u == 0:
-                break
-            u = (u - 1) & s
-    return exact
-
-
 _MASK_BITS = np.array(
     [[(mask >> j) & 1 for j in range(DETECTORS)] for mask in range(1 << DETECTORS)]
 )
 _MASK_SIZES = _MASK_BITS.sum(axis=1)
+_SUBSET = np.array([[(u & ~s) == 0 for u in range(1 << DETECTORS)] for s in range(1 << DETECTORS)])
+#: Moebius inversion over the subsets: P(exactly S clicks) = sum_{U in S} (-1)^|S - U| f(U).
+_MOEBIUS = np.where(_SUBSET, (-1.0) ** (_MASK_SIZES[:, None] - _MASK_SIZES[None, :]), 0.0)
+
+
+def _dark_count_matrix(noise: float) -> FloatArray:
+    """D[S, O] = P(exactly S clicks | photons occupy exactly O): O in S, dark counts on S - O and
+    none elsewhere."""
+    extra = _MASK_SIZES[:, None] - _MASK_SIZES[None, :]
+    silent = DETECTORS - _MASK_SIZES[:, None]
+    return np.where(_SUBSET, noise ** np.maximum(extra, 0) * (1.0 - noise) ** silent, 0.0)
 
 
 def _detector_shares(angle_deg: float, sign: float) -> FloatArray:
@@ -212,33 +208,19 @@ def _detector_shares(angle_deg: float, sign: float) -> FloatArray:
 
 
 def _distinguishable_clicks(photons: list[tuple[FloatArray, float]], noise: float) -> FloatArray:
-    """P(exactly S clicks) for independent (distinguishable) photons, each (amplitudes, eta)."""
+    """P(exactly S clicks) for independent (distinguishable) photons, each (amplitudes, eta):
+    Moebius inversion of f(U) = P(no click outside U) (module docstring)."""
     f = (1.0 - noise) ** (DETECTORS - _MASK_SIZES)
     for amplitudes, eta in photons:
-        inside = _MASK_BITS @ (amplitudes * amplitudes)
-        f = f * (1.0 - eta + eta * inside)
-    return _click_set_probabilities(np.asarray(f, dtype=np.float64))
-
-
-def _noise_on_top(occupied: FloatArray, noise: float) -> FloatArray:
-    """P(exactly S clicks) given P(photons occupy exactly the detector set O), with dark counts."""
-    exact = np.zeros(1 << DETECTORS)
-    for o in range(1 << DETECTORS):
-        if occupied[o] == 0.0:
-            continue
-        for s in range(1 << DETECTORS):
-            if s & o != o:
-                continue
-            extra = int(_MASK_SIZES[s] - _MASK_SIZES[o])
-            silent = DETECTORS - int(_MASK_SIZES[s])
-            exact[s] += occupied[o] * noise**extra * (1.0 - noise) ** silent
-    return exact
+        f = f * (1.0 - eta + eta * (_MASK_BITS @ (amplitudes * amplitudes)))
+    return np.asarray(_MOEBIUS @ f, dtype=np.float64)
 
 
 def _identical_pair_clicks(
-    u: FloatArray, v: FloatArray, eta_a: float, eta_b: float, noise: float
+    u: FloatArray, v: FloatArray, eta_a: float, eta_b: float, dark: FloatArray
 ) -> FloatArray:
-    """P(exactly S clicks) for one photon from each side in the same spatio-temporal mode."""
+    """P(exactly S clicks) for one photon from each side in the same spatio-temporal mode
+    (``dark``: :func:`_dark_count_matrix`)."""
     occupied = np.zeros(1 << DETECTORS)
     both = eta_a * eta_b
     for m in range(DETECTORS):
@@ -249,7 +231,41 @@ def _identical_pair_clicks(
         for m in range(DETECTORS):
             occupied[1 << m] += alone * amplitudes[m] ** 2
     occupied[0] += (1.0 - eta_a) * (1.0 - eta_b)
-    return _noise_on_top(occupied, noise)
+    return np.asarray(dark @ occupied, dtype=np.float64)
+
+
+#: Photon numbers per party in the dot model (P(0), P(1), P(2)).
+MAX_DOT_PHOTONS = 2
+
+
+@lru_cache(maxsize=512)
+def conditional_gains(view: RelayView, overlap: float) -> tuple[FloatArray, FloatArray]:
+    """(gain, error gain), each of shape (2 bases Z/X, 3, 3): per pulse pair given that Alice sent
+    n_a and Bob n_b photons (module docstring); the sources' photon numbers only weight them."""
+    rotation = math.degrees(math.asin(math.sqrt(view.misalignment)))
+    dark = _dark_count_matrix(view.noise)
+    size = MAX_DOT_PHOTONS + 1
+    gain = np.zeros((2, size, size))
+    error = np.zeros((2, size, size))
+    for index, angles in enumerate(BASIS_ANGLES_DEG.values()):
+        for bit_a, bit_b in product((0, 1), repeat=2):
+            u = _detector_shares(angles[bit_a], 1.0)
+            v = _detector_shares(angles[bit_b] + rotation, -1.0)
+            same = bit_a == bit_b
+            for n_a, n_b in product(range(size), repeat=2):
+                photons = [(u, view.eta_a)] * n_a + [(v, view.eta_b)] * n_b
+                clicks = _distinguishable_clicks(photons, view.noise)
+                if n_a == 1 and n_b == 1:
+                    identical = _identical_pair_clicks(u, v, view.eta_a, view.eta_b, dark)
+                    clicks = overlap * identical + (1.0 - overlap) * clicks
+                minus = clicks[PSI_MINUS[0]] + clicks[PSI_MINUS[1]]
+                plus = clicks[PSI_PLUS[0]] + clicks[PSI_PLUS[1]]
+                # Z: every success anti-correlates the bits; X: Psi- anti-, Psi+ correlates them.
+                z_wrong = minus + plus if same else 0.0
+                wrong = z_wrong if index == 0 else (minus if same else plus)
+                gain[index, n_a, n_b] += (minus + plus) / 4.0
+                error[index, n_a, n_b] += wrong / 4.0
+    return gain, error
 
 
 def single_photon_gains(
@@ -259,36 +275,15 @@ def single_photon_gains(
     overlap: float,
 ) -> BasisGains:
     """Gains and error gains of two quantum-dot sources of photon-number distributions
-    ``photons_a`` and ``photons_b`` (P(0), P(1), P(2)) and single-photon overlap ``overlap``
-    (module docstring)."""
-    rotation = math.degrees(math.asin(math.sqrt(view.misalignment)))
-    result: dict[str, tuple[float, float]] = {}
-    for basis, angles in BASIS_ANGLES_DEG.items():
-        gain = error = 0.0
-        for bit_a, bit_b in product((0, 1), repeat=2):
-            u = _detector_shares(angles[bit_a], 1.0)
-            v = _detector_shares(angles[bit_b] + rotation, -1.0)
-            clicks = np.zeros(1 << DETECTORS)
-            for n_a, n_b in product(range(len(photons_a)), range(len(photons_b))):
-                weight = float(photons_a[n_a] * photons_b[n_b])
-                if weight == 0.0:
-                    continue
-                photons = [(u, view.eta_a)] * n_a + [(v, view.eta_b)] * n_b
-                classical = _distinguishable_clicks(photons, view.noise)
-                if n_a == 1 and n_b == 1:
-                    identical = _identical_pair_clicks(u, v, view.eta_a, view.eta_b, view.noise)
-                    classical = overlap * identical + (1.0 - overlap) * classical
-                clicks += weight * classical
-            minus = sum(clicks[s] for s in PSI_MINUS)
-            plus = sum(clicks[s] for s in PSI_PLUS)
-            same = bit_a == bit_b
-            # Z: every success anti-correlates the bits; X: Psi- anti-, Psi+ correlates them.
-            z_wrong = minus + plus if same else 0.0
-            wrong = z_wrong if basis == "z" else (minus if same else plus)
-            gain += (minus + plus) / 4.0
-            error += wrong / 4.0
-        result[basis] = (float(gain), float(error))
-    return BasisGains(*result["z"], *result["x"])
+    ``photons_a`` and ``photons_b`` (P(0), P(1), P(2)) and single-photon overlap ``overlap``:
+    :func:`conditional_gains` weighted by P_a(n_a) P_b(n_b) (module docstring)."""
+    if len(photons_a) != MAX_DOT_PHOTONS + 1 or len(photons_b) != MAX_DOT_PHOTONS + 1:
+        raise ValueError("single_photon_gains: photon-number distributions over 0, 1, 2 photons")
+    gain, error = conditional_gains(view, float(overlap))
+    weights = np.outer(photons_a, photons_b)
+    z_gain, x_gain = (float(np.sum(weights * g)) for g in gain)
+    z_error, x_error = (float(np.sum(weights * e)) for e in error)
+    return BasisGains(z_gain, z_error, x_gain, x_error)
 
 
 def sources(link: Link) -> tuple[PrepareMeasureSource, PrepareMeasureSource]:
@@ -300,28 +295,32 @@ def sources(link: Link) -> tuple[PrepareMeasureSource, PrepareMeasureSource]:
     return alice, link.mdi.bob_source
 
 
-def tagged_pairs(link: Link) -> security.TaggedPairs:
-    """P_both and P_vac (:mod:`qdnet.security.mdi`) at the sources' own intensities: each party's
-    P(n>=2) <= g2 mu^2/2 for a dot (Waks et al., Nature 420, 762 (2002)) and P(n>=1)."""
+def tagged_pairs(link: Link, scale: float = 1.0) -> security.TaggedPairs:
+    """P_both and P_vac (:mod:`qdnet.security.mdi`) with both sources attenuated by ``scale``:
+    each party's P(n>=2) <= g2 mu^2/2 for a dot (Waks et al., Nature 420, 762 (2002)) and
+    P(n>=1)."""
     alice, bob = sources(link)
+    mu_a = scale * (alice.mean_photon_number or 0.0)
+    mu_b = scale * (bob.mean_photon_number or 0.0)
     return security.tagged_pairs(
-        alice.multiphoton_probability(),
-        1.0 - float(alice.photon_number_distribution()[0]),
-        bob.multiphoton_probability(),
-        1.0 - float(bob.photon_number_distribution()[0]),
+        alice.multiphoton_probability(mu_a),
+        1.0 - float(alice.photon_number_distribution(mu_a)[0]),
+        bob.multiphoton_probability(mu_b),
+        1.0 - float(bob.photon_number_distribution(mu_b)[0]),
     )
 
 
-def dot_gains(link: Link) -> BasisGains:
-    """Gains of an mdi-bb84 link with a quantum-dot single-photon source at each end."""
+def dot_gains(link: Link, scale: float = 1.0) -> BasisGains:
+    """Gains of an mdi-bb84 link with a quantum-dot single-photon source at each end, both
+    attenuated by ``scale`` (1: as configured)."""
     alice, bob = sources(link)
     if not isinstance(alice, SinglePhotonSource) or not isinstance(bob, SinglePhotonSource):
         raise ValueError("dot_gains needs source.kind single-photon at both ends")
     assert link.mdi is not None
     return single_photon_gains(
         relay_view(link),
-        alice.photon_number_distribution(),
-        bob.photon_number_distribution(),
+        alice.photon_number_distribution(scale * alice.mean_photon_number),
+        bob.photon_number_distribution(scale * bob.mean_photon_number),
         link.mdi.photon_overlap,
     )
 
@@ -336,18 +335,6 @@ def statistics(gains: BasisGains, intensities: tuple[float, ...], tagged: float)
         qber_x=(gains.qber_x,),
         multiphoton_probability=(tagged,),
     )
-
-
-def _cached_single_photon_gains(
-    view: RelayView,
-    photons_a: tuple[float, ...],
-    photons_b: tuple[float, ...],
-    overlap: float,
-) -> BasisGains:
-    return single_photon_gains(view, np.array(photons_a), np.array(photons_b), overlap)
-
-
-_dot_gains_cache = lru_cache(maxsize=256)(_cached_single_photon_gains)
 
 
 def is_laser_link(link: Link) -> bool:
@@ -390,8 +377,8 @@ MAX_LASER_INTENSITY = 1.0
 def free_parameters(link: Link) -> tuple[tuple[str, float, float, bool], ...]:
     """(name, lower, upper, searched as log(1 - x)) of each parameter the optimiser chooses:
     lasers, the signal and weak-decoy intensities (both parties the same) and, for finite keys,
-    P(mu), the weak decoy's share of the rest and P(Z); dots, P(Z) for finite keys (the dots run
-    at their configured brightness)."""
+    P(mu), the weak decoy's share of the rest and P(Z); dots, Alice's mean photon number (both
+    dots attenuated by the same factor, never brighter than configured) and P(Z) for finite keys."""
     settings = link.protocol
     finite = settings.block_size is not None
     parameters: list[tuple[str, float, float, bool]] = []
@@ -407,6 +394,9 @@ def free_parameters(link: Link) -> tuple[tuple[str, float, float, bool], ...]:
             ("signal_probability", 0.05, 1.0 - MIN_PARAMETER, True),
             ("decoy_share", 0.02, 0.98, False),
         ]
+    if not is_laser_link(link) and settings.optimise_intensity:
+        mu = sources(link)[0].mean_photon_number or 0.0
+        parameters.append(("mean_photon_number", min(MIN_PARAMETER, mu), mu, False))
     if finite and settings.basis_bias is None:
         parameters.append(("basis_bias", 0.5, 1.0 - MIN_PARAMETER, True))
     return tuple(parameters)
@@ -485,17 +475,15 @@ def _dot_key(link: Link, values: dict[str, float]) -> MdiKey:
     alice, bob = sources(link)
     assert isinstance(alice, SinglePhotonSource) and isinstance(bob, SinglePhotonSource)
     assert link.mdi is not None
-    gains = _dot_gains_cache(
-        relay_view(link),
-        tuple(alice.photon_number_distribution().tolist()),
-        tuple(bob.photon_number_distribution().tolist()),
-        link.mdi.photon_overlap,
-    )
-    tagged = tagged_pairs(link)
-    stats = statistics(
-        gains, (alice.mean_photon_number, bob.mean_photon_number), tagged.both + tagged.vacuum_side
-    )
+    mu_a = values.get("mean_photon_number", alice.mean_photon_number)
+    scale = mu_a / alice.mean_photon_number if alice.mean_photon_number > 0 else 1.0
+    mu_b = scale * bob.mean_photon_number
+    gains = dot_gains(link, scale)
+    tagged = tagged_pairs(link, scale)
+    stats = statistics(gains, (mu_a, mu_b), tagged.both + tagged.vacuum_side)
     parameters = {
+        "mean_photon_number": mu_a,
+        "bob_mean_photon_number": mu_b,
         "photon_overlap": link.mdi.photon_overlap,
         "tagged_both_probability": tagged.both,
         "tagged_vacuum_side_probability": tagged.vacuum_side,

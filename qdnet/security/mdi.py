@@ -28,8 +28,10 @@ two senders, as Curty et al., Nat. Commun. 5, 3732 (2014) do: N pulse pairs, eac
 mu, nu, 0 with probabilities p_mu, p_nu, p_0 and Z with probability q. Given the n^Z detections
 in Z, the expected count of class (a, b) is ``n*_ab = sum_nm p_(a|n) p_(b|m) s_nm`` with
 ``p_(a|n) = p_a e^-a a^n / (n! tau_n)``, ``tau_n = sum_a p_a e^-a a^n / n!`` (Lim et al., Eq. 2
-before the bound), and Hoeffding's inequality gives ``|n_ab - n*_ab| <= delta =
-sqrt(n^Z / 2 ln(1/eps))`` per class. Then ``G*_ab = e^(a+b) / (p_a p_b) n*_ab = sum_nm a^n b^m /
+before the bound); given the photon numbers of the detected pairs, each one's class is an
+independent choice, so n*_ab lies within the multiplicative Chernoff bounds around the observed
+n_ab (Curty et al. 2014, Methods; :func:`qdnet.security.finite_key.expectation_lower` and
+``expectation_upper``), each failing with probability eps. Then ``G*_ab = e^(a+b) / (p_a p_b) n*_ab = sum_nm a^n b^m /
 (n! m!) s_nm / (tau_n tau_m)`` has the form above, and (Y) and (E) bound ``s11 / tau_1^2`` and
 ``t11 / tau_1^2`` (t: errors) with each G* at the end of its interval that makes the bound worst.
 The phase error of the Z-basis (1,1) bits is ``phi = t11^X / s11^X + gamma(eps, ., s11^Z,
@@ -84,8 +86,9 @@ from qdnet.security.entropy import binary_entropy as h
 from qdnet.security.finite_key import (
     EpsSplit,
     KeyLength,
-    _hoeffding,
     chernoff_upper,
+    expectation_lower,
+    expectation_upper,
     gamma,
     serfling_margin,
 )
@@ -106,14 +109,22 @@ def default_eps_split() -> EpsSplit:
     return EpsSplit(ESTIMATION_TERMS / total, PRIVACY_AMPLIFICATION_TERMS / total)
 
 
-def _combination(
-    values: dict[tuple[int, int], float],
-    signal: float,
-    decoy: float,
-    deviation: dict[tuple[int, int], float] | None = None,
+Interval = tuple[float, float]
+
+
+def _exact(values: dict[tuple[int, int], float]) -> dict[tuple[int, int], Interval]:
+    """Known values as intervals of width 0 (the asymptotic case)."""
+    return {key: (v, v) for key, v in values.items()}
+
+
+def single_pair_yield_lower(
+    scaled_gains: dict[tuple[int, int], Interval], signal: float, decoy: float
 ) -> float:
-    """Numerator of (Y), ``mu^3 H(nu) - nu^3 H(mu)``, with each class value moved by its
-    ``deviation`` in the direction that lowers the result."""
+    """Lower bound (Y) on Y11 from ``scaled_gains[(i, j)]``, an interval holding e^(a+b) Q_ab,
+    over YIELD_CLASSES (indices into (mu, nu, 0)); each class at the end of its interval that
+    makes the bound worst."""
+    if not 0.0 < decoy < signal:
+        return 0.0
     mu3, nu3 = signal**3, decoy**3
     weights = {
         (1, 1): mu3,
@@ -124,38 +135,18 @@ def _combination(
         (0, 2): nu3,
         (2, 0): nu3,
     }
-    total = 0.0
-    for key, weight in weights.items():
-        shift = 0.0 if deviation is None else deviation[key]
-        total += weight * (values[key] - math.copysign(shift, weight))
-    return total
-
-
-def single_pair_yield_lower(
-    scaled_gains: dict[tuple[int, int], float],
-    signal: float,
-    decoy: float,
-    deviation: dict[tuple[int, int], float] | None = None,
-) -> float:
-    """Lower bound (Y) on Y11 from ``scaled_gains[(i, j)] = e^(a+b) Q_ab`` over the classes of
-    YIELD_CLASSES (indices into (mu, nu, 0)); ``deviation`` widens each value to an interval."""
-    if not 0.0 < decoy < signal:
-        return 0.0
-    value = _combination(scaled_gains, signal, decoy, deviation)
-    return max(0.0, value / (signal**2 * decoy**2 * (signal - decoy)))
+    total = sum(
+        w * (scaled_gains[key][0] if w > 0 else scaled_gains[key][1]) for key, w in weights.items()
+    )
+    return max(0.0, total / (signal**2 * decoy**2 * (signal - decoy)))
 
 
 def single_pair_error_upper(
-    scaled_error_gains: dict[tuple[int, int], float],
-    decoy: float,
-    deviation: dict[tuple[int, int], float] | None = None,
+    scaled_error_gains: dict[tuple[int, int], Interval], decoy: float
 ) -> float:
-    """Upper bound (E) on e11 Y11 from ``e^(a+b) E_ab Q_ab`` over ERROR_CLASSES."""
-    signs = {(1, 1): 1.0, (1, 2): -1.0, (2, 1): -1.0, (2, 2): 1.0}
-    total = 0.0
-    for key, sign in signs.items():
-        shift = 0.0 if deviation is None else deviation[key]
-        total += sign * (scaled_error_gains[key] + sign * shift)
+    """Upper bound (E) on e11 Y11 from intervals holding e^(a+b) E_ab Q_ab over ERROR_CLASSES."""
+    values = scaled_error_gains
+    total = values[(1, 1)][1] - values[(1, 2)][0] - values[(2, 1)][0] + values[(2, 2)][1]
     return max(0.0, total / decoy**2)
 
 
@@ -188,11 +179,11 @@ class AsymptoticDecoy:
 def decoy_key_per_pulse(gains: DecoyGains, error_correction_efficiency: float) -> AsymptoticDecoy:
     """Lo-Curty-Qi Eq. (1) with Y11^Z, Y11^X from (Y) and e11^X from (E) (module docstring)."""
     mu, nu, _ = gains.intensities
-    y_z = single_pair_yield_lower(gains.scaled(gains.gain_z), mu, nu)
-    y_x = single_pair_yield_lower(gains.scaled(gains.gain_x), mu, nu)
+    y_z = single_pair_yield_lower(_exact(gains.scaled(gains.gain_z)), mu, nu)
+    y_x = single_pair_yield_lower(_exact(gains.scaled(gains.gain_x)), mu, nu)
     if y_z <= 0 or y_x <= 0:
         return AsymptoticDecoy(0.0, y_z, y_x, 0.5)
-    e_x = min(0.5, single_pair_error_upper(gains.scaled(gains.error_gain_x), nu) / y_x)
+    e_x = min(0.5, single_pair_error_upper(_exact(gains.scaled(gains.error_gain_x)), nu) / y_x)
     q_z = gains.gain_z[(0, 0)]
     e_z = gains.error_gain_z[(0, 0)] / q_z if q_z > 0 else 0.5
     p11 = (mu * math.exp(-mu)) ** 2
@@ -332,15 +323,17 @@ def _scaled_counts(
     probabilities: tuple[float, float, float],
     eps: float,
     classes: tuple[tuple[int, int], ...],
-) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int], float]]:
-    """(G_ab, deviation of G_ab): ``e^(a+b)/(p_a p_b) n_ab`` and its Hoeffding margin."""
-    delta = _hoeffding(sum(counts.values()), eps)
-    values, deviation = {}, {}
+) -> dict[tuple[int, int], Interval]:
+    """Intervals holding ``G*_ab = e^(a+b)/(p_a p_b) n*_ab``: the expected count n*_ab of each
+    class from its observed n_ab by the multiplicative Chernoff bound
+    (:func:`~qdnet.security.finite_key.expectation_lower` and ``_upper``; the class of each
+    detection is an independent choice given the photon numbers, Curty et al. 2014)."""
+    bounds = {}
     for i, j in classes:
         scale = math.exp(intensities[i] + intensities[j]) / (probabilities[i] * probabilities[j])
-        values[(i, j)] = scale * counts.get((i, j), 0.0)
-        deviation[(i, j)] = scale * delta
-    return values, deviation
+        n = counts.get((i, j), 0.0)
+        bounds[(i, j)] = (scale * expectation_lower(n, eps), scale * expectation_upper(n, eps))
+    return bounds
 
 
 def decoy_key_length(
@@ -364,15 +357,11 @@ def decoy_key_length(
     tau1 = sum(p * math.exp(-k) * k for k, p in zip(counts.intensities, probs, strict=True))
     s11 = []
     for detections in (counts.key_detections, counts.test_detections):
-        values, deviation = _scaled_counts(
-            detections, counts.intensities, probs, eps_est, YIELD_CLASSES
-        )
-        s11.append(tau1 * tau1 * single_pair_yield_lower(values, mu, nu, deviation))
+        bounds = _scaled_counts(detections, counts.intensities, probs, eps_est, YIELD_CLASSES)
+        s11.append(tau1 * tau1 * single_pair_yield_lower(bounds, mu, nu))
     s_z, s_x = s11
-    values, deviation = _scaled_counts(
-        counts.test_errors, counts.intensities, probs, eps_est, ERROR_CLASSES
-    )
-    t_x = tau1 * tau1 * single_pair_error_upper(values, nu, deviation)
+    bounds = _scaled_counts(counts.test_errors, counts.intensities, probs, eps_est, ERROR_CLASSES)
+    t_x = tau1 * tau1 * single_pair_error_upper(bounds, nu)
     terms: dict[str, float] = {
         "key_bits_sifted": float(sum(counts.key_detections.values())),
         "single_pair_key_bits_lower": s_z,
