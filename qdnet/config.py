@@ -49,6 +49,7 @@ class SourceConfig(_Strict):
     g2: float | None = Field(default=None, ge=0, le=1)
     indistinguishability: float = Field(default=1.0, ge=0, le=1)
     decoy_intensities: list[float] = Field(default_factory=list)
+    decoy_g2: list[float] = Field(default_factory=list)
     pair_efficiency: float | None = Field(default=None, ge=0, le=1)
     extraction_efficiency: float = Field(default=1.0, ge=0, le=1)
     fss_uev: float = Field(default=0.0, ge=0)
@@ -73,6 +74,11 @@ class SourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _required_per_kind(self) -> SourceConfig:
+        if self.decoy_g2 and self.kind != "single-photon":
+            raise ValueError(
+                "source.decoy_g2 is the g2 of a quantum dot at each decoy's excitation power "
+                f"(kind single-photon), not for kind {self.kind}"
+            )
         if self.kind == "single-photon":
             if self.g2 is None:
                 raise ValueError("source.g2 is required for kind single-photon")
@@ -105,6 +111,7 @@ class SourceConfig(_Strict):
                 self.indistinguishability,
                 tuple(self.decoy_intensities),
                 lifetime_ns=self.exciton_lifetime_ns,
+                decoy_g2=tuple(self.decoy_g2),
             )
         if self.kind == "weak-coherent":
             return WeakCoherentSource(

@@ -7,7 +7,12 @@ Free parameters per protocol (each bounded):
 - ``decoy-bb84``: signal and weak-decoy intensities (asymptotic: vacuum + weak decoy, Ma et al. 2005;
   finite: the three-intensity protocol of Lim et al. 2014 with the weakest decoy of the source,
   ``decoy_intensities[-1]``, or a vacuum decoy when none is configured), plus their probabilities
-  and P(Z) for finite keys;
+  and P(Z) for finite keys; a quantum dot's classes are bounded by the linear program over its
+  photon-number distributions, in finite size with Chernoff intervals
+  (:func:`qdnet.security.finite_key.lp_decoy_key_length`); with ``source.decoy_g2`` the classes
+  are the configured operating points (each decoy with its own g2) and only the probabilities
+  and P(Z) are free;
+- ``three-state-time-bin``: the intensity, and P(Z) for finite keys (:mod:`qdnet.protocols.three_state`);
 - ``bbm92``: P(Z) for finite keys, and the mean pair number of an SPDC source;
 - any prepare-and-measure link with ``receiver.gate_ns: optimise``: the width of the receiver's
   time gate (:mod:`qdnet.sources.time_profile`).
@@ -44,7 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -238,6 +243,8 @@ class _Classes:
     qber_z: tuple[float, ...]
     qber_x: tuple[float, ...]
     multiphoton_probability: float = 0.0
+    #: A quantum dot's photon-number distribution per class (the LP decoy bound); None: Poisson.
+    distributions: tuple[tuple[float, ...], ...] | None = None
 
 
 def _finite_key(
@@ -278,6 +285,7 @@ def _finite_key(
             test_errors=tuple(t * e for t, e in zip(test, test_q, strict=True)),
             multiphoton_probability=classes.multiphoton_probability,
             basis_bias=key_fraction,
+            photon_number_distributions=classes.distributions,
         )
         key_bits = sum(key)
         mean_qber = sum(k * e for k, e in zip(key, key_q, strict=True)) / key_bits
@@ -367,11 +375,8 @@ def _decoy_space(link: Link) -> ParameterSpace:
     source = link.source
     assert isinstance(source, SinglePhotonSource | WeakCoherentSource)
     finite = settings.block_size is not None
-    if finite and not isinstance(source, WeakCoherentSource):
-        raise ValueError(
-            "finite-key decoy-bb84 (Lim et al. 2014) assumes Poisson photon numbers: use "
-            "source.kind weak-coherent, or protocol.block_size null for a quantum-dot source"
-        )
+    if isinstance(source, SinglePhotonSource) and source.decoy_g2:
+        return _dot_operating_points_space(link, source)
     mu_max = _max_intensity(link)
     weakest = weakest_decoy_intensity(source) if finite else 0.0
     nu_lower = weakest + MIN_PARAMETER
@@ -412,8 +417,20 @@ def _decoy_space(link: Link) -> ParameterSpace:
         if not (mu > nu + weakest and nu > weakest) or p_mu + p_nu >= 1.0:
             return Evaluation(0.0, stats, {})
         probs = (p_mu, p_nu, 1.0 - p_mu - p_nu)
+        dists = (
+            tuple(tuple(source.photon_number_distribution(k)) for k in (mu, nu, weakest))
+            if isinstance(source, SinglePhotonSource)
+            else None
+        )
         classes = _Classes(
-            "decoy-bb84", (mu, nu, weakest), probs, stats.gain, stats.qber_z, stats.qber_x
+            "decoy-bb84",
+            (mu, nu, weakest),
+            probs,
+            stats.gain,
+            stats.qber_z,
+            stats.qber_x,
+            0.0,
+            dists,
         )
         rate, pulses, terms = _finite_key(link, classes, bias)
         params = {
@@ -437,6 +454,80 @@ def _decoy_space(link: Link) -> ParameterSpace:
             Parameter("decoy_probability", 0.02, 0.6),
         ]
         if settings.basis_bias is None:
+            parameters.append(BASIS_BIAS)
+    return ParameterSpace(tuple(parameters), evaluate)
+
+
+def _dot_operating_points_space(link: Link, source: SinglePhotonSource) -> ParameterSpace:
+    """Decoy BB84 with a dot whose decoys are measured operating points (``source.decoy_g2``):
+    each class is the dot at its configured intensity with its own g2, bounded by the linear
+    program (:mod:`qdnet.security.decoy_lp`; finite keys :func:`lp_decoy_key_length`); the free
+    parameters are the class probabilities and, for finite keys, P(Z)."""
+    settings = link.protocol
+    finite = settings.block_size is not None
+    points = [source.operating_point(k) for k in range(len(source.decoy_intensities) + 1)]
+    intensities = tuple(p.mean_photon_number for p in points)
+    per_class = [
+        prepare_measure.expected_statistics(replace(link, source=p), (p.mean_photon_number,), False)
+        for p in points
+    ]
+    stats = LinkStatistics(
+        protocol="decoy-bb84",
+        intensities=intensities,
+        gain=tuple(s.gain[0] for s in per_class),
+        qber_z=tuple(s.qber_z[0] for s in per_class),
+        qber_x=tuple(s.qber_x[0] for s in per_class),
+        multiphoton_probability=tuple(s.multiphoton_probability[0] for s in per_class),
+    )
+    dists = tuple(tuple(p.photon_number_distribution()) for p in points)
+    free_bias = finite and settings.basis_bias is None
+    decoy_classes = len(points) - 1
+
+    def evaluate(x: Sequence[float]) -> Evaluation:
+        params = {"mean_photon_number": intensities[0]}
+        if not finite:
+            error_gains = [g * e for g, e in zip(stats.gain, stats.qber_z, strict=True)]
+            y1, e1 = decoy_lp.single_photon_bounds(
+                [np.asarray(d) for d in dists], stats.gain, error_gains
+            )
+            weights = _basis_weights(link, settings.basis_bias)
+            rate = sum(
+                w
+                * single_photon_key_per_pulse(
+                    dists[0][1] * y1, stats.gain[0], e_key, e1, settings.error_correction_efficiency
+                )
+                for w, e_key, _ in _pair_by_key_basis(weights, stats.qber_z[0], stats.qber_x[0])
+            )
+            params.update(
+                {
+                    "single_photon_yield_lower": y1,
+                    "single_photon_error_upper": e1,
+                    "sifting_factor": sum(weights),
+                }
+            )
+            return Evaluation(rate, stats, params)
+        values = list(x)
+        shares = [values.pop(0) for _ in range(decoy_classes)]
+        bias = values.pop(0) if free_bias else settings.basis_bias
+        if sum(shares) >= 1.0:
+            return Evaluation(0.0, stats, {})
+        probs = (1.0 - sum(shares), *shares)
+        classes = _Classes(
+            "decoy-bb84", intensities, probs, stats.gain, stats.qber_z, stats.qber_x, 0.0, dists
+        )
+        rate, pulses, terms = _finite_key(link, classes, 0.5 if bias is None else bias)
+        params.update({f"decoy_{k}_probability": p for k, p in enumerate(shares)})
+        params.update(
+            {"signal_probability": probs[0], "basis_bias": bias or 0.5, "pulses_per_block": pulses}
+        )
+        return Evaluation(rate, stats, params, terms)
+
+    parameters = []
+    if finite:
+        parameters = [
+            Parameter(f"decoy_{k}_probability", MIN_PARAMETER, 0.6) for k in range(decoy_classes)
+        ]
+        if free_bias:
             parameters.append(BASIS_BIAS)
     return ParameterSpace(tuple(parameters), evaluate)
 

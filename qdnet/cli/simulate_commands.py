@@ -8,7 +8,8 @@ With ``--out RUN`` the records go to RUN (public ``meta.json``, ``alice.npz``, `
 seed to ``RUN/private/seed.json`` (mode 0600): whoever holds the seed can re-simulate Alice's
 records bit for bit, so keys distilled from a simulated run are labelled ``simulated`` and are not
 secret. Decoy-state BB84 from a quantum-dot source is refused: the finite-key decoy bound (Lim et
-al. 2014) behind the verdict assumes Poisson photon numbers.
+al. 2014) behind the verdict assumes Poisson photon numbers (``qdnet keyrate`` bounds a dot's
+decoys in finite size with the linear program, :func:`qdnet.security.finite_key.lp_decoy_key_length`).
 """
 
 from __future__ import annotations
@@ -78,9 +79,9 @@ def register(app: typer.Typer) -> None:
             config = load_link_config(link_file, list(set_))
             if config.protocol.kind == "decoy-bb84" and config.source.kind != "weak-coherent":
                 raise ConfigError(
-                    f"decoy-bb84 with a {config.source.kind} source: the finite-key decoy bound "
-                    "(Lim et al. 2014) assumes Poisson photon numbers (source.kind "
-                    "weak-coherent); qdnet has no finite-size bound for a quantum dot with decoys"
+                    f"decoy-bb84 with a {config.source.kind} source: the Monte Carlo's finite-key "
+                    "verdict (Lim et al. 2014) assumes Poisson photon numbers (source.kind "
+                    "weak-coherent); qdnet keyrate has the finite-size bound for a dot with decoys"
                 )
             link = config.build()
             document = apply_overrides(yaml.safe_load(Path(link_file).read_text()), list(set_))

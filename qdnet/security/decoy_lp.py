@@ -13,10 +13,72 @@ the model's own assumption, not an extra one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linprog
+
+
+@dataclass(frozen=True)
+class DecoyBounds:
+    """Bounds on the per-pulse yields of one basis: Y_1 from below, E_1 = e_1 Y_1 from above."""
+
+    single_photon_yield_lower: float
+    single_photon_error_gain_upper: float
+
+
+def decoy_bounds(
+    distributions: Sequence[NDArray[np.float64]],
+    gain_interval: Sequence[tuple[float, float]],
+    error_gain_interval: Sequence[tuple[float, float]],
+    tails: Sequence[float] | None = None,
+) -> DecoyBounds | None:
+    """Smallest Y_1 and largest E_1 with, for each intensity k, ``sum_n p_n^(k) Y_n + t_k`` in
+    ``gain_interval[k]`` and ``sum_n p_n^(k) E_n + t'_k`` in ``error_gain_interval[k]``,
+    ``0 <= E_n <= Y_n <= 1`` and the photon numbers beyond the distribution's length in
+    ``0 <= t_k, t'_k <= tails[k]`` (the probability mass left out: 0 for the dot's two-photon
+    model, the Poisson tail for a laser). An interval of zero width is the asymptotic equality;
+    finite keys pass the Chernoff intervals of each observed count
+    (:func:`qdnet.security.finite_key.lp_decoy_key_length`). None where no yields fit (the
+    observations contradict the source model)."""
+    classes = len(distributions)
+    size = max(len(d) for d in distributions)
+    matrix = np.zeros((classes, size))
+    for row, dist in zip(matrix, distributions, strict=True):
+        row[: len(dist)] = dist
+    tail = np.zeros(classes) if tails is None else np.asarray(tails, dtype=np.float64)
+    # Variables: Y_0..Y_{N-1}, E_0..E_{N-1}, t_0..t_{K-1}, t'_0..t'_{K-1}.
+    zeros, eye_k = np.zeros_like(matrix), np.eye(classes)
+    zeros_k = np.zeros((classes, classes))
+    rows = np.block([[matrix, zeros, eye_k, zeros_k], [zeros, matrix, zeros_k, eye_k]])
+    # Solve in units of the largest gain so that the solver's absolute tolerances (~1e-7)
+    # stay far below the observed values (gains of 1e-5 and less at long distance).
+    scale = max(max(up for _, up in gain_interval), 1e-300)
+    lower = np.array([lo for lo, _ in (*gain_interval, *error_gain_interval)]) / scale
+    upper = np.array([up for _, up in (*gain_interval, *error_gain_interval)]) / scale
+    identity = np.eye(size)
+    ordering = np.hstack([-identity, identity, np.zeros((size, 2 * classes))])  # E_n - Y_n <= 0
+    a_ub = np.vstack([rows, -rows, ordering])
+    b_ub = np.concatenate([upper, -lower, np.zeros(size)])
+    bounds = [(0.0, 1.0 / scale)] * (2 * size) + [(0.0, t / scale) for t in (*tail, *tail)]
+
+    def solve(objective: NDArray[np.float64]) -> float | None:
+        result = linprog(objective, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
+        if result.status != 0 or result.fun is None:
+            return None
+        return float(result.fun) * scale
+
+    width = 2 * size + 2 * classes
+    minimise_y1 = np.zeros(width)
+    minimise_y1[1] = 1.0
+    y1 = solve(minimise_y1)
+    maximise_e1 = np.zeros(width)
+    maximise_e1[size + 1] = -1.0
+    e1_gain = solve(maximise_e1)
+    if y1 is None or e1_gain is None:
+        return None
+    return DecoyBounds(max(y1, 0.0), max(-e1_gain, 0.0))
 
 
 def single_photon_bounds(
@@ -24,42 +86,14 @@ def single_photon_bounds(
     gains: Sequence[float],
     error_gains: Sequence[float],
 ) -> tuple[float, float]:
-    """(Y1 lower bound, e1 upper bound) from gains Q_k and error gains E_k Q_k per intensity."""
-    size = max(len(d) for d in distributions)
-    matrix = np.zeros((len(distributions), size))
-    for row, dist in zip(matrix, distributions, strict=True):
-        row[: len(dist)] = dist
-    # Variables: Y_0..Y_{N-1}, E_0..E_{N-1}.
-    zeros = np.zeros_like(matrix)
-    equality = np.block([[matrix, zeros], [zeros, matrix]])
-    # Solve in units of the largest gain so that the solver's absolute tolerances (~1e-7)
-    # stay far below the observed values (gains of 1e-5 and less at long distance).
-    scale = max(max(gains), 1e-300)
-    observed = np.concatenate([np.asarray(gains, float), np.asarray(error_gains, float)]) / scale
-    identity = np.eye(size)
-    inequality = np.hstack([-identity, identity])  # E_n - Y_n <= 0
-    bounds = [(0.0, 1.0 / scale)] * (2 * size)
-
-    def solve(objective: NDArray[np.float64]) -> float | None:
-        result = linprog(
-            objective,
-            A_ub=inequality,
-            b_ub=np.zeros(size),
-            A_eq=equality,
-            b_eq=observed,
-            bounds=bounds,
-            method="highs",
-        )
-        if result.status != 0 or result.fun is None:
-            return None
-        return float(result.fun) * scale
-
-    minimise_y1 = np.zeros(2 * size)
-    minimise_y1[1] = 1.0
-    y1 = solve(minimise_y1)
-    maximise_e1 = np.zeros(2 * size)
-    maximise_e1[size + 1] = -1.0
-    e1_gain = solve(maximise_e1)
-    if y1 is None or e1_gain is None or y1 <= 0.0:
+    """(Y1 lower bound, e1 upper bound) from gains Q_k and error gains E_k Q_k per intensity
+    (asymptotic: each observation exact)."""
+    bounds = decoy_bounds(
+        distributions,
+        [(g, g) for g in gains],
+        [(e, e) for e in error_gains],
+    )
+    if bounds is None or bounds.single_photon_yield_lower <= 0.0:
         return 0.0, 0.5
-    return y1, min(0.5, -e1_gain / y1)
+    y1 = bounds.single_photon_yield_lower
+    return y1, min(0.5, bounds.single_photon_error_gain_upper / y1)

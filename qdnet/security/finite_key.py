@@ -8,6 +8,10 @@ endpoints (fed with the counts they observed), so the two cannot drift apart.
 
       l = s_Z0 + s_Z1 (1 - h(phi)) - lambda_EC - 6 log2(21/eps_sec) - log2(2/eps_cor)
 
+- Decoy BB84 for a known non-Poisson source (a quantum dot whose decoys are made by its pump, each
+  class with its own photon-number distribution and g2): :func:`lp_decoy_key_length`, Lim et
+  al.'s structure with the linear program of :mod:`qdnet.security.decoy_lp` and per-class
+  multiplicative Chernoff intervals.
 - Single-photon source, one intensity: the number of multi-photon (tagged) detections in each basis
   is bounded above by the multiplicative Chernoff bound on the multi-photon emissions,
   ``P(n>=2) <= g2 mu^2/2`` per pulse (Morrison et al., Nat. Commun. (2023), "Single-emitter quantum
@@ -44,6 +48,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from qdnet.security import decoy_lp
 from qdnet.security.entropy import binary_entropy as h
 
 
@@ -87,10 +94,21 @@ def default_eps_split(protocol: str) -> EpsSplit:
     return EpsSplit(n_est / (n_est + n_pa), n_pa / (n_est + n_pa))
 
 
-def eps_per_term(protocol: str, eps_sec: float, split: EpsSplit | None) -> tuple[float, float]:
-    """(eps of each estimation term, eps of each privacy-amplification term)."""
-    split = split or default_eps_split(protocol)
-    n_est, n_pa = _TERMS[protocol]
+def eps_per_term(
+    protocol: str,
+    eps_sec: float,
+    split: EpsSplit | None,
+    terms: tuple[float, float] | None = None,
+) -> tuple[float, float]:
+    """(eps of each estimation term, eps of each privacy-amplification term); ``terms`` overrides
+    the protocol's (estimation, privacy amplification) term counts (an analysis whose count
+    depends on the number of intensities); its default split is then in proportion to them."""
+    n_est, n_pa = terms or _TERMS[protocol]
+    split = split or (
+        EpsSplit(n_est / (n_est + n_pa), n_pa / (n_est + n_pa))
+        if terms
+        else default_eps_split(protocol)
+    )
     return split.estimation * eps_sec / n_est, split.privacy_amplification * eps_sec / n_pa
 
 
@@ -111,6 +129,11 @@ class ObservedCounts:
     test_errors: tuple[float, ...]
     multiphoton_probability: float = 0.0
     basis_bias: float | None = None
+    #: decoy-bb84 with a known non-Poisson source (a quantum dot whose decoys are made by its
+    #: pump): the photon-number distribution of each class ([P(0), P(1), ...]) and the probability
+    #: mass beyond it; the analysis is then :func:`lp_decoy_key_length`.
+    photon_number_distributions: tuple[tuple[float, ...], ...] | None = None
+    distribution_tails: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         sizes = {
@@ -273,6 +296,110 @@ def decoy_key_length(
     return KeyLength(max(0, math.floor(length)), terms, length)
 
 
+def _chernoff_lower_actual(expected: float, eps: float) -> float:
+    """Lower bound on a sum of independent Bernoullis with mean ``expected``, failing with
+    probability <= eps: ``mu - sqrt(2 mu ln(1/eps))`` (multiplicative Chernoff lower tail)."""
+    return max(0.0, expected - math.sqrt(2.0 * expected * math.log(1.0 / eps)))
+
+
+def lp_decoy_key_length(
+    counts: ObservedCounts,
+    leak_ec_bits: float,
+    eps_sec: float,
+    eps_cor: float,
+    eps_split: EpsSplit | None = None,
+) -> KeyLength:
+    """Decoy BB84 for any known photon-number distribution per intensity (a quantum dot whose
+    decoys are made by lowering its pump, each with its own g2), in finite size.
+
+    The structure of Lim et al. 2014 with the linear program of :mod:`qdnet.security.decoy_lp` in
+    place of their Poisson closed forms: each class k's key-basis, test-basis and test-error counts
+    give the interval of their expectation per pulse (:func:`expectation_lower`,
+    :func:`expectation_upper`: multiplicative Chernoff, independent pulses, as Lim et al.'s
+    Hoeffding bounds assume; the pulses of each basis pair are ``pulses_k q^2`` and
+    ``pulses_k (1-q)^2``); the program gives Y_1 from below in each basis and E_1 in the test
+    basis from above; the expected single-photon key detections ``sum_k pulses_k q^2 p_1^(k) Y_1``,
+    test detections and test errors become counts through the Chernoff tails again; the phase
+    error is Lim et al.'s ``e_1 + gamma`` and the length
+    ``s_Z1 (1 - h(phi)) - lambda_EC - 6 log2(1/eps_PA) - log2(2/eps_cor)`` (vacuum detections
+    not credited, unlike Lim et al.'s s_Z0: a small conservative difference). eps_sec is split
+    among 6K + 5 estimation terms for K intensities and 6 privacy-amplification terms.
+    """
+    distributions = counts.photon_number_distributions
+    bias = counts.basis_bias
+    if distributions is None or bias is None:
+        raise ValueError("lp_decoy_key_length needs the classes' distributions and the basis bias")
+    classes = len(counts.intensities)
+    if len(distributions) != classes or classes < 2:
+        raise ValueError(
+            f"decoy finite-key LP: one photon-number distribution per intensity and at least two "
+            f"intensities, got {len(distributions)} for {classes}"
+        )
+    tails = counts.distribution_tails or (0.0,) * classes
+    eps, eps_pa = eps_per_term("decoy-bb84", eps_sec, eps_split, (6.0 * classes + 5.0, 6.0))
+    key_pulses = [n * bias * bias for n in counts.pulses]
+    test_pulses = [n * (1 - bias) * (1 - bias) for n in counts.pulses]
+    terms: dict[str, float] = {
+        "key_bits_sifted": float(sum(counts.key_detections)),
+        "leak_ec_bits": leak_ec_bits,
+    }
+
+    def interval(count: float, pulses: float) -> tuple[float, float]:
+        if pulses <= 0:
+            return 0.0, 1.0
+        return expectation_lower(count, eps) / pulses, min(
+            1.0, expectation_upper(count, eps) / pulses
+        )
+
+    dists = [np.asarray(d, dtype=np.float64) for d in distributions]
+    no_errors = [(0.0, 1.0)] * classes
+    key = decoy_lp.decoy_bounds(
+        dists,
+        [interval(n, p) for n, p in zip(counts.key_detections, key_pulses, strict=True)],
+        no_errors,
+        tails,
+    )
+    test = decoy_lp.decoy_bounds(
+        dists,
+        [interval(n, p) for n, p in zip(counts.test_detections, test_pulses, strict=True)],
+        [interval(m, p) for m, p in zip(counts.test_errors, test_pulses, strict=True)],
+        tails,
+    )
+    if key is None or test is None:
+        terms["phase_error_upper"] = 0.5
+        return KeyLength(0, terms)
+    p1 = [float(d[1]) if len(d) > 1 else 0.0 for d in dists]
+    s_key = _chernoff_lower_actual(
+        key.single_photon_yield_lower * sum(n * p for n, p in zip(key_pulses, p1, strict=True)),
+        eps,
+    )
+    s_test = _chernoff_lower_actual(
+        test.single_photon_yield_lower * sum(n * p for n, p in zip(test_pulses, p1, strict=True)),
+        eps,
+    )
+    v_test = chernoff_upper(
+        test.single_photon_error_gain_upper
+        * sum(n * p for n, p in zip(test_pulses, p1, strict=True)),
+        eps,
+    )
+    terms.update(
+        {
+            "single_photon_key_bits_lower": s_key,
+            "single_photon_test_bits_lower": s_test,
+            "single_photon_test_errors_upper": v_test,
+        }
+    )
+    if s_key <= 0 or s_test <= 0:
+        terms["phase_error_upper"] = 0.5
+        return KeyLength(0, terms)
+    ratio = min(v_test / s_test, 0.5)
+    phi = min(0.5, ratio + gamma(eps, ratio, s_key, s_test))
+    penalty = _penalties(eps_pa, eps_cor, 6.0)
+    length = s_key * (1.0 - h(phi)) - leak_ec_bits - penalty
+    terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
+    return KeyLength(max(0, math.floor(length)), terms, length)
+
+
 def tagged_key_length(
     counts: ObservedCounts,
     leak_ec_bits: float,
@@ -360,6 +487,8 @@ def secret_key_length(
     """Dispatch on the protocol: the finite-key length for observed counts and a given leak."""
     if not (0 < eps_sec < 1 and 0 < eps_cor < 1):
         raise ValueError(f"eps_sec and eps_cor must be in (0, 1), got {eps_sec}, {eps_cor}")
+    if counts.protocol == "decoy-bb84" and counts.photon_number_distributions is not None:
+        return lp_decoy_key_length(counts, leak_ec_bits, eps_sec, eps_cor, eps_split)
     if counts.protocol == "decoy-bb84":
         return decoy_key_length(counts, leak_ec_bits, eps_sec, eps_cor, eps_split)
     if counts.protocol == "bb84":

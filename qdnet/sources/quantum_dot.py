@@ -11,7 +11,8 @@ multiphoton_component=g2)`` specify it): then ``P(0) = 1 - B`` and P(2) solves
 convention as Perceval (Pont et al., PRX 12, 031033 (2022)).
 
 Decoy intensities for a dot are made by changing the excitation power (e.g. Barnes et al. 2025,
-arXiv:2512.05101); each decoy keeps the dot's g2 and scales the mean photon number.
+arXiv:2512.05101); each decoy scales the mean photon number and keeps the dot's g2 unless
+``decoy_g2`` gives the g2 measured at each decoy's power (lowering the pump changes it too).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class SinglePhotonSource:
     decoy_intensities: tuple[float, ...] = field(default_factory=tuple)
     #: Radiative lifetime of the emitting transition (the time profile a receiver gate cuts).
     lifetime_ns: float = 0.0
+    #: g2 at each decoy intensity (``source.decoy_g2``); empty: the dot's g2 at every power.
+    decoy_g2: tuple[float, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         _check_range("source.g2", self.g2, 0.0, 1.0)
@@ -65,6 +68,27 @@ class SinglePhotonSource:
                 raise ValueError(
                     f"source.decoy_intensities[{k}] must be in [0, mean_photon_number), got {nu}"
                 )
+        if self.decoy_g2 and len(self.decoy_g2) != len(self.decoy_intensities):
+            raise ValueError(
+                f"source.decoy_g2 needs one g2 per decoy intensity ({len(self.decoy_intensities)}), "
+                f"got {len(self.decoy_g2)}"
+            )
+        for k, (nu, g2) in enumerate(zip(self.decoy_intensities, self.decoy_g2, strict=False)):
+            _check_range(f"source.decoy_g2[{k}]", g2, 0.0, 1.0)
+            if nu > self.max_mean_photon_number(g2):
+                raise ValueError(
+                    f"source.decoy_intensities[{k}] = {nu} is above the largest mean photon number "
+                    f"{self.max_mean_photon_number(g2):.4g} for its g2 {g2}"
+                )
+
+    def operating_point(self, index: int) -> SinglePhotonSource:
+        """The dot at intensity class ``index`` (0: the signal, k: decoy k-1) with the g2 of that
+        excitation power, as a source of its own."""
+        if index == 0:
+            return replace(self, decoy_intensities=(), decoy_g2=())
+        g2 = self.decoy_g2[index - 1] if self.decoy_g2 else self.g2
+        mu = self.decoy_intensities[index - 1]
+        return replace(self, mean_photon_number=mu, g2=g2, decoy_intensities=(), decoy_g2=())
 
     @staticmethod
     def max_mean_photon_number(g2: float) -> float:
@@ -133,7 +157,9 @@ class SinglePhotonSource:
 
     def with_mean_photon_number(self, mean_photon_number: float) -> SinglePhotonSource:
         """The same dot attenuated (or pumped less) to another mean photon number."""
-        return replace(self, mean_photon_number=mean_photon_number, decoy_intensities=())
+        return replace(
+            self, mean_photon_number=mean_photon_number, decoy_intensities=(), decoy_g2=()
+        )
 
 
 def _two_photon_probability_from_brightness(brightness: float, g2: float) -> float:

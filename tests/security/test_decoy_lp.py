@@ -51,14 +51,11 @@ def test_dot_decoys_extend_the_reach() -> None:
     assert decoy >= plain + 5
 
 
-def test_finite_key_dot_decoys_are_refused_with_a_reason() -> None:
-    link = example_link(
-        "telecom-dot-bb84",
-        [
-            "protocol.kind=decoy-bb84",
-            "source.decoy_intensities=[0.01, 0.0]",
-            "protocol.block_size=1e8",
-        ],
-    )
-    with pytest.raises(ValueError, match="Poisson"):
-        key_rate_point(link, None)
+def test_finite_key_dot_decoys_give_key_below_the_asymptotic_rate() -> None:
+    # Finite-size dot decoys (the LP bound with Chernoff intervals): once refused, now a key.
+    overrides = ["protocol.kind=decoy-bb84", "source.decoy_intensities=[0.01, 0.0]"]
+    link = example_link("telecom-dot-bb84", [*overrides, "channel.length_km=100"])
+    asymptotic = key_rate_point(link, None)[0].secret_bits_per_pulse
+    finite = key_rate_point(link.with_protocol(block_size=1e8), None)[0]
+    assert 0 < finite.secret_bits_per_pulse < asymptotic
+    assert finite.finite_key_terms["single_photon_key_bits_lower"] > 0
