@@ -9,7 +9,8 @@
   authenticated with the link's own pool (started from the link's own pre-shared secret). Each
   side's session writes its block into its node's folder for that link, which the node's KMS
   ingests. A block aims at :data:`DETECTIONS_PER_BLOCK` detections (the pulse count follows the
-  observed gain), small enough that keys flow within seconds on two cores. Without ``--fast`` a
+  observed gain), small enough that keys flow within seconds on two cores; a link whose blocks
+  are refused for their size (not their QBER) doubles its detections per block. Without ``--fast`` a
   block takes at least the time the link needs to send its pulses (pulses / repetition rate).
 * A link **given by** ``key_rate_bps`` has no physics to simulate: every
   :data:`GIVEN_BLOCK_S` it writes a block of ``key_rate_bps * GIVEN_BLOCK_S`` bits from the
@@ -21,7 +22,8 @@
   refused when no key survives at that QBER (the Shor-Preskill fraction of ``network simulate``).
 
 CPU use is bounded across all link processes by ``cpu_slots`` lock files (``flock``): a block's
-Monte Carlo and post-processing run only while holding one. A folder holding
+Monte Carlo and post-processing run only while holding its link's slot (link index modulo
+``cpu_slots``). A folder holding
 :data:`MAX_BACKLOG_BLOCKS` blocks its KMS has not taken yet pauses the link. After every block
 the loop rewrites ``stats.json`` (no key material). The loop ends on SIGTERM or SIGINT, or when
 its parent (the supervisor) is gone.
@@ -53,6 +55,9 @@ from qdnet.postprocessing.keyblock import KeyBlock, write_key_block
 #: Detections per Monte Carlo block (about 1e5 sifted bits: some 3e4 key bits after the finite-key
 #: analysis, in well under a second of Monte Carlo and post-processing per block).
 DETECTIONS_PER_BLOCK = 200_000
+#: Most detections per block: a block refused for its size (QBER below the threshold, no key left
+#: after the finite-key terms, e.g. a decoy-state link) doubles the link's detections up to this.
+MAX_DETECTIONS_PER_BLOCK = 3_200_000
 #: Pulses of the first block, before the gain is known.
 PROBE_PULSES = 2_000_000
 #: Bounds on the pulses of one block.
@@ -103,27 +108,19 @@ class _Stop:
 
 
 @contextmanager
-def cpu_slot(slots_dir: Path, slots: int, stop: _Stop) -> Iterator[bool]:
-    """Hold one of ``slots`` lock files (yields False when stopped while waiting)."""
+def cpu_slot(slots_dir: Path, slot: int, stop: _Stop) -> Iterator[bool]:
+    """Hold lock file ``slot`` (yields False when stopped while waiting). The wait blocks in
+    ``flock``, whose waiters the kernel wakes on release, so links sharing a slot take turns."""
     slots_dir.mkdir(parents=True, exist_ok=True)
-    while True:
-        for i in range(slots):
-            fd = os.open(slots_dir / f"slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            try:
-                yield True
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-            return
-        if stop:
-            yield False
-            return
-        time.sleep(0.02)
+    fd = os.open(slots_dir / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield not stop
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 class LinkLoop:
@@ -231,6 +228,7 @@ class LinkLoop:
         keys_b = KeyFolder.open(self.bob_dir, None, "bob")
         run_dir = self.folder / "run"
         pulses = PROBE_PULSES
+        target = DETECTIONS_PER_BLOCK
         block = 0
         while not self.stop:
             if self.backlog():
@@ -244,9 +242,8 @@ class LinkLoop:
             )
             seq = np.random.SeedSequence([int(self.spec["seed"]), int(self.spec["index"]), block])
             block += 1
-            with cpu_slot(
-                Path(self.spec["slots_dir"]), int(self.spec["cpu_slots"]), self.stop
-            ) as held:
+            slot = int(self.spec["index"]) % int(self.spec["cpu_slots"])
+            with cpu_slot(Path(self.spec["slots_dir"]), slot, self.stop) as held:
                 if not held:
                     return
                 start = time.monotonic()
@@ -269,15 +266,15 @@ class LinkLoop:
             if distilled.aborted:
                 reason = distilled.alice.reason or distilled.bob.reason
                 self.record(None, qber, reason)
+                upper = distilled.alice.estimate.get("qber_test_upper")
+                if isinstance(upper, float) and upper <= session.qber_threshold:
+                    # Refused for its size, not its errors: the finite-key terms need more bits.
+                    target = min(MAX_DETECTIONS_PER_BLOCK, 2 * target)
             else:
                 self.record(distilled.alice.final_key_bits, qber, None)
             gain = detections / pulses
             link_time_s = pulses / link.repetition_rate_hz
-            pulses = (
-                MAX_PULSES
-                if gain <= 0
-                else int(min(MAX_PULSES, max(1000, DETECTIONS_PER_BLOCK / gain)))
-            )
+            pulses = MAX_PULSES if gain <= 0 else int(min(MAX_PULSES, max(1000, target / gain)))
             if not self.spec["fast"]:
                 self.stop.sleep(start + link_time_s - time.monotonic())
 
