@@ -36,8 +36,9 @@ patterns are summed over the nine photon-number pairs (n_a, n_b):
 
 - one photon from each: a partially distinguishable pair of single-photon overlap
   ``V = Tr(rho_a rho_b)`` (:func:`qdnet.interference.hom.photon_overlap` of the two sources'
-  figures: lifetimes, dephasing, detuning, spectral diffusion; their polarisation mismatch is
-  part of e_d). Coincidence probabilities of two single photons are linear in V (Hong, Ou,
+  figures: lifetimes, dephasing, detuning, spectral diffusion; ``source.polarisation_mismatch_deg``
+  is not used, the polarisation carrying the qubit: a residual rotation between Alice's and
+  Bob's frames is e_d). Coincidence probabilities of two single photons are linear in V (Hong, Ou,
   Mandel, PRL 59, 2044 (1987); Legero et al., Appl. Phys. B 77, 797 (2003)), so they are V times
   those of identical photons plus (1 - V) times those of distinguishable ones. Identical photons
   of polarisations a and b leave the beam splitter in ``a^dag b^dag -> sum u_m v_n m^dag n^dag``,
@@ -67,6 +68,7 @@ from itertools import product
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import i0
 
 from qdnet.optics.fibre import transmittance_from_loss_db
 from qdnet.protocols.link import Link, PrepareMeasureSource
@@ -134,51 +136,54 @@ def relay_view(link: Link) -> RelayView:
     )
 
 
-def _bessel_series(x: FloatArray, start: int, weight_4: bool = False) -> FloatArray:
-    """sum_{k >= start} c_k x^(2k) / (k!)^2 with c_k = 1, or 1 - 4^(1-k) when ``weight_4``
-    (I0(2x) - 1 from k = 1; I0(2x) - 1 - 4 (I0(x) - 1) from k = 2), without cancellation; the
-    arguments here are below 1, where 20 terms are exact to double precision."""
-    total = np.zeros_like(x)
-    term = np.ones_like(x)
-    for k in range(1, 21):
-        term = term * x * x / (k * k)
-        if k >= start:
-            total = total + (1.0 - 4.0 ** (1 - k) if weight_4 else 1.0) * term
-    return total
+#: Below this x the Bessel differences come from their series (6 terms exact to double
+#: precision there); above it from scipy's I0, where they no longer cancel.
+SERIES_BELOW = 0.1
+
+
+def _bessel_differences(x: float) -> tuple[float, float, float]:
+    """(I0(2x) - 1, I0(x) - 1, I0(2x) - 1 - 4 (I0(x) - 1)) without cancellation: the series
+    ``sum_k c_k x^(2k) / (k!)^2`` (c_k = 1, 4^-k, 1 - 4^(1-k)) below SERIES_BELOW."""
+    if x == 0.0:
+        return 0.0, 0.0, 0.0
+    if x >= SERIES_BELOW:
+        b, a = float(i0(2.0 * x)) - 1.0, float(i0(x)) - 1.0
+        return b, a, b - 4.0 * a
+    term = 1.0
+    b = a = c = 0.0
+    for k in range(1, 7):
+        term *= x * x / (k * k)
+        b += term
+        a += term / 4.0**k
+        c += (1.0 - 4.0 ** (1 - k)) * term
+    return b, a, c
 
 
 def coherent_gains(
-    arriving_a: FloatArray | float,
-    arriving_b: FloatArray | float,
-    noise: float,
-    misalignment: float,
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    arriving_a: float, arriving_b: float, noise: float, misalignment: float
+) -> tuple[float, float, float, float]:
     """(Q_Z, E_Z Q_Z, Q_X, E_X Q_X) of two phase-randomised coherent pulses whose mean photon
     numbers at the relay's detectors are ``arriving_a`` = eta_a mu_a and ``arriving_b``
-    (Xu et al. 2013, Appendix B; module docstring). Vectorised over the intensity pairs.
+    (Xu et al. 2013, Appendix B; module docstring).
 
     Evaluated without cancellation (the decoy bounds difference these gains at intensities near
     0): with ``d = 1 - y``, ``b = I0(2x) - 1`` and ``a = I0(x) - 1``, ``1 + 2y^2 - 4y I0(x) +
-    I0(2x) = 2 d^2 + (b - 4a) + 4 a d``, each term >= 0, and ``b - 4a`` from its series."""
-    a = np.asarray(arriving_a, dtype=np.float64)
-    b = np.asarray(arriving_b, dtype=np.float64)
+    I0(2x) = 2 d^2 + (b - 4a) + 4 a d``, each term >= 0 (:func:`_bessel_differences`)."""
+    a, b = arriving_a, arriving_b
     log_keep = math.log1p(-noise) if noise < 1.0 else -math.inf
     keep = 1.0 - noise
     total = a + b
-    x = np.sqrt(a * b) / 2.0
-    if np.any(x > 1.0):
-        raise ValueError("coherent_gains: mean photon numbers at the relay above 2 per pulse")
-    i0_2x_minus_1 = _bessel_series(x, 1)
-    half = np.exp(-total / 2.0)
-    correct = 2.0 * keep**2 * half * -np.expm1(log_keep - a / 2.0) * -np.expm1(log_keep - b / 2.0)
-    wrong = 2.0 * noise * keep**2 * half * (i0_2x_minus_1 - np.expm1(log_keep - total / 2.0))
+    i0_2x_minus_1, i0_x_minus_1, difference = _bessel_differences(math.sqrt(a * b) / 2.0)
+    half = math.exp(-total / 2.0)
+    correct = (
+        2.0 * keep**2 * half * -math.expm1(log_keep - a / 2.0) * -math.expm1(log_keep - b / 2.0)
+    )
+    wrong = 2.0 * noise * keep**2 * half * (i0_2x_minus_1 - math.expm1(log_keep - total / 2.0))
     gain_z = correct + wrong
     error_z = misalignment * correct + (1.0 - misalignment) * wrong
-    y = keep * np.exp(-total / 4.0)
-    d = -np.expm1(log_keep - total / 4.0)
-    i0_x_minus_1 = _bessel_series(x / 2.0, 1)
-    bracket = 2.0 * d * d + _bessel_series(x, 2, weight_4=True) + 4.0 * i0_x_minus_1 * d
-    gain_x = 2.0 * y * y * bracket
+    y = keep * math.exp(-total / 4.0)
+    d = -math.expm1(log_keep - total / 4.0)
+    gain_x = 2.0 * y * y * (2.0 * d * d + difference + 4.0 * i0_x_minus_1 * d)
     error_x = 0.5 * gain_x - 2.0 * (0.5 - misalignment) * y * y * i0_2x_minus_1
     return gain_z, error_z, gain_x, error_x
 
@@ -348,15 +353,14 @@ def decoy_gains(link: Link, signal: float, decoy: float) -> DecoyGains:
     three intensities (Xu et al. 2013's closed forms, :func:`coherent_gains`)."""
     view = relay_view(link)
     intensities = (signal, decoy, 0.0)
-    pairs = [(i, j) for i in range(3) for j in range(3)]
-    a = np.array([view.eta_a * intensities[i] for i, _ in pairs])
-    b = np.array([view.eta_b * intensities[j] for _, j in pairs])
-    gain_z, error_z, gain_x, error_x = coherent_gains(a, b, view.noise, view.misalignment)
-
-    def table(values: FloatArray) -> dict[tuple[int, int], float]:
-        return {pair: float(v) for pair, v in zip(pairs, values, strict=True)}
-
-    return DecoyGains(intensities, table(gain_z), table(error_z), table(gain_x), table(error_x))
+    tables: tuple[dict[tuple[int, int], float], ...] = ({}, {}, {}, {})
+    for i, j in product(range(3), repeat=2):
+        values = coherent_gains(
+            view.eta_a * intensities[i], view.eta_b * intensities[j], view.noise, view.misalignment
+        )
+        for table, value in zip(tables, values, strict=True):
+            table[(i, j)] = value
+    return DecoyGains(intensities, *tables)
 
 
 @dataclass(frozen=True)

@@ -97,11 +97,6 @@ from qdnet.security.finite_key import (
 ESTIMATION_TERMS = 19
 PRIVACY_AMPLIFICATION_TERMS = 6
 
-#: Intensity classes (a, b) of the decoy analysis, as (index of a, index of b) into
-#: (mu, nu, 0): the Z and X bounds use these seven.
-YIELD_CLASSES = ((1, 1), (1, 2), (2, 1), (2, 2), (0, 0), (0, 2), (2, 0))
-ERROR_CLASSES = ((1, 1), (1, 2), (2, 1), (2, 2))
-
 
 def default_eps_split() -> EpsSplit:
     """Every term eps_sec/25 (docstring)."""
@@ -109,45 +104,34 @@ def default_eps_split() -> EpsSplit:
     return EpsSplit(ESTIMATION_TERMS / total, PRIVACY_AMPLIFICATION_TERMS / total)
 
 
-Interval = tuple[float, float]
-
-
-def _exact(values: dict[tuple[int, int], float]) -> dict[tuple[int, int], Interval]:
-    """Known values as intervals of width 0 (the asymptotic case)."""
-    return {key: (v, v) for key, v in values.items()}
+#: Intensity classes (a, b) are (index of a, index of b) into (mu, nu, 0).
+#: Sign of each class's term in (Y) (mu^3 - nu^3 > 0 for the (0, 0) class) and in (E).
+YIELD_SIGNS = {(1, 1): 1, (1, 2): -1, (2, 1): -1, (2, 2): 1, (0, 0): -1, (0, 2): 1, (2, 0): 1}
+ERROR_SIGNS = {(1, 1): 1, (1, 2): -1, (2, 1): -1, (2, 2): 1}
 
 
 def single_pair_yield_lower(
-    scaled_gains: dict[tuple[int, int], Interval], signal: float, decoy: float
+    scaled_gains: dict[tuple[int, int], float], signal: float, decoy: float
 ) -> float:
-    """Lower bound (Y) on Y11 from ``scaled_gains[(i, j)]``, an interval holding e^(a+b) Q_ab,
-    over YIELD_CLASSES (indices into (mu, nu, 0)); each class at the end of its interval that
-    makes the bound worst."""
+    """Lower bound (Y) on Y11 from ``scaled_gains[(i, j)]`` = e^(a+b) Q_ab over the classes of
+    YIELD_SIGNS (indices into (mu, nu, 0)); with statistical intervals, the caller passes each
+    class at the end that makes the bound worst (the lower end where YIELD_SIGNS is +1)."""
     if not 0.0 < decoy < signal:
         return 0.0
     mu3, nu3 = signal**3, decoy**3
-    weights = {
-        (1, 1): mu3,
-        (1, 2): -mu3,
-        (2, 1): -mu3,
-        (2, 2): mu3 - nu3,
-        (0, 0): -nu3,
-        (0, 2): nu3,
-        (2, 0): nu3,
-    }
-    total = sum(
-        w * (scaled_gains[key][0] if w > 0 else scaled_gains[key][1]) for key, w in weights.items()
-    )
+    g = scaled_gains
+    total = mu3 * (g[(1, 1)] - g[(1, 2)] - g[(2, 1)]) + (mu3 - nu3) * g[(2, 2)]
+    total += nu3 * (g[(0, 2)] + g[(2, 0)] - g[(0, 0)])
     return max(0.0, total / (signal**2 * decoy**2 * (signal - decoy)))
 
 
 def single_pair_error_upper(
-    scaled_error_gains: dict[tuple[int, int], Interval], decoy: float
+    scaled_error_gains: dict[tuple[int, int], float], decoy: float
 ) -> float:
-    """Upper bound (E) on e11 Y11 from intervals holding e^(a+b) E_ab Q_ab over ERROR_CLASSES."""
-    values = scaled_error_gains
-    total = values[(1, 1)][1] - values[(1, 2)][0] - values[(2, 1)][0] + values[(2, 2)][1]
-    return max(0.0, total / decoy**2)
+    """Upper bound (E) on e11 Y11 from e^(a+b) E_ab Q_ab over the classes of ERROR_SIGNS (with
+    intervals: the upper end where ERROR_SIGNS is +1)."""
+    t = scaled_error_gains
+    return max(0.0, (t[(1, 1)] - t[(1, 2)] - t[(2, 1)] + t[(2, 2)]) / decoy**2)
 
 
 @dataclass(frozen=True)
@@ -179,11 +163,11 @@ class AsymptoticDecoy:
 def decoy_key_per_pulse(gains: DecoyGains, error_correction_efficiency: float) -> AsymptoticDecoy:
     """Lo-Curty-Qi Eq. (1) with Y11^Z, Y11^X from (Y) and e11^X from (E) (module docstring)."""
     mu, nu, _ = gains.intensities
-    y_z = single_pair_yield_lower(_exact(gains.scaled(gains.gain_z)), mu, nu)
-    y_x = single_pair_yield_lower(_exact(gains.scaled(gains.gain_x)), mu, nu)
+    y_z = single_pair_yield_lower(gains.scaled(gains.gain_z), mu, nu)
+    y_x = single_pair_yield_lower(gains.scaled(gains.gain_x), mu, nu)
     if y_z <= 0 or y_x <= 0:
         return AsymptoticDecoy(0.0, y_z, y_x, 0.5)
-    e_x = min(0.5, single_pair_error_upper(_exact(gains.scaled(gains.error_gain_x)), nu) / y_x)
+    e_x = min(0.5, single_pair_error_upper(gains.scaled(gains.error_gain_x), nu) / y_x)
     q_z = gains.gain_z[(0, 0)]
     e_z = gains.error_gain_z[(0, 0)] / q_z if q_z > 0 else 0.5
     p11 = (mu * math.exp(-mu)) ** 2
@@ -322,17 +306,17 @@ def _scaled_counts(
     intensities: tuple[float, float, float],
     probabilities: tuple[float, float, float],
     eps: float,
-    classes: tuple[tuple[int, int], ...],
-) -> dict[tuple[int, int], Interval]:
-    """Intervals holding ``G*_ab = e^(a+b)/(p_a p_b) n*_ab``: the expected count n*_ab of each
-    class from its observed n_ab by the multiplicative Chernoff bound
-    (:func:`~qdnet.security.finite_key.expectation_lower` and ``_upper``; the class of each
+    lower_where: dict[tuple[int, int], bool],
+) -> dict[tuple[int, int], float]:
+    """``G*_ab = e^(a+b)/(p_a p_b) n*_ab`` at the end of its interval given by ``lower_where``:
+    the expected count n*_ab of each class from its observed n_ab by the multiplicative Chernoff
+    bound (:func:`~qdnet.security.finite_key.expectation_lower` or ``_upper``; the class of each
     detection is an independent choice given the photon numbers, Curty et al. 2014)."""
     bounds = {}
-    for i, j in classes:
+    for (i, j), lower in lower_where.items():
         scale = math.exp(intensities[i] + intensities[j]) / (probabilities[i] * probabilities[j])
         n = counts.get((i, j), 0.0)
-        bounds[(i, j)] = (scale * expectation_lower(n, eps), scale * expectation_upper(n, eps))
+        bounds[(i, j)] = scale * (expectation_lower(n, eps) if lower else expectation_upper(n, eps))
     return bounds
 
 
@@ -357,10 +341,12 @@ def decoy_key_length(
     tau1 = sum(p * math.exp(-k) * k for k, p in zip(counts.intensities, probs, strict=True))
     s11 = []
     for detections in (counts.key_detections, counts.test_detections):
-        bounds = _scaled_counts(detections, counts.intensities, probs, eps_est, YIELD_CLASSES)
+        lower = {key: sign > 0 for key, sign in YIELD_SIGNS.items()}
+        bounds = _scaled_counts(detections, counts.intensities, probs, eps_est, lower)
         s11.append(tau1 * tau1 * single_pair_yield_lower(bounds, mu, nu))
     s_z, s_x = s11
-    bounds = _scaled_counts(counts.test_errors, counts.intensities, probs, eps_est, ERROR_CLASSES)
+    lower = {key: sign < 0 for key, sign in ERROR_SIGNS.items()}
+    bounds = _scaled_counts(counts.test_errors, counts.intensities, probs, eps_est, lower)
     t_x = tau1 * tau1 * single_pair_error_upper(bounds, nu)
     terms: dict[str, float] = {
         "key_bits_sifted": float(sum(counts.key_detections.values())),
