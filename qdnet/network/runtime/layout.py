@@ -45,14 +45,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from qdnet.config import ConfigError
-from qdnet.kms.pki import create_pki
-from qdnet.kms.settings import KMSSettings, dump_settings
-from qdnet.kms.topology import mesh_settings
 from qdnet.network.config import NetworkConfig, link_document, load_network_config
-from qdnet.network.planning import PlannedNetwork
 from qdnet.network.runtime.processes import ProcessRef
 from qdnet.network.runtime.state import (
     FORMAT_VERSION,
@@ -61,9 +57,12 @@ from qdnet.network.runtime.state import (
     read_state,
     write_json_atomic,
 )
-from qdnet.network.scenario import parse_tap
-from qdnet.postprocessing.keyblock import KeyFolder
-from qdnet.transport.authentication import write_psk
+
+if TYPE_CHECKING:
+    from qdnet.kms.settings import KMSSettings
+
+# The KMS, PKI and planning modules load only when a folder is written or a tap parsed, so that
+# `up` refuses bad input (and `down`, `status` run) without their start-up time.
 
 #: How often a KMS looks for new key blocks of its links (seconds; the KMS default is 1 s).
 INGEST_INTERVAL_S = 0.25
@@ -84,6 +83,11 @@ def kme_id(node: str) -> str:
 
 def parse_taps(network: NetworkConfig, taps: list[str]) -> dict[str, Tap]:
     """``--tap C-B@0s:0.5`` options (the parser of ``network simulate``) by link name."""
+    if not taps:
+        return {}
+    from qdnet.network.planning import PlannedNetwork
+    from qdnet.network.scenario import parse_tap
+
     index = SimpleNamespace(
         rates=[
             SimpleNamespace(index=i, between=link.between) for i, link in enumerate(network.links)
@@ -151,6 +155,9 @@ def _link_spec(
         "cpu_slots": slots,
         "slots_dir": str(workdir / "links" / ".cpu-slots"),
     }
+    from qdnet.postprocessing.keyblock import KeyFolder
+    from qdnet.transport.authentication import write_psk
+
     if link.key_rate_bps is not None:
         spec.update(kind="given", key_rate_bps=link.key_rate_bps, qber=link.qber)
     else:
@@ -217,6 +224,10 @@ def _write_workdir(
     seed: int,
     cpu_slots: int,
 ) -> dict[str, Any]:
+    from qdnet.kms.pki import create_pki
+    from qdnet.kms.settings import dump_settings
+    from qdnet.kms.topology import mesh_settings
+
     base_dir = network_file.resolve().parent
     kmes = {node.name: kme_id(node.name) for node in network.nodes}
     pki = create_pki(workdir / "pki", list(kmes.values()), [sae.name for sae in network.saes])
