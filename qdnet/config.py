@@ -528,14 +528,19 @@ def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str,
     return document
 
 
+def resolve_link_paths(document: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """A link document with its file paths (``protocol.bob_source``) made relative to the folder
+    of the file ``path`` it was read from."""
+    protocol = document.get("protocol")
+    if isinstance(protocol, dict) and isinstance(protocol.get("bob_source"), str):
+        protocol["bob_source"] = str(Path(path).parent / protocol["bob_source"])
+    return document
+
+
 def load_link_config(path: str | Path, overrides: list[str] | None = None) -> LinkConfig:
     """Read and validate a link YAML file."""
     document = read_yaml_mapping(path, "name, source, channel, receiver, protocol")
-    document = apply_overrides(document, overrides or [])
-    protocol = document.get("protocol")
-    if isinstance(protocol, dict) and isinstance(protocol.get("bob_source"), str):
-        # A path in a link file is relative to that file.
-        protocol["bob_source"] = str(Path(path).parent / protocol["bob_source"])
+    document = resolve_link_paths(apply_overrides(document, overrides or []), path)
     try:
         return LinkConfig.model_validate(document)
     except ValidationError as error:

@@ -20,6 +20,7 @@ from qdnet.config import (
     LinkConfig,
     apply_overrides,
     read_yaml_mapping,
+    resolve_link_paths,
     validation_message,
 )
 
@@ -42,6 +43,12 @@ class NetworkLinkConfig(_Strict):
     channel and applies ``set`` (dotted fields, as ``--set`` on the command line). A link given by
     ``key_rate_bps`` delivers blocks of ``block_bits`` at error rate ``qber``; its ``length_km``
     (optional) only sets the relay latency.
+
+    ``via`` names the untrusted node (``trusted: false``) of an MDI link (issue 16): the two ends
+    each send to that relay, which only announces Bell-measurement results, so the link is one
+    end-to-end link A-B (its key never passes through the relay, which can relay no key either);
+    a modelled one needs a link file of ``protocol.kind: mdi-bb84``, whose ``length_km`` is the
+    whole A-B fibre split at ``protocol.relay_position``.
     """
 
     between: tuple[str, str]
@@ -51,6 +58,7 @@ class NetworkLinkConfig(_Strict):
     key_rate_bps: float | None = Field(default=None, gt=0)
     block_bits: float = Field(default=1e6, ge=1e3)
     qber: float = Field(default=0.01, ge=0, lt=0.5)
+    via: str | None = None
 
     @model_validator(mode="after")
     def _given_or_modelled(self) -> NetworkLinkConfig:
@@ -117,6 +125,8 @@ class NetworkConfig(_Strict):
             if pair in pairs:
                 raise ValueError(f"links[{i}]: a second link between {link.name}")
             pairs.add(pair)
+            if link.via is not None:
+                _check_relay(self, i, link.via)
             if link.key_rate_bps is None and link.link is None and self.link_defaults is None:
                 raise ValueError(
                     f"links[{i}]: needs key_rate_bps, link, or the network's link_defaults"
@@ -147,6 +157,21 @@ class NetworkConfig(_Strict):
     def node_of(self, sae: str) -> str:
         """The node an SAE sits at."""
         return next(s.node for s in self.saes if s.name == sae)
+
+
+def _check_relay(network: NetworkConfig, index: int, via: str) -> None:
+    """``links[index].via``: an untrusted node other than the link's ends."""
+    link = network.links[index]
+    node = next((n for n in network.nodes if n.name == via), None)
+    if node is None:
+        raise ValueError(f"links[{index}].via: unknown node {via!r}")
+    if via in link.between:
+        raise ValueError(f"links[{index}].via: {via} is an end of the link {link.name}")
+    if node.trusted:
+        raise ValueError(
+            f"links[{index}].via: node {via} is trusted; the relay of an MDI link is an "
+            "untrusted node (trusted: false)"
+        )
 
 
 def relay_graph(network: NetworkConfig) -> nx.Graph:
@@ -187,6 +212,7 @@ def link_document(network: NetworkConfig, index: int, base_dir: Path) -> dict[st
         document = read_yaml_mapping(path, "name, source, channel, receiver, protocol")
     except ConfigError as error:
         raise ConfigError(f"links[{index}].{where}: {error}") from None
+    document = resolve_link_paths(document, path)
     document["name"] = link.name
     if link.length_km is not None:
         channel = document.setdefault("channel", {})
@@ -203,8 +229,14 @@ def link_document(network: NetworkConfig, index: int, base_dir: Path) -> dict[st
 def link_config(network: NetworkConfig, index: int, base_dir: Path) -> LinkConfig:
     """The validated link model of a modelled link."""
     document = link_document(network, index, base_dir)
+    origin = f"links[{index}] ({network.links[index].name})"
     try:
-        return LinkConfig.model_validate(document)
+        config = LinkConfig.model_validate(document)
     except ValidationError as error:
-        origin = f"links[{index}] ({network.links[index].name})"
         raise ConfigError(validation_message(origin, error, "link")) from None
+    if network.links[index].via is not None and config.protocol.kind != "mdi-bb84":
+        raise ConfigError(
+            f"{origin}: via {network.links[index].via} needs a link file of protocol.kind "
+            f"mdi-bb84, got {config.protocol.kind}"
+        )
+    return config

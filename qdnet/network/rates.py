@@ -41,6 +41,8 @@ class LinkRate:
     block_bits: float | None
     secret_bits_per_block: float | None
     parameters: dict[str, float]
+    #: The untrusted relay of an MDI link (``links[i].via``), None otherwise.
+    via: str | None = None
 
     @property
     def name(self) -> str:
@@ -59,6 +61,7 @@ class LinkRate:
             "block_bits": self.block_bits,
             "secret_bits_per_block": self.secret_bits_per_block,
             "parameters": self.parameters,
+            "via": self.via,
         }
 
 
@@ -108,6 +111,7 @@ def _link_rate(network: NetworkConfig, index: int, base_dir: Path) -> LinkRate:
             block_bits=link.block_bits,
             secret_bits_per_block=None,
             parameters={},
+            via=link.via,
         )
     config = link_config(network, index, base_dir)
     rate_bps, qber, bits_per_pulse, parameters = modelled_link_rate(config)
@@ -123,4 +127,5 @@ def _link_rate(network: NetworkConfig, index: int, base_dir: Path) -> LinkRate:
         block_bits=config.protocol.block_size,
         secret_bits_per_block=bits_per_pulse * pulses if pulses is not None else None,
         parameters=parameters,
+        via=link.via,
     )
