@@ -60,7 +60,7 @@ LASER_CLASS_PROBABILITIES = (0.7, 0.2, 0.1)
 #: beyond it is below 1e-15 for the mean photon numbers a link uses, checked at run time).
 MAX_LASER_PHOTONS = 16
 #: Largest number of candidate pulse pairs handled in one chunk (bounds memory).
-CHUNK_CANDIDATES = 1 << 21
+CHUNK_CANDIDATES = 1 << 18
 BASES = ("z", "x")
 
 
