@@ -468,7 +468,10 @@ def _mdi_relay(config: LinkConfig, alice: Source) -> MdiRelay:
     position = config.protocol.relay_position
     if isinstance(bob, WeakCoherentSource):
         return MdiRelay(position, bob)
-    a, b = emitter(config), emitter(bob_config)
+    try:
+        a, b = emitter(config), emitter(bob_config)
+    except ConfigError as error:  # named by its link file already; build() names it again
+        raise ValueError(str(error).removeprefix(f"{config.name}: ")) from None
     return MdiRelay(position, bob, photon_overlap(a, b), hom(a, b).visibility)
 
 

@@ -398,9 +398,9 @@ def free_parameters(link: Link) -> tuple[tuple[str, float, float, bool], ...]:
             ("signal_probability", 0.05, 1.0 - MIN_PARAMETER, True),
             ("decoy_share", 0.02, 0.98, False),
         ]
-    if not is_laser_link(link) and settings.optimise_intensity:
-        mu = sources(link)[0].mean_photon_number or 0.0
-        parameters.append(("mean_photon_number", min(MIN_PARAMETER, mu), mu, False))
+    dot_mu = 0.0 if is_laser_link(link) else (sources(link)[0].mean_photon_number or 0.0)
+    if settings.optimise_intensity and dot_mu > MIN_PARAMETER:
+        parameters.append(("mean_photon_number", MIN_PARAMETER, dot_mu, False))
     if finite and settings.basis_bias is None:
         parameters.append(("basis_bias", 0.5, 1.0 - MIN_PARAMETER, True))
     return tuple(parameters)

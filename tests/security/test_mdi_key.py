@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from qdnet.cli import app
 from qdnet.config import load_link
-from qdnet.keyrate import key_rate_point
+from qdnet.keyrate import key_rate_point, parameter_space
 from qdnet.protocols import mdi
 from qdnet.protocols.mdi import conditional_gains, decoy_gains
 from qdnet.security.mdi import (
@@ -141,3 +141,22 @@ def test_keyrate_compare_plot_and_json(tmp_path: Path) -> None:
     assert plot.stat().st_size > 10_000
     dot = document["links"][0]["points"][0]["parameters"]
     assert 0.5 < dot["hom_visibility"] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("path", "block", "distance_km"),
+    [(LASER, "1e8", 0.0), (LASER, "1e10", 100.0), (LASER, "null", 150.0), (DOT, "1e8", 60.0)],
+)
+def test_random_sampling_never_beats_the_optimiser(
+    path: Path, block: str, distance_km: float
+) -> None:
+    """Random points of the optimiser's own box never beat its result by more than 1 %."""
+    link = load_link(path, [f"protocol.block_size={block}", f"channel.length_km={distance_km}"])
+    optimum = key_rate_point(link, distance_km)[0].secret_bits_per_pulse
+    space = parameter_space(link)
+    lower, upper = space.search_box()
+    rng = np.random.default_rng(16)
+    points = lower + rng.random((300, len(lower))) * (upper - lower)
+    sampled = max(space.evaluate(space.from_search(z)).bits_per_pulse for z in points)
+    assert optimum > 0
+    assert sampled <= 1.01 * optimum
