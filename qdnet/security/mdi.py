@@ -69,8 +69,9 @@ Asymptotically, with ``tagged_B = P_both + min(P_vac, 2 E_B Q_B)`` in basis B::
 
 Finite keys (:func:`dot_key_length`): the multiplicative Chernoff bound of
 :func:`qdnet.security.finite_key.chernoff_upper` on the tagged counts of each basis, the vacuum-
-side count from its errors by Hoeffding (``V/2 - sqrt(V ln(1/eps)/2) <= m``, so ``V <= (sqrt(L/2)
-+ sqrt(L/2 + 2 m))^2``, L = ln(1/eps)), the phase error by Serfling's bound
+side count from its errors by Hoeffding (``V/2 - sqrt(V L/2) <= m``, so ``V <= (sqrt(L/2) +
+sqrt(L/2 + 2 m))^2``, with L = ln(n/eps): a union bound over the counts V <= n, the basis's
+detections, since Eve chooses V), the phase error by Serfling's bound
 (:func:`qdnet.security.finite_key.serfling_margin`) and the one-intensity length formula of
 :func:`qdnet.security.finite_key.tagged_key_length`: ``l = s (1 - h(phi)) - lambda_EC -
 4 log2(1/eps_PA) - log2(2/eps_cor)``; seven estimation terms (four Chernoff, two vacuum-side,
@@ -221,10 +222,12 @@ DOT_ESTIMATION_TERMS = 7
 DOT_PRIVACY_AMPLIFICATION_TERMS = 4
 
 
-def vacuum_side_upper(errors: float, eps: float) -> float:
+def vacuum_side_upper(errors: float, eps: float, most: float) -> float:
     """Most announced pairs with a silent party consistent with ``errors`` errors among them,
-    failing with probability <= eps: ``(sqrt(L/2) + sqrt(L/2 + 2 m))^2`` (module docstring)."""
-    log_term = math.log(1.0 / eps)
+    failing with probability <= eps: ``(sqrt(L/2) + sqrt(L/2 + 2 m))^2``, L = ln(most/eps), where
+    ``most`` bounds their number (Eve chooses it: a union bound over every count up to it;
+    module docstring)."""
+    log_term = math.log(max(most, 1.0) / eps)
     return (math.sqrt(log_term / 2.0) + math.sqrt(log_term / 2.0 + 2.0 * max(errors, 0.0))) ** 2
 
 
@@ -265,7 +268,8 @@ def dot_key_length(
         pairs = counts.pulses * share
         both = chernoff_upper(pairs * tagged.both, eps)
         silent = min(
-            chernoff_upper(pairs * tagged.vacuum_side, eps), vacuum_side_upper(errors, eps)
+            chernoff_upper(pairs * tagged.vacuum_side, eps),
+            vacuum_side_upper(errors, eps, detections),
         )
         tagged_counts.append(min(detections, both + silent))
     s_key = counts.key_detections - tagged_counts[0]
