@@ -78,12 +78,13 @@ def register(app: typer.Typer) -> None:
                 return
             config = load_link_config(link_file, list(set_))
             if config.protocol.kind == "mdi-bb84":
-                if attack or out is not None:
+                if attack:
                     raise ConfigError(
-                        "the mdi-bb84 Monte Carlo takes --pulses, --seed, --set and --json (no "
-                        "--attack or --out: its records for distill are not written yet)"
+                        "the mdi-bb84 Monte Carlo has no eavesdropper: the relay is untrusted "
+                        "by design (--attack applies to bb84, decoy-bb84 and bbm92 links)"
                     )
-                _simulate_mdi(config.build(), int(pulses), seed, as_json)
+                document = apply_overrides(yaml.safe_load(Path(link_file).read_text()), list(set_))
+                _simulate_mdi(config.build(), int(pulses), seed, as_json, out, document)
                 return
             if config.protocol.kind == "decoy-bb84" and config.source.kind != "weak-coherent":
                 raise ConfigError(
@@ -197,7 +198,14 @@ def _simulate_swap(path: Path, attempts: int, seed: int, as_json: bool) -> None:
     )
 
 
-def _simulate_mdi(link: object, pulses: int, seed: int, as_json: bool) -> None:
+def _simulate_mdi(
+    link: object,
+    pulses: int,
+    seed: int,
+    as_json: bool,
+    out: Path | None,
+    document: dict[str, object],
+) -> None:
     """Monte Carlo of an MDI link, per class pair and basis against the analytic model."""
     import numpy as np
     from rich.table import Table
@@ -207,12 +215,15 @@ def _simulate_mdi(link: object, pulses: int, seed: int, as_json: bool) -> None:
     from qdnet.simulation.mdi import simulate_mdi
 
     assert isinstance(link, Link)
-    result = simulate_mdi(link, pulses, np.random.default_rng(seed))
-    document = result.to_json()
-    document["link"] = link.name
-    document["seed"] = seed
+    result = simulate_mdi(
+        link, pulses, np.random.default_rng(seed), out=out, seed=seed, link_document=document
+    )
+    summary = result.to_json()
+    summary["link"] = link.name
+    summary["seed"] = seed
+    summary["records"] = str(out) if out is not None else None
     if as_json:
-        typer.echo(json.dumps(document, default=float))
+        typer.echo(json.dumps(summary, default=float))
         return
     table = Table(title=f"{link.name}: {pulses:.3g} pulse pairs, mdi-bb84 (seed {seed})")
     for column in (
@@ -245,7 +256,7 @@ def _simulate_mdi(link: object, pulses: int, seed: int, as_json: bool) -> None:
         )
     console.print(table)
     console.print(
-        f"{document['announcements']} announcements; largest deviation "
+        f"{summary['announcements']} announcements; largest deviation "
         f"{result.max_deviation_sigma:.1f} sigma; {pulses / result.elapsed_s:.3g} pulse pairs/s"
     )
 

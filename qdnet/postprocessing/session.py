@@ -66,11 +66,11 @@ from qdnet.postprocessing.estimation import (
     estimate,
     observed_counts,
 )
+from qdnet.postprocessing.key_length import KeyLengthFn, key_length_for
 from qdnet.postprocessing.keyblock import KeyBlock, KeyFolder
 from qdnet.postprocessing.sifting import Sifted, SiftingError, alice_sift, bob_sift
 from qdnet.postprocessing.verification import MERSENNE_61, VerificationHash
 from qdnet.protocols.records import PartyRecords, RecordsMeta
-from qdnet.security.finite_key import KeyLength, ObservedCounts, secret_key_length
 from qdnet.transport.authentication import (
     COMMIT_KEY_BITS,
     AuthenticAbortError,
@@ -78,7 +78,6 @@ from qdnet.transport.authentication import (
 )
 from qdnet.transport.messages import FieldValue, Message, MessageKind, ProtocolError
 
-KeyLengthFn = Callable[[ObservedCounts, float, float, float], KeyLength]
 Progress = Callable[[str, float], None]
 METHODS = ("cascade", "ldpc")
 #: Detections per SIFT_REQUEST / SIFT_REPLY frame (9 bytes each: 36 MiB at most, so a run of
@@ -274,6 +273,11 @@ def _decide(
 
 def unsupported_reason(meta: RecordsMeta) -> str | None:
     """Why these records cannot be distilled with a sound finite-key bound (None: they can)."""
+    if meta.protocol == "mdi-bb84" and len(meta.intensities) != 1:
+        return (
+            "mdi-bb84 records from decoy lasers: distill has the quantum-dot MDI finite-key "
+            "bound only (qdnet keyrate gives the decoy-laser MDI key)"
+        )
     if meta.protocol != "decoy-bb84":
         return None
     source = meta.link.get("source") if isinstance(meta.link, dict) else None
@@ -449,10 +453,11 @@ async def run_alice(
     meta: RecordsMeta,
     keys: KeyFolder,
     cfg: SessionConfig | None = None,
-    key_length: KeyLengthFn = secret_key_length,
+    key_length: KeyLengthFn | None = None,
     progress: Progress | None = None,
 ) -> SessionReport:
-    """Alice's endpoint. ``report.block`` holds the key if one was kept (also in ``keys``)."""
+    """Alice's endpoint. ``report.block`` holds the key if one was kept (also in ``keys``);
+    ``key_length`` defaults to the run's protocol's analysis (:func:`key_length_for`)."""
     cfg = cfg or SessionConfig()
     report = SessionReport(
         role="alice",
@@ -467,6 +472,7 @@ async def run_alice(
         reason = unsupported_reason(meta)
         if reason is not None:
             raise SessionAbortError(reason)
+        length_fn = key_length or key_length_for(meta)
         ack = await chan.open_session(
             {"block_id": report.block_id, **_meta_fields(meta), **cfg.to_fields()}
         )
@@ -494,7 +500,7 @@ async def run_alice(
             )
         tb = await chan.recv(MessageKind.TEST_BITS)
         bob_test = _unpack(tb, "test", len(sifted.test_bits))
-        est = _estimate_and_decide(report, sifted, bob_test, meta, cfg, key_length, progress)
+        est = _estimate_and_decide(report, sifted, bob_test, meta, cfg, length_fn, progress)
         key = sifted.key_bits
         if cfg.method == "cascade":
             frames = _split_frames(len(key), cfg.frame_bits)
@@ -522,7 +528,7 @@ async def run_alice(
             raise SessionAbortError(
                 "verification failed: the keys still differ after error correction"
             )
-        length = _final_length(report, est, meta, cfg, key_length)
+        length = _final_length(report, est, meta, cfg, length_fn)
         seed = fresh_seed(len(key), length)
         await chan.send(
             Message(
@@ -550,7 +556,7 @@ async def run_bob(
     records: PartyRecords,
     meta: RecordsMeta,
     keys: KeyFolder,
-    key_length: KeyLengthFn = secret_key_length,
+    key_length: KeyLengthFn | None = None,
     progress: Progress | None = None,
 ) -> SessionReport:
     """Bob's endpoint; he adopts the parameters Alice announces in HELLO.
@@ -571,6 +577,7 @@ async def run_bob(
         reason = unsupported_reason(meta)
         if reason is not None:
             raise SessionAbortError(reason)
+        length_fn = key_length or key_length_for(meta)
         await chan.accept_session(hello, _meta_fields(meta))
         keys.pool.claim(records.digest())  # persisted before anything of them is disclosed
         await _send_sift_request(chan, records)
@@ -596,7 +603,7 @@ async def run_bob(
             raise ProtocolError("SIFT_REPLY: test bit count disagrees with the sifting")
         alice_test = _unpack(reply, "test", len(sifted.test_bits))
         await chan.send(Message(MessageKind.TEST_BITS, arrays={"test": _pack(sifted.test_bits)}))
-        est = _estimate_and_decide(report, sifted, alice_test, meta, cfg, key_length, progress)
+        est = _estimate_and_decide(report, sifted, alice_test, meta, cfg, length_fn, progress)
         key = sifted.key_bits
         if cfg.method == "cascade":
             frames = _split_frames(len(key), cfg.frame_bits)
@@ -632,7 +639,7 @@ async def run_bob(
             raise SessionAbortError(
                 "verification failed: the keys still differ after error correction"
             )
-        length = _final_length(report, est, meta, cfg, key_length)
+        length = _final_length(report, est, meta, cfg, length_fn)
         pa = await chan.recv(MessageKind.PA_SEED)
         if pa.field_int("m") != length or pa.field_int("nbits") != len(key) + length - 1:
             raise ProtocolError("PA_SEED: output length disagrees with Bob's finite-key length")

@@ -20,7 +20,11 @@ field, a wrong type, an unreadable ``.npz`` or a missing array is a ``ValueError
 the file and the problem.
 
 ``slot`` identifies a detection event both parties can name publicly: the pulse index for
-prepare-and-measure protocols (BB84, decoy BB84) and the coincidence index for BBM92. Bob's file
+prepare-and-measure protocols (BB84, decoy BB84), the coincidence index for BBM92, and for MDI-QKD
+(``mdi-bb84``) the index of a pulse pair the untrusted relay announced as a Bell-state success:
+both files then hold every announced pulse pair, and Bob's bits are already flipped as the public
+announcement says (after every Z success and after Psi- in X), so they compare with Alice's as in
+BB84; ``multiphoton_probability`` holds Alice's P(n>=2) and P(n>=1), then Bob's. Bob's file
 holds every slot in which he registered a (possibly squashed double) click. Alice's file holds her
 settings for exactly those slots: the list of detected slots is the first public message of
 sifting, so storing the rest of her 1e10 pulses would only waste disk. Bases: 0 = Z (H/V),
@@ -62,6 +66,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 RECORDS_FORMAT_VERSION = 2
+#: mdi-bb84 runs publish four source figures in ``multiphoton_probability``: Alice's P(n>=2) and
+#: P(n>=1), then Bob's (the tagged pairs of :func:`qdnet.security.mdi.tagged_pairs`).
+MDI_SOURCE_FIGURES = 4
 SEED_FILE = Path("private") / "seed.json"
 Party = Literal["alice", "bob"]
 
@@ -195,7 +202,10 @@ def _number(value: Any) -> bool:
 
 #: Type check of each public field: (test, expectation in words).
 _META_FIELDS: dict[str, tuple[Any, str]] = {
-    "protocol": (lambda v: v in ("bb84", "decoy-bb84", "bbm92"), "bb84, decoy-bb84 or bbm92"),
+    "protocol": (
+        lambda v: v in ("bb84", "decoy-bb84", "bbm92", "mdi-bb84"),
+        "bb84, decoy-bb84, bbm92 or mdi-bb84",
+    ),
     "link_name": (lambda v: isinstance(v, str), "a string"),
     "pulses": (lambda v: type(v) is int and v > 0, "a positive integer"),
     "intensities": (
@@ -250,6 +260,11 @@ def load_meta(directory: str | os.PathLike[str]) -> RecordsMeta:
         raise ValueError(
             f"{path}: multiphoton_probability must give the source's P(n>=2) for each of the "
             f"{len(raw['intensities'])} intensity classes (re-create the run with qdnet simulate)"
+        )
+    if raw["protocol"] == "mdi-bb84" and len(raw["multiphoton_probability"]) != MDI_SOURCE_FIGURES:
+        raise ValueError(
+            f"{path}: multiphoton_probability of an mdi-bb84 run must give Alice's P(n>=2), "
+            "P(n>=1), then Bob's P(n>=2), P(n>=1) (re-create the run with qdnet simulate)"
         )
     raw["intensities"] = tuple(raw["intensities"])
     raw["pulses_per_intensity"] = tuple(raw["pulses_per_intensity"])

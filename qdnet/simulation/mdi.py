@@ -38,6 +38,7 @@ require agreement within 4).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,8 @@ from numpy.typing import NDArray
 
 from qdnet.protocols import mdi as model
 from qdnet.protocols.link import Link
-from qdnet.simulation.swapping import Estimate
+from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta, save_records
+from qdnet.simulation.sampling import Estimate, bernoulli_positions
 from qdnet.sources.laser import WeakCoherentSource
 from qdnet.sources.quantum_dot import SinglePhotonSource
 
@@ -259,8 +261,15 @@ def simulate_mdi(
     pulses: int,
     rng: np.random.Generator,
     class_probabilities: tuple[float, ...] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
+    link_document: dict[str, Any] | None = None,
 ) -> MdiMonteCarlo:
-    """Run ``pulses`` pulse pairs of an mdi-bb84 link and compare with the analytic model."""
+    """Run ``pulses`` pulse pairs of an mdi-bb84 link and compare with the analytic model.
+
+    With ``out`` (quantum dots), the announced pulse pairs become records for ``qdnet distill``
+    (:mod:`qdnet.protocols.records`: Bob's bits flipped as the announcements say).
+    """
     if pulses < 1:
         raise ValueError(f"pulses must be >= 1, got {pulses}")
     started = time.perf_counter()
@@ -278,13 +287,25 @@ def simulate_mdi(
     n_classes = len(plan.class_probabilities)
     prior = np.outer(plan.class_probabilities, plan.class_probabilities).reshape(-1)
     total_candidate = float(prior @ p_candidate)
-    # Candidate pulse pairs: a Bernoulli process; the rest counted per class pair at the end.
-    candidates = int(rng.binomial(pulses, total_candidate)) if total_candidate > 0 else 0
+    # Candidate pulse pairs: a Bernoulli process (their slots only where records are written);
+    # the rest counted per class pair at the end.
+    if out is not None and plan.lasers:
+        raise ValueError(
+            "records of decoy-laser MDI runs are not written: distill has the quantum-dot MDI "
+            "finite-key bound only (run without --out)"
+        )
+    slots = bernoulli_positions(rng, total_candidate, pulses) if out is not None else None
+    if slots is not None:
+        candidates = int(slots.size)
+    else:
+        candidates = int(rng.binomial(pulses, total_candidate)) if total_candidate > 0 else 0
+    announced: list[IntArray] = []
     counts = np.zeros((n_classes * n_classes, 2, 3), dtype=np.int64)  # pulses, successes, errors
     size_b = table.shape[2]
     done = 0
     while done < candidates:
         n = min(CHUNK_CANDIDATES, candidates - done)
+        chunk_slots = slots[done : done + n] if slots is not None else None
         done += n
         pair = rng.choice(prior.size, size=n, p=prior * p_candidate / total_candidate)
         cell = _cells(rng, cumulative, pair)
@@ -322,6 +343,21 @@ def simulate_mdi(
         np.add.at(counts, (pair[matched], slot[matched], 0), 1)
         np.add.at(counts, (pair[success], slot[success], 1), 1)
         np.add.at(counts, (pair[success & error], slot[success & error], 2), 1)
+        if chunk_slots is not None:
+            # Bob's recorded bit: flipped after every Z success and after Psi- in X.
+            flip = np.where(basis_b == 0, True, minus)
+            rows = minus | plus
+            announced.append(
+                np.stack(
+                    [
+                        chunk_slots[rows],
+                        basis_a[rows],
+                        bit_a[rows],
+                        basis_b[rows],
+                        (bit_b ^ flip)[rows],
+                    ]
+                )
+            )
     # Pulse pairs with fewer than two units: never announced; counted per class pair and basis.
     rest = pulses - candidates
     quiet = prior * (1.0 - p_candidate)
@@ -333,8 +369,60 @@ def simulate_mdi(
         cells = cells / cells.sum()
         drawn = rng.multinomial(rest, cells)
         counts[:, :, 0] += drawn[:-1].reshape(-1, 2)
+    if out is not None:
+        _write_records(out, link, plan, pulses, announced, seed, link_document)
     elapsed = time.perf_counter() - started
     return MdiMonteCarlo(plan, pulses, _rows(link, plan, counts), elapsed)
+
+
+def _write_records(
+    out: str | os.PathLike[str],
+    link: Link,
+    plan: MdiPlan,
+    pulses: int,
+    announced: list[IntArray],
+    seed: int | None,
+    link_document: dict[str, Any] | None,
+) -> None:
+    """Alice's and Bob's files of the announced pulse pairs and the public metadata."""
+    alice, bob = model.sources(link)
+    assert isinstance(alice, SinglePhotonSource) and isinstance(bob, SinglePhotonSource)
+    columns = np.concatenate(announced, axis=1) if announced else np.zeros((5, 0), np.int64)
+    figures = []
+    for source, mu in ((alice, plan.intensities_a[0]), (bob, plan.intensities_b[0])):
+        emitted = source.photon_number_distribution(mu)
+        figures += [source.multiphoton_probability(mu), float(1.0 - emitted[0])]
+    meta = RecordsMeta(
+        protocol="mdi-bb84",
+        link_name=link.name,
+        pulses=pulses,
+        intensities=(plan.intensities_a[0],),
+        pulses_per_intensity=(pulses,),
+        basis_bias=plan.basis_bias,
+        repetition_rate_hz=link.repetition_rate_hz,
+        seed=seed,
+        link=link_document or {},
+        multiphoton_probability=tuple(figures),
+    )
+    zeros = np.zeros(columns.shape[1], dtype=np.uint8)
+    save_records(
+        RawRecords(
+            meta=meta,
+            alice=PartyRecords(
+                slot=columns[0].astype(np.int64),
+                basis=columns[1].astype(np.uint8),
+                bit=columns[2].astype(np.uint8),
+                intensity=zeros,
+            ),
+            bob=PartyRecords(
+                slot=columns[0].astype(np.int64),
+                basis=columns[3].astype(np.uint8),
+                bit=columns[4].astype(np.uint8),
+                intensity=zeros,
+            ),
+        ),
+        out,
+    )
 
 
 def _laser_photons(

@@ -42,6 +42,7 @@ from qdnet.interference.swapping import (
     swap_unnormalised,
     white_mixture,
 )
+from qdnet.simulation.sampling import Estimate, bernoulli_positions
 
 Matrix = NDArray[np.complex128]
 #: Tomography settings: Pauli X, Y, Z.
@@ -61,34 +62,6 @@ _OUTCOMES = ("psi-", "psi+")
 #: Largest number of attempts, and of firing events, handled in one chunk (bounds memory).
 CHUNK_ATTEMPTS = 1 << 26
 CHUNK_EVENTS = 1 << 23
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A Monte Carlo figure, its standard error, the analytic value and the deviation in sigma."""
-
-    value: float
-    sigma: float
-    expected: float
-
-    @property
-    def deviation_sigma(self) -> float:
-        """(value - expected) / sigma (0 when both are exact; nan without data)."""
-        if math.isnan(self.value):
-            return math.nan
-        if self.sigma > 0:
-            return (self.value - self.expected) / self.sigma
-        return 0.0 if math.isclose(self.value, self.expected, abs_tol=1e-12) else math.inf
-
-    def to_json(self) -> dict[str, float | None]:
-        """JSON fields of one figure (null where the run recorded no data for it)."""
-        fields = {
-            "value": self.value,
-            "sigma": self.sigma,
-            "expected": self.expected,
-            "deviation_sigma": self.deviation_sigma,
-        }
-        return {k: None if math.isnan(v) else v for k, v in fields.items()}
 
 
 @dataclass(frozen=True)
@@ -153,27 +126,6 @@ def born_table(rho_a: Matrix, rho_b: Matrix, visibility: float) -> NDArray[np.fl
     return table
 
 
-def _positions(rng: np.random.Generator, probability: float, attempts: int) -> NDArray[np.int64]:
-    """Sorted attempt indices where a Bernoulli(probability) process fires (geometric gaps)."""
-    if probability <= 0.0 or attempts <= 0:
-        return np.empty(0, dtype=np.int64)
-    if probability >= 1.0:
-        return np.arange(attempts, dtype=np.int64)
-    expected = attempts * probability
-    chunks = []
-    last = -1
-    while True:
-        size = int(expected + 6.0 * math.sqrt(expected) + 16)
-        gaps = rng.geometric(probability, size=size).astype(np.int64)
-        positions = last + np.cumsum(gaps)
-        chunks.append(positions[positions < attempts])
-        if positions[-1] >= attempts:
-            break
-        last = int(positions[-1])
-        expected = (attempts - last) * probability
-    return np.concatenate(chunks)
-
-
 def _categorical(
     rng: np.random.Generator, cumulative: NDArray[np.float64], rows: NDArray[np.int64]
 ) -> NDArray[np.int64]:
@@ -196,8 +148,8 @@ def _chunk(
         right.pair_probability * right.left_efficiency,
     )
     # Components: 0 photon 2, 1 photon 3, 2..5 dark counts of detectors 0..3.
-    fired = [_positions(rng, q[0], attempts), _positions(rng, q[1], attempts)]
-    fired += [_positions(rng, bsm.dark_probability, attempts) for _ in range(4)]
+    fired = [bernoulli_positions(rng, q[0], attempts), bernoulli_positions(rng, q[1], attempts)]
+    fired += [bernoulli_positions(rng, bsm.dark_probability, attempts) for _ in range(4)]
     index = np.concatenate(fired)
     component = np.concatenate([np.full(f.size, c, dtype=np.int64) for c, f in enumerate(fired)])
     order = np.argsort(index, kind="stable")

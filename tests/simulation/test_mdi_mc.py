@@ -86,4 +86,4 @@ def test_cli_json_and_refusals() -> None:
     assert document["max_deviation_sigma"] < 4
     refused = CliRunner().invoke(app, ["simulate", str(path), "--attack", "intercept-resend"])
     assert refused.exit_code != 0
-    assert "records for distill" in refused.output
+    assert "has no eavesdropper" in refused.output
