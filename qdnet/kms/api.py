@@ -33,7 +33,13 @@ from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from qdnet.kms.peer import parse_allocations, parse_segment_state
+from qdnet.kms.peer import (
+    RELAY_COMPLETION_PATH,
+    RELAY_PATH,
+    parse_allocations,
+    parse_segment_state,
+)
+from qdnet.kms.relay import parse_relay_completion, parse_relay_request
 from qdnet.kms.service import KMSError, KMSService, PeerLink
 from qdnet.kms.tls import PEER_IDENTITY_KEY, identity_of, kme_identity
 
@@ -45,8 +51,9 @@ SIMULATED_EXTENSION = "qdnet_simulated"
 """``key_container_extension`` / ``status_extension`` member: true when key material comes from
 a simulated link (key-block format 2, ``simulated``), which is NOT secret."""
 ROUTE_EXTENSION = "qdnet_route_type"
-"""The one extension this KME understands (spec §6.2 example ``abc_route_type``): only
-``"direct"`` can be met, since a two-KMS link has no intermediate trusted node."""
+"""The one extension this KME understands (spec §6.2 example ``abc_route_type``): ``"direct"``
+(no trusted node in between) can be met for a slave at a neighbour KME, never for one whose
+keys are relayed (:mod:`qdnet.kms.relay`)."""
 
 # --- spec data formats (documentation of the OpenAPI document) -------------------------------
 
@@ -240,8 +247,9 @@ def _query_int(params: QueryParams, name: str) -> int | None:
     return int(raw)
 
 
-def _check_extensions(mandatory: Any, optional: Any) -> dict[str, Any]:
-    """Handle ``extension_mandatory`` / ``extension_optional`` (spec Table 10, §6.2)."""
+def _check_extensions(mandatory: Any, optional: Any, relayed: bool) -> dict[str, Any]:
+    """Handle ``extension_mandatory`` / ``extension_optional`` (spec Table 10, §6.2);
+    ``relayed``: the keys would be relayed through trusted nodes (never ``"direct"``)."""
     echo: dict[str, Any] = {}
     for field_name, value in (("extension_mandatory", mandatory), ("extension_optional", optional)):
         if value is None:
@@ -254,7 +262,7 @@ def _check_extensions(mandatory: Any, optional: Any) -> dict[str, Any]:
         for name, val in ext.items():
             if name != ROUTE_EXTENSION:
                 unsupported.append({"extension_mandatory_unsupported": f"{name} is not supported"})
-            elif val != "direct":
+            elif val != "direct" or relayed:
                 unmet = True
             else:
                 echo[ROUTE_EXTENSION] = "direct"
@@ -263,7 +271,7 @@ def _check_extensions(mandatory: Any, optional: Any) -> dict[str, Any]:
     if unmet:
         raise KMSError(400, "not all extension_mandatory request options could be met")
     for ext in optional or []:
-        if ext.get(ROUTE_EXTENSION) == "direct":
+        if ext.get(ROUTE_EXTENSION) == "direct" and not relayed:
             echo[ROUTE_EXTENSION] = "direct"
         # other optional extensions are ignored, as the spec allows (answer 200)
     return echo
@@ -359,7 +367,7 @@ class SAEHandlers:
                     raise KMSError(400, f"slave SAE ID {s!r} is listed more than once")
                 slaves.append(s)
         echo = (
-            _check_extensions(mandatory, optional)
+            _check_extensions(mandatory, optional, service.is_relayed(slaves))
             if mandatory is not None or optional is not None
             else None
         )
@@ -652,10 +660,29 @@ async def _peer_consumed(link: PeerLink, raw: bytes) -> dict[str, Any]:
     return {"blocks": mine, "consumed": count}
 
 
+async def _peer_relay(link: PeerLink, raw: bytes) -> dict[str, Any]:
+    lim = link.service.limits
+    try:
+        req = parse_relay_request(_parse_json(raw), lim.max_key_size, lim.max_key_per_request)
+    except ValueError as err:
+        raise KMSError(400, str(err)) from None
+    return await link.service.relay.on_request(link, req)
+
+
+async def _peer_relay_completion(link: PeerLink, raw: bytes) -> dict[str, Any]:
+    try:
+        relay_id, path, hop, commit, ttl_s = parse_relay_completion(_parse_json(raw))
+    except ValueError as err:
+        raise KMSError(400, str(err)) from None
+    return await link.service.relay.on_completion(link, relay_id, path, hop, commit, ttl_s)
+
+
 _PEER_ROUTES = {
     "/peer/v1/blocks": _peer_blocks,
     "/peer/v1/allocations": _peer_allocations,
     "/peer/v1/consumed": _peer_consumed,
+    RELAY_PATH: _peer_relay,
+    RELAY_COMPLETION_PATH: _peer_relay_completion,
 }
 
 

@@ -21,6 +21,10 @@ receiver]], ...]}, ...]}`` -> ``{"accepted": [true, ...]}``
     An item overlapping bytes the receiver already consumed is refused and changes nothing; the
     sender then answers its SAE 503 and never hands those bytes out.
 
+``POST /peer/v1/relay`` and ``POST /peer/v1/relay_completion``
+    Key relay between trusted nodes (relay request and relay completion): see
+    :mod:`qdnet.kms.relay`.
+
 The sender carves from the front of the pool if it is the leader (smaller KME ID) and from the
 back otherwise, so the two KMS only ever meet when the pool is nearly empty.
 """
@@ -40,6 +44,8 @@ from qdnet.kms.tls import client_context, kme_of_certificate
 BLOCKS_PATH = "/peer/v1/blocks"
 ALLOCATIONS_PATH = "/peer/v1/allocations"
 CONSUMED_PATH = "/peer/v1/consumed"
+RELAY_PATH = "/peer/v1/relay"
+RELAY_COMPLETION_PATH = "/peer/v1/relay_completion"
 
 KeySpec = tuple[str, int, str, list[str]]
 """``(key_ID, size_bits, master_SAE_ID, slaves served by the receiver)``"""
@@ -215,10 +221,14 @@ class PeerClient:
                     raise
             raise AssertionError("unreachable")
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def post(
+        self, path: str, body: dict[str, Any], timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """One call: the peer's JSON answer (an object); :class:`PeerError` otherwise."""
         raw = json.dumps(body, separators=(",", ":")).encode()
+        timeout = self._timeout if timeout_s is None else timeout_s
         try:
-            status, answer = await asyncio.wait_for(self._call(path, raw), self._timeout)
+            status, answer = await asyncio.wait_for(self._call(path, raw), timeout)
         except (
             TimeoutError,
             OSError,
@@ -239,7 +249,7 @@ class PeerClient:
 
     async def blocks(self, block_ids: list[str]) -> list[str]:
         """Ask which of ``block_ids`` the peer holds (it marks them shared on its side)."""
-        data = await self._post(BLOCKS_PATH, {"block_ids": block_ids})
+        data = await self.post(BLOCKS_PATH, {"block_ids": block_ids})
         held = data.get("held")
         if not isinstance(held, list) or not all(isinstance(h, str) for h in held):
             raise PeerError("peer KMS answered a malformed inventory")
@@ -254,7 +264,7 @@ class PeerClient:
                 for pieces, specs in items
             ],
         }
-        data = await self._post(ALLOCATIONS_PATH, body)
+        data = await self.post(ALLOCATIONS_PATH, body)
         accepted = data.get("accepted")
         if (
             not isinstance(accepted, list)
@@ -269,7 +279,7 @@ class PeerClient:
     ) -> tuple[dict[str, list[list[int]]], int]:
         """Reconciliation: send our segment state, get the peer's (after its merge) and the
         number of bytes it newly consumed."""
-        data = await self._post(CONSUMED_PATH, {"segment_bytes": SEGMENT_BYTES, "blocks": state})
+        data = await self.post(CONSUMED_PATH, {"segment_bytes": SEGMENT_BYTES, "blocks": state})
         count = data.get("consumed")
         if not isinstance(count, int):
             raise PeerError("peer KMS answered a malformed reconciliation")

@@ -29,13 +29,15 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from qdnet.kms.blocks import block_files, read_block
+from qdnet.kms.errors import KMSError
 from qdnet.kms.peer import KeySpec, PeerClient, PeerError
+from qdnet.kms.relay import Relay
 from qdnet.kms.settings import KMSSettings, PeerSettings
 from qdnet.kms.store import (
     Allocation,
@@ -58,18 +60,6 @@ def open_store(settings: KMSSettings) -> KeyStore:
     """The key store and keyring named by resolved ``settings``."""
     assert settings.database_url is not None, "use resolved settings"
     return KeyStore(settings.database_url, settings.keyring_path, settings.timeouts.database_s)
-
-
-class KMSError(Exception):
-    """An error answered to an SAE: HTTP status, spec message and optional details."""
-
-    def __init__(
-        self, status: int, message: str, details: list[dict[str, object]] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details
 
 
 @dataclass
@@ -180,6 +170,36 @@ class PeerLink:
         self._outage = _Outage(peer.kme_id)
         self._reconcile_due: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._relay_clients: list[PeerClient] = []
+        """Idle connections for relay calls, which wait for the rest of the path and so must
+        not hold up the one ordered connection of allocations and reconciliation."""
+
+    @contextlib.asynccontextmanager
+    async def carving(self) -> AsyncIterator[None]:
+        """Hold this end of the link's pool: nothing else carves from it meanwhile."""
+        assert self._carving is not None, "link not started"
+        async with self._carving:
+            yield
+
+    async def relay_call(
+        self, route: str, body: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any]:
+        """One relay message to the peer, on a connection of its own (see ``_relay_clients``)."""
+        if self._relay_clients:
+            client = self._relay_clients.pop()
+        else:
+            tls = self.service.settings.tls
+            client = PeerClient(
+                self.peer.url, tls.ca, tls.cert, tls.key, self.peer.timeout_s,
+                expected_kme=self.peer.kme_id,
+            )  # fmt: skip
+        try:
+            answer = await client.post(route, body, timeout_s)
+        except BaseException:
+            await client.aclose()
+            raise
+        self._relay_clients.append(client)
+        return answer
 
     @property
     def store(self) -> KeyStore:
@@ -217,6 +237,8 @@ class PeerLink:
         self._tasks = []
         if self.client is not None:
             await self.client.aclose()
+        while self._relay_clients:
+            await self._relay_clients.pop().aclose()
 
     async def _maintenance(self) -> None:
         settings = self.service.settings
@@ -469,9 +491,11 @@ class KMSService:
         self.limits = settings.limits
         self.store = store or open_store(settings)
         self.links: dict[str, PeerLink] = {p.kme_id: PeerLink(self, p) for p in settings.peers}
+        self.relay = Relay(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kms-db")
         self.expired_keys = 0
+        self.expired_relayed_keys = 0
         self.reconciled_bytes = 0
         self.last_reconciled: float | None = None
 
@@ -513,18 +537,21 @@ class KMSService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.relay.stop()
         for link in self.links.values():
             await link.stop()
         self._pool.shutdown(wait=True)
         self.store.close()
 
     async def _housekeeping(self) -> None:
-        """Node-wide periodic work: expiry of reserved keys nobody collected."""
+        """Node-wide periodic work: expiry of reserved keys nobody collected and of relayed keys
+        their origin never committed."""
         while True:
             try:
                 ttl = self.settings.reserved_key_ttl_s
                 if ttl is not None:
                     self.expired_keys += await self.db(self.store.expire_reserved, ttl)
+                self.expired_relayed_keys += await self.relay.expire()
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # keep serving; the next pass retries
@@ -554,6 +581,11 @@ class KMSService:
             )  # fmt: skip
         return kmes.pop() if kmes else self.settings.kme_id
 
+    def is_relayed(self, slaves: list[str]) -> bool:
+        """Whether keys for ``slaves`` would be relayed (no QKD link to their KME)."""
+        target = self.target_of(slaves)
+        return target != self.settings.kme_id and self.link(target) is None
+
     async def status(self, master: str, slave: str) -> dict[str, object]:
         """Spec Table 9 for ``master`` asking about keys shared with ``slave``, with the
         ``status_extension`` of this KME (simulated key material, expiries, reconciliation,
@@ -561,7 +593,9 @@ class KMSService:
         target = self.check_slave(master, slave)
         lim = self.limits
         link = self.link(target) or (
-            next(iter(self.links.values())) if target == self.settings.kme_id else None
+            next(iter(self.links.values()))
+            if target == self.settings.kme_id
+            else self.link(self.relay.first_hop(target))  # a relayed key starts on this link
         )
         summary = await self.db(self.store.pool_summary, link.name if link else None)
         stored = summary["shared_bytes"] * 8 // lim.key_size if link is not None else 0
@@ -587,6 +621,10 @@ class KMSService:
                 "qdnet_expired_reserved_keys": self.expired_keys,
                 "qdnet_reconciled_bytes": self.reconciled_bytes,
                 "qdnet_links": {name: per_link.get(name, empty) for name in self.links},
+                "qdnet_relay": {
+                    **self.relay.counters.as_dict(),
+                    "expired_pending_keys": self.expired_relayed_keys,
+                },
             },
         }
 
@@ -600,7 +638,7 @@ class KMSService:
         if link is None and target == self.settings.kme_id:
             link = next(iter(self.links.values()))  # only slaves served here (tests)
         if link is None:
-            raise KMSError(503, f"no QKD link to KME {target} and no key relay configured")
+            return await self.relay.originate(master, slaves, number, size_bits, target)
         return await link.enc_keys(master, slaves, number, size_bits)
 
     async def dec_keys(self, master: str, caller: str, key_ids: list[str]) -> list[StoredKey]:

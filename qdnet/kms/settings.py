@@ -73,6 +73,11 @@ class RelaySettings(_Strict):
         description="a relayed key the far end holds (pending) and its origin never confirmed "
         "is erased after this time, unless the origin confirms it first",
     )
+    audit_log: Path | None = Field(
+        default=None,
+        description="file where this node appends the positions (never the bytes) of every "
+        "relay pad it sends, one JSON line each: audits that no pad is used twice",
+    )
 
 
 class Limits(_Strict):
@@ -249,8 +254,12 @@ class KMSSettings(_Strict):
         keyring = anchor(self.keyring_path) if self.keyring_path else None
         if keyring is None and not db.startswith("sqlite"):
             keyring = (base / f"{self.kme_id}.keyring").resolve()
+        relay = self.relay
+        if relay is not None and relay.audit_log is not None:
+            relay = relay.model_copy(update={"audit_log": anchor(relay.audit_log)})
         return self.model_copy(
             update={
+                "relay": relay,
                 "tls": tls,
                 "database_url": db,
                 "peers": peers,

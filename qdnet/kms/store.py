@@ -11,7 +11,9 @@ Model
   back (``hi``). Each allocation is sent to the peer, which applies the same byte ranges to its
   own copy and refuses a range that overlaps anything it already consumed (see :mod:`.peer`).
 * A **reserved key** (``kms_keys`` + ``kms_key_slaves``) is a key waiting for its slave SAE(s):
-  ``dec_keys`` hands it to each slave once and deletes it when the last slave has it.
+  ``dec_keys`` hands it to each slave once and deletes it when the last slave has it. A key
+  relayed from another KMS (:mod:`.relay`) is *pending* until its origin commits the relay, and
+  is never handed out while pending.
 * A node with several QKD links keeps one **pool per link**: every block and segment carries
   ``link`` (the peer KME's ID), and every pool operation names its link, so bytes of one link
   are never carved, confirmed or reconciled by another link's peer.
@@ -125,6 +127,14 @@ keys = Table(
     Column("size_bits", Integer, nullable=False),
     Column("simulated", Boolean, nullable=False),
     Column("created_at", Float, nullable=False, index=True),
+    Column("relay_id", String(64), nullable=True, index=True, comment="relayed keys only"),
+    Column(
+        "pending",
+        Boolean,
+        nullable=False,
+        server_default="0",
+        comment="a relayed key its origin has not committed yet: never handed out",
+    ),
 )
 
 key_slaves = Table(
@@ -233,6 +243,15 @@ _SEG_COLS = (
 )
 
 
+def _usable(length: int, lo: int, hi: int, from_front: bool, half: bool) -> int:
+    """Bytes of a segment one end may carve (with ``half``: only from its own half)."""
+    avail = length - lo - hi
+    if not half:
+        return avail
+    mid = length // 2
+    return max(0, min(avail, mid - lo if from_front else length - hi - mid))
+
+
 def _private_sqlite(url: str) -> None:
     """Create a SQLite store file with mode 0600 (its WAL and shm files inherit the mode)."""
     path = make_url(url).database
@@ -334,6 +353,16 @@ class KeyStore:
                             )
                         )
                     conn.execute(text("DROP INDEX IF EXISTS ix_kms_segments_pool"))
+        if existing.has_table(keys.name):
+            columns = {c["name"] for c in existing.get_columns(keys.name)}
+            if "pending" not in columns:  # a store made before key relay
+                with self._writing(), self.engine.begin() as conn:
+                    conn.execute(text("ALTER TABLE kms_keys ADD COLUMN relay_id VARCHAR(64)"))
+                    conn.execute(
+                        text(
+                            "ALTER TABLE kms_keys ADD COLUMN pending BOOLEAN NOT NULL DEFAULT FALSE"
+                        )
+                    )
         metadata.create_all(self.engine)
         with self._writing(), self.engine.begin() as conn:  # stores made before the index existed
             pool_order.create(conn, checkfirst=True)
@@ -633,16 +662,21 @@ class KeyStore:
         return dict(self._guarded(run))
 
     def plan(
-        self, sizes: Sequence[int], from_front: bool, link: str = ""
+        self, sizes: Sequence[int], from_front: bool, link: str = "", half: bool = False
     ) -> list[Allocation | None]:
         """Choose ``sizes[i]`` bytes for each request from this end of ``link``'s pool, consuming
         nothing: :meth:`apply_allocations` consumes them once the peer KMS agreed.
 
-        A request that cannot be met in full gets ``None``.
+        A request that cannot be met in full gets ``None``. With ``half`` only this end's half
+        of each segment is used (``[lo, length // 2)`` from the front, ``[length // 2,
+        length - hi)`` from the back): the two ends of a link can then never carve the same byte,
+        which relay pads need (see :mod:`.relay`).
         """
-        return list(self._guarded(self._plan, sizes, from_front, link))
+        return list(self._guarded(self._plan, sizes, from_front, link, half))
 
-    def _plan(self, sizes: Sequence[int], from_front: bool, link: str) -> list[Allocation | None]:
+    def _plan(
+        self, sizes: Sequence[int], from_front: bool, link: str, half: bool = False
+    ) -> list[Allocation | None]:
         out: list[Allocation | None] = [None] * len(sizes)
         with self.engine.connect() as conn:
             order = (
@@ -659,9 +693,9 @@ class KeyStore:
             # common case: the first few segments hold enough for every request, and the pool
             # is not summed at all (a full scan on a large pool)
             rows = conn.execute(q.limit(total // SEGMENT_BYTES + 4)).all()
-            if sum(r[3] - r[4] - r[5] for r in rows) < total:
+            if sum(_usable(r[3], r[4], r[5], from_front, half) for r in rows) < total:
                 rows = conn.execute(q).all()  # take the rest in one go
-        avail = sum(r[3] - r[4] - r[5] for r in rows)
+        avail = sum(_usable(r[3], r[4], r[5], from_front, half) for r in rows)
         want = []
         for i, n in enumerate(sizes):
             if 0 < n <= avail:
@@ -675,7 +709,7 @@ class KeyStore:
             if need <= 0:
                 break
             segs.append(self._seg(r))
-            need -= segs[-1].avail
+            need -= _usable(r[3], r[4], r[5], from_front, half)
         pos = 0
         for i in want:
             left = sizes[i]
@@ -684,7 +718,7 @@ class KeyStore:
             simulated = False
             while left:
                 s = segs[pos]
-                t = min(left, s.avail)
+                t = min(left, _usable(s.length, s.lo, s.hi, from_front, half))
                 if t == 0:
                     pos += 1
                     continue
@@ -721,8 +755,40 @@ class KeyStore:
         """
         return list(self._guarded(self._apply, batch, from_front, link))
 
+    def consume(
+        self, items: Sequence[list[Piece]], from_front: bool, link: str
+    ) -> list[tuple[bytes, bool] | None]:
+        """Consume the bytes ``items`` name (one transaction) and return them with whether they
+        come from a simulated link: the pads of a relay hop (:mod:`.relay`). An item
+        overlapping bytes consumed here gets ``None`` and changes nothing."""
+        out: list[tuple[bytes, bool]] = []
+        items = list(items)
+        batch: list[tuple[list[Piece], list[Reservation]]] = [
+            (pieces, [("", 8 * sum(p.length for p in pieces), "", [])]) for pieces in items
+        ]
+        ok = self._guarded(self._apply, batch, from_front, link, out)
+        return [m if good else None for m, good in zip(out, ok, strict=True)]
+
+    def carve(
+        self, nbytes: int, from_front: bool, link: str, half: bool = True
+    ) -> Allocation | None:
+        """Plan and consume ``nbytes`` from this end of ``link``'s pool (by default from this
+        end's half only: see :meth:`plan`); None if there is not enough. The caller must be the
+        only one carving from this end meanwhile (the link's carving lock)."""
+        (alloc,) = self.plan([nbytes], from_front, link, half)
+        if alloc is None:
+            return None
+        (got,) = self.consume([alloc.pieces], from_front, link)
+        if got is None:
+            return None
+        return Allocation(alloc.pieces, got[0], got[1])
+
     def _apply(
-        self, batch: Sequence[tuple[list[Piece], list[Reservation]]], from_front: bool, link: str
+        self,
+        batch: Sequence[tuple[list[Piece], list[Reservation]]],
+        from_front: bool,
+        link: str,
+        material_out: list[tuple[bytes, bool]] | None = None,
     ) -> list[bool]:
         results: list[bool] = []
         materials: list[tuple[str, bytes]] = []
@@ -777,6 +843,8 @@ class KeyStore:
                     simulated |= s.simulated
                 material = b"".join(parts)
                 total_bits = sum(r[1] for r in reservations)
+                if material_out is not None:
+                    material_out.append((material, simulated))
                 if not ok or total_bits != 8 * len(material):
                     results.append(False)
                     continue
@@ -947,7 +1015,7 @@ class KeyStore:
                 .scalar_subquery()
             )
             q = select(keys.c.key_id, keys.c.master_sae, keys.c.simulated, n_slaves, is_mine).where(
-                keys.c.key_id.in_(ids)
+                and_(keys.c.key_id.in_(ids), keys.c.pending.is_(False))
             )
             if self._for_update:
                 q = q.with_for_update(of=keys)
@@ -969,6 +1037,96 @@ class KeyStore:
             if done:
                 conn.execute(delete(keys).where(keys.c.key_id.in_(done)))
         return TakeOutcome.OK, done, {r[0]: bool(r[2]) for r in rows}
+
+    # --- relayed keys (see qdnet.kms.relay) ------------------------------------------------------
+
+    def add_relayed(
+        self,
+        relay_id: str,
+        reservations: Sequence[tuple[str, int, str, list[str], bytes]],
+        simulated: bool,
+    ) -> None:
+        """Keep the keys of relay ``relay_id`` (``(key_id, size_bits, master, slaves,
+        material)``) as *pending*: never handed out until :meth:`finish_relay` commits them."""
+
+        def run() -> None:
+            now = time.time()
+            key_rows = [
+                {"key_id": k, "master_sae": m, "size_bits": b, "simulated": simulated,
+                 "created_at": now, "relay_id": relay_id, "pending": True}
+                for k, b, m, _, _ in reservations
+            ]  # fmt: skip
+            slave_rows = [{"key_id": k, "sae_id": s} for k, _, _, sl, _ in reservations for s in sl]
+            materials = [(k, mat) for k, _, _, _, mat in reservations]
+            with self._writing(), self.engine.begin() as conn:
+                conn.execute(insert(keys), key_rows)
+                conn.execute(insert(key_slaves), slave_rows)
+                stored = self._side.submit(self.keyring.add_materials, materials)
+                try:
+                    conn.commit()
+                except BaseException:
+                    stored.result()
+                    self.keyring.erase_materials([k for k, _ in materials])
+                    raise
+                stored.result()
+
+        self._guarded(run)
+
+    def finish_relay(self, relay_id: str, commit: bool) -> int:
+        """Commit (the keys become fetchable) or abort (the keys are erased, unless a slave
+        already has them: only a committed key can be handed out) relay ``relay_id``; number
+        of keys changed (0: unknown relay, e.g. expired while pending)."""
+
+        def run() -> tuple[int, list[str]]:
+            with self._writing(), self.engine.begin() as conn:
+                if commit:
+                    res = conn.execute(
+                        update(keys)
+                        .where(and_(keys.c.relay_id == relay_id, keys.c.pending.is_(True)))
+                        .values(pending=False)
+                    )
+                    return int(res.rowcount or 0), []
+                ids = [
+                    r[0]
+                    for r in conn.execute(select(keys.c.key_id).where(keys.c.relay_id == relay_id))
+                ]
+                if ids:
+                    conn.execute(delete(key_slaves).where(key_slaves.c.key_id.in_(ids)))
+                    conn.execute(delete(keys).where(keys.c.key_id.in_(ids)))
+                return len(ids), ids
+
+        count, erased = self._guarded(run)
+        self._guarded(self.keyring.erase_materials, erased)
+        return int(count)
+
+    def expire_pending(self, older_than_s: float) -> int:
+        """Erase relayed keys still pending after ``older_than_s`` (their origin never
+        committed: it failed or gave up); number erased."""
+
+        def run() -> list[str]:
+            cutoff = time.time() - older_than_s
+            with self._writing(), self.engine.begin() as conn:
+                q = select(keys.c.key_id).where(
+                    and_(keys.c.pending.is_(True), keys.c.created_at < cutoff)
+                )
+                ids = [r[0] for r in conn.execute(q.limit(10000))]
+                if ids:
+                    conn.execute(delete(key_slaves).where(key_slaves.c.key_id.in_(ids)))
+                    conn.execute(delete(keys).where(keys.c.key_id.in_(ids)))
+            return ids
+
+        ids: list[str] = self._guarded(run)
+        self._guarded(self.keyring.erase_materials, ids)
+        return len(ids)
+
+    def pending_key_ids(self) -> list[str]:
+        """Relayed keys waiting for their origin's commit (IDs only; for audits and tests)."""
+
+        def run() -> list[str]:
+            with self.engine.connect() as conn:
+                return [r[0] for r in conn.execute(select(keys.c.key_id).where(keys.c.pending))]
+
+        return list(self._guarded(run))
 
     def expire_reserved(self, older_than_s: float) -> int:
         """Erase reserved keys no slave collected within ``older_than_s``; number erased."""

@@ -1,0 +1,498 @@
+"""Key relay between trusted nodes: hop-by-hop one-time pad over the KMS-to-KMS channel.
+
+When an SAE at KME ``O`` asks for keys shared with an SAE at KME ``F`` and ``O`` and ``F`` share
+no QKD link, ``O`` relays the keys along a path ``O = n0, n1, ..., nk = F`` of QKD links
+(trusted-node relay: every node on the path learns the key). The messages are modelled on
+ITU-T Q.4163 (12/2023) "Protocols for Kx interfaces for quantum key distribution networks",
+§7.1 and §8.1-8.2 (the *key relay* message and the *key relay completion notification*), and
+on ETSI GS QKD 020 (Interoperable Key Management System API: a KMS hands a key to the next KMS
+of a trusted node chain, ``ext_keys``, which later confirms it). They travel over the existing
+mutual-TLS KMS-to-KMS channel of each hop (:mod:`qdnet.kms.peer`).
+
+Relay request (``POST /peer/v1/relay``), from ``n(i-1)`` to ``n(i)``::
+
+    {"relay_id", "path": [n0, ..., nk], "hop": i, "master", "slaves": [...],
+     "keys": [[key_ID, size_bits], ...], "pieces": [[block_id, offset, length], ...],
+     "ciphertext": base64 | null, "simulated": bool, "ttl_s": seconds left}
+
+Relay completion (``POST /peer/v1/relay_completion``)::
+
+    {"relay_id", "path", "hop", "commit": true | false, "ttl_s"}
+
+Both are answered ``{"ok": bool, "reason": "...", "avoid_link": [a, b] | null,
+"avoid_node": x | null, "simulated": bool}``.
+
+The key and the pads
+--------------------
+The relayed key ``K`` is the first hop's QKD key: ``O`` carves ``len(K)`` bytes from its pool of
+link ``n0-n1`` and ``n1`` consumes the same bytes (``pieces``; no ciphertext on the first hop).
+Every later hop ``n(i)-n(i+1)`` carves a pad ``P`` of the same length from its own link pool and
+sends ``K xor P``; ``n(i+1)`` consumes the same bytes and recovers ``K``. Every relayed bit costs
+one key bit on every link of its path, as the one-time pad requires.
+
+No pad is ever used twice
+-------------------------
+* A sender consumes its pad in its own store (one committed transaction) *before* the
+  ciphertext leaves. A crash afterwards leaves the bytes consumed here (reconciliation makes
+  them consumed at the other end too): they are never carved again. The price: a hop whose
+  next node is down burns its pad (the origin then avoids that node for a while).
+* A sender carves relay pads only from *its own half* of each segment of the link pool
+  (:meth:`qdnet.kms.store.KeyStore.plan` with ``half``): the two ends of a link, which may both
+  relay at the same moment, can never pick the same byte. (``enc_keys`` carving may take any
+  byte, but it sends no ciphertext and the other end refuses bytes it already consumed.)
+* The receiver consumes the pad bytes with the same refusal of any byte it already consumed.
+
+All or nothing (two phases)
+---------------------------
+1. *Relay request*: hop by hop to ``F``, which stores the keys **pending** (in its store, with
+   their slaves, never handed out while pending) and answers ``ok``; the answers travel back.
+2. *Relay completion* (commit): ``O`` sends the commit along the same path; ``F`` turns the
+   pending keys into ordinary reserved keys and answers. Only then does ``O`` answer its SAE
+   with the keys. If anything fails before ``F`` confirmed the commit, ``O`` answers 503 (after
+   trying the other paths) and sends an abort (best effort): the keys are delivered nowhere.
+
+Crashes: a pending key whose origin never commits (``O`` died or gave up, a node on the path
+died) is erased after ``relay.pending_ttl_s`` (the store is durable, so a pending key survives a
+restart of ``F`` and can still be committed within that time). A commit that reached ``F`` but
+whose answer did not reach ``O`` leaves keys at ``F`` that no SAE knows the IDs of (``O``
+answered 503 and aborts them); like a direct ``enc_keys`` answer lost on its way to the SAE,
+they are orphans that expire with ``reserved_key_ttl_s``. No key is ever handed to the master
+SAE before ``F`` committed it, so no application holds a key its peer cannot fetch.
+
+An SAE fetches relayed keys with ``dec_keys`` at its own KME only (any other KME answers 401),
+and only keys that name it as a slave.
+
+Path choice (by the origin): shortest path first over ``relay.links`` (networkx); a hop that
+lacks key or a node that cannot be reached is avoided for ``AVOID_S`` and the next shortest path
+is tried, until ``relay.timeout_s`` or ``MAX_TRIES`` paths; then 503 with every reason in one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+import numpy as np
+
+from qdnet.kms.errors import KMSError
+from qdnet.kms.peer import RELAY_COMPLETION_PATH, RELAY_PATH, PeerError
+from qdnet.kms.store import Piece
+
+if TYPE_CHECKING:
+    from qdnet.kms.service import KMSService, PeerLink
+
+log = logging.getLogger("qdnet.kms.relay")
+
+AVOID_S = 2.0
+"""How long the origin avoids a link without key or a node that could not be reached."""
+MAX_TRIES = 4
+"""Most paths one relay tries."""
+HOP_MARGIN_S = 0.05
+"""Each hop gives the next a little less time, so a node answers before its caller gives up."""
+
+
+def xor(a: bytes, b: bytes) -> bytes:
+    """``a xor b`` (equal lengths)."""
+    return np.bitwise_xor(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8)).tobytes()
+
+
+@dataclass
+class RelayCounters:
+    """``status_extension.qdnet_relay``: relays this node originated (delivered), forwarded (as
+    a middle node), terminated (committed here as the far end) and failed (originated here and
+    answered 503)."""
+
+    originated: int = 0
+    forwarded: int = 0
+    terminated: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "originated": self.originated,
+            "forwarded": self.forwarded,
+            "terminated": self.terminated,
+            "failed": self.failed,
+        }
+
+
+@dataclass
+class RelayRequest:
+    """A parsed relay request (see the module notes)."""
+
+    relay_id: str
+    path: list[str]
+    hop: int
+    master: str
+    slaves: list[str]
+    keys: list[tuple[str, int]]
+    pieces: list[Piece]
+    ciphertext: bytes | None = field(repr=False)
+    simulated: bool
+    ttl_s: float
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b for _, b in self.keys) // 8
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "relay_id": self.relay_id,
+            "path": self.path,
+            "hop": self.hop,
+            "master": self.master,
+            "slaves": self.slaves,
+            "keys": [list(k) for k in self.keys],
+            "pieces": [p.to_json() for p in self.pieces],
+            "ciphertext": (
+                base64.b64encode(self.ciphertext).decode() if self.ciphertext is not None else None
+            ),
+            "simulated": self.simulated,
+            "ttl_s": self.ttl_s,
+        }
+
+
+def _strs(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) and 0 < len(x) <= 256 for x in v)
+
+
+def _common(raw: Any) -> tuple[str, list[str], int, float]:
+    if not isinstance(raw, dict):
+        raise ValueError("relay message must be an object")
+    relay_id, path, hop, ttl = (
+        raw.get("relay_id"),
+        raw.get("path"),
+        raw.get("hop"),
+        raw.get("ttl_s"),
+    )
+    if not isinstance(relay_id, str) or not 0 < len(relay_id) <= 64:
+        raise ValueError("relay_id must be a string of at most 64 characters")
+    if (
+        not isinstance(path, list)
+        or not _strs(path)
+        or len(path) < 2
+        or len(set(path)) != len(path)
+        or len(path) > 64
+    ):
+        raise ValueError("path must list 2 to 64 distinct KME IDs")
+    if not isinstance(hop, int) or isinstance(hop, bool) or not 1 <= hop < len(path):
+        raise ValueError("hop must index the receiver in path")
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= 600:
+        raise ValueError("ttl_s must be a number of seconds in (0, 600]")
+    return relay_id, list(path), hop, float(ttl)
+
+
+def parse_relay_request(raw: Any, max_key_size: int, max_keys: int) -> RelayRequest:
+    """Validate a relay request body; raises ``ValueError`` naming what is wrong."""
+    relay_id, path, hop, ttl = _common(raw)
+    master, slaves, keys = raw.get("master"), raw.get("slaves"), raw.get("keys")
+    if not isinstance(master, str) or not _strs(slaves) or not slaves:
+        raise ValueError("master must be a string and slaves a non-empty list of strings")
+    if not isinstance(keys, list) or not 0 < len(keys) <= max_keys:
+        raise ValueError(f"keys must list 1 to {max_keys} keys")
+    parsed: list[tuple[str, int]] = []
+    for k in keys:
+        if not (isinstance(k, list) and len(k) == 2 and isinstance(k[0], str)):
+            raise ValueError("a key must be [key_ID, size_bits]")
+        size = k[1]
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % 8:
+            raise ValueError("size_bits must be a positive multiple of 8")
+        if size > max_key_size:
+            raise ValueError(f"size_bits must be at most {max_key_size}")
+        uuid.UUID(k[0])  # ValueError if not a UUID
+        parsed.append((k[0], size))
+    pieces_raw = raw.get("pieces")
+    if not isinstance(pieces_raw, list) or not pieces_raw:
+        raise ValueError("pieces must be a non-empty list")
+    pieces = [Piece.from_json(p) for p in pieces_raw]
+    cipher_raw = raw.get("ciphertext")
+    ciphertext = None
+    if cipher_raw is not None:
+        if not isinstance(cipher_raw, str):
+            raise ValueError("ciphertext must be base64 or null")
+        ciphertext = base64.b64decode(cipher_raw, validate=True)
+    simulated = raw.get("simulated")
+    if not isinstance(simulated, bool):
+        raise ValueError("simulated must be a boolean")
+    req = RelayRequest(
+        relay_id, path, hop, master, list(slaves), parsed, pieces, ciphertext, simulated, ttl
+    )
+    if sum(p.length for p in pieces) != req.nbytes:
+        raise ValueError("pieces must hold as many bytes as the keys")
+    if (ciphertext is None) != (hop == 1) or (ciphertext and len(ciphertext) != req.nbytes):
+        raise ValueError("ciphertext must be null on the first hop, as long as the keys after")
+    return req
+
+
+def parse_relay_completion(raw: Any) -> tuple[str, list[str], int, bool, float]:
+    """Validate a relay completion body: ``(relay_id, path, hop, commit, ttl_s)``."""
+    relay_id, path, hop, ttl = _common(raw)
+    commit = raw.get("commit")
+    if not isinstance(commit, bool):
+        raise ValueError("commit must be a boolean")
+    return relay_id, path, hop, commit, ttl
+
+
+def _fail(
+    reason: str, link: tuple[str, str] | None = None, node: str | None = None
+) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "reason": reason,
+        "avoid_link": list(link) if link else None,
+        "avoid_node": node,
+    }
+
+
+class Relay:
+    """The relay logic of one KMS node (origin, middle node and far end)."""
+
+    def __init__(self, service: KMSService) -> None:
+        self.service = service
+        self.me = service.settings.kme_id
+        relay = service.settings.relay
+        self.timeout_s = relay.timeout_s if relay else 10.0
+        self.pending_ttl_s = relay.pending_ttl_s if relay else 60.0
+        self.audit_log: Path | None = relay.audit_log if relay else None
+        self.graph: nx.Graph[str] = nx.Graph()
+        self.graph.add_edges_from(relay.links if relay else [])
+        self.graph.add_edges_from((self.me, p.kme_id) for p in service.settings.peers)
+        self.counters = RelayCounters()
+        # links without key and nodes not reached lately: (until, reason)
+        self._avoid_links: dict[frozenset[str], tuple[float, str]] = {}
+        self._avoid_nodes: dict[str, tuple[float, str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- origin ------------------------------------------------------------------------------
+
+    def _avoided(self, now: float) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+        """Nodes and links avoided at ``now``, and why."""
+        nodes = [n for n, (until, _) in self._avoid_nodes.items() if until > now]
+        links = [tuple(sorted(k)) for k, (until, _) in self._avoid_links.items() if until > now]
+        why = [self._avoid_nodes[n][1] for n in nodes]
+        why += [self._avoid_links[frozenset(k)][1] for k in links]
+        return nodes, [(a, b) for a, b in links], why
+
+    def _next_path(self, target: str, now: float) -> list[str] | None:
+        g = self.graph.copy()
+        nodes, links, _ = self._avoided(now)
+        g.remove_nodes_from(n for n in nodes if n not in (self.me, target))
+        g.remove_edges_from(links)
+        try:
+            path: list[str] = nx.shortest_path(g, self.me, target)
+        except (nx.NetworkXNoPath, nx.NodeNotFound):
+            return None
+        return path
+
+    def first_hop(self, target: str) -> str | None:
+        """The neighbour the shortest usable path to ``target`` starts with (for status)."""
+        path = self._next_path(target, time.monotonic())
+        return path[1] if path and len(path) > 1 else None
+
+    def _avoid(self, answer: dict[str, Any], now: float) -> None:
+        reason = str(answer.get("reason"))
+        link = answer.get("avoid_link")
+        if isinstance(link, list) and len(link) == 2 and all(isinstance(x, str) for x in link):
+            self._avoid_links[frozenset(link)] = (now + AVOID_S, reason)
+        node = answer.get("avoid_node")
+        if isinstance(node, str):
+            self._avoid_nodes[node] = (now + AVOID_S, reason)
+
+    async def originate(
+        self, master: str, slaves: list[str], number: int, size_bits: int, target: str
+    ) -> tuple[list[tuple[str, bytes]], bool]:
+        """Relay ``number`` keys of ``size_bits`` to ``target`` (slaves served there); the keys
+        once ``target`` committed them, and whether any hop is a simulated link."""
+        deadline = time.monotonic() + self.timeout_s
+        reasons: list[str] = []
+        for _ in range(MAX_TRIES):
+            now = time.monotonic()
+            path = self._next_path(target, now)
+            if path is None:
+                why = sorted(set(self._avoided(now)[2]))
+                reasons.append(
+                    f"no path to {target} left" + (f" (lately: {', '.join(why)})" if why else "")
+                )
+                break
+            if now >= deadline:
+                reasons.append(f"relay deadline of {self.timeout_s:g} s passed")
+                break
+            answer, keys = await self._attempt(path, master, slaves, number, size_bits, deadline)
+            if keys is not None:
+                self.counters.originated += 1
+                n = size_bits // 8
+                cut = [(k, keys[i * n : (i + 1) * n]) for i, (k, _) in enumerate(answer["keys"])]
+                return cut, bool(answer["simulated"])
+            reasons.append(f"via {'-'.join(path)}: {answer['reason']}")
+            self._avoid(answer, time.monotonic())
+        self.counters.failed += 1
+        raise KMSError(
+            503, f"no relay path to KME {target} could deliver the keys: " + "; ".join(reasons)
+        )
+
+    async def _attempt(
+        self,
+        path: list[str],
+        master: str,
+        slaves: list[str],
+        number: int,
+        size_bits: int,
+        deadline: float,
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """One path: phase 1 (relay request) and phase 2 (commit)."""
+        service = self.service
+        first = service.link(path[1])
+        if first is None:
+            return _fail(f"{path[1]} is not a neighbour", node=path[1]), None
+        nbytes = number * size_bits // 8
+        async with first.carving():
+            alloc = await service.db(service.store.carve, nbytes, first.leader, first.name)
+        if alloc is None:
+            return _fail(f"no key on link {self.me}-{first.name}", link=(self.me, first.name)), None
+        relay_id = str(uuid.uuid4())
+        keys = [(str(uuid.uuid4()), size_bits) for _ in range(number)]
+        req = RelayRequest(
+            relay_id, path, 1, master, slaves, keys, alloc.pieces, None, alloc.simulated,
+            deadline - time.monotonic(),
+        )  # fmt: skip
+        self._audit(relay_id, first.name, alloc.pieces)
+        answer = await self._send(first, RELAY_PATH, req.to_json(), deadline)
+        if not answer.get("ok"):
+            return answer, None
+        commit = {"relay_id": relay_id, "path": path, "hop": 1, "commit": True}
+        done = await self._send(first, RELAY_COMPLETION_PATH, commit, deadline)
+        if not done.get("ok"):
+            self._abort_later(first, relay_id, path)
+            return {**done, "reason": f"commit not confirmed: {done.get('reason')}"}, None
+        return {"keys": keys, "simulated": bool(answer.get("simulated"))}, alloc.material
+
+    async def _send(
+        self, link: PeerLink, route: str, body: dict[str, Any], deadline: float
+    ) -> dict[str, Any]:
+        """Call the next node; a transport failure becomes a failed answer avoiding it."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return _fail("relay deadline passed")
+        try:
+            answer = await link.relay_call(route, {**body, "ttl_s": left}, left)
+        except PeerError as err:
+            link.peer_failed(err)
+            return _fail(f"{link.name} unreachable", node=link.name)
+        if not isinstance(answer.get("ok"), bool) or not isinstance(answer.get("reason", ""), str):
+            return _fail(f"{link.name} answered a malformed relay result", node=link.name)
+        return answer
+
+    def _abort_later(self, first: PeerLink, relay_id: str, path: list[str]) -> None:
+        """Best effort: erase the keys of a relay whose commit was not confirmed (the master SAE
+        never gets them, so no SAE can know their IDs)."""
+
+        async def run() -> None:
+            body = {"relay_id": relay_id, "path": path, "hop": 1, "commit": False}
+            for _ in range(3):
+                answer = await self._send(first, RELAY_COMPLETION_PATH, body, time.monotonic() + 5)
+                if answer.get("ok") or "unknown" in str(answer.get("reason")):
+                    return
+                await asyncio.sleep(1.0)
+
+        task = asyncio.create_task(run(), name=f"relay-abort-{relay_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _audit(self, relay_id: str, peer: str, pieces: list[Piece]) -> None:
+        """Append the positions (never the bytes) of a pad this node sent to the audit log."""
+        if self.audit_log is None:
+            return
+        line = json.dumps(
+            {"relay_id": relay_id, "link": sorted([self.me, peer]),
+             "pieces": [p.to_json() for p in pieces]}, separators=(",", ":"),
+        )  # fmt: skip
+        with self.audit_log.open("a") as handle:
+            handle.write(line + "\n")
+
+    # --- middle node and far end -------------------------------------------------------------
+
+    async def on_request(self, link: PeerLink, req: RelayRequest) -> dict[str, Any]:
+        """A relay request from neighbour ``link``: forward it, or keep the keys pending here."""
+        deadline = time.monotonic() + req.ttl_s - HOP_MARGIN_S
+        service = self.service
+        if req.path[req.hop] != self.me or req.path[req.hop - 1] != link.name:
+            return _fail(f"{self.me}: relay path does not pass {link.name}-{self.me} here")
+        last = req.hop == len(req.path) - 1
+        if last:
+            foreign = [s for s in req.slaves if s not in service.settings.saes]
+            if foreign:
+                return _fail(f"{self.me} does not serve slave SAE {foreign[0]!r}")
+        (got,) = await service.db(service.store.consume, [req.pieces], not link.leader, link.name)
+        if got is None:
+            return _fail(
+                f"pad on link {link.name}-{self.me} refused (bytes already consumed)",
+                link=(link.name, self.me),
+            )
+        pad, simulated = got
+        key = pad if req.ciphertext is None else xor(req.ciphertext, pad)
+        simulated = simulated or req.simulated
+        if last:
+            n = 0
+            reservations = []
+            for key_id, size in req.keys:
+                reservations.append((key_id, size, req.master, req.slaves, key[n : n + size // 8]))
+                n += size // 8
+            await service.db(service.store.add_relayed, req.relay_id, reservations, simulated)
+            return {"ok": True, "reason": "", "simulated": simulated}
+        nxt = req.path[req.hop + 1]
+        out = service.link(nxt)
+        if out is None:
+            return _fail(f"{self.me} has no QKD link to {nxt}", link=(self.me, nxt))
+        async with out.carving():
+            alloc = await service.db(service.store.carve, req.nbytes, out.leader, out.name)
+        if alloc is None:
+            return _fail(f"no key on link {self.me}-{nxt}", link=(self.me, nxt))
+        fwd = RelayRequest(
+            req.relay_id, req.path, req.hop + 1, req.master, req.slaves, req.keys, alloc.pieces,
+            xor(key, alloc.material), simulated or alloc.simulated, 0.0,
+        )  # fmt: skip
+        self._audit(req.relay_id, nxt, alloc.pieces)
+        answer = await self._send(out, RELAY_PATH, fwd.to_json(), deadline)
+        if answer.get("ok"):
+            self.counters.forwarded += 1
+        return answer
+
+    async def on_completion(
+        self, link: PeerLink, relay_id: str, path: list[str], hop: int, commit: bool, ttl_s: float
+    ) -> dict[str, Any]:
+        """A relay completion (commit or abort) from neighbour ``link``: forward it, or apply it
+        to the pending keys here."""
+        if path[hop] != self.me or path[hop - 1] != link.name:
+            return _fail(f"{self.me}: relay path does not pass {link.name}-{self.me} here")
+        if hop == len(path) - 1:
+            count = await self.service.db(self.service.store.finish_relay, relay_id, commit)
+            if not count:
+                return _fail(f"relay {relay_id} unknown at {self.me} (expired or never stored)")
+            if commit:
+                self.counters.terminated += 1
+            return {"ok": True, "reason": ""}
+        out = self.service.link(path[hop + 1])
+        if out is None:
+            return _fail(f"{self.me} has no QKD link to {path[hop + 1]}")
+        body = {"relay_id": relay_id, "path": path, "hop": hop + 1, "commit": commit}
+        return await self._send(out, RELAY_COMPLETION_PATH, body, time.monotonic() + ttl_s)
+
+    async def expire(self) -> int:
+        """Erase relayed keys whose origin never committed within ``pending_ttl_s``."""
+        return await self.service.db(self.service.store.expire_pending, self.pending_ttl_s)
+
+    async def stop(self) -> None:
+        """Cancel the aborts still being sent."""
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,172 @@
+"""Key relay between trusted nodes (:mod:`qdnet.kms.relay`): a 3-node line, a 4-node ring with
+an empty hop, who may fetch a relayed key, pending keys, and the pad halves."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qdnet.kms.client import KMEError
+from qdnet.kms.pki import PKI
+from qdnet.kms.store import KeyStore, TakeOutcome
+from qdnet.kms.topology import KMSMesh, start_mesh
+from tests.kms.conftest import write_blocks
+from tests.kms.test_kms_topology import feed, links_status, mesh_pki, wait_stored
+
+__all__ = ["mesh_pki"]  # the module-scoped PKI fixture of test_kms_topology
+
+FAST = {"ingest_interval_s": 0.05}
+
+
+@pytest.fixture
+def line(tmp_path: Path, mesh_pki: PKI) -> Iterator[KMSMesh]:
+    """kme-a -- kme-c -- kme-b: app-a and app-b share no link; kme-b serves app-x too."""
+    feed(tmp_path, "kme-a", "kme-c", 2)
+    feed(tmp_path, "kme-c", "kme-b", 2)
+    with start_mesh(
+        tmp_path,
+        mesh_pki,
+        nodes={"kme-a": ["app-a"], "kme-b": ["app-b", "app-x"], "kme-c": ["app-c"]},
+        links=[("kme-a", "kme-c"), ("kme-c", "kme-b")],
+        extra=FAST,
+    ) as mesh:
+        wait_stored(mesh, "app-c", "app-a", {"kme-a": 2 * 8192, "kme-b": 2 * 8192})
+        yield mesh
+
+
+def test_relay_through_a_trusted_node(line: KMSMesh) -> None:
+    with line.client("app-a") as a, line.client("app-b") as b:
+        st = a.status("app-b")
+        assert st["target_KME_ID"] == "kme-b" and st["stored_key_count"] > 0
+        keys = a.enc_keys("app-b", 3, 512)
+        back = b.dec_keys("app-a", [k.key_id for k in keys])
+        assert [k.key for k in back] == [k.key for k in keys]
+        assert len({k.key for k in keys}) == 3
+        with pytest.raises(KMEError) as err:  # once only
+            b.dec_keys("app-a", [keys[0].key_id])
+        assert err.value.status == 400
+        # the other direction, and a key for a node two hops away asked at the middle node
+        k2 = b.enc_keys("app-a", 1, 256)[0]
+        assert a.dec_keys("app-b", [k2.key_id])[0].key == k2.key
+    # every hop paid for the key: 3 x 64 + 32 bytes on each link, at both of its ends
+    for sae, slave in (("app-c", "app-a"), ("app-a", "app-c"), ("app-b", "app-c")):
+        for v in links_status(line, sae, slave)["qdnet_links"].values():
+            assert v["stored_key_bytes"] == 2 * 8192 - 3 * 64 - 32
+    assert links_status(line, "app-a", "app-b")["qdnet_relay"] == {
+        "originated": 1, "forwarded": 0, "terminated": 1, "failed": 0, "expired_pending_keys": 0,
+    }  # fmt: skip
+    assert links_status(line, "app-c", "app-a")["qdnet_relay"]["forwarded"] == 2
+
+
+def test_only_the_slave_at_its_own_node_fetches_a_relayed_key(line: KMSMesh) -> None:
+    with line.client("app-a") as a:
+        key = a.enc_keys("app-b", 1, 256)[0]
+    for sae, node in (("app-b", "kme-c"), ("app-b", "kme-a"), ("app-x", "kme-b")):
+        with line.client(sae, at=node) as c, pytest.raises(KMEError) as err:
+            c.dec_keys("app-a", [key.key_id])
+        assert err.value.status == 401, (sae, node)
+    with line.client("app-b") as b:
+        assert b.dec_keys("app-a", [key.key_id])[0].key == key.key
+
+
+def test_a_relayed_request_cannot_insist_on_a_direct_route(line: KMSMesh) -> None:
+    with line.client("app-a") as a, pytest.raises(KMEError) as err:
+        a.enc_keys("app-b", 1, 256, extension_mandatory=[{"qdnet_route_type": "direct"}])
+    assert err.value.status == 400 and "could be met" in err.value.message
+    with line.client("app-c") as c:  # a neighbour: direct
+        c.enc_keys("app-a", 1, 256, extension_mandatory=[{"qdnet_route_type": "direct"}])
+
+
+def test_an_empty_hop_is_routed_around_then_503_names_every_reason(
+    tmp_path: Path, mesh_pki: PKI
+) -> None:
+    """Ring a-c-b-d-a: c-b holds no key, so a relays to b through d; once d-b is used up as
+    well, a answers 503 with every path's reason in one line."""
+    feed(tmp_path, "kme-a", "kme-c", 2)
+    feed(tmp_path, "kme-a", "kme-d", 2)
+    feed(tmp_path, "kme-d", "kme-b", 1, 4096)
+    with start_mesh(
+        tmp_path,
+        mesh_pki,
+        nodes={"kme-a": ["app-a"], "kme-b": ["app-b"], "kme-c": ["app-c"], "kme-d": ["app-d"]},
+        links=[("kme-a", "kme-c"), ("kme-c", "kme-b"), ("kme-b", "kme-d"), ("kme-d", "kme-a")],
+        extra=FAST,
+    ) as ring:
+        wait_stored(ring, "app-d", "app-a", {"kme-a": 2 * 8192, "kme-b": 4096})
+        wait_stored(ring, "app-a", "app-c", {"kme-c": 2 * 8192})
+        delivered = []
+        with ring.client("app-a") as a, ring.client("app-b") as b:
+            # kme-d sends from its own half of each segment of d-b: 2048 bytes = 4 requests
+            for _ in range(4):
+                keys = a.enc_keys("app-b", 16, 256)
+                back = b.dec_keys("app-a", [k.key_id for k in keys])
+                assert [k.key for k in back] == [k.key for k in keys]
+                delivered += keys
+            with pytest.raises(KMEError) as err:
+                a.enc_keys("app-b", 16, 256)
+        assert err.value.status == 503
+        message = err.value.message
+        assert message.startswith("no relay path to KME kme-b could deliver the keys: ")
+        assert "via kme-a-kme-d-kme-b: no key on link kme-d-kme-b" in message
+        # the path through kme-c was left out: its reason is remembered for a while
+        assert "lately: no key on link kme-c-kme-b, no key on link kme-d-kme-b" in message
+        assert "\n" not in message
+        assert links_status(ring, "app-d", "app-a")["qdnet_relay"]["forwarded"] == 4
+        assert links_status(ring, "app-c", "app-a")["qdnet_relay"]["forwarded"] == 0
+        assert links_status(ring, "app-a", "app-c")["qdnet_relay"]["failed"] == 1
+        assert len({k.key for k in delivered}) == 64
+
+
+def test_pending_relayed_keys_are_never_handed_out(tmp_path: Path) -> None:
+    store = KeyStore(f"sqlite:///{tmp_path / 's.sqlite'}")
+    try:
+        ids = [str(uuid.uuid4()) for _ in range(3)]
+        for i, relay in enumerate(("r1", "r2", "r3")):
+            store.add_relayed(relay, [(ids[i], 256, "app-a", ["app-b"], bytes(32))], False)
+        assert store.take_keys([ids[0]], "app-a", "app-b")[0] is TakeOutcome.NOT_FOUND
+        assert sorted(store.pending_key_ids()) == sorted(ids)
+        assert store.finish_relay("r1", commit=True) == 1
+        assert store.finish_relay("r1", commit=True) == 0  # not twice
+        outcome, got = store.take_keys([ids[0]], "app-a", "app-b")
+        assert outcome is TakeOutcome.OK and got[0].material == bytes(32)
+        assert store.finish_relay("r2", commit=False) == 1  # aborted: erased
+        assert store.finish_relay("r2", commit=True) == 0
+        time.sleep(0.05)
+        assert store.expire_pending(0.01) == 1  # r3: its origin never committed
+        assert store.finish_relay("r3", commit=True) == 0
+        assert store.pending_key_ids() == [] and store.reserved_key_ids() == {}
+        assert store.keyring.material_ids() == set()
+    finally:
+        store.close()
+
+
+def test_the_two_ends_carve_relay_pads_from_disjoint_halves(tmp_path: Path) -> None:
+    store = KeyStore(f"sqlite:///{tmp_path / 's.sqlite'}")
+    try:
+        blocks = write_blocks([tmp_path / "x"], 2, 5000)  # segments of 4096 and 904 bytes
+        for b in blocks:
+            store.ingest(b, link="p")
+        store.mark_shared([b.block_id for b in blocks], "p")
+        used: set[tuple[str, int]] = set()
+        total = 0
+        for front in (True, False) * 200:
+            alloc = store.carve(97, front, "p")
+            if alloc is None:
+                continue
+            for p in alloc.pieces:
+                span = {(p.block_id, o) for o in range(p.offset, p.offset + p.length)}
+                assert not span & used
+                used |= span
+                seg_start = p.offset - p.offset % 4096
+                seg_len = min(4096, 5000 - seg_start)
+                mid = seg_start + seg_len // 2
+                assert (p.offset + p.length <= mid) if front else (p.offset >= mid)
+            total += 97
+        assert 10000 - 4 * 97 <= total <= 10000
+        assert store.carve(97, True, "p") is None and store.carve(97, False, "p") is None
+    finally:
+        store.close()
