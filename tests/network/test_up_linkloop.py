@@ -131,3 +131,31 @@ def test_tapped_modelled_link_is_refused_by_its_post_processing(tmp_path: Path) 
     assert loop.stats.last_qber is not None and loop.stats.last_qber > 0.1
     assert "QBER" in (loop.stats.last_refusal or "")
     assert not _blocks(spec["folders"]["alice"]) and not _blocks(spec["folders"]["bob"])
+
+
+def test_link_refused_for_its_size_grows_its_blocks_until_it_delivers(tmp_path: Path) -> None:
+    # metro-dots D-E: the decoy laser over 40 km, whose finite-key terms leave nothing of a
+    # block of 2e5 detections at 1 % QBER.
+    network = load_network_config(NETWORKS / "metro-dots.yaml")
+    index = next(i for i, link in enumerate(network.links) if link.name == "D-E")
+    spec = _spec(
+        tmp_path,
+        kind="modelled",
+        index=index,
+        link_document=link_document(network, index, NETWORKS),
+    )
+    psk = tmp_path / "psk.bin"
+    write_psk(psk)
+    KeyFolder.open(spec["folders"]["alice"], psk, "alice")
+    KeyFolder.open(spec["folders"]["bob"], psk, "bob")
+
+    class _UntilDelivered(_Loop):
+        def record(self, bits: int | None, qber: float | None, refusal: str | None) -> None:
+            super().record(bits, qber, refusal)
+            if bits is not None or self.stats.blocks_refused >= 8:
+                self.flag.event.set()
+
+    loop = _UntilDelivered(spec, 100)
+    loop.run()
+    assert loop.stats.blocks_delivered == 1 and 2 <= loop.stats.blocks_refused < 8
+    assert loop.stats.pulses > 10 * linkloop.PROBE_PULSES
