@@ -10,13 +10,22 @@ line per figure and a table. Goal: plan of 100 nodes / 300 links / 1000 demands 
 Simulation: 24 h of SECOQC (goal < 1 s) and 24 h of the 100-node network with links given by
 their rates in one-second key blocks (goal < 60 s on one core), key-aware routing, one-second
 steps; the engine's first call (Numba compilation or cache load) is timed apart.
+
+Up (``--cases up``): ``qdnet network up`` of 5 nodes in a line (links given by 2 Mbit/s of key,
+so that key supply is no limit), then from one client process, alternating: a relayed key across
+4 hops (``enc_keys`` at N0 for the SAE at N4, ``dec_keys`` at N4) and a single-hop key (N0 to its
+neighbour N1), one 256-bit key per request, each pair timed as one; p50/p99 of each, and relayed
+keys per second from ``--up-clients`` threads requesting relayed keys at once. Goal: relayed
+p99 under 50 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -142,6 +151,100 @@ def run(nodes: int, links: int, demands: int, exact: bool, seed: int) -> dict[st
         return record
 
 
+def line_network(nodes: int, key_rate_bps: float) -> dict[str, object]:
+    """``nodes`` nodes in a line, links given by their key rate, an SAE at each node."""
+    names = [f"N{i}" for i in range(nodes)]
+    return {
+        "name": f"line-{nodes}",
+        "nodes": [{"name": n} for n in names],
+        "links": [
+            {"between": [a, b], "key_rate_bps": key_rate_bps} for a, b in itertools.pairwise(names)
+        ],
+        "saes": [{"name": f"sae-{n}", "node": n} for n in names],
+    }
+
+
+def _percentiles(samples_ms: list[float]) -> dict[str, float]:
+    values = np.sort(np.asarray(samples_ms))
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p99_ms": round(float(np.percentile(values, 99)), 2),
+        "count": len(values),
+    }
+
+
+def run_up(requests: int, clients: int, duration_s: float) -> dict[str, object]:
+    """Time relayed (4 hops) and single-hop key requests on a running 5-node line."""
+    from qdnet.kms.client import SAEClient
+    from qdnet.network.runtime.layout import prepare_workdir
+    from qdnet.network.runtime.status import network_status, wait_for_pools
+    from qdnet.network.runtime.supervisor import detach, down
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "line-5.yaml"
+        path.write_text(yaml.safe_dump(line_network(5, 2e6)))
+        workdir = Path(folder) / "run"
+        start = time.perf_counter()
+        prepare_workdir(path, workdir, taps=[], fast=True, seed=1, cpu_slots=1)
+        state = detach(workdir)
+        up_s = time.perf_counter() - start
+        try:
+            wait_for_pools(workdir, min_bytes=64 * 1024, timeout_s=60)
+
+            def client(sae: str) -> SAEClient:
+                c = state["saes"][sae]
+                return SAEClient(c["kms_url"], c["ca"], c["cert"], c["key"])
+
+            def pair(master: SAEClient, slave: SAEClient, slave_id: str) -> float:
+                t = time.perf_counter()
+                key = master.enc_keys(slave_id, number=1, size=256)[0]
+                got = slave.dec_keys("sae-N0", [key.key_id])[0]
+                assert got.key == key.key, "a relayed key differs at its two ends"
+                return 1e3 * (time.perf_counter() - t)
+
+            relayed: list[float] = []
+            single: list[float] = []
+            with client("sae-N0") as a, client("sae-N1") as b, client("sae-N4") as e:
+                for _ in range(3):  # connections and handshakes
+                    pair(a, e, "sae-N4")
+                    pair(a, b, "sae-N1")
+                for _ in range(requests):
+                    relayed.append(pair(a, e, "sae-N4"))
+                    single.append(pair(a, b, "sae-N1"))
+            counts = [0] * clients
+            stop = threading.Event()
+
+            def worker(i: int) -> None:
+                with client("sae-N0") as a, client("sae-N4") as e:
+                    while not stop.is_set():
+                        pair(a, e, "sae-N4")
+                        counts[i] += 1
+
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            time.sleep(duration_s)
+            stop.set()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - t0
+            relay = network_status(workdir)["nodes"]["N2"]["relay"]
+        finally:
+            down(workdir)
+    return {
+        "benchmark": "network_up",
+        "network": "line-5 (4 links of 2 Mbit/s)",
+        "up_s": round(up_s, 2),
+        "relayed_4_hops": _percentiles(relayed),
+        "single_hop": _percentiles(single),
+        "relayed_keys_per_s": round(sum(counts) / elapsed, 1),
+        "clients": clients,
+        "forwarded_at_N2": relay,
+        "goal_p99_ms": 50.0,
+    }
+
+
 def main() -> None:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -150,7 +253,24 @@ def main() -> None:
     parser.add_argument("--demands", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="CI smoke size")
+    parser.add_argument(
+        "--cases", default="plan,simulate,up", help="comma-separated: plan, simulate, up"
+    )
+    parser.add_argument("--up-requests", type=int, default=500, help="timed pairs of each kind")
+    parser.add_argument("--up-clients", type=int, default=4, help="threads for relayed keys/s")
     args = parser.parse_args()
+    cases_run = set(args.cases.split(","))
+    if "up" in cases_run:
+        record = run_up(
+            20 if args.tiny else args.up_requests, args.up_clients, 1.0 if args.tiny else 10.0
+        )
+        print(json.dumps(record))
+        for kind in ("relayed_4_hops", "single_hop"):
+            r = record[kind]
+            print(f"up {kind:>15s}: p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  ({r['count']})")  # type: ignore[index]
+        print(f"up relayed keys/s ({args.up_clients} clients): {record['relayed_keys_per_s']}")
+    if "plan" not in cases_run and "simulate" not in cases_run:
+        return
     cases = (
         [(12, 24, 20, True)]
         if args.tiny
