@@ -28,7 +28,12 @@ pulse pair, with event skipping, and counts what the relay announces:
   so the pulse pairs with two or more units form a Bernoulli process (geometric gaps): only they
   are visited, each with its number of photons and darks drawn conditionally, and the pulse
   pairs in between are counted per class pair with one multinomial draw. The work scales with
-  the announcements, not the pulses.
+  the announcements, not the pulses. Each candidate (class pair, units, bases, bits, relative
+  phase, photons over the detectors, darks, announcement, error) is played by one Numba kernel
+  (:func:`_candidate_kernel`, seeded from the caller's generator through
+  :func:`qdnet.simulation.rng.new_state`: a seed reproduces the run); without records, the
+  candidates whose bases differ are counted and skipped (they give no figure), and their number
+  comes from one binomial draw instead of the geometric gaps.
 
 The result gives, per class pair and basis (both parties in Z, or both in X), the gain and the
 QBER with their standard errors and deviations from the analytic model in sigma (the tests
@@ -40,16 +45,18 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 
 from qdnet.protocols import mdi as model
 from qdnet.protocols.link import Link
 from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta, save_records
-from qdnet.simulation.sampling import Estimate, bernoulli_positions
+from qdnet.simulation.rng import U64, State, fair_bit, load, new_state, step, store, u53
+from qdnet.simulation.sampling import Estimate
 from qdnet.sources.laser import WeakCoherentSource
 from qdnet.sources.quantum_dot import SinglePhotonSource
 
@@ -64,6 +71,7 @@ MAX_LASER_PHOTONS = 16
 #: Largest number of candidate pulse pairs handled in one chunk (bounds memory).
 CHUNK_CANDIDATES = 1 << 18
 BASES = ("z", "x")
+_TWO53 = 9007199254740992.0
 
 
 @dataclass(frozen=True)
@@ -164,20 +172,6 @@ def plan_of(link: Link, class_probabilities: tuple[float, ...] | None = None) ->
     )
 
 
-def _shares(basis: IntArray, bit: IntArray, sign: float, rotation_deg: float) -> FloatArray:
-    """Amplitudes of each pulse's polarisation over (cH, cV, dH, dV): shape (n, 4)."""
-    angles = np.where(basis == 0, 0.0, 45.0) + 90.0 * bit + rotation_deg
-    c, s = np.cos(np.radians(angles)), np.sin(np.radians(angles))
-    return np.stack([c, s, sign * c, sign * s], axis=1) / math.sqrt(2.0)
-
-
-def _draw_detector(rng: np.random.Generator, weights: FloatArray) -> IntArray:
-    """One detector per row from unnormalised non-negative weights (n, 4)."""
-    cumulative = np.cumsum(weights, axis=1)
-    u = rng.random(weights.shape[0]) * cumulative[:, -1]
-    return np.minimum((u[:, None] >= cumulative).sum(axis=1), 3).astype(np.int64)
-
-
 def _units_table(plan: MdiPlan, view: model.RelayView, link: Link) -> FloatArray:
     """Per class pair: P(k_a, k_b arriving photons, d darks). Lasers: k_a is the total number of
     arriving photons and k_b unused (0); dots: each party's own. Shape (classes^2, K, K, 5)."""
@@ -246,16 +240,6 @@ def _candidate_tables(
     return probability, cumulative
 
 
-def _cells(rng: np.random.Generator, cumulative: FloatArray, pair: IntArray) -> IntArray:
-    """One (k_a, k_b, d) cell per candidate from its class pair's conditional cumulative."""
-    u = rng.random(pair.size)
-    cell = np.empty(pair.size, dtype=np.int64)
-    for index in np.unique(pair):
-        rows = np.flatnonzero(pair == index)
-        cell[rows] = np.searchsorted(cumulative[index], u[rows], side="right")
-    return np.minimum(cell, cumulative.shape[1] - 1)
-
-
 def simulate_mdi(
     link: Link,
     pulses: int,
@@ -276,8 +260,6 @@ def simulate_mdi(
     plan = plan_of(link, class_probabilities)
     view = model.relay_view(link)
     assert link.mdi is not None
-    overlap = link.mdi.photon_overlap
-    rotation = math.degrees(math.asin(math.sqrt(view.misalignment)))
     table = _units_table(plan, view, link)
     if plan.lasers:
         units_a, units_b = np.arange(table.shape[1]), np.zeros(1, dtype=np.int64)
@@ -287,77 +269,52 @@ def simulate_mdi(
     n_classes = len(plan.class_probabilities)
     prior = np.outer(plan.class_probabilities, plan.class_probabilities).reshape(-1)
     total_candidate = float(prior @ p_candidate)
-    # Candidate pulse pairs: a Bernoulli process (their slots only where records are written);
-    # the rest counted per class pair at the end.
     if out is not None and plan.lasers:
         raise ValueError(
             "records of decoy-laser MDI runs are not written: distill has the quantum-dot MDI "
             "finite-key bound only (run without --out)"
         )
-    slots = bernoulli_positions(rng, total_candidate, pulses) if out is not None else None
-    if slots is not None:
-        candidates = int(slots.size)
-    else:
-        candidates = int(rng.binomial(pulses, total_candidate)) if total_candidate > 0 else 0
-    announced: list[IntArray] = []
     counts = np.zeros((n_classes * n_classes, 2, 3), dtype=np.int64)  # pulses, successes, errors
-    size_b = table.shape[2]
-    done = 0
-    while done < candidates:
-        n = min(CHUNK_CANDIDATES, candidates - done)
-        chunk_slots = slots[done : done + n] if slots is not None else None
-        done += n
-        pair = rng.choice(prior.size, size=n, p=prior * p_candidate / total_candidate)
-        cell = _cells(rng, cumulative, pair)
-        darks = cell % 5
-        index_b = (cell // 5) % size_b
-        index_a = cell // (5 * size_b)
-        basis_a = (rng.random(n) >= plan.basis_bias).astype(np.int64)
-        basis_b = (rng.random(n) >= plan.basis_bias).astype(np.int64)
-        bit_a = rng.integers(0, 2, size=n)
-        bit_b = rng.integers(0, 2, size=n)
-        u = _shares(basis_a, bit_a, 1.0, 0.0)
-        if plan.lasers:
-            # Xu et al. 2013's misalignment: Bob's pulse leaves in the orthogonal state with e_d.
-            flipped = bit_b ^ (rng.random(n) < view.misalignment)
-            v = _shares(basis_b, flipped, -1.0, 0.0)
-        else:
-            v = _shares(basis_b, bit_b, -1.0, rotation)
-        clicks = np.zeros((n, 4), dtype=bool)
-        if plan.lasers:
-            _laser_photons(rng, plan, view, pair, n_classes, index_a, u, v, clicks)
-        else:
-            size = model.MAX_DOT_PHOTONS + 1
-            single = (index_a // size == 1) & (index_b // size == 1)
-            _dot_photons(rng, overlap, index_a % size, index_b % size, single, u, v, clicks)
-        _dark_clicks(rng, darks, clicks)
-        code = clicks @ np.array([1, 2, 4, 8])
-        two = clicks.sum(axis=1) == 2
-        minus = two & ((code == 0b1001) | (code == 0b0110))
-        plus = two & ((code == 0b0011) | (code == 0b1100))
-        same = bit_a == bit_b
-        error = np.where(basis_a == 0, same, np.where(minus, same, ~same))
-        matched = basis_a == basis_b
-        success = (minus | plus) & matched
-        slot = basis_a  # 0: both Z, 1: both X (where matched)
-        np.add.at(counts, (pair[matched], slot[matched], 0), 1)
-        np.add.at(counts, (pair[success], slot[success], 1), 1)
-        np.add.at(counts, (pair[success & error], slot[success & error], 2), 1)
-        if chunk_slots is not None:
-            # Bob's recorded bit: flipped after every Z success and after Psi- in X.
-            flip = np.where(basis_b == 0, True, minus)
-            rows = minus | plus
-            announced.append(
-                np.stack(
-                    [
-                        chunk_slots[rows],
-                        basis_a[rows],
-                        bit_a[rows],
-                        basis_b[rows],
-                        (bit_b ^ flip)[rows],
-                    ]
-                )
+    pair_candidates = np.zeros(n_classes * n_classes, dtype=np.int64)
+    state = new_state(rng)
+    if total_candidate > 0:
+        pair_cum = np.cumsum(prior * p_candidate / total_candidate)
+    else:
+        pair_cum = np.ones(prior.size)
+    rotation = 0.0 if plan.lasers else math.degrees(math.asin(math.sqrt(view.misalignment)))
+    levels_a = np.repeat(np.asarray(plan.intensities_a) * view.eta_a, n_classes)
+    levels_b = np.tile(np.asarray(plan.intensities_b) * view.eta_b, n_classes)
+    # Probabilities scaled by 2**53: ``uniform < p`` is ``top 53 bits < p * 2**53`` exactly.
+    tables = _KernelTables(
+        pair_cum * _TWO53,
+        cumulative * _TWO53,
+        table.shape[2],
+        n_classes,
+        plan.lasers,
+        plan.basis_bias * _TWO53,
+        (view.misalignment if plan.lasers else 0.0) * _TWO53,
+        link.mdi.photon_overlap * _TWO53,
+        _amplitudes(1.0, 0.0),
+        _amplitudes(-1.0, rotation),
+        levels_a,
+        levels_b,
+    )
+    announced: list[_Buffers] = []
+    if out is None:
+        candidates = int(rng.binomial(pulses, total_candidate)) if total_candidate > 0 else 0
+        tables.run(state, 0, pulses, 0.0, candidates, _Buffers.empty(0), counts, pair_candidates)
+    else:
+        candidates = 0
+        pos = 0
+        # 1 / ln(1 - P): geometric gaps (every pulse pair a candidate: gaps of 0).
+        inv_log_gap = 1.0 / math.log1p(-total_candidate) if total_candidate < 1 else -1e-300
+        buffers = _Buffers.empty(CHUNK_CANDIDATES)
+        while pos < pulses and total_candidate > 0:
+            pos, processed, written = tables.run(
+                state, pos, pulses, inv_log_gap, 0, buffers, counts, pair_candidates
             )
+            candidates += processed
+            announced.append(buffers.head(written))
     # Pulse pairs with fewer than two units: never announced; counted per class pair and basis.
     rest = pulses - candidates
     quiet = prior * (1.0 - p_candidate)
@@ -380,14 +337,14 @@ def _write_records(
     link: Link,
     plan: MdiPlan,
     pulses: int,
-    announced: list[IntArray],
+    announced: list[_Buffers],
     seed: int | None,
     link_document: dict[str, Any] | None,
 ) -> None:
     """Alice's and Bob's files of the announced pulse pairs and the public metadata."""
     alice, bob = model.sources(link)
     assert isinstance(alice, SinglePhotonSource) and isinstance(bob, SinglePhotonSource)
-    columns = np.concatenate(announced, axis=1) if announced else np.zeros((5, 0), np.int64)
+    rows = _Buffers.join(announced)
     figures = []
     for source, mu in ((alice, plan.intensities_a[0]), (bob, plan.intensities_b[0])):
         emitted = source.photon_number_distribution(mu)
@@ -404,99 +361,329 @@ def _write_records(
         link=link_document or {},
         multiphoton_probability=tuple(figures),
     )
-    zeros = np.zeros(columns.shape[1], dtype=np.uint8)
     save_records(
         RawRecords(
             meta=meta,
-            alice=PartyRecords(
-                slot=columns[0].astype(np.int64),
-                basis=columns[1].astype(np.uint8),
-                bit=columns[2].astype(np.uint8),
-                intensity=zeros,
-            ),
-            bob=PartyRecords(
-                slot=columns[0].astype(np.int64),
-                basis=columns[3].astype(np.uint8),
-                bit=columns[4].astype(np.uint8),
-                intensity=zeros,
-            ),
+            alice=PartyRecords(rows.slot, rows.basis_a, rows.bit_a, rows.class_a),
+            bob=PartyRecords(rows.slot, rows.basis_b, rows.bit_b, rows.class_b),
         ),
         out,
     )
 
 
-def _laser_photons(
-    rng: np.random.Generator,
-    plan: MdiPlan,
-    view: model.RelayView,
-    pair: IntArray,
-    n_classes: int,
-    photons: IntArray,
-    u: FloatArray,
-    v: FloatArray,
-    clicks: NDArray[np.bool_],
-) -> None:
-    """Distribute each pulse pair's arriving photons over the detectors (random relative phase)."""
-    mu_a = np.asarray(plan.intensities_a)[pair // n_classes] * view.eta_a
-    mu_b = np.asarray(plan.intensities_b)[pair % n_classes] * view.eta_b
-    phi = rng.random(pair.size) * 2.0 * math.pi
-    cross = 2.0 * np.sqrt(mu_a * mu_b) * np.cos(phi)
-    means = mu_a[:, None] * u * u + mu_b[:, None] * v * v + cross[:, None] * u * v
-    means = np.maximum(means, 0.0)
-    for j in range(int(photons.max(initial=0))):
-        rows = np.flatnonzero(photons > j)
-        clicks[rows, _draw_detector(rng, means[rows])] = True
+# ---------------------------------------------------------------------------------------------
+# the candidate kernel
 
 
-def _dot_photons(
-    rng: np.random.Generator,
-    overlap: float,
-    k_a: IntArray,
-    k_b: IntArray,
-    single: NDArray[np.bool_],
-    u: FloatArray,
-    v: FloatArray,
-    clicks: NDArray[np.bool_],
-) -> None:
-    """Dot photons: when each dot emitted one photon and both arrive, they interfere with
-    probability V (``single``: one emitted at each side); every other photon goes independently."""
-    n = k_a.size
-    identical = single & (k_a == 1) & (k_b == 1) & (rng.random(n) < overlap)
-    rows = np.flatnonzero(identical)
-    if rows.size:
-        # Two-photon output: |u_m v_n + u_n v_m|^2 for m < n, 2 (u_m v_m)^2 for m = n.
-        pairs = [(m, k) for m in range(4) for k in range(m, 4)]
-        weights = np.stack(
-            [
-                2.0 * (u[rows, m] * v[rows, m]) ** 2
-                if m == k
-                else (u[rows, m] * v[rows, k] + u[rows, k] * v[rows, m]) ** 2
-                for m, k in pairs
-            ],
-            axis=1,
+@dataclass(frozen=True)
+class _Buffers:
+    """Announced pulse pairs: slot, Alice's basis and bit, Bob's basis and (flipped) bit, the
+    intensity classes of Alice and Bob."""
+
+    slot: IntArray
+    basis_a: NDArray[np.uint8]
+    bit_a: NDArray[np.uint8]
+    basis_b: NDArray[np.uint8]
+    bit_b: NDArray[np.uint8]
+    class_a: NDArray[np.uint8]
+    class_b: NDArray[np.uint8]
+
+    @classmethod
+    def empty(cls, size: int) -> _Buffers:
+        """Buffers for ``size`` announcements."""
+        small = [np.empty(size, dtype=np.uint8) for _ in range(6)]
+        return cls(np.empty(size, dtype=np.int64), *small)
+
+    def head(self, n: int) -> _Buffers:
+        """A copy of the first ``n`` rows."""
+        return _Buffers(*(getattr(self, f.name)[:n].copy() for f in fields(self)))
+
+    @classmethod
+    def join(cls, parts: list[_Buffers]) -> _Buffers:
+        """The rows of every part, in order."""
+        if not parts:
+            return cls.empty(0)
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+
+@dataclass(frozen=True)
+class _KernelTables:
+    """What :func:`_candidate_kernel` reads (probabilities scaled by 2**53)."""
+
+    pair_cum53: FloatArray
+    cell_cum53: FloatArray
+    size_b: int
+    n_classes: int
+    lasers: bool
+    bias53: float
+    flip53: float
+    overlap53: float
+    amp_a: FloatArray
+    amp_b: FloatArray
+    mean_a: FloatArray
+    mean_b: FloatArray
+
+    def run(
+        self,
+        state: U64,
+        pos: int,
+        end: int,
+        inv_log_gap: float,
+        budget: int,
+        out: _Buffers,
+        counts: IntArray,
+        pair_candidates: IntArray,
+    ) -> tuple[int, int, int]:
+        """One kernel call (its docstring): (next pulse, candidates, announcements written)."""
+        result: tuple[int, int, int] = _candidate_kernel(
+            state,
+            pos,
+            end,
+            inv_log_gap,
+            budget,
+            self.pair_cum53,
+            self.cell_cum53,
+            self.size_b,
+            self.n_classes,
+            self.lasers,
+            self.bias53,
+            self.flip53,
+            self.overlap53,
+            self.amp_a,
+            self.amp_b,
+            self.mean_a,
+            self.mean_b,
+            out.slot,
+            out.basis_a,
+            out.bit_a,
+            out.basis_b,
+            out.bit_b,
+            out.class_a,
+            out.class_b,
+            counts,
+            pair_candidates,
         )
-        cumulative = np.cumsum(weights, axis=1)
-        draw = rng.random(rows.size) * cumulative[:, -1]
-        index = np.minimum((draw[:, None] >= cumulative).sum(axis=1), len(pairs) - 1)
-        first = np.array([m for m, _ in pairs])[index]
-        second = np.array([k for _, k in pairs])[index]
-        clicks[rows, first] = True
-        clicks[rows, second] = True
-    for count, amplitudes in ((k_a, u), (k_b, v)):
-        for j in range(int(count.max(initial=0))):
-            rows = np.flatnonzero((count > j) & ~identical)
-            clicks[rows, _draw_detector(rng, amplitudes[rows] ** 2)] = True
+        return result
 
 
-def _dark_clicks(rng: np.random.Generator, darks: IntArray, clicks: NDArray[np.bool_]) -> None:
-    """``darks`` dark counts on distinct detectors, chosen uniformly."""
-    rows = np.flatnonzero(darks > 0)
-    if rows.size == 0:
-        return
-    order = np.argsort(rng.random((rows.size, 4)), axis=1)
-    for j in range(4):
-        chosen = rows[darks[rows] > j]
-        clicks[chosen, order[darks[rows] > j, j]] = True
+def _amplitudes(sign: float, rotation_deg: float) -> FloatArray:
+    """Amplitudes over (cH, cV, dH, dV) of each BB84 state, row ``2 basis + bit``: the state's
+    polarisation angle (Z: 0/90 degrees, X: 45/135) plus ``rotation_deg``, split by the beam
+    splitter (``sign`` -1 for Bob's input port)."""
+    out = np.empty((4, 4))
+    for basis in range(2):
+        for bit in range(2):
+            angle = math.radians(45.0 * basis + 90.0 * bit + rotation_deg)
+            c, s = math.cos(angle), math.sin(angle)
+            out[2 * basis + bit] = np.array([c, s, sign * c, sign * s]) / math.sqrt(2.0)
+    return out
+
+
+@njit(inline="always")
+def _detector(st: State, weights: FloatArray) -> tuple[int, State]:  # pragma: no cover - compiled
+    """One detector drawn from four unnormalised non-negative weights."""
+    w, st = step(st)
+    total = weights[0] + weights[1] + weights[2] + weights[3]
+    v = u53(w) * (1.0 / _TWO53) * total
+    det = 0
+    acc = weights[0]
+    while det < 3 and v >= acc:
+        det += 1
+        acc += weights[det]
+    return det, st
+
+
+@njit(cache=True, nogil=True)
+def _candidate_kernel(  # pragma: no cover - compiled
+    s: U64,
+    pos: int,
+    end: int,
+    inv_log_gap: float,
+    budget: int,
+    pair_cum53: FloatArray,
+    cell_cum53: FloatArray,
+    size_b: int,
+    n_classes: int,
+    lasers: bool,
+    bias53: float,
+    flip53: float,
+    overlap53: float,
+    amp_a: FloatArray,
+    amp_b: FloatArray,
+    mean_a: FloatArray,
+    mean_b: FloatArray,
+    o_slot: IntArray,
+    o_basis_a: NDArray[np.uint8],
+    o_bit_a: NDArray[np.uint8],
+    o_basis_b: NDArray[np.uint8],
+    o_bit_b: NDArray[np.uint8],
+    o_class_a: NDArray[np.uint8],
+    o_class_b: NDArray[np.uint8],
+    counts: IntArray,
+    pair_candidates: IntArray,
+) -> tuple[int, int, int]:
+    """Candidate pulse pairs (two or more units), one by one: class pair, units cell, bases,
+    bits, photons over the detectors, dark counts, announcement, error (module docstring).
+
+    Walking (``inv_log_gap`` < 0, ``1 / ln(1 - P_candidate)``): candidates at geometric gaps from
+    ``pos`` to ``end``, each announced one written to the ``o_*`` buffers until they are full.
+    Otherwise ``budget`` candidates without slots, those with different bases skipped (they
+    count nowhere). Returns (next pulse, candidates processed, announcements written)."""
+    walking = inv_log_gap < 0.0
+    cap = len(o_slot)
+    last_pair = len(pair_cum53) - 1
+    cells = cell_cum53.shape[1]
+    size = 3  # photons 0..MAX_DOT_PHOTONS per dot (emitted and arrived: index 3 n + k)
+    weights = np.empty(4)
+    processed = 0
+    written = 0
+    st = load(s)
+    while True:
+        if walking:
+            if written == cap:
+                break
+            w, st = step(st)
+            u = (_TWO53 - u53(w)) * (1.0 / _TWO53)
+            gap = math.floor(math.log(u) * inv_log_gap)
+            if gap >= end - pos:
+                pos = end
+                break
+            pos += int(gap)
+        elif processed == budget:
+            break
+        processed += 1
+        w, st = step(st)
+        v = u53(w)
+        pair = 0
+        while pair < last_pair and v >= pair_cum53[pair]:
+            pair += 1
+        pair_candidates[pair] += 1
+        w, st = step(st)
+        basis_a = 0 if u53(w) < bias53 else 1
+        w, st = step(st)
+        basis_b = 0 if u53(w) < bias53 else 1
+        if not walking and basis_a != basis_b:
+            continue
+        bit_a, st = fair_bit(st)
+        bit_b, st = fair_bit(st)
+        # Units cell: binary search of the class pair's conditional cumulative.
+        w, st = step(st)
+        v = u53(w)
+        lo, hi = 0, cells - 1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if cell_cum53[pair, mid] > v:
+                hi = mid
+            else:
+                lo = mid + 1
+        darks = lo % 5
+        index_b = (lo // 5) % size_b
+        index_a = lo // (5 * size_b)
+        sent_b = bit_b
+        if lasers:
+            w, st = step(st)
+            if u53(w) < flip53:  # Xu et al. 2013: Bob's pulse leaves in the orthogonal state
+                sent_b ^= 1
+        row_a = 2 * basis_a + bit_a
+        row_b = 2 * basis_b + sent_b
+        clicks = 0
+        if lasers:
+            photons = index_a
+            if photons > 0:
+                ma, mb = mean_a[pair], mean_b[pair]
+                w, st = step(st)
+                cross = 2.0 * math.sqrt(ma * mb) * math.cos(u53(w) * (2.0 * math.pi / _TWO53))
+                for k in range(4):
+                    x, y = amp_a[row_a, k], amp_b[row_b, k]
+                    weights[k] = max(0.0, ma * x * x + mb * y * y + cross * x * y)
+                for _ in range(photons):
+                    det, st = _detector(st, weights)
+                    clicks |= 1 << det
+        else:
+            k_a, k_b = index_a % size, index_b % size
+            identical = False
+            if index_a // size == 1 and index_b // size == 1 and k_a == 1 and k_b == 1:
+                w, st = step(st)
+                identical = u53(w) < overlap53
+            if identical:
+                # Two-photon output: |u_m v_n + u_n v_m|^2 for m < n, 2 (u_m v_m)^2 for m = n.
+                total = 0.0
+                for m in range(4):
+                    for n in range(m, 4):
+                        x = amp_a[row_a, m] * amp_b[row_b, n]
+                        if m == n:
+                            total += 2.0 * x * x
+                        else:
+                            y = x + amp_a[row_a, n] * amp_b[row_b, m]
+                            total += y * y
+                w, st = step(st)
+                v = u53(w) * (1.0 / _TWO53) * total
+                acc = 0.0
+                chosen = 0
+                for m in range(4):
+                    for n in range(m, 4):
+                        x = amp_a[row_a, m] * amp_b[row_b, n]
+                        if m == n:
+                            acc += 2.0 * x * x
+                        else:
+                            y = x + amp_a[row_a, n] * amp_b[row_b, m]
+                            acc += y * y
+                        chosen = (1 << m) | (1 << n)
+                        if v < acc:
+                            break
+                    if v < acc:
+                        break
+                clicks |= chosen
+            else:
+                for k in range(4):
+                    weights[k] = amp_a[row_a, k] * amp_a[row_a, k]
+                for _ in range(k_a):
+                    det, st = _detector(st, weights)
+                    clicks |= 1 << det
+                for k in range(4):
+                    weights[k] = amp_b[row_b, k] * amp_b[row_b, k]
+                for _ in range(k_b):
+                    det, st = _detector(st, weights)
+                    clicks |= 1 << det
+        # Dark counts on ``darks`` distinct detectors, chosen uniformly.
+        taken = 0
+        for j in range(darks):
+            w, st = step(st)
+            r = int(u53(w) * ((4 - j) / _TWO53))
+            for det in range(4):
+                if not (taken >> det) & 1:
+                    if r == 0:
+                        taken |= 1 << det
+                        break
+                    r -= 1
+        clicks |= taken
+        minus = clicks == 0b1001 or clicks == 0b0110
+        plus = clicks == 0b0011 or clicks == 0b1100
+        if basis_a == basis_b:
+            same = bit_a == bit_b
+            error = same if (basis_a == 0 or minus) else not same
+            counts[pair, basis_a, 0] += 1
+            if minus or plus:
+                counts[pair, basis_a, 1] += 1
+                if error:
+                    counts[pair, basis_a, 2] += 1
+        if walking:
+            if minus or plus:
+                # Bob's recorded bit: flipped after every Z success and after Psi- in X.
+                flip = 1 if (basis_b == 0 or minus) else 0
+                o_slot[written] = pos
+                o_basis_a[written] = basis_a
+                o_bit_a[written] = bit_a
+                o_basis_b[written] = basis_b
+                o_bit_b[written] = bit_b ^ flip
+                o_class_a[written] = pair // n_classes
+                o_class_b[written] = pair % n_classes
+                written += 1
+            pos += 1
+            if pos >= end:
+                break
+    store(st, s)
+    return pos, processed, written
 
 
 def _rows(link: Link, plan: MdiPlan, counts: IntArray) -> list[ClassResult]:
