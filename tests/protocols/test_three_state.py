@@ -14,6 +14,7 @@ from qdnet.protocols import three_state
 from qdnet.security.entropy import binary_entropy as h
 from qdnet.security.three_state import asymptotic_phase_error
 from tests.conftest import example_link
+from tests.test_keyrate import best_of_random_samples
 
 NAME = "telecom-dot-three-state"
 #: A noise-free link: an ideal dot (g2 = 0), no dark counts, no misalignment.
@@ -141,3 +142,14 @@ def test_simulate_refuses_time_bin() -> None:
     assert result.exit_code != 0
     assert "not time-bin encoding" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("block", [1e4, 1e6, 1e10])
+def test_random_sampling_never_beats_the_optimiser(block: float) -> None:
+    # Issue 14, bug 1, for this protocol: the optimiser's box sampled at random never does better.
+    base = example_link(NAME, [f"protocol.block_size={block}"])
+    for distance in (0.0, 100.0, 140.0):
+        link = base.with_distance_km(distance)
+        optimum = key_rate_point(link, distance)[0].secret_bits_per_pulse
+        sampled = best_of_random_samples(link, 150, seed=int(distance) + int(block))
+        assert sampled <= 1.01 * optimum, (block, distance, sampled, optimum)

@@ -12,6 +12,7 @@ from qdnet.security.decoy_lp import single_photon_bounds
 from qdnet.security.entropy import binary_entropy as h
 from qdnet.security.finite_key import ObservedCounts, secret_key_length
 from tests.conftest import example_link
+from tests.test_keyrate import best_of_random_samples
 
 #: Poisson photon numbers kept explicitly; the rest is the LP's tail variable.
 PHOTONS = 12
@@ -134,3 +135,18 @@ def test_decoy_g2_is_checked() -> None:
         )
     with pytest.raises(ConfigError, match="decoy_g2 is the g2 of a quantum dot"):
         example_link("telecom-laser-decoy", ["source.decoy_g2=[0.1, 0.0]"])
+
+
+@pytest.mark.parametrize("decoy_g2", [None, "[0.02, 0.0]"])
+def test_random_sampling_never_beats_the_optimiser(decoy_g2: str | None) -> None:
+    # Issue 14, bug 1, for a dot's decoys in finite size.
+    overrides = ["protocol.kind=decoy-bb84", "source.decoy_intensities=[0.01, 0.0]"]
+    if decoy_g2 is not None:
+        overrides.append(f"source.decoy_g2={decoy_g2}")
+    for block in (1e6, 1e10):
+        base = example_link("telecom-dot-bb84", [*overrides, f"protocol.block_size={block}"])
+        for distance in (50.0, 150.0):
+            link = base.with_distance_km(distance)
+            optimum = key_rate_point(link, distance)[0].secret_bits_per_pulse
+            sampled = best_of_random_samples(link, 60, seed=int(distance) + int(block))
+            assert sampled <= 1.01 * optimum, (block, distance, sampled, optimum)
