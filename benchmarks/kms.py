@@ -3,7 +3,11 @@
 Cases, on SQLite and (when reachable) PostgreSQL:
 * ``enc_1x256``   GET enc_keys?number=1&size=256 on kme-alice (app-a master, app-b slave);
 * ``enc_128x256`` GET enc_keys?number=128&size=256;
-* ``enc_dec_pair`` enc_keys (1 x 256) on kme-alice, then dec_keys of that key on kme-bob.
+* ``enc_dec_pair`` enc_keys (1 x 256) on kme-alice, then dec_keys of that key on kme-bob;
+* ``relay_line`` (SQLite): 5 KMS in a line kme-1 - kme-2 - ... - kme-5; half the connections
+  run relayed pairs (enc_keys 1 x 256 at kme-1 for app-5, relayed across 4 hops, then dec_keys
+  at kme-5: ``relay4_pair``), the other half single-hop pairs beside them in the same run
+  (enc_keys at kme-1 for app-2, dec_keys at kme-2: ``hop1_pair``).
 
 Both KMS run as their own processes (``qdnet kms serve``); the load generator runs in
 ``--procs`` separate processes (default 2) sharing C keep-alive mTLS connections between them
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -45,7 +50,9 @@ from qdnet.kms.link import free_port, link_settings, spawn_kms, wait_until_servi
 from qdnet.kms.pki import PKI, create_pki
 from qdnet.kms.tls import client_context
 
-CASES = ("enc_1x256", "enc_128x256", "enc_dec_pair")
+CASES = ("enc_1x256", "enc_128x256", "enc_dec_pair", "relay_line")
+LINE = [f"kme-{i}" for i in range(1, 6)]
+"""The relay_line network: app-1 at kme-1, app-2 at kme-2, app-5 at kme-5."""
 PG_ENVS = ("QDNET_BENCH_POSTGRES_URL", "QDNET_TEST_POSTGRES_URL")
 
 
@@ -125,6 +132,54 @@ async def _run_case(
     return {"lat": lat, "errors": errors}
 
 
+async def _run_line(
+    urls: dict[str, str],
+    ctx: dict[str, ssl.SSLContext],
+    conns: int,
+    duration: float,
+    warmup: float,
+    t0_wall: float,
+) -> dict[str, Any]:
+    """Half the workers: relayed pairs (kme-1 -> kme-5); the other half: single-hop pairs."""
+    lat: dict[str, list[float]] = {"relay4_pair": [], "hop1_pair": []}
+    errors = {k: 0 for k in lat}
+    first_error: dict[str, str] = {}
+    await asyncio.sleep(max(0.0, t0_wall - time.time()))
+    t_measure = time.perf_counter() + warmup
+    t_end = t_measure + duration
+
+    async def worker(i: int) -> None:
+        kind, far, slave = (
+            ("relay4_pair", "kme-5", "app-5") if i % 2 == 0 else ("hop1_pair", "kme-2", "app-2")
+        )
+        ha, pa = urls["kme-1"].removeprefix("https://").split(":")
+        hb, pb = urls[far].removeprefix("https://").split(":")
+        a, b = _Conn(ha, int(pa), ctx["app-1"]), _Conn(hb, int(pb), ctx[slave])
+        await a.open()
+        await b.open()
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= t_end:
+                break
+            status, body = await a.get(f"/api/v1/keys/{slave}/enc_keys?number=1&size=256")
+            ok = status == 200
+            if ok:
+                key_id = json.loads(body)["keys"][0]["key_ID"]
+                status, body = await b.get(f"/api/v1/keys/app-1/dec_keys?key_ID={key_id}")
+                ok = status == 200
+            if not ok:
+                first_error.setdefault(kind, f"HTTP {status}: {body[:300]!r}")
+            t1 = time.perf_counter()
+            if t0 >= t_measure:
+                if ok:
+                    lat[kind].append(t1 - t0)
+                else:
+                    errors[kind] += 1
+
+    await asyncio.gather(*(worker(i) for i in range(conns)))
+    return {"lat": lat, "errors": errors, "first_error": first_error}
+
+
 def _summary(parts: list[dict[str, Any]], duration: float) -> dict[str, Any]:
     lat = sorted(x for p in parts for x in p["lat"])
     n = len(lat)
@@ -143,6 +198,21 @@ def _summary(parts: list[dict[str, Any]], duration: float) -> dict[str, Any]:
 
 def _load_process(args: dict[str, Any], out: Any) -> None:
     pki = PKI.at(args["pki"])
+    if args["case"] == "relay_line":
+        ctxs = {
+            sae: client_context(pki.ca_cert, pki.credential(sae).cert, pki.credential(sae).key)
+            for sae in ("app-1", "app-2", "app-5")
+        }
+        coro = _run_line(
+            args["urls"], ctxs, args["conns"], args["duration"], args["warmup"], args["t0_wall"]
+        )
+        try:
+            import uvloop
+
+            out.put(uvloop.run(coro))
+        except ImportError:
+            out.put(asyncio.run(coro))
+        return
     ca, a, b = pki.ca_cert, pki.credential("app-a"), pki.credential("app-b")
     try:
         import uvloop
@@ -301,6 +371,90 @@ def run_backend(
     return results
 
 
+def run_relay_line(
+    work: Path, conns: int, duration: float, warmup: float, pool_bytes: int, load_procs: int = 2
+) -> list[dict[str, Any]]:
+    """Five KMS processes in a line (SQLite); relayed and single-hop pairs side by side."""
+    from qdnet.kms.settings import dump_settings
+    from qdnet.kms.topology import mesh_settings
+
+    wd = work / f"line-{uuid.uuid4().hex[:6]}"
+    pki = create_pki(wd / "pki", LINE, ["app-1", "app-2", "app-5"])
+    nodes: dict[str, list[str]] = {k: [] for k in LINE}
+    nodes.update({"kme-1": ["app-1"], "kme-2": ["app-2"], "kme-5": ["app-5"]})
+    links = list(itertools.pairwise(LINE))
+    settings = mesh_settings(
+        wd, pki, nodes=nodes, links=links,
+        extra={"ingest_interval_s": 0.2, "log_level": "error"},
+    )  # fmt: skip
+    for kme, st in settings.items():
+        (wd / kme / f"{kme}.yaml").write_text(dump_settings(st))
+    for a, b in links:
+        _blocks([wd / a / "keys" / b, wd / b / "keys" / a], pool_bytes)
+    procs = [spawn_kms(wd / k / f"{k}.yaml", wd / "kms.log") for k in LINE]
+    urls = {k: f"https://127.0.0.1:{settings[k].listen.port}" for k in LINE}
+    try:
+        wait_until_serving(urls["kme-1"], pki, "app-1", "app-5")
+        wait_until_serving(urls["kme-5"], pki, "app-5", "app-1")
+        _wait_line_pools(urls, pki)
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        t0_wall = time.time() + 3.0
+        loadgens = []
+        for i in range(load_procs):
+            args = {
+                "case": "relay_line", "urls": urls, "pki": str(pki.root),
+                "conns": conns // load_procs + (i < conns % load_procs), "duration": duration,
+                "warmup": warmup, "t0_wall": t0_wall,
+            }  # fmt: skip
+            loadgens.append(ctx.Process(target=_load_process, args=(args, q)))
+            loadgens[-1].start()
+        parts = [q.get(timeout=duration + warmup + 120) for _ in loadgens]
+        for lg in loadgens:
+            lg.join(30)
+    finally:
+        for server in procs:
+            server.send_signal(signal.SIGTERM)
+        for server in procs:
+            server.wait(30)
+    rows = []
+    for kind in ("relay4_pair", "hop1_pair"):
+        per = [{"lat": p["lat"][kind], "errors": p["errors"][kind]} for p in parts]
+        res = _summary(per, duration)
+        first = [p["first_error"][kind] for p in parts if kind in p["first_error"]]
+        if first:
+            print(f"# {kind}: first error {first[0]}", file=sys.stderr)
+        res.update(
+            {"backend": "sqlite", "case": kind, "connections": conns // 2, "procs": load_procs,
+             "code": "this"}
+        )  # fmt: skip
+        rows.append(res)
+    return rows
+
+
+def _wait_line_pools(urls: dict[str, str], pki: PKI, wait_s: float = 60) -> None:
+    """Until a relayed key crosses the whole line (every link shared at both ends), and the
+    origin's memory of hops without key (a few seconds) has passed."""
+    from qdnet.kms.client import SAEClient
+
+    a, f = pki.credential("app-1"), pki.credential("app-5")
+    deadline = time.monotonic() + wait_s
+    with (
+        SAEClient(urls["kme-1"], pki.ca_cert, a.cert, a.key) as one,
+        SAEClient(urls["kme-5"], pki.ca_cert, f.cert, f.key) as five,
+    ):
+        while True:
+            try:
+                key = one.enc_keys("app-5", 1, 256)[0]
+                five.dec_keys("app-1", [key.key_id])
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    time.sleep(2.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="one short pass (CI smoke run)")
@@ -324,18 +478,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# PostgreSQL skipped: set {PG_ENVS[0]}", file=sys.stderr)
         backends.remove("postgresql")
     cases = args.case or list(CASES)
+    line = "relay_line" in cases
+    cases = [c for c in cases if c != "relay_line"]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="qdnet-kms-bench-") as tmp:
         work = Path(tmp)
         pki = create_pki(work / "pki", ["kme-alice", "kme-bob"], ["app-a", "app-b"])
         codes: list[str | None] = [args.baseline, None] if args.baseline else [None]
         for _ in range(args.rounds):
-            for backend in backends:
+            for backend in backends if cases else []:
                 for code in codes:
                     rows += run_backend(
                         backend, work, pki, cases, conns, duration, warmup, pool, pg_base,
                         args.procs, code,
                     )  # fmt: skip
+        if line:
+            rows += run_relay_line(work, conns, duration, warmup, 4 << 20, args.procs)
     print(
         f"{'code':<9} {'backend':<11} {'case':<13} {'conns':>5} {'req/s':>8} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'errors':>6}"

@@ -72,6 +72,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -81,11 +82,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
-import numpy as np
 
 from qdnet.kms.errors import KMSError
 from qdnet.kms.peer import RELAY_COMPLETION_PATH, RELAY_PATH, PeerError
-from qdnet.kms.store import Piece
+from qdnet.kms.store import Piece, xor
 
 if TYPE_CHECKING:
     from qdnet.kms.service import KMSService, PeerLink
@@ -98,11 +98,6 @@ MAX_TRIES = 4
 """Most paths one relay tries."""
 HOP_MARGIN_S = 0.05
 """Each hop gives the next a little less time, so a node answers before its caller gives up."""
-
-
-def xor(a: bytes, b: bytes) -> bytes:
-    """``a xor b`` (equal lengths)."""
-    return np.bitwise_xor(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8)).tobytes()
 
 
 @dataclass
@@ -271,6 +266,8 @@ class Relay:
         self._avoid_links: dict[frozenset[str], tuple[float, str]] = {}
         self._avoid_nodes: dict[str, tuple[float, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._forwards: dict[str, tuple[asyncio.Future[dict[str, Any]], float]] = {}
+        """Relay requests this node forwarded: the next node's answer, until the commit."""
 
     # --- origin ------------------------------------------------------------------------------
 
@@ -354,18 +351,18 @@ class Relay:
         if first is None:
             return _fail(f"{path[1]} is not a neighbour", node=path[1]), None
         nbytes = number * size_bits // 8
-        async with first.carving():
-            alloc = await service.db(service.store.carve, nbytes, first.leader, first.name)
-        if alloc is None:
-            return _fail(f"no key on link {self.me}-{first.name}", link=(self.me, first.name)), None
         relay_id = str(uuid.uuid4())
         keys = [(str(uuid.uuid4()), size_bits) for _ in range(number)]
-        req = RelayRequest(
-            relay_id, path, 1, master, slaves, keys, alloc.pieces, None, alloc.simulated,
-            deadline - time.monotonic(),
-        )  # fmt: skip
-        self._audit(relay_id, first.name, alloc.pieces)
-        answer = await self._send(first, RELAY_PATH, req.to_json(), deadline)
+        async with first.carving():  # carved and sent in the order the peer applies them
+            alloc = await service.db(service.store.carve, nbytes, first.leader, first.name)
+            if alloc is None:
+                return _fail(f"no key on link {self.me}-{first.name}", (self.me, first.name)), None
+            req = RelayRequest(
+                relay_id, path, 1, master, slaves, keys, alloc.pieces, None, alloc.simulated,
+                deadline - time.monotonic(),
+            )  # fmt: skip
+            self._audit(relay_id, first.name, alloc.pieces)
+            answer = await self._send(first, RELAY_PATH, req.to_json(), deadline, ordered=True)
         if not answer.get("ok"):
             return answer, None
         commit = {"relay_id": relay_id, "path": path, "hop": 1, "commit": True}
@@ -373,17 +370,26 @@ class Relay:
         if not done.get("ok"):
             self._abort_later(first, relay_id, path)
             return {**done, "reason": f"commit not confirmed: {done.get('reason')}"}, None
-        return {"keys": keys, "simulated": bool(answer.get("simulated"))}, alloc.material
+        simulated = alloc.simulated or bool(done.get("simulated"))
+        return {"keys": keys, "simulated": simulated}, alloc.material
 
     async def _send(
-        self, link: PeerLink, route: str, body: dict[str, Any], deadline: float
+        self,
+        link: PeerLink,
+        route: str,
+        body: dict[str, Any],
+        deadline: float,
+        ordered: bool = False,
     ) -> dict[str, Any]:
-        """Call the next node; a transport failure becomes a failed answer avoiding it."""
+        """Call the next node (``ordered``: on the link's one ordered connection, for relay
+        requests, which must reach the peer in the order their pads were carved); a transport
+        failure becomes a failed answer avoiding that node."""
         left = deadline - time.monotonic()
         if left <= 0:
             return _fail("relay deadline passed")
         try:
-            answer = await link.relay_call(route, {**body, "ttl_s": left}, left)
+            call = link.ordered_call if ordered else link.relay_call
+            answer = await call(route, {**body, "ttl_s": left}, left)
         except PeerError as err:
             link.peer_failed(err)
             return _fail(f"{link.name} unreachable", node=link.name)
@@ -403,9 +409,7 @@ class Relay:
                     return
                 await asyncio.sleep(1.0)
 
-        task = asyncio.create_task(run(), name=f"relay-abort-{relay_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(run(), f"relay-abort-{relay_id}")
 
     def _audit(self, relay_id: str, peer: str, pieces: list[Piece]) -> None:
         """Append the positions (never the bytes) of a pad this node sent to the audit log."""
@@ -427,67 +431,124 @@ class Relay:
         if req.path[req.hop] != self.me or req.path[req.hop - 1] != link.name:
             return _fail(f"{self.me}: relay path does not pass {link.name}-{self.me} here")
         last = req.hop == len(req.path) - 1
+        refused = _fail(
+            f"pad on link {link.name}-{self.me} refused (bytes already consumed)",
+            link=(link.name, self.me),
+        )
+        store, in_front = service.store, not link.leader
         if last:
             foreign = [s for s in req.slaves if s not in service.settings.saes]
             if foreign:
                 return _fail(f"{self.me} does not serve slave SAE {foreign[0]!r}")
-        (got,) = await service.db(service.store.consume, [req.pieces], not link.leader, link.name)
-        if got is None:
-            return _fail(
-                f"pad on link {link.name}-{self.me} refused (bytes already consumed)",
-                link=(link.name, self.me),
+            keep = (req.relay_id, [(k, b, req.master, req.slaves) for k, b in req.keys])
+            hop = await service.db(
+                functools.partial(
+                    store.relay_hop, req.pieces, in_front, link.name, req.ciphertext, keep=keep
+                )
             )
-        pad, simulated = got
-        key = pad if req.ciphertext is None else xor(req.ciphertext, pad)
-        simulated = simulated or req.simulated
-        if last:
-            n = 0
-            reservations = []
-            for key_id, size in req.keys:
-                reservations.append((key_id, size, req.master, req.slaves, key[n : n + size // 8]))
-                n += size // 8
-            await service.db(service.store.add_relayed, req.relay_id, reservations, simulated)
-            return {"ok": True, "reason": "", "simulated": simulated}
+            if hop is None:
+                return refused
+            return {"ok": True, "reason": "", "simulated": hop.simulated or req.simulated}
         nxt = req.path[req.hop + 1]
         out = service.link(nxt)
         if out is None:
             return _fail(f"{self.me} has no QKD link to {nxt}", link=(self.me, nxt))
-        async with out.carving():
-            alloc = await service.db(service.store.carve, req.nbytes, out.leader, out.name)
-        if alloc is None:
-            return _fail(f"no key on link {self.me}-{nxt}", link=(self.me, nxt))
-        fwd = RelayRequest(
-            req.relay_id, req.path, req.hop + 1, req.master, req.slaves, req.keys, alloc.pieces,
-            xor(key, alloc.material), simulated or alloc.simulated, 0.0,
-        )  # fmt: skip
-        self._audit(req.relay_id, nxt, alloc.pieces)
-        answer = await self._send(out, RELAY_PATH, fwd.to_json(), deadline)
+        # the incoming pad and the outgoing one are consumed together, in one transaction; the
+        # outgoing link stays held until the next node has the request (carving order), and
+        # this node answers at once: the rest of the path is waited for by the commit
+        lock = out.carving_lock
+        await lock.acquire()
+        handed_over = False
+        try:
+            (plan,) = await service.db(store.plan, [req.nbytes], out.leader, out.name, True)
+            out_spec = (plan.pieces, out.leader, out.name) if plan is not None else None
+            pads = await service.db(
+                functools.partial(
+                    store.relay_hop, req.pieces, in_front, link.name, req.ciphertext, out=out_spec
+                )
+            )
+            if pads is None:
+                return refused
+            if plan is None or pads.out_pad is None:
+                return _fail(f"no key on link {self.me}-{nxt}", link=(self.me, nxt))
+            fwd = RelayRequest(
+                req.relay_id, req.path, req.hop + 1, req.master, req.slaves, req.keys,
+                plan.pieces, xor(pads.key, pads.out_pad),
+                req.simulated or pads.simulated or pads.out_simulated, 0.0,
+            )  # fmt: skip
+            self._audit(req.relay_id, nxt, plan.pieces)
+            done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._forwards[req.relay_id] = (done, time.monotonic() + self.pending_ttl_s)
+            self._spawn(self._forward(out, fwd, deadline, done, lock), f"relay-{req.relay_id}")
+            handed_over = True
+            return {"ok": True, "reason": ""}
+        finally:
+            if not handed_over:
+                lock.release()
+
+    async def _forward(
+        self,
+        out: PeerLink,
+        fwd: RelayRequest,
+        deadline: float,
+        done: asyncio.Future[dict[str, Any]],
+        lock: asyncio.Lock,
+    ) -> None:
+        try:
+            answer = await self._send(out, RELAY_PATH, fwd.to_json(), deadline, ordered=True)
+        finally:
+            lock.release()
         if answer.get("ok"):
             self.counters.forwarded += 1
-        return answer
+        if not done.done():
+            done.set_result(answer)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def on_completion(
         self, link: PeerLink, relay_id: str, path: list[str], hop: int, commit: bool, ttl_s: float
     ) -> dict[str, Any]:
-        """A relay completion (commit or abort) from neighbour ``link``: forward it, or apply it
-        to the pending keys here."""
+        """A relay completion (commit or abort) from neighbour ``link``: apply it to the pending
+        keys here (far end), or wait for this node's forward of the relay request and pass it
+        on (the answer of the forward, if it failed, carries the reason back to the origin)."""
+        deadline = time.monotonic() + ttl_s - HOP_MARGIN_S
         if path[hop] != self.me or path[hop - 1] != link.name:
             return _fail(f"{self.me}: relay path does not pass {link.name}-{self.me} here")
+        service = self.service
         if hop == len(path) - 1:
-            count = await self.service.db(self.service.store.finish_relay, relay_id, commit)
+            count, simulated = await service.db(service.store.finish_relay, relay_id, commit)
             if not count:
                 return _fail(f"relay {relay_id} unknown at {self.me} (expired or never stored)")
             if commit:
                 self.counters.terminated += 1
-            return {"ok": True, "reason": ""}
-        out = self.service.link(path[hop + 1])
+            return {"ok": True, "reason": "", "simulated": simulated}
+        entry = self._forwards.pop(relay_id, None)
+        if commit:
+            if entry is None:
+                return _fail(f"relay {relay_id} unknown at {self.me} (restarted or expired)")
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    forwarded = await asyncio.shield(entry[0])
+            except TimeoutError:
+                return _fail(f"relay deadline passed at {self.me}")
+            if not forwarded.get("ok"):
+                return forwarded
+        out = service.link(path[hop + 1])
         if out is None:
             return _fail(f"{self.me} has no QKD link to {path[hop + 1]}")
         body = {"relay_id": relay_id, "path": path, "hop": hop + 1, "commit": commit}
-        return await self._send(out, RELAY_COMPLETION_PATH, body, time.monotonic() + ttl_s)
+        return await self._send(out, RELAY_COMPLETION_PATH, body, deadline)
 
     async def expire(self) -> int:
-        """Erase relayed keys whose origin never committed within ``pending_ttl_s``."""
+        """Erase relayed keys whose origin never committed within ``pending_ttl_s`` (and forget
+        forwards no commit came for)."""
+        now = time.monotonic()
+        for relay_id, (_, until) in list(self._forwards.items()):
+            if until < now:
+                del self._forwards[relay_id]
         return await self.service.db(self.service.store.expire_pending, self.pending_ttl_s)
 
     async def stop(self) -> None:

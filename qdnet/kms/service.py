@@ -181,6 +181,20 @@ class PeerLink:
         async with self._carving:
             yield
 
+    @property
+    def carving_lock(self) -> asyncio.Lock:
+        """The lock of :meth:`carving`, for a holder that hands it to another task."""
+        assert self._carving is not None, "link not started"
+        return self._carving
+
+    async def ordered_call(
+        self, route: str, body: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any]:
+        """One message on the link's ordered connection (allocations and relay requests reach
+        the peer in the order they were carved: hold :meth:`carving` while calling)."""
+        assert self.client is not None, "link not started"
+        return await self.client.post(route, body, timeout_s)
+
     async def relay_call(
         self, route: str, body: dict[str, Any], timeout_s: float
     ) -> dict[str, Any]:

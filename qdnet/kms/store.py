@@ -243,6 +243,35 @@ _SEG_COLS = (
 )
 
 
+def xor(a: bytes, b: bytes) -> bytes:
+    """``a xor b`` (equal lengths): the one-time pad of a relay hop."""
+    if len(a) != len(b):
+        raise ValueError("xor of byte strings of different lengths")
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+
+
+@dataclass
+class RelayHop:
+    """What :meth:`KeyStore.relay_hop` did: the relayed key (only in this process's memory),
+    whether the incoming pad is simulated, and the outgoing pad if one was consumed."""
+
+    key: bytes = field(repr=False)
+    simulated: bool
+    out_pad: bytes | None = field(default=None, repr=False)
+    out_simulated: bool = False
+
+
+@dataclass
+class _Txn:
+    """What one write transaction collects (see ``KeyStore._transaction``)."""
+
+    conn: Connection
+    cache: dict[tuple[str, str, int], _Seg | None] = field(default_factory=dict)
+    key_rows: list[dict[str, Any]] = field(default_factory=list)
+    slave_rows: list[dict[str, str]] = field(default_factory=list)
+    materials: list[tuple[str, bytes]] = field(default_factory=list, repr=False)
+
+
 def _usable(length: int, lo: int, hi: int, from_front: bool, half: bool) -> int:
     """Bytes of a segment one end may carve (with ``half``: only from its own half)."""
     avail = length - lo - hi
@@ -790,88 +819,25 @@ class KeyStore:
         link: str,
         material_out: list[tuple[bytes, bool]] | None = None,
     ) -> list[bool]:
-        results: list[bool] = []
-        materials: list[tuple[str, bytes]] = []
+        return list(
+            self._transaction(
+                lambda txn: self._apply_in(txn, batch, from_front, link, material_out)
+            )
+        )
+
+    def _transaction(self, fn: Callable[[_Txn], Any]) -> Any:
+        """Run ``fn`` in one write transaction, then store the segments it changed and the
+        reserved keys it made (their material in the keyring, fsynced while the store commits)."""
         with self._writing(), self.engine.begin() as conn:
-            cache: dict[tuple[str, int], _Seg | None] = {}
-
-            def seg_for(block_id: str, offset: int) -> _Seg | None:
-                idx = offset // SEGMENT_BYTES
-                k = (block_id, idx)
-                if k not in cache:
-                    q = select(*_SEG_COLS).where(
-                        and_(
-                            segments.c.block_id == block_id,
-                            segments.c.idx == idx,
-                            segments.c.link == link,
-                        )
-                    )
-                    if self._for_update:
-                        q = q.with_for_update()
-                    row = conn.execute(q).first()
-                    cache[k] = self._seg(row) if row is not None else None
-                return cache[k]
-
-            key_rows: list[dict[str, Any]] = []
-            slave_rows: list[dict[str, str]] = []
-            now = time.time()
-            for pieces, reservations in batch:
-                plan: list[tuple[_Seg, int, int]] = []
-                parts: list[bytes] = []
-                ok = True
-                simulated = False
-                shadow: dict[int, tuple[int, int]] = {}
-                for p in pieces:
-                    s = seg_for(p.block_id, p.offset)
-                    if s is None or p.length <= 0:
-                        ok = False
-                        break
-                    lo, hi = shadow.get(id(s), (s.lo, s.hi))
-                    first = s.start + lo
-                    end = s.start + s.length - hi
-                    if p.offset < first or p.offset + p.length > end:
-                        ok = False
-                        break
-                    rel = p.offset - first
-                    cur = s.data[(lo - s.lo) : len(s.data) - (hi - s.hi)]
-                    parts.append(cur[rel : rel + p.length])
-                    if from_front:
-                        shadow[id(s)] = (p.offset + p.length - s.start, hi)
-                    else:
-                        shadow[id(s)] = (lo, s.start + s.length - p.offset)
-                    plan.append((s, *shadow[id(s)]))
-                    simulated |= s.simulated
-                material = b"".join(parts)
-                total_bits = sum(r[1] for r in reservations)
-                if material_out is not None:
-                    material_out.append((material, simulated))
-                if not ok or total_bits != 8 * len(material):
-                    results.append(False)
-                    continue
-                for s, lo, hi in plan:
-                    s.data = s.data[(lo - s.lo) : len(s.data) - (hi - s.hi)]
-                    s.lo, s.hi, s.dirty = lo, hi, True
-                pos = 0
-                for key_id, size_bits, master, slaves in reservations:
-                    n = size_bits // 8
-                    if slaves:
-                        key_rows.append(
-                            {
-                                "key_id": key_id,
-                                "master_sae": master,
-                                "size_bits": size_bits,
-                                "simulated": simulated,
-                                "created_at": now,
-                            }
-                        )
-                        materials.append((key_id, material[pos : pos + n]))
-                        slave_rows.extend({"key_id": key_id, "sae_id": sae} for sae in slaves)
-                    pos += n
-                results.append(True)
-            versions, gone = self._write_back(conn, (s for s in cache.values() if s is not None))
-            if key_rows:
-                conn.execute(insert(keys), key_rows)
-                conn.execute(insert(key_slaves), slave_rows)
+            txn = _Txn(conn)
+            result = fn(txn)
+            versions, gone = self._write_back(
+                conn, (s for s in txn.cache.values() if s is not None)
+            )
+            if txn.key_rows:
+                conn.execute(insert(keys), txn.key_rows)
+                conn.execute(insert(key_slaves), txn.slave_rows)
+            materials = txn.materials
             # the reserved keys go to the keyring (fsynced) while the store commits (fsynced)
             stored = self._side.submit(self.keyring.add_materials, materials) if materials else None
             try:
@@ -884,6 +850,91 @@ class KeyStore:
         if stored is not None:
             stored.result()
         self.keyring.commit(versions, gone)
+        return result
+
+    def _apply_in(
+        self,
+        txn: _Txn,
+        batch: Sequence[tuple[list[Piece], list[Reservation]]],
+        from_front: bool,
+        link: str,
+        material_out: list[tuple[bytes, bool]] | None = None,
+    ) -> list[bool]:
+        results: list[bool] = []
+
+        def seg_for(block_id: str, offset: int) -> _Seg | None:
+            idx = offset // SEGMENT_BYTES
+            k = (link, block_id, idx)
+            if k not in txn.cache:
+                q = select(*_SEG_COLS).where(
+                    and_(
+                        segments.c.block_id == block_id,
+                        segments.c.idx == idx,
+                        segments.c.link == link,
+                    )
+                )
+                if self._for_update:
+                    q = q.with_for_update()
+                row = txn.conn.execute(q).first()
+                txn.cache[k] = self._seg(row) if row is not None else None
+            return txn.cache[k]
+
+        now = time.time()
+        for pieces, reservations in batch:
+            plan: list[tuple[_Seg, int, int]] = []
+            parts: list[bytes] = []
+            ok = True
+            simulated = False
+            shadow: dict[int, tuple[int, int]] = {}
+            for p in pieces:
+                s = seg_for(p.block_id, p.offset)
+                if s is None or p.length <= 0:
+                    ok = False
+                    break
+                lo, hi = shadow.get(id(s), (s.lo, s.hi))
+                first = s.start + lo
+                end = s.start + s.length - hi
+                if p.offset < first or p.offset + p.length > end:
+                    ok = False
+                    break
+                rel = p.offset - first
+                cur = s.data[(lo - s.lo) : len(s.data) - (hi - s.hi)]
+                parts.append(cur[rel : rel + p.length])
+                if from_front:
+                    shadow[id(s)] = (p.offset + p.length - s.start, hi)
+                else:
+                    shadow[id(s)] = (lo, s.start + s.length - p.offset)
+                plan.append((s, *shadow[id(s)]))
+                simulated |= s.simulated
+            material = b"".join(parts)
+            total_bits = sum(r[1] for r in reservations)
+            if material_out is not None:
+                material_out.append((material, simulated))
+            if not ok or total_bits != 8 * len(material):
+                results.append(False)
+                continue
+            for s, lo, hi in plan:
+                s.data = s.data[(lo - s.lo) : len(s.data) - (hi - s.hi)]
+                s.lo, s.hi, s.dirty = lo, hi, True
+            pos = 0
+            for key_id, size_bits, master, slaves in reservations:
+                n = size_bits // 8
+                if slaves:
+                    txn.key_rows.append(
+                        {
+                            "key_id": key_id,
+                            "master_sae": master,
+                            "size_bits": size_bits,
+                            "simulated": simulated,
+                            "created_at": now,
+                            "relay_id": None,
+                            "pending": False,
+                        }
+                    )
+                    txn.materials.append((key_id, material[pos : pos + n]))
+                    txn.slave_rows.extend({"key_id": key_id, "sae_id": sae} for sae in slaves)
+                pos += n
+            results.append(True)
         return results
 
     # --- reconciliation ----------------------------------------------------------------------
@@ -1040,64 +1091,88 @@ class KeyStore:
 
     # --- relayed keys (see qdnet.kms.relay) ------------------------------------------------------
 
-    def add_relayed(
+    def relay_hop(
         self,
-        relay_id: str,
-        reservations: Sequence[tuple[str, int, str, list[str], bytes]],
-        simulated: bool,
-    ) -> None:
-        """Keep the keys of relay ``relay_id`` (``(key_id, size_bits, master, slaves,
-        material)``) as *pending*: never handed out until :meth:`finish_relay` commits them."""
+        pieces: list[Piece],
+        from_front: bool,
+        link: str,
+        ciphertext: bytes | None,
+        out: tuple[list[Piece], bool, str] | None = None,
+        keep: tuple[str, list[Reservation]] | None = None,
+    ) -> RelayHop | None:
+        """One relay hop at the receiving node, in one transaction (:mod:`qdnet.kms.relay`).
 
-        def run() -> None:
-            now = time.time()
-            key_rows = [
-                {"key_id": k, "master_sae": m, "size_bits": b, "simulated": simulated,
-                 "created_at": now, "relay_id": relay_id, "pending": True}
-                for k, b, m, _, _ in reservations
-            ]  # fmt: skip
-            slave_rows = [{"key_id": k, "sae_id": s} for k, _, _, sl, _ in reservations for s in sl]
-            materials = [(k, mat) for k, _, _, _, mat in reservations]
+        Consume the incoming pad ``pieces`` of ``link`` (carved from the ``from_front`` end by
+        the sender) and recover the key (the pad itself on the first hop, ``ciphertext xor
+        pad`` after). Then, at a middle node, consume the outgoing pad ``out = (pieces,
+        from_front, link)`` planned on the next link; at the far end, ``keep = (relay_id,
+        reservations)`` keeps the keys cut from the key, *pending* (never handed out until
+        :meth:`finish_relay` commits them). None if the incoming pad is refused (a byte of it
+        already consumed here); ``out_pad`` None if the outgoing one is.
+        """
+
+        def run(txn: _Txn) -> RelayHop | None:
+            got: list[tuple[bytes, bool]] = []
+            n = sum(p.length for p in pieces)
+            (ok,) = self._apply_in(txn, [(pieces, [("", 8 * n, "", [])])], from_front, link, got)
+            if not ok:
+                return None
+            pad, simulated = got[0]
+            key = pad if ciphertext is None else xor(ciphertext, pad)
+            hop = RelayHop(key, simulated)
+            if out is not None:
+                out_got: list[tuple[bytes, bool]] = []
+                out_pieces, out_front, out_link = out
+                m = sum(p.length for p in out_pieces)
+                spec: list[Reservation] = [("", 8 * m, "", [])]
+                (done,) = self._apply_in(txn, [(out_pieces, spec)], out_front, out_link, out_got)
+                if done:
+                    hop.out_pad, hop.out_simulated = out_got[0]
+            if keep is not None:
+                relay_id, reservations = keep
+                now = time.time()
+                pos = 0
+                for key_id, size_bits, master, slaves in reservations:
+                    txn.key_rows.append(
+                        {"key_id": key_id, "master_sae": master, "size_bits": size_bits,
+                         "simulated": simulated, "created_at": now, "relay_id": relay_id,
+                         "pending": True}
+                    )  # fmt: skip
+                    txn.slave_rows.extend({"key_id": key_id, "sae_id": s} for s in slaves)
+                    txn.materials.append((key_id, key[pos : pos + size_bits // 8]))
+                    pos += size_bits // 8
+            return hop
+
+        result: RelayHop | None = self._guarded(self._transaction, run)
+        return result
+
+    def finish_relay(self, relay_id: str, commit: bool) -> tuple[int, bool]:
+        """Commit (the keys become fetchable) or abort (the keys no slave fetched yet are
+        erased) relay ``relay_id``: number of keys changed (0: unknown relay, e.g. expired while
+        pending, or already committed) and whether they come from a simulated link."""
+
+        def run() -> tuple[int, bool, list[str]]:
             with self._writing(), self.engine.begin() as conn:
-                conn.execute(insert(keys), key_rows)
-                conn.execute(insert(key_slaves), slave_rows)
-                stored = self._side.submit(self.keyring.add_materials, materials)
-                try:
-                    conn.commit()
-                except BaseException:
-                    stored.result()
-                    self.keyring.erase_materials([k for k, _ in materials])
-                    raise
-                stored.result()
-
-        self._guarded(run)
-
-    def finish_relay(self, relay_id: str, commit: bool) -> int:
-        """Commit (the keys become fetchable) or abort (the keys are erased, unless a slave
-        already has them: only a committed key can be handed out) relay ``relay_id``; number
-        of keys changed (0: unknown relay, e.g. expired while pending)."""
-
-        def run() -> tuple[int, list[str]]:
-            with self._writing(), self.engine.begin() as conn:
+                rows = conn.execute(
+                    select(keys.c.key_id, keys.c.simulated).where(keys.c.relay_id == relay_id)
+                ).all()
+                simulated = any(bool(r[1]) for r in rows)
                 if commit:
                     res = conn.execute(
                         update(keys)
                         .where(and_(keys.c.relay_id == relay_id, keys.c.pending.is_(True)))
                         .values(pending=False)
                     )
-                    return int(res.rowcount or 0), []
-                ids = [
-                    r[0]
-                    for r in conn.execute(select(keys.c.key_id).where(keys.c.relay_id == relay_id))
-                ]
+                    return int(res.rowcount or 0), simulated, []
+                ids = [r[0] for r in rows]
                 if ids:
                     conn.execute(delete(key_slaves).where(key_slaves.c.key_id.in_(ids)))
                     conn.execute(delete(keys).where(keys.c.key_id.in_(ids)))
-                return len(ids), ids
+                return len(ids), simulated, ids
 
-        count, erased = self._guarded(run)
+        count, simulated, erased = self._guarded(run)
         self._guarded(self.keyring.erase_materials, erased)
-        return int(count)
+        return int(count), bool(simulated)
 
     def expire_pending(self, older_than_s: float) -> int:
         """Erase relayed keys still pending after ``older_than_s`` (their origin never

@@ -12,7 +12,7 @@ import pytest
 
 from qdnet.kms.client import KMEError
 from qdnet.kms.pki import PKI
-from qdnet.kms.store import KeyStore, TakeOutcome
+from qdnet.kms.store import KeyStore, TakeOutcome, xor
 from qdnet.kms.topology import KMSMesh, start_mesh
 from tests.kms.conftest import write_blocks
 from tests.kms.test_kms_topology import feed, links_status, mesh_pki, wait_stored
@@ -124,22 +124,35 @@ def test_an_empty_hop_is_routed_around_then_503_names_every_reason(
 def test_pending_relayed_keys_are_never_handed_out(tmp_path: Path) -> None:
     store = KeyStore(f"sqlite:///{tmp_path / 's.sqlite'}")
     try:
+        (block,) = write_blocks([tmp_path / "x"], 1, 4096)
+        store.ingest(block, link="p")
+        store.mark_shared([block.block_id], "p")
         ids = [str(uuid.uuid4()) for _ in range(3)]
+        keys = {}
         for i, relay in enumerate(("r1", "r2", "r3")):
-            store.add_relayed(relay, [(ids[i], 256, "app-a", ["app-b"], bytes(32))], False)
+            (plan,) = store.plan([32], True, "p", True)
+            assert plan is not None
+            cipher = bytes(range(32))
+            keep = (relay, [(ids[i], 256, "app-a", ["app-b"])])
+            hop = store.relay_hop(plan.pieces, True, "p", cipher, keep=keep)
+            assert hop is not None and hop.key == xor(cipher, plan.material)
+            keys[ids[i]] = hop.key
+            # the same pad twice: refused, nothing kept
+            assert store.relay_hop(plan.pieces, True, "p", cipher, keep=("again", [])) is None
         assert store.take_keys([ids[0]], "app-a", "app-b")[0] is TakeOutcome.NOT_FOUND
         assert sorted(store.pending_key_ids()) == sorted(ids)
-        assert store.finish_relay("r1", commit=True) == 1
-        assert store.finish_relay("r1", commit=True) == 0  # not twice
+        assert store.finish_relay("r1", commit=True) == (1, False)
+        assert store.finish_relay("r1", commit=True)[0] == 0  # not twice
         outcome, got = store.take_keys([ids[0]], "app-a", "app-b")
-        assert outcome is TakeOutcome.OK and got[0].material == bytes(32)
-        assert store.finish_relay("r2", commit=False) == 1  # aborted: erased
-        assert store.finish_relay("r2", commit=True) == 0
+        assert outcome is TakeOutcome.OK and got[0].material == keys[ids[0]]
+        assert store.finish_relay("r2", commit=False)[0] == 1  # aborted: erased
+        assert store.finish_relay("r2", commit=True)[0] == 0
         time.sleep(0.05)
         assert store.expire_pending(0.01) == 1  # r3: its origin never committed
-        assert store.finish_relay("r3", commit=True) == 0
+        assert store.finish_relay("r3", commit=True)[0] == 0
         assert store.pending_key_ids() == [] and store.reserved_key_ids() == {}
         assert store.keyring.material_ids() == set()
+        assert store.available_bytes("p") == 4096 - 3 * 32
     finally:
         store.close()
 
