@@ -35,7 +35,12 @@ No pad is ever used twice
 * A sender consumes its pad in its own store (one committed transaction) *before* the
   ciphertext leaves. A crash afterwards leaves the bytes consumed here (reconciliation makes
   them consumed at the other end too): they are never carved again. The price: a hop whose
-  next node is down burns its pad (the origin then avoids that node for a while).
+  next node is down burns its pad (the origin then avoids that node for a while). A middle
+  node consumes the incoming pad and the outgoing one in one transaction.
+* Each end of a link carves from its end of the pool (``lo`` or ``hi`` of each segment), so its
+  carvings must reach the peer in the order they were made, or a later one would consume the
+  bytes of an earlier one still in flight: a relay request is sent while the link's carving
+  lock is held (as the ``enc_keys`` batcher does), on the link's one ordered connection.
 * A sender carves relay pads only from *its own half* of each segment of the link pool
   (:meth:`qdnet.kms.store.KeyStore.plan` with ``half``): the two ends of a link, which may both
   relay at the same moment, can never pick the same byte. (``enc_keys`` carving may take any
@@ -45,10 +50,14 @@ No pad is ever used twice
 All or nothing (two phases)
 ---------------------------
 1. *Relay request*: hop by hop to ``F``, which stores the keys **pending** (in its store, with
-   their slaves, never handed out while pending) and answers ``ok``; the answers travel back.
-2. *Relay completion* (commit): ``O`` sends the commit along the same path; ``F`` turns the
-   pending keys into ordinary reserved keys and answers. Only then does ``O`` answer its SAE
-   with the keys. If anything fails before ``F`` confirmed the commit, ``O`` answers 503 (after
+   their slaves, never handed out while pending). Each node answers the previous one as soon
+   as its own transaction is done and forwards in the background (so a link is held for one
+   hop, not for the whole path); the next node's answer is kept until the commit comes.
+2. *Relay completion* (commit): ``O`` sends the commit along the same path (on connections of
+   their own); each middle node waits for the answer of its forward (a failure there, e.g. no
+   key on the next link, goes back to ``O`` with the link or node to avoid), then passes the
+   commit on; ``F`` turns the pending keys into ordinary reserved keys and answers. Only then
+   does ``O`` answer its SAE with the keys. If anything fails before ``F`` confirmed the commit, ``O`` answers 503 (after
    trying the other paths) and sends an abort (best effort): the keys are delivered nowhere.
 
 Crashes: a pending key whose origin never commits (``O`` died or gave up, a node on the path
@@ -65,6 +74,10 @@ and only keys that name it as a slave.
 Path choice (by the origin): shortest path first over ``relay.links`` (networkx); a hop that
 lacks key or a node that cannot be reached is avoided for ``AVOID_S`` and the next shortest path
 is tried, until ``relay.timeout_s`` or ``MAX_TRIES`` paths; then 503 with every reason in one line.
+
+Waits: a middle node holds its outgoing link while the next node takes the request, so relays
+that go round a ring in the same direction can wait on each other; the relay deadline
+(``ttl_s``, less ``HOP_MARGIN_S`` per hop) bounds every such wait.
 """
 
 from __future__ import annotations

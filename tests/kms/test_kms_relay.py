@@ -3,6 +3,7 @@ an empty hop, who may fetch a relayed key, pending keys, and the pad halves."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -60,6 +61,35 @@ def test_relay_through_a_trusted_node(line: KMSMesh) -> None:
         "originated": 1, "forwarded": 0, "terminated": 1, "failed": 0, "expired_pending_keys": 0,
     }  # fmt: skip
     assert links_status(line, "app-c", "app-a")["qdnet_relay"]["forwarded"] == 2
+
+
+def test_concurrent_relays_and_direct_keys_share_a_link(line: KMSMesh) -> None:
+    """Relayed keys (a -> c -> b) and direct keys (a -> c) carved from the same end of link
+    a-c at the same time: every request is served (the peer applies the pads in the order they
+    were carved, none is refused as already consumed)."""
+    results: list[tuple[str, list[tuple[str, bytes]]]] = []
+    errors: list[str] = []
+
+    def run(slave: str) -> None:
+        with line.client("app-a") as a:
+            for _ in range(8):
+                try:
+                    keys = a.enc_keys(slave, 1, 256)
+                except KMEError as err:
+                    errors.append(err.message)
+                    continue
+                results.append((slave, [(k.key_id, k.key) for k in keys]))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in ("app-b", "app-c") * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(results) == 48
+    with line.client("app-b") as b, line.client("app-c") as c:
+        for slave, keys in results:
+            got = (b if slave == "app-b" else c).dec_keys("app-a", [k for k, _ in keys])
+            assert [g.key for g in got] == [m for _, m in keys]
 
 
 def test_only_the_slave_at_its_own_node_fetches_a_relayed_key(line: KMSMesh) -> None:
