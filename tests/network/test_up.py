@@ -261,6 +261,14 @@ def test_secoqc_comes_up_with_links_given_by_their_rates(tmp_path: Path) -> None
         document = json.loads(qdnet("network", "status", workdir, "--json").stdout)
         for link in document["links"].values():
             assert link["kind"] == "given" and link["stats"]["blocks_delivered"] >= 1
+        # A supervisor killed with SIGKILL leaves its children to `down`.
+        supervisor = ProcessRef.from_json(state["supervisor"])
+        supervisor.signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while supervisor.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(r.alive() for r in processes(state))
     finally:
-        qdnet("network", "down", workdir)
+        down = qdnet("network", "down", workdir)
+    assert down.returncode == 0 and "stopped" in down.stdout, down.stderr
     assert processes_in(workdir) == []
