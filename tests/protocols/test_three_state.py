@@ -153,3 +153,9 @@ def test_random_sampling_never_beats_the_optimiser(block: float) -> None:
         optimum = key_rate_point(link, distance)[0].secret_bits_per_pulse
         sampled = best_of_random_samples(link, 150, seed=int(distance) + int(block))
         assert sampled <= 1.01 * optimum, (block, distance, sampled, optimum)
+
+
+def test_decoys_are_refused_for_the_three_state_protocol() -> None:
+    # The tagged bound would silently ignore them; the one-decoy analysis is not modelled.
+    with pytest.raises(ConfigError, match="modelled without decoys"):
+        example_link(NAME, ["source.decoy_intensities=[0.001]"])
