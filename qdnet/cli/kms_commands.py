@@ -79,6 +79,7 @@ def register(app: typer.Typer) -> None:
         settings_file: Path = typer.Argument(..., help="KMS settings (YAML)"),
         folder: Path = typer.Argument(..., help="folder of key blocks (<block_id>.json)"),
         remove: bool = typer.Option(False, help="delete block files once stored"),
+        peer: str = typer.Option(None, help="the link's peer KME (needed with several peers)"),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
     ) -> None:
         """Store key blocks from post-processing (idempotent; the server pairs them with peer)."""
@@ -90,7 +91,11 @@ def register(app: typer.Typer) -> None:
         if not folder.is_dir():
             typer.echo(f"error: {folder} is not a folder", err=True)
             raise typer.Exit(2)
-        rep = ingest(settings, folder, remove=remove)
+        try:
+            rep = ingest(settings, folder, remove=remove, peer=peer)
+        except ValueError as err:
+            typer.echo(f"error: --peer: {err}", err=True)
+            raise typer.Exit(2) from None
         out = {
             "ingested": rep.ingested,
             "already_known": rep.already_known,

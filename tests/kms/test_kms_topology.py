@@ -180,3 +180,32 @@ def test_settings_peer_and_peers(tmp_path: Path, pki: PKI) -> None:
     assert "relay.saes: 'app-b' is served by 'kme-bob'" in error(
         peers=[peer], relay={"saes": {"app-b": "kme-z"}}
     )
+
+
+def test_cli_ingest_names_the_link(tmp_path: Path, mesh_pki: PKI) -> None:
+    from typer.testing import CliRunner
+
+    from qdnet.cli.main import app
+
+    out = mesh_settings(
+        tmp_path,
+        mesh_pki,
+        nodes={"kme-a": ["app-a"], "kme-b": ["app-b"], "kme-c": ["app-c"]},
+        links=[("kme-a", "kme-c"), ("kme-c", "kme-b")],
+    )
+    path = tmp_path / "kme-c.yaml"
+    path.write_text(dump_settings(out["kme-c"]))
+    write_blocks([tmp_path / "blocks"], 2, 1024)
+    runner = CliRunner()
+    cmd = ["kms", "ingest", str(path), str(tmp_path / "blocks"), "--json"]
+    res = runner.invoke(app, cmd)
+    assert res.exit_code == 2 and "kme-c has 2 peers: name the link's peer KME" in res.output
+    res = runner.invoke(app, [*cmd, "--peer", "kme-z"])
+    assert res.exit_code == 2 and "'kme-z' is not a peer of kme-c" in res.output
+    res = runner.invoke(app, [*cmd, "--peer", "kme-b"])
+    assert res.exit_code == 0 and '"ingested": 2' in res.output
+    store = KeyStore(str(out["kme-c"].database_url), out["kme-c"].keyring_path)
+    try:
+        assert store.link_summary() == {"kme-b": {"stored_key_bytes": 0, "blocks_ingested": 2}}
+    finally:
+        store.close()
