@@ -91,3 +91,18 @@ def test_examples_document_every_setting() -> None:
             for field in model.model_fields:
                 if field not in ("database_url", "log_level", "ingest_interval_s"):
                     assert f"{field}:" in text, (name, model.__name__, field)
+
+
+def test_three_node_example(tmp_path: Path) -> None:
+    from qdnet.kms.pki import create_pki
+
+    shutil.copytree(EXAMPLES / "three-nodes", tmp_path / "net")
+    create_pki(tmp_path / "net" / "pki", ["kme-a", "kme-b", "kme-c"], ["app-a", "app-b", "app-c"])
+    a, b, c = (load_settings(tmp_path / "net" / f"kme-{x}.yaml") for x in "abc")
+    assert [p.kme_id for p in c.peers] == ["kme-a", "kme-b"] and c.relay is None
+    assert a.kme_of("app-b") == "kme-b" and b.kme_of("app-a") == "kme-a"
+    ports = {s.kme_id: s.peer_listen.port for s in (a, b, c)}
+    for s in (a, b, c):
+        for p in s.peers:
+            assert p.url == f"https://127.0.0.1:{ports[p.kme_id]}"
+            assert p.key_blocks_dir == (tmp_path / "net" / "keys" / s.kme_id / p.kme_id).resolve()
