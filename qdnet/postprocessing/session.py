@@ -9,8 +9,10 @@ Message flow (A = Alice, B = Bob)::
     B HELLO_ACK(metadata digest, secret fingerprint, slot, nonce, segments)
       -> both check the run and the secret, agree on the session's one-time keys and persist
          them as used; a mismatch stops here, before any record is disclosed
-    B SIFT_REQUEST x k (slots, Bob's bases; chunks of SIFT_CHUNK detections)
-    A SIFT_REPLY x k (bases, classes; the last one with Alice's test bits)
+    B SIFT_REQUEST x k (slots, Bob's bases; chunks of SIFT_CHUNK detections; decoy MDI: and
+      Bob's intensity classes)
+    A SIFT_REPLY x k (bases, classes; the last one with Alice's test bits; decoy MDI: and the
+      seed of the key sample, :mod:`qdnet.postprocessing.sifting`)
     B TEST_BITS(Bob's test bits)
       -> both compute the same estimate and the same abort decision
     A EC_START ... B/A EC rounds (Cascade: questions/answers; LDPC: syndrome, reveals)
@@ -63,12 +65,18 @@ from qdnet.postprocessing.cascade import (
 from qdnet.postprocessing.estimation import (
     Estimate,
     binary_entropy,
-    estimate,
+    estimate_run,
     observed_counts,
 )
 from qdnet.postprocessing.key_length import KeyLengthFn, key_length_for
 from qdnet.postprocessing.keyblock import KeyBlock, KeyFolder
-from qdnet.postprocessing.sifting import Sifted, SiftingError, alice_sift, bob_sift
+from qdnet.postprocessing.sifting import (
+    Sifted,
+    SiftingError,
+    alice_sift,
+    bob_sift,
+    class_pairs,
+)
 from qdnet.postprocessing.verification import MERSENNE_61, VerificationHash
 from qdnet.protocols.records import PartyRecords, RecordsMeta
 from qdnet.transport.authentication import (
@@ -273,11 +281,6 @@ def _decide(
 
 def unsupported_reason(meta: RecordsMeta) -> str | None:
     """Why these records cannot be distilled with a sound finite-key bound (None: they can)."""
-    if meta.protocol == "mdi-bb84" and len(meta.intensities) != 1:
-        return (
-            "mdi-bb84 records from decoy lasers: distill has the quantum-dot MDI finite-key "
-            "bound only (qdnet keyrate gives the decoy-laser MDI key)"
-        )
     if meta.protocol != "decoy-bb84":
         return None
     source = meta.link.get("source") if isinstance(meta.link, dict) else None
@@ -407,9 +410,10 @@ async def _cascade_bob(
 
 
 async def _recv_sift_request(
-    chan: AuthenticatedChannel, records: PartyRecords
-) -> tuple[NDArray[np.int64], NDArray[np.uint8], int]:
-    """Alice: Bob's detected slots and bases, in chunks; returns (slots, bases, chunk size)."""
+    chan: AuthenticatedChannel, records: PartyRecords, meta: RecordsMeta
+) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.uint8], int]:
+    """Alice: Bob's detected slots, bases and (decoy MDI) classes, in chunks; returns (slots,
+    bases, classes or an empty array, chunk size)."""
     first = await chan.recv(MessageKind.SIFT_REQUEST)
     total = first.field_int("total")
     chunk = first.field_int("chunk")
@@ -422,6 +426,7 @@ async def _recv_sift_request(
         raise ProtocolError("SIFT_REQUEST: chunk size must be positive")
     slots: list[NDArray[np.int64]] = []
     bases: list[NDArray[np.uint8]] = []
+    classes: list[NDArray[np.uint8]] = [np.zeros(0, dtype=np.uint8)]
     msg = first
     for start in range(0, max(total, 1), chunk):
         size = min(chunk, total - start)
@@ -429,10 +434,14 @@ async def _recv_sift_request(
             msg = await chan.recv(MessageKind.SIFT_REQUEST)
         slots.append(msg.array("slots", "int64", size))
         bases.append(msg.array("basis", "uint8", size))
-    return np.concatenate(slots), np.concatenate(bases), chunk
+        if class_pairs(meta):
+            classes.append(msg.array("intensity", "uint8", size))
+    return np.concatenate(slots), np.concatenate(bases), np.concatenate(classes), chunk
 
 
-async def _send_sift_request(chan: AuthenticatedChannel, records: PartyRecords) -> None:
+async def _send_sift_request(
+    chan: AuthenticatedChannel, records: PartyRecords, meta: RecordsMeta
+) -> None:
     total = len(records)
     slot = records.slot.astype(np.int64)
     basis = records.basis.astype(np.uint8)
@@ -442,7 +451,11 @@ async def _send_sift_request(chan: AuthenticatedChannel, records: PartyRecords) 
             Message(
                 MessageKind.SIFT_REQUEST,
                 fields={"total": total, "chunk": SIFT_CHUNK},
-                arrays={"slots": slot[start:stop], "basis": basis[start:stop]},
+                arrays={
+                    "slots": slot[start:stop],
+                    "basis": basis[start:stop],
+                    **({"intensity": records.intensity[start:stop]} if class_pairs(meta) else {}),
+                },
             )
         )
 
@@ -478,9 +491,12 @@ async def run_alice(
         )
         _check_meta(ack, meta)
         keys.pool.claim(records.digest())  # persisted before anything of them is disclosed
-        slots, bob_basis, chunk = await _recv_sift_request(chan, records)
+        slots, bob_basis, bob_class, chunk = await _recv_sift_request(chan, records, meta)
+        sample_seed = secrets.randbits(63)  # chosen after Bob's announcement (decoy MDI)
+        n_classes = class_pairs(meta)
+        pairs = (bob_class, n_classes, sample_seed) if n_classes else None
         try:
-            basis, intensity, sifted = alice_sift(records, slots, bob_basis)
+            basis, intensity, sifted = alice_sift(records, slots, bob_basis, pairs)
         except SiftingError as exc:
             raise SessionAbortError(str(exc)) from None
         report.detected_slots = len(slots)
@@ -490,7 +506,14 @@ async def run_alice(
             await chan.send(
                 Message(
                     MessageKind.SIFT_REPLY,
-                    fields={"test_bits": len(sifted.test_bits)} if last else {},
+                    fields=(
+                        {
+                            "test_bits": len(sifted.test_bits),
+                            **({"sample_seed": sample_seed} if n_classes else {}),
+                        }
+                        if last
+                        else {}
+                    ),
                     arrays={
                         "basis": basis[start:stop],
                         "intensity": intensity[start:stop],
@@ -580,7 +603,7 @@ async def run_bob(
         length_fn = key_length or key_length_for(meta)
         await chan.accept_session(hello, _meta_fields(meta))
         keys.pool.claim(records.digest())  # persisted before anything of them is disclosed
-        await _send_sift_request(chan, records)
+        await _send_sift_request(chan, records, meta)
         report.detected_slots = len(records)
         basis_parts: list[NDArray[np.uint8]] = []
         class_parts: list[NDArray[np.uint8]] = []
@@ -595,8 +618,10 @@ async def run_bob(
             raise ProtocolError("SIFT_REPLY: intensity class out of range")
         if len(alice_basis) and int(alice_basis.max()) > 1:
             raise ProtocolError("SIFT_REPLY: basis out of range")
+        n_classes = class_pairs(meta)
+        pairs = (n_classes, reply.field_int("sample_seed")) if n_classes else None
         try:
-            sifted = bob_sift(records, alice_basis, intensity)
+            sifted = bob_sift(records, alice_basis, intensity, pairs)
         except SiftingError as exc:
             raise SessionAbortError(str(exc)) from None
         if reply.field_int("test_bits") != len(sifted.test_bits):
@@ -686,12 +711,8 @@ def _estimate_and_decide(
     progress: Progress | None,
 ) -> Estimate:
     """Parameter estimation from the disclosed test bits, then the common abort decision."""
-    est = estimate(
-        sifted.key_class,
-        sifted.test_class,
-        peer_test_bits != sifted.test_bits,
-        len(meta.intensities),
-        cfg.eps_pe,
+    est = estimate_run(
+        meta, sifted.key_class, sifted.test_class, peer_test_bits != sifted.test_bits, cfg.eps_pe
     )
     report.sifted_key_bits = sum(est.key_detections)
     report.sifted_test_bits = sum(est.test_detections)

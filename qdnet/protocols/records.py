@@ -5,7 +5,8 @@ On-disk format (a directory, format version 2)::
     RUN/meta.json          RecordsMeta as JSON (protocol, link name, pulses per intensity
                            class, ..., ``simulated``): public, both endpoints read it
     RUN/alice.npz          slot (int64), basis (uint8), bit (uint8), intensity (uint8)
-    RUN/bob.npz            slot (int64), basis (uint8), bit (uint8), intensity (uint8, all zero)
+    RUN/bob.npz            slot (int64), basis (uint8), bit (uint8), intensity (uint8, all zero
+                           but for mdi-bb84: Bob's own class)
     RUN/private/seed.json  {"seed": 7} for a simulated run (mode 0600; never in meta.json:
                            re-simulating with it reproduces Alice's records bit for bit)
 
@@ -24,7 +25,9 @@ prepare-and-measure protocols (BB84, decoy BB84), the coincidence index for BBM9
 (``mdi-bb84``) the index of a pulse pair the untrusted relay announced as a Bell-state success:
 both files then hold every announced pulse pair, and Bob's bits are already flipped as the public
 announcement says (after every Z success and after Psi- in X), so they compare with Alice's as in
-BB84; ``multiphoton_probability`` holds Alice's P(n>=2) and P(n>=1), then Bob's. Bob's file
+BB84; each file's ``intensity`` is that party's own class (decoy lasers: 0 signal, 1 decoy,
+2 vacuum, announced by both in sifting; ``pulses_per_intensity`` counts Alice's); and
+``multiphoton_probability`` holds Alice's P(n>=2) and P(n>=1), then Bob's (of the signal class). Bob's file
 holds every slot in which he registered a (possibly squashed double) click. Alice's file holds her
 settings for exactly those slots: the list of detected slots is the first public message of
 sifting, so storing the rest of her 1e10 pulses would only waste disk. Bases: 0 = Z (H/V),

@@ -251,8 +251,9 @@ def simulate_mdi(
 ) -> MdiMonteCarlo:
     """Run ``pulses`` pulse pairs of an mdi-bb84 link and compare with the analytic model.
 
-    With ``out`` (quantum dots), the announced pulse pairs become records for ``qdnet distill``
-    (:mod:`qdnet.protocols.records`: Bob's bits flipped as the announcements say).
+    With ``out``, the announced pulse pairs become records for ``qdnet distill``
+    (:mod:`qdnet.protocols.records`: Bob's bits flipped as the announcements say, each party's
+    intensity class in its own file).
     """
     if pulses < 1:
         raise ValueError(f"pulses must be >= 1, got {pulses}")
@@ -269,11 +270,6 @@ def simulate_mdi(
     n_classes = len(plan.class_probabilities)
     prior = np.outer(plan.class_probabilities, plan.class_probabilities).reshape(-1)
     total_candidate = float(prior @ p_candidate)
-    if out is not None and plan.lasers:
-        raise ValueError(
-            "records of decoy-laser MDI runs are not written: distill has the quantum-dot MDI "
-            "finite-key bound only (run without --out)"
-        )
     counts = np.zeros((n_classes * n_classes, 2, 3), dtype=np.int64)  # pulses, successes, errors
     pair_candidates = np.zeros(n_classes * n_classes, dtype=np.int64)
     state = new_state(rng)
@@ -315,19 +311,22 @@ def simulate_mdi(
             )
             candidates += processed
             announced.append(buffers.head(written))
-    # Pulse pairs with fewer than two units: never announced; counted per class pair and basis.
+    # Pulse pairs with fewer than two units: never announced; counted per class pair and basis
+    # pair (both Z, both X, different).
     rest = pulses - candidates
     quiet = prior * (1.0 - p_candidate)
+    pair_pulses = pair_candidates.copy()
     if rest > 0 and quiet.sum() > 0:
-        basis_pair = np.array([plan.basis_bias**2, (1 - plan.basis_bias) ** 2])
-        mismatch = 1.0 - basis_pair.sum()
-        cells = np.concatenate([np.outer(quiet / quiet.sum(), basis_pair).reshape(-1), [0.0]])
-        cells[-1] = mismatch
-        cells = cells / cells.sum()
-        drawn = rng.multinomial(rest, cells)
-        counts[:, :, 0] += drawn[:-1].reshape(-1, 2)
+        bias = plan.basis_bias
+        bases = np.array([bias**2, (1 - bias) ** 2, 2 * bias * (1 - bias)])
+        cells = np.outer(quiet / quiet.sum(), bases).reshape(-1)
+        drawn = rng.multinomial(rest, cells / cells.sum()).reshape(-1, 3)
+        counts[:, :, 0] += drawn[:, :2]
+        pair_pulses += drawn.sum(axis=1)
     if out is not None:
-        _write_records(out, link, plan, pulses, announced, seed, link_document)
+        # Alice's pulses per intensity class (the decoy bound's class probabilities).
+        class_pulses = pair_pulses.reshape(n_classes, n_classes).sum(axis=1)
+        _write_records(out, link, plan, pulses, class_pulses, announced, seed, link_document)
     elapsed = time.perf_counter() - started
     return MdiMonteCarlo(plan, pulses, _rows(link, plan, counts), elapsed)
 
@@ -337,13 +336,15 @@ def _write_records(
     link: Link,
     plan: MdiPlan,
     pulses: int,
+    class_pulses: IntArray,
     announced: list[_Buffers],
     seed: int | None,
     link_document: dict[str, Any] | None,
 ) -> None:
-    """Alice's and Bob's files of the announced pulse pairs and the public metadata."""
+    """Alice's and Bob's files of the announced pulse pairs (each with its own intensity class)
+    and the public metadata (the intensities, Alice's pulses per class, both sources' P(n>=2)
+    and P(n>=1) of the signal class)."""
     alice, bob = model.sources(link)
-    assert isinstance(alice, SinglePhotonSource) and isinstance(bob, SinglePhotonSource)
     rows = _Buffers.join(announced)
     figures = []
     for source, mu in ((alice, plan.intensities_a[0]), (bob, plan.intensities_b[0])):
@@ -353,8 +354,8 @@ def _write_records(
         protocol="mdi-bb84",
         link_name=link.name,
         pulses=pulses,
-        intensities=(plan.intensities_a[0],),
-        pulses_per_intensity=(pulses,),
+        intensities=plan.intensities_a,
+        pulses_per_intensity=tuple(int(n) for n in class_pulses),
         basis_bias=plan.basis_bias,
         repetition_rate_hz=link.repetition_rate_hz,
         seed=seed,
