@@ -19,7 +19,7 @@ KME IDs are ``kme-<node>``. ``network.json`` (``format_version`` 1)::
      "supervisor": {"pid": 4242, "start_ticks": 991}, "supervisor_log": "/abs/DIR/supervisor.log",
      "nodes": {"A": {"kme_id": "kme-A", "kms_url": "https://127.0.0.1:40001",
                      "peer_url": "https://127.0.0.1:40002", "settings": "/abs/DIR/kme-A/kme-A.yaml",
-                     "log": "/abs/DIR/kme-A/kms.log", "saes": ["app-a"],
+                     "log": "/abs/DIR/kme-A/kms.log", "saes": ["app-a"], "status_sae": "app-a",
                      "process": {"pid": 4250, "start_ticks": 1002}}, ...},
      "saes": {"app-a": {"node": "A", "kme_id": "kme-A", "kms_url": "https://127.0.0.1:40001",
                         "ca": "/abs/DIR/pki/ca.crt", "cert": "/abs/DIR/pki/app-a.crt",
@@ -33,6 +33,9 @@ KME IDs are ``kme-<node>``. ``network.json`` (``format_version`` 1)::
                        "log": "/abs/DIR/links/A-B/link.log",
                        "process": {"pid": 4260, "start_ticks": 1010}}, ...}}
 
+A node's ``status_sae`` is the SAE whose certificate ``network status`` uses there: its first
+application, or for a node with none (a pure relay node) an SAE ``monitor-<node>`` that the node's
+KMS serves for this alone (certificate in ``DIR/pki``; not listed under ``saes``).
 ``state`` is ``starting`` (processes being started), ``running`` (every KMS answered),
 ``stopping`` or ``stopped``; ``process`` entries are null until the process is started. Any ETSI GS
 QKD 014 client reaches SAE ``app-a`` with ``saes["app-a"]``'s URL, CA, certificate and key.
@@ -79,6 +82,12 @@ class Tap:
 def kme_id(node: str) -> str:
     """The KME ID of a node."""
     return f"kme-{node}"
+
+
+def monitor_sae(node: str) -> str:
+    """The SAE that ``network status`` asks a node with no application for its status: a KMS
+    answers ETSI GS QKD 014 ``status`` only to the SAEs it serves."""
+    return f"monitor-{node}"
 
 
 def parse_taps(network: NetworkConfig, taps: list[str]) -> dict[str, Tap]:
@@ -193,9 +202,13 @@ def prepare_workdir(
     if cpu_slots < 1:
         raise ValueError(f"--workers must be >= 1, got {cpu_slots}")
     kmes = {node.name: kme_id(node.name) for node in network.nodes}
-    clash = sorted(set(kmes.values()) & {sae.name for sae in network.saes})
+    reserved = set(kmes.values()) | {monitor_sae(node.name) for node in network.nodes}
+    clash = sorted(reserved & {sae.name for sae in network.saes})
     if clash:
-        raise ConfigError(f"{network_file}: saes: {clash[0]!r} is the KME ID of a node")
+        raise ConfigError(
+            f"{network_file}: saes: {clash[0]!r} is a name `network up` gives a KME or a "
+            "node's monitoring SAE"
+        )
     for i in range(len(network.links)):  # every link file, before anything is written
         if network.links[i].key_rate_bps is None:
             link_document(network, i, base_dir)
@@ -230,11 +243,14 @@ def _write_workdir(
 
     base_dir = network_file.resolve().parent
     kmes = {node.name: kme_id(node.name) for node in network.nodes}
-    pki = create_pki(workdir / "pki", list(kmes.values()), [sae.name for sae in network.saes])
-    node_saes = {
-        kmes[node.name]: [sae.name for sae in network.saes if sae.node == node.name]
-        for node in network.nodes
+    apps = {
+        node.name: [s.name for s in network.saes if s.node == node.name] for node in network.nodes
     }
+    monitors = [monitor_sae(node) for node, names in apps.items() if not names]
+    pki = create_pki(
+        workdir / "pki", list(kmes.values()), [s.name for s in network.saes] + monitors
+    )
+    node_saes = {kmes[node]: names or [monitor_sae(node)] for node, names in apps.items()}
     settings = mesh_settings(
         workdir,
         pki,
@@ -255,7 +271,8 @@ def _write_workdir(
             "peer_url": f"https://{s.peer_listen.host}:{s.peer_listen.port}",
             "settings": str(path),
             "log": str(workdir / kme / "kms.log"),
-            "saes": node_saes[kme],
+            "saes": apps[node.name],
+            "status_sae": node_saes[kme][0],
             "process": None,
         }
     saes = {

@@ -46,9 +46,7 @@ def read_state(workdir: Path) -> dict[str, Any]:
 
 
 def status_identity(state: dict[str, Any], node: str) -> tuple[str, str]:
-    """An SAE (its certificate) and a slave SAE to ask node ``node``'s KMS for ``status``: an
-    SAE of the node itself when it has one, else the network's first SAE."""
-    saes = sorted(state["saes"])
-    own = state["nodes"][node]["saes"]
-    caller = own[0] if own else saes[0]
-    return caller, next(s for s in saes if s != caller)
+    """The SAE (its certificate, in the network's PKI) and a slave SAE to ask node ``node``'s
+    KMS for ``status``: the node's ``status_sae`` and the first other application SAE."""
+    caller = str(state["nodes"][node]["status_sae"])
+    return caller, next(s for s in sorted(state["saes"]) if s != caller)

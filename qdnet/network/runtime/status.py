@@ -1,6 +1,6 @@
 """``qdnet network status DIR``: pools, key rates, relay counters and processes of a network.
 
-Each node's KMS is asked for the ETSI GS QKD 014 ``status`` (as an SAE of the network, about
+Each node's KMS is asked for the ETSI GS QKD 014 ``status`` (as the node's ``status_sae``, about
 another SAE); its ``status_extension`` carries ``qdnet_links`` (per link: ``stored_key_bytes``,
 ``blocks_ingested``) and ``qdnet_relay`` (``originated``, ``forwarded``, ``terminated``,
 ``failed``). Each link's loop reports its blocks and key rate in ``stats.json``. JSON document::
@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from qdnet.kms.client import KMEError, SAEClient
+from qdnet.kms.pki import PKI
 from qdnet.network.runtime.processes import ProcessRef
 from qdnet.network.runtime.state import read_state, status_identity
 
@@ -42,7 +43,7 @@ def node_status(state: dict[str, Any], name: str) -> dict[str, Any]:
     """One node: its process, its link pools and relay counters (from the KMS's ``status``)."""
     node = state["nodes"][name]
     sae, slave = status_identity(state, name)
-    credential = state["saes"][sae]
+    credential = PKI.at(Path(state["ca"]).parent).credential(sae)
     out: dict[str, Any] = {
         "kme_id": node["kme_id"],
         "kms_url": node["kms_url"],
@@ -57,9 +58,9 @@ def node_status(state: dict[str, Any], name: str) -> dict[str, Any]:
     try:
         with SAEClient(
             node["kms_url"],
-            credential["ca"],
-            credential["cert"],
-            credential["key"],
+            state["ca"],
+            credential.cert,
+            credential.key,
             timeout_s=STATUS_TIMEOUT_S,
         ) as client:
             status = client.status(slave)
