@@ -3,6 +3,7 @@ an empty hop, who may fetch a relayed key, pending keys, and the pad halves."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -15,7 +16,7 @@ from qdnet.kms.client import KMEError
 from qdnet.kms.pki import PKI
 from qdnet.kms.store import KeyStore, TakeOutcome, xor
 from qdnet.kms.topology import KMSMesh, start_mesh
-from tests.kms.conftest import write_blocks
+from tests.kms.conftest import BACKENDS, PG_ENV, pg_admin_url, pg_databases, write_blocks
 from tests.kms.test_kms_topology import feed, links_status, mesh_pki, wait_stored
 
 __all__ = ["mesh_pki"]  # the module-scoped PKI fixture of test_kms_topology
@@ -23,18 +24,30 @@ __all__ = ["mesh_pki"]  # the module-scoped PKI fixture of test_kms_topology
 FAST = {"ingest_interval_s": 0.05}
 
 
-@pytest.fixture
-def line(tmp_path: Path, mesh_pki: PKI) -> Iterator[KMSMesh]:
-    """kme-a -- kme-c -- kme-b: app-a and app-b share no link; kme-b serves app-x too."""
+@pytest.fixture(params=BACKENDS)
+def line(request: pytest.FixtureRequest, tmp_path: Path, mesh_pki: PKI) -> Iterator[KMSMesh]:
+    """kme-a -- kme-c -- kme-b: app-a and app-b share no link; kme-b serves app-x too (SQLite,
+    and PostgreSQL when ``QDNET_TEST_POSTGRES_URL`` reaches a server)."""
     feed(tmp_path, "kme-a", "kme-c", 2)
     feed(tmp_path, "kme-c", "kme-b", 2)
-    with start_mesh(
-        tmp_path,
-        mesh_pki,
-        nodes={"kme-a": ["app-a"], "kme-b": ["app-b", "app-x"], "kme-c": ["app-c"]},
-        links=[("kme-a", "kme-c"), ("kme-c", "kme-b")],
-        extra=FAST,
-    ) as mesh:
+    kmes = ["kme-a", "kme-b", "kme-c"]
+    with contextlib.ExitStack() as stack:
+        dbs = None
+        if request.param == "postgresql":
+            url = pg_admin_url()
+            if url is None:
+                pytest.skip(f"no PostgreSQL server at {PG_ENV}")
+            dbs = dict(zip(kmes, stack.enter_context(pg_databases(url, 3)), strict=True))
+        mesh = stack.enter_context(
+            start_mesh(
+                tmp_path,
+                mesh_pki,
+                nodes={"kme-a": ["app-a"], "kme-b": ["app-b", "app-x"], "kme-c": ["app-c"]},
+                links=[("kme-a", "kme-c"), ("kme-c", "kme-b")],
+                database_urls=dbs,
+                extra=FAST,
+            )
+        )
         wait_stored(mesh, "app-c", "app-a", {"kme-a": 2 * 8192, "kme-b": 2 * 8192})
         yield mesh
 
