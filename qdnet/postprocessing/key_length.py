@@ -4,9 +4,11 @@
 * ``mdi-bb84`` with a quantum-dot source at each end (one intensity class):
   :func:`qdnet.security.mdi.dot_key_length` (pulse pairs tagged when either dot may have sent
   two photons, bounded with the four source figures the run publishes: Alice's and Bob's P(n>=2)
-  and P(n>=1)). The key-basis error count is not known before error correction; the bound takes
-  every key bit as a possible error there (the vacuum-side bound then rests on the Chernoff term
-  alone: conservative).
+  and P(n>=1)). The key basis's error count enters the bound on the silent-party pairs of that
+  basis; before error correction it is unknown and every key bit counts as a possible error (the
+  vacuum-side bound then rests on the Chernoff term alone: conservative); the final length uses
+  the count error correction found (``key_errors``: Bob announces it, verification confirms it
+  with failure probability eps_cor, and its log2(n + 1) bits are charged to the key).
 * ``mdi-bb84`` with decoy lasers (intensity classes mu, nu, 0 at each end):
   :func:`qdnet.security.mdi.decoy_key_length` on the counts per class pair (i, j) the sifting
   gives (:mod:`qdnet.postprocessing.sifting`): the Z detections of each pair (key bits and
@@ -33,8 +35,9 @@ KeyLengthFn = Callable[[ObservedCounts, float, float, float], KeyLength]
 DECOY_CLASSES = 3
 
 
-def key_length_for(meta: RecordsMeta) -> KeyLengthFn:
-    """The finite-key length function for the run ``meta`` describes."""
+def key_length_for(meta: RecordsMeta, key_errors: int | None = None) -> KeyLengthFn:
+    """The finite-key length function for the run ``meta`` describes; ``key_errors``: the key
+    bits error correction corrected (None: not known yet; used by the quantum-dot MDI bound)."""
     if meta.protocol != "mdi-bb84":
         return secret_key_length
     if class_pairs(meta):
@@ -54,7 +57,7 @@ def key_length_for(meta: RecordsMeta) -> KeyLengthFn:
             pulses=float(sum(counts.pulses)),
             basis_bias=counts.basis_bias,
             key_detections=key,
-            key_errors=key,
+            key_errors=key if key_errors is None else float(key_errors),
             test_detections=float(sum(counts.test_detections)),
             test_errors=float(sum(counts.test_errors)),
         )

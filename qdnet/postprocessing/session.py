@@ -551,7 +551,8 @@ async def run_alice(
             raise SessionAbortError(
                 "verification failed: the keys still differ after error correction"
             )
-        length = _final_length(report, est, meta, cfg, length_fn)
+        final_fn = key_length or key_length_for(meta, corrected)
+        length = _final_length(report, est, meta, cfg, final_fn)
         seed = fresh_seed(len(key), length)
         await chan.send(
             Message(
@@ -664,7 +665,8 @@ async def run_bob(
             raise SessionAbortError(
                 "verification failed: the keys still differ after error correction"
             )
-        length = _final_length(report, est, meta, cfg, length_fn)
+        final_fn = key_length or key_length_for(meta, flipped)
+        length = _final_length(report, est, meta, cfg, final_fn)
         pa = await chan.recv(MessageKind.PA_SEED)
         if pa.field_int("m") != length or pa.field_int("nbits") != len(key) + length - 1:
             raise ProtocolError("PA_SEED: output length disagrees with Bob's finite-key length")

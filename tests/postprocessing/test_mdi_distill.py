@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from qdnet.postprocessing.estimation import Estimate, observed_counts
 from qdnet.postprocessing.key_length import key_length_for
 from qdnet.postprocessing.keyblock import KeyFolder
 from qdnet.postprocessing.loopback import distill_loopback
-from qdnet.postprocessing.session import SessionConfig
+from qdnet.postprocessing.session import AUTH_REFILL_BITS, SessionConfig
 from qdnet.postprocessing.sifting import (
     KEY_SAMPLE_FRACTION,
     KEY_SAMPLE_MAX,
@@ -60,8 +61,28 @@ def test_mdi_dot_records_distil_into_identical_keys(tmp_path: Path) -> None:
     assert alice.block.key == bob.block.key
     assert alice.final_key_bits > 10_000
     assert alice.qber_key is not None and alice.qber_key < 0.02  # Z: misalignment only
-    assert alice.estimate["qber_test"] > 0.03  # X: two-photon interference V < 1
+    raw = alice.estimate
+    est = Estimate(
+        key_detections=tuple(raw["key_detections"]),  # type: ignore[arg-type]
+        test_detections=tuple(raw["test_detections"]),  # type: ignore[arg-type]
+        test_errors=tuple(raw["test_errors"]),  # type: ignore[arg-type]
+        qber=float(raw["qber_test"]),  # type: ignore[arg-type]
+        qber_upper=float(raw["qber_test_upper"]),  # type: ignore[arg-type]
+        eps=float(raw["qber_confidence_eps"]),  # type: ignore[arg-type]
+    )
+    assert est.qber > 0.03  # X: two-photon interference V < 1
     assert alice.finite_key_terms["tagged_key_bits_upper"] > 0  # two-photon pairs charged
+    # The final length uses the key errors error correction found, not every key bit.
+    n = sum(est.key_detections)
+    corrected = round(alice.qber_key * n)
+    leak = alice.leak_ec_bits + alice.verification_bits + alice.leak_corrected_count_bits
+    counts = observed_counts(meta, est)
+    cfg = SessionConfig()
+    true = key_length_for(meta, corrected)(counts, leak, cfg.eps_sec, cfg.eps_cor)
+    conservative = key_length_for(meta)(counts, leak, cfg.eps_sec, cfg.eps_cor)
+    assert true.bits > conservative.bits + 64
+    assert alice.final_key_bits + AUTH_REFILL_BITS == (min(true.bits, n) // 8) * 8
+    assert alice.finite_key_terms["tagged_key_bits_upper"] == true.terms["tagged_key_bits_upper"]
 
 
 #: Two decoy lasers 2 x 10 km apart, intensities and class probabilities for a short block.
@@ -107,7 +128,7 @@ def test_decoy_laser_mdi_records_distil_into_identical_keys(tmp_path: Path) -> N
     # Per (basis, class pair): the key sample in Z (QBER ~ misalignment), X far noisier.
     test, errors = alice.estimate["test_detections"], alice.estimate["test_errors"]
     assert isinstance(test, list) and isinstance(errors, list) and len(test) == 18
-    assert alice.estimate["qber_test"] < 0.03
+    assert cast(float, alice.estimate["qber_test"]) < 0.03
     assert sum(errors[9:]) / sum(test[9:]) > 0.2
     assert alice.qber_key is not None and alice.qber_key < 0.03
     terms = alice.finite_key_terms
