@@ -293,7 +293,7 @@ def _status_tables(document: dict[str, Any]) -> list[Table]:
         links.add_row(
             name,
             link["kind"],
-            alive[link["alive"]],
+            "[red]halted[/red]" if stats.get("halted") else alive[link["alive"]],
             str(stats.get("blocks_delivered", 0)),
             str(stats.get("blocks_refused", 0)),
             _rate(stats.get("key_rate_bps", 0.0)),
@@ -390,3 +390,6 @@ def register_up(network: typer.Typer) -> None:
             return
         for table in _status_tables(document):
             console.print(table)
+        for name, link in document["links"].items():
+            if (link["stats"] or {}).get("halted"):
+                console.print(f"{name} halted: {link['stats']['halted']}")

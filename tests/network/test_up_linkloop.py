@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,20 @@ def test_tapped_modelled_link_is_refused_by_its_post_processing(tmp_path: Path) 
     assert loop.stats.last_qber is not None and loop.stats.last_qber > 0.1
     assert "QBER" in (loop.stats.last_refusal or "")
     assert not _blocks(spec["folders"]["alice"]) and not _blocks(spec["folders"]["bob"])
+
+
+def test_a_link_tapped_for_long_exhausts_its_authentication_pool_and_halts(
+    tmp_path: Path,
+) -> None:
+    spec = _modelled(tmp_path, {"from_s": 0.0, "fraction": 0.5})
+    slots = KeyFolder.open(spec["folders"]["alice"], None, "alice").pool.slots_left
+    loop = _Loop(spec, 10 * slots)
+    loop.run()  # ends by itself
+    # Every aborted session spent one slot of the pre-shared secret; none refilled it.
+    assert loop.stats.blocks_refused == slots and loop.stats.blocks_delivered == 0
+    assert loop.stats.auth_slots_left == 0
+    assert "authentication pool exhausted" in (loop.stats.halted or "")
+    assert json.loads((Path(spec["folder"]) / "stats.json").read_text())["halted"]
 
 
 def test_link_refused_for_its_size_grows_its_blocks_until_it_delivers(tmp_path: Path) -> None:

@@ -20,6 +20,9 @@
   from T seconds after start. A modelled link's post-processing then finds the QBER above its
   threshold and aborts: no block. A given link's QBER becomes ``qber + F * 25 %``; its blocks are
   refused when no key survives at that QBER (the Shor-Preskill fraction of ``network simulate``).
+  Every session, kept or aborted, spends one slot of the link's authentication pool and a kept
+  block refills two: a link tapped for long exhausts its pool and its loop ends (``halted`` in
+  ``stats.json`` says why): it needs a new pre-shared secret, as a real link would.
 
 CPU use is bounded across all link processes by ``cpu_slots`` lock files (``flock``): a block's
 Monte Carlo and post-processing run only while holding its link's slot (link index modulo
@@ -85,6 +88,8 @@ class LinkStats:
     last_qber: float | None = None
     last_refusal: str | None = None
     busy_s: float = 0.0
+    auth_slots_left: int | None = None
+    halted: str | None = None
 
 
 class _Stop:
@@ -165,11 +170,15 @@ class LinkLoop:
         s.tapped = self.tap_fraction() > 0
         s.elapsed_s = time.monotonic() - self.started
         s.key_rate_bps = s.key_bits_delivered / s.elapsed_s if s.elapsed_s > 0 else 0.0
-        write_json_atomic(self.folder / "stats.json", asdict(s))
+        self.record_stats()
+
+    def record_stats(self) -> None:
+        """Rewrite ``stats.json``."""
+        write_json_atomic(self.folder / "stats.json", asdict(self.stats))
 
     def run(self) -> None:
         """Produce blocks until stopped."""
-        write_json_atomic(self.folder / "stats.json", asdict(self.stats))
+        self.record_stats()
         if self.spec["kind"] == "given":
             self._run_given()
         else:
@@ -231,6 +240,15 @@ class LinkLoop:
         target = DETECTIONS_PER_BLOCK
         block = 0
         while not self.stop:
+            slots_left = min(keys_a.pool.slots_left, keys_b.pool.slots_left)
+            if slots_left == 0:  # every session, kept or aborted, costs one slot
+                self.stats.auth_slots_left = 0
+                self.stats.halted = (
+                    "authentication pool exhausted (too many aborted sessions): the link needs "
+                    "a new pre-shared secret"
+                )
+                self.record_stats()
+                return
             if self.backlog():
                 self.stop.sleep(0.2)
                 continue
@@ -272,9 +290,13 @@ class LinkLoop:
                     target = min(MAX_DETECTIONS_PER_BLOCK, 2 * target)
             else:
                 self.record(distilled.alice.final_key_bits, qber, None)
-            gain = detections / pulses
+            self.stats.auth_slots_left = min(keys_a.pool.slots_left, keys_b.pool.slots_left)
             link_time_s = pulses / link.repetition_rate_hz
-            pulses = MAX_PULSES if gain <= 0 else int(min(MAX_PULSES, max(1000, target / gain)))
+            pulses = (
+                min(MAX_PULSES, 10 * pulses)
+                if detections == 0
+                else int(min(MAX_PULSES, max(1000, target * pulses / detections)))
+            )
             if not self.spec["fast"]:
                 self.stop.sleep(start + link_time_s - time.monotonic())
 
