@@ -401,11 +401,6 @@ def _check_encoding(link: LinkConfig) -> None:
             raise ValueError(
                 "protocol.key_bases: three-state-time-bin keys the Z basis only (X sends |+> alone)"
             )
-        if link.source.decoy_intensities:
-            raise ValueError(
-                "source.decoy_intensities: three-state-time-bin is modelled without decoys (the "
-                "one-decoy protocol of Rusca et al., APL 112, 171104 (2018) is not); remove them"
-            )
         if link.channel.polarisation() is not None:
             raise ValueError(
                 "channel.polarisation_*: a time-bin qubit does not depend on the path's "

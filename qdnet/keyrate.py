@@ -13,6 +13,8 @@ Free parameters per protocol (each bounded):
   are the configured operating points (each decoy with its own g2) and only the probabilities
   and P(Z) are free;
 - ``three-state-time-bin``: the intensity, and P(Z) for finite keys (:mod:`qdnet.protocols.three_state`);
+  with ``source.decoy_intensities`` the classes are the configured intensities and the free
+  parameters the decoys' probabilities and P(Z);
 - ``bbm92``: P(Z) for finite keys, and the mean pair number of an SPDC source;
 - any prepare-and-measure link with ``receiver.gate_ns: optimise``: the width of the receiver's
   time gate (:mod:`qdnet.sources.time_profile`).
@@ -575,8 +577,12 @@ def _bbm92_space(link: Link) -> ParameterSpace:
 
 def _three_state_space(link: Link) -> ParameterSpace:
     """Three-state time-bin (:mod:`qdnet.protocols.three_state`): the intensity and, for finite
-    keys, P(Z)."""
+    keys, P(Z); with decoys the decoys' probabilities and, for finite keys, P(Z)."""
     settings = link.protocol
+    if isinstance(link.source, WeakCoherentSource | SinglePhotonSource) and (
+        link.source.decoy_intensities
+    ):
+        return _three_state_decoy_space(link, len(link.source.decoy_intensities))
     free_bias = settings.block_size is not None and settings.basis_bias is None
     free_mu = settings.optimise_intensity
     fixed_mu = (
@@ -600,6 +606,37 @@ def _three_state_space(link: Link) -> ParameterSpace:
     parameters = []
     if free_mu:
         parameters.append(Parameter("mean_photon_number", MIN_PARAMETER, _max_intensity(link)))
+    if free_bias:
+        parameters.append(BASIS_BIAS)
+    return ParameterSpace(tuple(parameters), evaluate)
+
+
+def _three_state_decoy_space(link: Link, decoys: int) -> ParameterSpace:
+    """Three-state time-bin with decoys at the configured intensities
+    (:func:`qdnet.protocols.three_state.decoy_key_per_pulse`)."""
+    settings = link.protocol
+    finite = settings.block_size is not None
+    free_bias = finite and settings.basis_bias is None
+
+    def evaluate(x: Sequence[float]) -> Evaluation:
+        values = list(x)
+        shares = [values.pop(0) for _ in range(decoys)] if finite else [0.0] * decoys
+        bias = values.pop(0) if free_bias else settings.basis_bias
+        if sum(shares) >= 1.0:
+            stats = three_state.expected(
+                link, three_state.class_sources(link)[0].mean_photon_number or 0.0
+            )
+            return Evaluation(0.0, stats.statistics(), {})
+        key = three_state.decoy_key_per_pulse(link, (1.0 - sum(shares), *shares), bias)
+        return Evaluation(
+            key.bits_per_pulse, key.expectation.statistics(), key.parameters, key.terms
+        )
+
+    parameters = []
+    if finite:
+        parameters = [
+            Parameter(f"class_{k + 1}_probability", MIN_PARAMETER, 0.6) for k in range(decoys)
+        ]
     if free_bias:
         parameters.append(BASIS_BIAS)
     return ParameterSpace(tuple(parameters), evaluate)

@@ -12,13 +12,23 @@ unbalanced interferometer) otherwise (``protocol.basis_bias`` is q for both). Th
 distribution, with the link's dark counts, background, gate, converter, dead time and afterpulsing
 (:func:`qdnet.protocols.prepare_measure.detection_parameters`). Security in
 :mod:`qdnet.security.three_state`.
+
+With ``source.decoy_intensities`` the protocol runs with decoys (a laser: Rusca et al.'s one-decoy
+protocol, APL 112, 171104 (2018); a dot: decoys made by its pump, each with its ``decoy_g2``): the
+classes are the configured intensities (signal first), ``keyrate`` optimises the decoys'
+probabilities and P(Z), and the single-photon yields come from the linear program
+(:func:`qdnet.security.three_state.decoy_key_length`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import partial
+
+import numpy as np
+from scipy.stats import poisson
 
 from qdnet.optics.receiver import TIME_BIN_X_SHARE
 from qdnet.protocols.link import Link, PrepareMeasureSource
@@ -27,6 +37,10 @@ from qdnet.protocols.statistics import LinkStatistics
 from qdnet.security import three_state
 from qdnet.security.entropy import binary_entropy as h
 from qdnet.security.three_state import ThreeStateCounts
+from qdnet.sources.quantum_dot import SinglePhotonSource
+
+#: Poisson photon numbers kept explicitly in the decoy program (the rest is its tail variable).
+POISSON_PHOTONS = 12
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,7 @@ class ThreeStateExpectation:
         return ThreeStateCounts(
             key_pulses=key,
             key_detections=key * self.gain_z,
+            key_errors=key * self.error_z,
             z_in_x_pulses=z_in_x,
             z_in_x_plus=z_in_x * self.z_in_x_plus,
             z_in_x_detections=z_in_x * self.z_in_x,
@@ -177,3 +192,87 @@ def key_per_pulse(link: Link, mean_photon_number: float, bias: float | None) -> 
     )
     parameters["pulses_per_block"] = min(pulses, 1e30)
     return ThreeStateKey(max(0.0, length.length_bits) / pulses, result, parameters, length.terms)
+
+
+def _intensity(source: PrepareMeasureSource) -> float:
+    if isinstance(source, SinglePhotonSource):
+        return source.mean_photon_number
+    return source.intensity()
+
+
+def class_sources(link: Link) -> list[PrepareMeasureSource]:
+    """The source at each intensity class (signal, then the decoys): a dot at each operating
+    point with its own g2, a laser at each intensity."""
+    source = _source(link)
+    if isinstance(source, SinglePhotonSource):
+        return [source.operating_point(k) for k in range(len(source.decoy_intensities) + 1)]
+    if source.mean_photon_number is None:
+        raise ValueError(
+            "protocol three-state-time-bin with decoys needs source.mean_photon_number (the "
+            "signal intensity; the classes are the configured intensities)"
+        )
+    intensities = (source.mean_photon_number, *source.decoy_intensities)
+    return [replace(source, mean_photon_number=mu, decoy_intensities=()) for mu in intensities]
+
+
+def class_distributions(
+    sources: Sequence[PrepareMeasureSource],
+) -> tuple[list[list[float]], list[float]]:
+    """Photon-number distribution of each class and the probability beyond it (the dot's
+    two-photon model: none; a laser: Poisson beyond POISSON_PHOTONS)."""
+    dists, tails = [], []
+    for source in sources:
+        if isinstance(source, SinglePhotonSource):
+            dists.append([float(p) for p in source.photon_number_distribution()])
+            tails.append(0.0)
+        else:
+            mu = _intensity(source)
+            dists.append([float(p) for p in poisson.pmf(np.arange(POISSON_PHOTONS + 1), mu)])
+            tails.append(float(poisson.sf(POISSON_PHOTONS, mu)))
+    return dists, tails
+
+
+def decoy_key_per_pulse(
+    link: Link, probabilities: Sequence[float], bias: float | None
+) -> ThreeStateKey:
+    """Secret bits per pulse with decoys, at class probabilities (signal first) and P(Z) (None:
+    asymptotic with q -> 1, key from the signal class); finite keys as :func:`key_per_pulse`."""
+    settings = link.protocol
+    sources = class_sources(link)
+    if len(probabilities) != len(sources):
+        raise ValueError(f"{len(sources)} intensity classes need as many probabilities")
+    results = [expected(replace(link, source=s), _intensity(s)) for s in sources]
+    dists, tails = class_distributions(sources)
+    signal = results[0]
+    parameters: dict[str, float] = {"mean_photon_number": signal.mean_photon_number}
+    parameters.update({f"class_{k}_probability": p for k, p in enumerate(probabilities)})
+    f = settings.error_correction_efficiency
+    if settings.block_size is None:
+        weight = 1.0 if bias is None else bias * bias
+        exact = three_state.decoy_estimates(
+            [r.counts(1.0, 0.5) for r in results], dists, tails, None
+        )
+        single = dists[0][1] * exact.key_yield * (1.0 - h(exact.phase_error_rate))
+        rate = weight * max(0.0, single - signal.gain_z * f * h(signal.qber_z))
+        parameters.update(
+            {
+                "single_photon_yield_lower": exact.key_yield,
+                "phase_error_upper": exact.phase_error_rate,
+                "sifting_factor": weight,
+            }
+        )
+        return ThreeStateKey(rate, signal, parameters, {})
+    bias = 0.5 if bias is None else bias
+    parameters["basis_bias"] = bias
+    mean_gain = sum(p * r.gain_z for p, r in zip(probabilities, results, strict=True))
+    if mean_gain <= 0 or bias >= 1:
+        parameters["pulses_per_block"] = math.inf
+        return ThreeStateKey(0.0, signal, parameters, {})
+    pulses = float(settings.block_size) / (bias * bias * mean_gain)
+    classes = [r.counts(pulses * p, bias) for p, r in zip(probabilities, results, strict=True)]
+    leak = f * sum(c.key_detections * h(r.qber_z) for c, r in zip(classes, results, strict=True))
+    length = three_state.decoy_key_length(
+        classes, dists, tails, leak, settings.eps_sec, settings.eps_cor, settings.eps_split
+    )
+    parameters["pulses_per_block"] = min(pulses, 1e30)
+    return ThreeStateKey(max(0.0, length.length_bits) / pulses, signal, parameters, length.terms)

@@ -97,3 +97,92 @@ def single_photon_bounds(
         return 0.0, 0.5
     y1 = bounds.single_photon_yield_lower
     return y1, min(0.5, bounds.single_photon_error_gain_upper / y1)
+
+
+#: What :func:`linked_single_photon_bounds` can bound for one system: Y_1 from below, E_1 from
+#: above, Y_1 - E_1 from below or above.
+Objective = tuple[int, str]
+
+
+def linked_single_photon_bounds(
+    distributions: Sequence[NDArray[np.float64]],
+    systems: Sequence[tuple[Sequence[tuple[float, float]], Sequence[tuple[float, float]]]],
+    tails: Sequence[float],
+    objectives: Sequence[Objective],
+) -> list[float] | None:
+    """Bounds on single-photon yields of several observables measured on the same pulses.
+
+    Each system s (one of Alice's states measured in one basis) has per-class intervals for its
+    gain ``sum_n p_n^(k) Y_n^s + t`` and error gain ``sum_n p_n^(k) E_n^s + t'`` (tails as in
+    :func:`decoy_bounds`), ``0 <= E_n^s <= Y_n^s <= 1``. The vacuum carries nothing of Alice's
+    state and nothing of her bit, so every system shares one vacuum yield ``Y_0`` and each has
+    ``E_0^s = Y_0 / 2``; single photons and multi-photon pulses are free per system (Eve may tell
+    Alice's states apart). ``objectives``: (system, one of ``y1_min``, ``e1_max``, ``c1_min``,
+    ``c1_max``; c = Y_1 - E_1); returns each bound, or None where no yields fit."""
+    classes = len(distributions)
+    size = max(len(d) for d in distributions)
+    matrix = np.zeros((classes, size))
+    for row, dist in zip(matrix, distributions, strict=True):
+        row[: len(dist)] = dist
+    n_sys = len(systems)
+    # Per system: Y_0..Y_{N-1}, E_0..E_{N-1}, t_0..t_{K-1}, t'_0..t'_{K-1}.
+    block = 2 * size + 2 * classes
+    width = n_sys * block
+    scale = max(max(up for _, up in gains) for gains, _ in systems)
+    scale = max(scale, 1e-300)
+    rows, lower, upper, eq_rows = [], [], [], []
+    for s, (gains, errors) in enumerate(systems):
+        y0, e0, t0 = s * block, s * block + size, s * block + 2 * size
+        for k in range(classes):
+            gain_row = np.zeros(width)
+            gain_row[y0 : y0 + size] = matrix[k]
+            gain_row[t0 + k] = 1.0
+            error_row = np.zeros(width)
+            error_row[e0 : e0 + size] = matrix[k]
+            error_row[t0 + classes + k] = 1.0
+            rows += [gain_row, error_row]
+            lower += [gains[k][0], errors[k][0]]
+            upper += [gains[k][1], errors[k][1]]
+        for n in range(size):
+            order = np.zeros(width)
+            order[e0 + n], order[y0 + n] = 1.0, -1.0
+            eq_rows.append((order, "le"))
+        half = np.zeros(width)
+        half[y0], half[e0] = 0.5, -1.0
+        eq_rows.append((half, "eq"))
+        if s > 0:
+            shared = np.zeros(width)
+            shared[y0], shared[0] = 1.0, -1.0
+            eq_rows.append((shared, "eq"))
+    a = np.array(rows)
+    a_ub = np.vstack([a, -a, *[r for r, kind in eq_rows if kind == "le"]])
+    b_ub = np.concatenate(
+        [
+            np.array(upper) / scale,
+            -np.array(lower) / scale,
+            np.zeros(sum(k == "le" for _, k in eq_rows)),
+        ]
+    )
+    a_eq = np.array([r for r, kind in eq_rows if kind == "eq"])
+    b_eq = np.zeros(len(a_eq))
+    tail = np.asarray(tails, dtype=np.float64)
+    per_system = [(0.0, 1.0 / scale)] * (2 * size) + [(0.0, x / scale) for x in (*tail, *tail)]
+    bounds = per_system * n_sys
+    results = []
+    for system, kind in objectives:
+        objective = np.zeros(width)
+        y1, e1 = system * block + 1, system * block + size + 1
+        sign = 1.0 if kind in ("y1_min", "c1_min") else -1.0
+        if kind == "y1_min":
+            objective[y1] = 1.0
+        elif kind == "e1_max":
+            objective[e1] = -1.0
+        else:
+            objective[y1], objective[e1] = sign, -sign
+        result = linprog(
+            objective, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs"
+        )
+        if result.status != 0 or result.fun is None:
+            return None
+        results.append(max(0.0, sign * float(result.fun) * scale))
+    return results

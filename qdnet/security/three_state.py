@@ -26,15 +26,26 @@ from the rate with Lim et al.'s gamma (PRA 89, 022307 (2014)), as Rusca et al. d
     l = s_Z (1 - h(e_ph + gamma)) - lambda_EC - 4 log2(1/eps_PA) - log2(2/eps_cor)
 
 with seven estimation terms and four privacy-amplification terms of eps_sec (``protocol.eps_split``
-moves budget between them). The one-decoy laser version (Rusca et al., APL 112, 171104 (2018)) is
-not modelled: a laser falls under the tagged (no-decoy) bound.
+moves budget between them). With decoy intensities (:func:`decoy_key_length`: a laser with one
+decoy as in Rusca, Boaron, Grunenfelder, Martin, Zbinden, APL 112, 171104 (2018), or a dot whose
+decoys are made by its pump) the single-photon yields come from the linear program of
+:mod:`qdnet.security.decoy_lp` (:func:`~qdnet.security.decoy_lp.linked_single_photon_bounds`)
+instead of the tagged bound, in place of Rusca et al.'s one-decoy closed forms: per count and
+class a two-sided Chernoff interval; the vacuum yield is one for all of Alice's states measured in
+a basis (a vacuum pulse carries nothing of her state) with half of it errors (nothing of her bit),
+which bounds it without a vacuum decoy, as Rusca et al.'s one-decoy bound does through the error
+counts; single-photon and multi-photon yields are free per state.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from qdnet.security import decoy_lp
 from qdnet.security.entropy import binary_entropy as h
 from qdnet.security.finite_key import (
     EpsSplit,
@@ -68,6 +79,9 @@ class ThreeStateCounts:
     x_in_x_plus: float
     x_in_x_minus: float
     multiphoton_probability: float
+    #: Errors of the sifted key (known after error correction; the decoy analysis bounds the
+    #: vacuum yield with them).
+    key_errors: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -163,3 +177,129 @@ def key_length(
         {"phase_error_rate_upper": rate, "phase_error_upper": phi, "penalty_bits": penalty}
     )
     return KeyLength(max(0, math.floor(length)), terms, length)
+
+
+@dataclass(frozen=True)
+class DecoyEstimates:
+    """Single-photon bounds of one block: key-basis yield (lower), test-basis yield (lower), the
+    phase error rate (upper), and the single-photon key and test detections (lower)."""
+
+    key_yield: float
+    test_yield: float
+    phase_error_rate: float
+    key_bits: float
+    test_bits: float
+
+
+def decoy_estimates(
+    classes: Sequence[ThreeStateCounts],
+    distributions: Sequence[Sequence[float]],
+    tails: Sequence[float],
+    eps: float | None,
+) -> DecoyEstimates:
+    """The bounds of :func:`decoy_key_length`, each statistical term failing with probability
+    ``eps`` (None: the counts are exact expectations, the asymptotic limit)."""
+    if len(distributions) != len(classes) or len(tails) != len(classes) or len(classes) < 2:
+        raise ValueError("decoy three-state analysis: one distribution and tail per class, >= 2")
+    dists = [np.asarray(d, dtype=np.float64) for d in distributions]
+
+    def per_pulse(count: float, pulses: float) -> tuple[float, float]:
+        if pulses <= 0:
+            return 0.0, 1.0
+        if eps is None:
+            return count / pulses, count / pulses
+        upper = min(1.0, expectation_upper(count, eps) / pulses)
+        return expectation_lower(count, eps) / pulses, upper
+
+    def intervals(counts: Sequence[float], pulses: Sequence[float]) -> list[tuple[float, float]]:
+        return [per_pulse(c, n) for c, n in zip(counts, pulses, strict=True)]
+
+    key_pulses = [c.key_pulses for c in classes]
+    zx_pulses = [c.z_in_x_pulses for c in classes]
+    xx_pulses = [c.x_in_x_pulses for c in classes]
+    key = decoy_lp.linked_single_photon_bounds(
+        dists,
+        [
+            (
+                intervals([c.key_detections for c in classes], key_pulses),
+                intervals([c.key_errors for c in classes], key_pulses),
+            )
+        ],
+        tails,
+        [(0, "y1_min")],
+    )
+    # X basis: |+> (errors: "-") and the Z states (errors: "-" too), one vacuum yield.
+    x_basis = decoy_lp.linked_single_photon_bounds(
+        dists,
+        [
+            (
+                intervals([c.x_in_x_plus + c.x_in_x_minus for c in classes], xx_pulses),
+                intervals([c.x_in_x_minus for c in classes], xx_pulses),
+            ),
+            (
+                intervals([c.z_in_x_detections for c in classes], zx_pulses),
+                intervals([c.z_in_x_detections - c.z_in_x_plus for c in classes], zx_pulses),
+            ),
+        ],
+        tails,
+        [(0, "y1_min"), (0, "e1_max"), (0, "c1_min"), (1, "c1_max"), (1, "y1_min")],
+    )
+    if key is None or x_basis is None:
+        return DecoyEstimates(0.0, 0.0, 0.5, 0.0, 0.0)
+    key_yield = key[0]
+    test_yield, minus_plus, plus_plus, z_plus, z_all = x_basis
+    # Y+_0 + Y+_1 = 2 x the "+" yield of the Z-state pulses (half |0>, half |1>).
+    rate = phase_error(minus_plus, 2.0 * z_plus, plus_plus, 2.0 * z_all)
+    p1 = [float(d[1]) if len(d) > 1 else 0.0 for d in dists]
+    key_bits = key_yield * sum(n * p for n, p in zip(key_pulses, p1, strict=True))
+    test_bits = test_yield * sum(n * p for n, p in zip(xx_pulses, p1, strict=True))
+    if eps is not None:
+        key_bits, test_bits = _actual_lower(key_bits, eps), _actual_lower(test_bits, eps)
+    return DecoyEstimates(key_yield, test_yield, rate, key_bits, test_bits)
+
+
+def decoy_key_length(
+    classes: Sequence[ThreeStateCounts],
+    distributions: Sequence[Sequence[float]],
+    tails: Sequence[float],
+    leak_ec_bits: float,
+    eps_sec: float,
+    eps_cor: float,
+    eps_split: EpsSplit | None = None,
+) -> KeyLength:
+    """The three-state protocol with decoy intensities (a laser, Rusca et al.'s one-decoy
+    setting, APL 112, 171104 (2018), or a dot whose decoys are made by its pump): the phase error
+    of the module docstring from single-photon yields, each bounded by the linear program over
+    the classes' photon-number distributions (``distributions[k]``, the mass beyond them
+    ``tails[k]``) with a two-sided Chernoff interval per count and class. Key from the
+    single-photon Z detections of every class (vacuum detections not credited), phase error
+    sampled with Lim et al.'s gamma. eps_sec: 10K + 3 estimation terms for K classes (five
+    two-sided counts per class, two single-photon counts, gamma) and four privacy-amplification
+    terms."""
+    if not (0 < eps_sec < 1 and 0 < eps_cor < 1):
+        raise ValueError(f"eps_sec and eps_cor must be in (0, 1), got {eps_sec}, {eps_cor}")
+    eps, eps_pa = eps_per_term(PROTOCOL, eps_sec, eps_split, (10.0 * len(classes) + 3.0, 4.0))
+    est = decoy_estimates(classes, distributions, tails, eps)
+    terms: dict[str, float] = {
+        "key_bits_sifted": float(sum(c.key_detections for c in classes)),
+        "single_photon_key_bits_lower": est.key_bits,
+        "single_photon_test_bits_lower": est.test_bits,
+        "leak_ec_bits": leak_ec_bits,
+    }
+    if est.key_bits <= 0 or est.test_bits <= 0:
+        terms["phase_error_upper"] = 0.5
+        return KeyLength(0, terms)
+    rate = est.phase_error_rate
+    phi = min(0.5, rate + gamma(eps, rate, est.key_bits, est.test_bits))
+    penalty = 4.0 * math.log2(1.0 / eps_pa) + math.log2(2.0 / eps_cor)
+    length = est.key_bits * (1.0 - h(phi)) - leak_ec_bits - penalty
+    terms.update(
+        {"phase_error_rate_upper": rate, "phase_error_upper": phi, "penalty_bits": penalty}
+    )
+    return KeyLength(max(0, math.floor(length)), terms, length)
+
+
+def _actual_lower(expected: float, eps: float) -> float:
+    """A sum of independent Bernoullis of mean ``expected`` is at least
+    ``mu - sqrt(2 mu ln(1/eps))`` but with probability eps."""
+    return max(0.0, expected - math.sqrt(2.0 * expected * math.log(1.0 / eps)))

@@ -1,10 +1,20 @@
 """Finite-key security of the three-state time-bin protocol (Rusca et al., PRA 98, 052336 (2018))."""
 
+from dataclasses import replace
+
 import pytest
 from scipy.stats import binom
 
+from qdnet.protocols import three_state as model
+from qdnet.protocols.prepare_measure import detection_parameters
 from qdnet.security.finite_key import expectation_lower, expectation_upper
-from qdnet.security.three_state import ThreeStateCounts, asymptotic_phase_error, key_length
+from qdnet.security.three_state import (
+    ThreeStateCounts,
+    asymptotic_phase_error,
+    decoy_estimates,
+    key_length,
+)
+from tests.conftest import example_link
 
 PULSES = 1e9
 
@@ -76,3 +86,30 @@ def test_expectation_bounds_fail_with_at_most_eps(mean: float) -> None:
     miss_upper = sum(binom.pmf(x, trials, p) for x in observed if expectation_upper(x, eps) < mean)
     miss_lower = sum(binom.pmf(x, trials, p) for x in observed if expectation_lower(x, eps) > mean)
     assert miss_upper <= eps and miss_lower <= eps
+
+
+def test_decoy_bounds_contain_the_true_single_photon_figures() -> None:
+    # A laser with one decoy (0.4, 0.05) at 100 km, exact expectations and a finite block: the
+    # LP's single-photon Z yield is below the true one and its phase error above the true
+    # single-photon phase error, at least (1 - V)/2.
+    link = example_link(
+        "telecom-dot-three-state",
+        [
+            "source.kind=weak-coherent",
+            "source.g2=null",
+            "source.mean_photon_number=0.4",
+            "source.decoy_intensities=[0.05]",
+            "receiver.interferometer_visibility=0.98",
+            "channel.length_km=100",
+        ],
+    )
+    sources = model.class_sources(link)
+    results = [model.expected(replace(link, source=s), s.intensity()) for s in sources]
+    dists, tails = model.class_distributions(sources)
+    eta, noise = detection_parameters(link)
+    true_y1, _ = link.receiver.averaged_click_probabilities(eta, lambda x: x, noise)
+    for pulses, eps in ((1.0, None), (1e12, 1e-12)):
+        classes = [r.counts(pulses, 0.5) for r in results]
+        est = decoy_estimates(classes, dists, tails, eps)
+        assert 0 < est.key_yield <= true_y1
+        assert (1 - 0.98) / 2 <= est.phase_error_rate < 0.1
