@@ -87,7 +87,6 @@ import base64
 import contextlib
 import functools
 import json
-import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -102,8 +101,6 @@ from qdnet.kms.store import Piece, xor
 
 if TYPE_CHECKING:
     from qdnet.kms.service import KMSService, PeerLink
-
-log = logging.getLogger("qdnet.kms.relay")
 
 AVOID_S = 2.0
 """How long the origin avoids a link without key or a node that could not be reached."""
