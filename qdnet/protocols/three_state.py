@@ -13,8 +13,9 @@ distribution, with the link's dark counts, background, gate, converter, dead tim
 (:func:`qdnet.protocols.prepare_measure.detection_parameters`). Security in
 :mod:`qdnet.security.three_state`.
 
-With ``source.decoy_intensities`` the protocol runs with decoys (a laser: Rusca et al.'s one-decoy
-protocol, APL 112, 171104 (2018); a dot: decoys made by its pump, each with its ``decoy_g2``): the
+With ``source.decoy_intensities`` the protocol runs with decoys (a laser: a weak and a vacuum
+decoy, :mod:`qdnet.security.three_state` says why the vacuum; a dot: decoys made by its pump,
+each with its ``decoy_g2``): the
 classes are the configured intensities (signal first), ``keyrate`` optimises the decoys'
 probabilities and P(Z), and the single-photon yields come from the linear program
 (:func:`qdnet.security.three_state.decoy_key_length`).
@@ -212,7 +213,12 @@ def class_sources(link: Link) -> list[PrepareMeasureSource]:
             "signal intensity; the classes are the configured intensities)"
         )
     intensities = (source.mean_photon_number, *source.decoy_intensities)
-    return [replace(source, mean_photon_number=mu, decoy_intensities=()) for mu in intensities]
+    # A vacuum decoy is the vacuum, whatever makes it.
+    vacuum = SinglePhotonSource(0.0, 0.0, source.repetition_rate_hz, source.wavelength_nm)
+    return [
+        replace(source, mean_photon_number=mu, decoy_intensities=()) if mu > 0 else vacuum
+        for mu in intensities
+    ]
 
 
 def class_distributions(

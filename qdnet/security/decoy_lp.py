@@ -109,14 +109,18 @@ def linked_single_photon_bounds(
     systems: Sequence[tuple[Sequence[tuple[float, float]], Sequence[tuple[float, float]]]],
     tails: Sequence[float],
     objectives: Sequence[Objective],
+    vacuum_half_error: bool,
 ) -> list[float] | None:
     """Bounds on single-photon yields of several observables measured on the same pulses.
 
     Each system s (one of Alice's states measured in one basis) has per-class intervals for its
     gain ``sum_n p_n^(k) Y_n^s + t`` and error gain ``sum_n p_n^(k) E_n^s + t'`` (tails as in
-    :func:`decoy_bounds`), ``0 <= E_n^s <= Y_n^s <= 1``. The vacuum carries nothing of Alice's
-    state and nothing of her bit, so every system shares one vacuum yield ``Y_0`` and each has
-    ``E_0^s = Y_0 / 2``; single photons and multi-photon pulses are free per system (Eve may tell
+    :func:`decoy_bounds`), ``0 <= E_n^s <= Y_n^s <= 1``; the systems are measured in one basis
+    and their "errors" are one outcome. A vacuum pulse carries nothing of Alice's state, so every
+    system shares one vacuum yield ``Y_0`` and one ``E_0``; where Alice's bit is uniform and
+    independent of the state's vacuum component (a key basis: ``vacuum_half_error``), a vacuum
+    click is an error half of the time, ``E_0 = Y_0 / 2`` (what bounds the vacuum yield without
+    a vacuum decoy). Single photons and multi-photon pulses are free per system (Eve may tell
     Alice's states apart). ``objectives``: (system, one of ``y1_min``, ``e1_max``, ``c1_min``,
     ``c1_max``; c = Y_1 - E_1); returns each bound, or None where no yields fit."""
     classes = len(distributions)
@@ -147,13 +151,15 @@ def linked_single_photon_bounds(
             order = np.zeros(width)
             order[e0 + n], order[y0 + n] = 1.0, -1.0
             eq_rows.append((order, "le"))
-        half = np.zeros(width)
-        half[y0], half[e0] = 0.5, -1.0
-        eq_rows.append((half, "eq"))
+        if vacuum_half_error:
+            half = np.zeros(width)
+            half[y0], half[e0] = 0.5, -1.0
+            eq_rows.append((half, "eq"))
         if s > 0:
-            shared = np.zeros(width)
-            shared[y0], shared[0] = 1.0, -1.0
-            eq_rows.append((shared, "eq"))
+            for first, mine in ((0, y0), (size, e0)):
+                shared = np.zeros(width)
+                shared[mine], shared[first] = 1.0, -1.0
+                eq_rows.append((shared, "eq"))
     a = np.array(rows)
     a_ub = np.vstack([a, -a, *[r for r, kind in eq_rows if kind == "le"]])
     b_ub = np.concatenate(

@@ -26,15 +26,18 @@ from the rate with Lim et al.'s gamma (PRA 89, 022307 (2014)), as Rusca et al. d
     l = s_Z (1 - h(e_ph + gamma)) - lambda_EC - 4 log2(1/eps_PA) - log2(2/eps_cor)
 
 with seven estimation terms and four privacy-amplification terms of eps_sec (``protocol.eps_split``
-moves budget between them). With decoy intensities (:func:`decoy_key_length`: a laser with one
-decoy as in Rusca, Boaron, Grunenfelder, Martin, Zbinden, APL 112, 171104 (2018), or a dot whose
-decoys are made by its pump) the single-photon yields come from the linear program of
-:mod:`qdnet.security.decoy_lp` (:func:`~qdnet.security.decoy_lp.linked_single_photon_bounds`)
-instead of the tagged bound, in place of Rusca et al.'s one-decoy closed forms: per count and
-class a two-sided Chernoff interval; the vacuum yield is one for all of Alice's states measured in
-a basis (a vacuum pulse carries nothing of her state) with half of it errors (nothing of her bit),
-which bounds it without a vacuum decoy, as Rusca et al.'s one-decoy bound does through the error
-counts; single-photon and multi-photon yields are free per state.
+moves budget between them). With decoy intensities (:func:`decoy_key_length`: a laser with a
+weak and a vacuum decoy, or a dot whose decoys are made by its pump, each with its own g2) the
+single-photon yields come from the linear program of :mod:`qdnet.security.decoy_lp`
+(:func:`~qdnet.security.decoy_lp.linked_single_photon_bounds`) instead of the tagged bound: per
+count and class a two-sided Chernoff interval; one vacuum yield for all of Alice's states measured
+in a basis (a vacuum pulse carries nothing of her state); in the key basis half of the vacuum
+clicks are errors (her bit is uniform), which bounds them even without a vacuum decoy. In the X
+basis Alice's "bit" is always +, so nothing but a vacuum decoy bounds the vacuum's "+" clicks
+there: with a single decoy and no vacuum (the one-decoy setting of Rusca, Boaron, Grunenfelder,
+Martin, Zbinden, APL 112, 171104 (2018)) qdnet's X-basis bounds, and the key, are zero; how
+their one-decoy analysis bounds it is not reproduced here. Single-photon and multi-photon yields
+are free per state.
 """
 
 from __future__ import annotations
@@ -227,8 +230,10 @@ def decoy_estimates(
         ],
         tails,
         [(0, "y1_min")],
+        vacuum_half_error=True,
     )
-    # X basis: |+> (errors: "-") and the Z states (errors: "-" too), one vacuum yield.
+    # X basis: |+> (errors: "-") and the Z states (errors: "-" too), one vacuum yield and one
+    # vacuum "-" yield; Alice's X "bit" is always +, so nothing makes vacuum errors half.
     x_basis = decoy_lp.linked_single_photon_bounds(
         dists,
         [
@@ -243,6 +248,7 @@ def decoy_estimates(
         ],
         tails,
         [(0, "y1_min"), (0, "e1_max"), (0, "c1_min"), (1, "c1_max"), (1, "y1_min")],
+        vacuum_half_error=False,
     )
     if key is None or x_basis is None:
         return DecoyEstimates(0.0, 0.0, 0.5, 0.0, 0.0)
@@ -267,8 +273,8 @@ def decoy_key_length(
     eps_cor: float,
     eps_split: EpsSplit | None = None,
 ) -> KeyLength:
-    """The three-state protocol with decoy intensities (a laser, Rusca et al.'s one-decoy
-    setting, APL 112, 171104 (2018), or a dot whose decoys are made by its pump): the phase error
+    """The three-state protocol with decoy intensities (a laser, or a dot whose decoys are made
+    by its pump; a vacuum decoy is needed, module docstring): the phase error
     of the module docstring from single-photon yields, each bounded by the linear program over
     the classes' photon-number distributions (``distributions[k]``, the mass beyond them
     ``tails[k]``) with a two-sided Chernoff interval per count and class. Key from the

@@ -89,7 +89,8 @@ def test_expectation_bounds_fail_with_at_most_eps(mean: float) -> None:
 
 
 def test_decoy_bounds_contain_the_true_single_photon_figures() -> None:
-    # A laser with one decoy (0.4, 0.05) at 100 km, exact expectations and a finite block: the
+    # A laser with a weak and a vacuum decoy (0.4, 0.05, 0) at 100 km, exact expectations and a
+    # finite block: the
     # LP's single-photon Z yield is below the true one and its phase error above the true
     # single-photon phase error, at least (1 - V)/2.
     link = example_link(
@@ -98,13 +99,15 @@ def test_decoy_bounds_contain_the_true_single_photon_figures() -> None:
             "source.kind=weak-coherent",
             "source.g2=null",
             "source.mean_photon_number=0.4",
-            "source.decoy_intensities=[0.05]",
+            "source.decoy_intensities=[0.05, 0.0]",
             "receiver.interferometer_visibility=0.98",
             "channel.length_km=100",
         ],
     )
     sources = model.class_sources(link)
-    results = [model.expected(replace(link, source=s), s.intensity()) for s in sources]
+    results = [
+        model.expected(replace(link, source=s), s.mean_photon_number or 0.0) for s in sources
+    ]
     dists, tails = model.class_distributions(sources)
     eta, noise = detection_parameters(link)
     true_y1, _ = link.receiver.averaged_click_probabilities(eta, lambda x: x, noise)
