@@ -198,3 +198,10 @@ def test_without_a_vacuum_decoy_the_x_basis_vacuum_is_unbounded() -> None:
         ],
     )
     assert key_rate_point(link, 100.0)[0].secret_bits_per_pulse == 0
+
+
+def test_boaron2018_style_example_keeps_key_beyond_400_km() -> None:
+    # examples/links/laser-three-state-decoy.yaml (after Boaron et al., PRL 121, 190502 (2018),
+    # keys to 421 km; its figures are assumed, so only the regime is checked).
+    link = example_link("laser-three-state-decoy", ["channel.length_km=400"])
+    assert key_rate_point(link, 400.0)[0].secret_key_rate_bps > 1.0
