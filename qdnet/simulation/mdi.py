@@ -68,8 +68,10 @@ LASER_CLASS_PROBABILITIES = (0.7, 0.2, 0.1)
 #: Largest number of photons that arrive together from two lasers in one pulse pair (the tail
 #: beyond it is below 1e-15 for the mean photon numbers a link uses, checked at run time).
 MAX_LASER_PHOTONS = 16
-#: Largest number of candidate pulse pairs handled in one chunk (bounds memory).
+#: Announced pulse pairs buffered per kernel call when records are written (bounds memory).
 CHUNK_CANDIDATES = 1 << 18
+#: Candidates per kernel call without records (a call holds the interpreter: Ctrl-C waits for it).
+KERNEL_CANDIDATES = 1 << 24
 BASES = ("z", "x")
 _TWO53 = 9007199254740992.0
 
@@ -298,7 +300,10 @@ def simulate_mdi(
     announced: list[_Buffers] = []
     if out is None:
         candidates = int(rng.binomial(pulses, total_candidate)) if total_candidate > 0 else 0
-        tables.run(state, 0, pulses, 0.0, candidates, _Buffers.empty(0), counts, pair_candidates)
+        none = _Buffers.empty(0)
+        for start in range(0, candidates, KERNEL_CANDIDATES):  # back to Python now and then
+            budget = min(KERNEL_CANDIDATES, candidates - start)
+            tables.run(state, 0, pulses, 0.0, budget, none, counts, pair_candidates)
     else:
         candidates = 0
         pos = 0
