@@ -56,7 +56,7 @@ from qdnet.protocols import mdi as model
 from qdnet.protocols.link import Link
 from qdnet.protocols.records import PartyRecords, RawRecords, RecordsMeta, save_records
 from qdnet.simulation.rng import U64, State, fair_bit, load, new_state, step, store, u53
-from qdnet.simulation.sampling import Estimate
+from qdnet.simulation.sampling import Estimate, binomial_estimate
 from qdnet.sources.laser import WeakCoherentSource
 from qdnet.sources.quantum_dot import SinglePhotonSource
 
@@ -715,16 +715,8 @@ def _rows(link: Link, plan: MdiPlan, counts: IntArray) -> list[ClassResult]:
             sent, successes, errors = (int(x) for x in counts[index, slot])
             gain, error_gain = (float(x) for x in expected[classes][slot])
             qber = error_gain / gain if gain > 0 else 0.5
-            gain_estimate = Estimate(
-                successes / sent if sent else math.nan,
-                math.sqrt(gain * (1 - gain) / sent) if sent else math.nan,
-                gain,
-            )
-            qber_estimate = Estimate(
-                errors / successes if successes else math.nan,
-                math.sqrt(qber * (1 - qber) / successes) if successes else math.nan,
-                qber,
-            )
+            gain_estimate = binomial_estimate(successes, sent, gain)
+            qber_estimate = binomial_estimate(errors, successes, qber)
             rows.append(
                 ClassResult(classes, basis, sent, successes, errors, gain_estimate, qber_estimate)
             )

@@ -42,7 +42,7 @@ from qdnet.interference.swapping import (
     swap_unnormalised,
     white_mixture,
 )
-from qdnet.simulation.sampling import Estimate, bernoulli_positions
+from qdnet.simulation.sampling import Estimate, bernoulli_positions, binomial_estimate
 
 Matrix = NDArray[np.complex128]
 #: Tomography settings: Pauli X, Y, Z.
@@ -273,8 +273,8 @@ def simulate_swap(
     expected_corr = _expected_correlators(analytic.density_matrix)
     total_heralds = int(heralds.sum())
     total_fourfold = int(fourfold.sum())
-    herald = _binomial(total_heralds, attempts, analytic.success_probability_per_attempt)
-    four = _binomial(total_fourfold, attempts, analytic.fourfold_probability_per_attempt)
+    herald = binomial_estimate(total_heralds, attempts, analytic.success_probability_per_attempt)
+    four = binomial_estimate(total_fourfold, attempts, analytic.fourfold_probability_per_attempt)
     qber: dict[str, Estimate] = {}
     means: dict[str, float] = {}
     variance = 0.0
@@ -309,9 +309,3 @@ def simulate_swap(
         fidelity=Estimate(fidelity_value, fidelity_sigma, analytic.fidelity),
         elapsed_s=elapsed,
     )
-
-
-def _binomial(successes: int, trials: int, expected: float) -> Estimate:
-    """A rate estimate with the binomial standard error of its expected value."""
-    p = successes / trials
-    return Estimate(p, math.sqrt(max(expected * (1.0 - expected), 0.0) / trials), expected)
