@@ -124,6 +124,31 @@ def test_modelled_link_distils_identical_blocks_at_both_ends(tmp_path: Path) -> 
     assert not (Path(spec["folder"]) / "run").exists()  # raw records deleted after each block
 
 
+def test_without_fast_a_block_takes_at_least_the_links_own_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(linkloop, "PROBE_PULSES", 800_000)
+    spec = _modelled(tmp_path, None)
+    spec["fast"] = False
+    spec["link_document"]["source"]["repetition_rate_hz"] = 2e5  # the probe: 4 s of the link
+
+    class _Timed(_Loop):
+        busy_first = 0.0
+
+        def record(self, bits: int | None, qber: float | None, refusal: str | None) -> None:
+            if not self.busy_first:
+                self.busy_first = self.stats.busy_s
+            super().record(bits, qber, refusal)
+
+    loop = _Timed(spec, 2)
+    loop.run()
+    # Between the blocks the loop waited for the rest of the probe's 4 s of link time (with
+    # --fast it would not wait at all).
+    idle_s = loop.stats.elapsed_s - loop.stats.busy_s
+    assert idle_s >= 4.0 - loop.busy_first - 0.05
+    assert loop.stats.blocks_delivered + loop.stats.blocks_refused == 2
+
+
 def test_tapped_modelled_link_is_refused_by_its_post_processing(tmp_path: Path) -> None:
     spec = _modelled(tmp_path, {"from_s": 0.0, "fraction": 0.5})
     loop = _Loop(spec, 1)
