@@ -136,8 +136,8 @@ def register(app: typer.Typer) -> None:
         if reconciliation not in ("ldpc", "cascade"):
             raise ValueError(f"--reconciliation must be ldpc or cascade, got {reconciliation!r}")
         prepare_workdir(workdir)
+        from qdnet.apps import warmup
         from qdnet.apps.chain import ChainSettings, run_chain
-        from qdnet.simulation import warmup
 
         settings = ChainSettings(
             link_file=folder / "telecom-dot-bb84.yaml",

@@ -132,7 +132,7 @@ def start(
             [
                 sys.executable,
                 "-m",
-                "qdnet.simulation.warmup",
+                "qdnet.apps.warmup",
                 part,
                 str(link_file),
                 repr(distance_km),
@@ -166,7 +166,7 @@ def stop(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m qdnet.simulation.warmup PART LINK_FILE DISTANCE_KM RECONCILIATION``."""
+    """``python -m qdnet.apps.warmup PART LINK_FILE DISTANCE_KM RECONCILIATION``."""
     part, link_file, distance_km, reconciliation = argv
     PARTS[part](Path(link_file), float(distance_km), reconciliation)
     return 0

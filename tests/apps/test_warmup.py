@@ -1,4 +1,4 @@
-"""The demo's kernel warm-up: child processes that fill Numba's cache (qdnet.simulation.warmup)."""
+"""The demo's kernel warm-up: child processes that fill Numba's cache (qdnet.apps.warmup)."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qdnet.simulation import warmup
+from qdnet.apps import warmup
 
 LINK = Path(__file__).parents[2] / "examples" / "links" / "telecom-dot-bb84.yaml"
 
@@ -21,7 +21,7 @@ def _in_fresh_cache(code: str, cache: Path) -> str:
 
 
 def test_a_fresh_cache_is_cold(tmp_path: Path) -> None:
-    code = "from qdnet.simulation import warmup; print(warmup.is_warm('ldpc'))"
+    code = "from qdnet.apps import warmup; print(warmup.is_warm('ldpc'))"
     assert _in_fresh_cache(code, tmp_path) == "False"
 
 
@@ -38,9 +38,9 @@ def test_children_fill_the_cache_the_demo_reads(tmp_path: Path) -> None:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     for part in warmup.PARTS:
         subprocess.run(
-            [sys.executable, "-m", "qdnet.simulation.warmup", part, str(LINK), "50.0", "ldpc"],
+            [sys.executable, "-m", "qdnet.apps.warmup", part, str(LINK), "50.0", "ldpc"],
             env=env,
             check=True,
         )
-    code = "from qdnet.simulation import warmup; print(warmup.is_warm('ldpc'))"
+    code = "from qdnet.apps import warmup; print(warmup.is_warm('ldpc'))"
     assert _in_fresh_cache(code, tmp_path) == "True"
