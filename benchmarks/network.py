@@ -11,12 +11,12 @@ Simulation: 24 h of SECOQC (goal < 1 s) and 24 h of the 100-node network with li
 their rates in one-second key blocks (goal < 60 s on one core), key-aware routing, one-second
 steps; the engine's first call (Numba compilation or cache load) is timed apart.
 
-Up (``--cases up``): ``qdnet network up`` of 5 nodes in a line (links given by 200 kbit/s of key:
-780 keys of 256 bits per second and link, above what the relay asks, so supply is no limit), then from one client process, alternating: a relayed key across
-4 hops (``enc_keys`` at N0 for the SAE at N4, ``dec_keys`` at N4) and a single-hop key (N0 to its
-neighbour N1), one 256-bit key per request, each pair timed as one; p50/p99 of each, and relayed
-keys per second from ``--up-clients`` threads requesting relayed keys at once. Goal: relayed
-p99 under 50 ms.
+Up (``--cases up``): ``qdnet network up`` of 5 nodes in a line (links given by 200 kbit/s of key,
+780 keys of 256 bits per second and link: more than the relays use), then the load of
+benchmarks/kms.py's ``relay_line`` case, whose load generator it reuses: over ``--up-connections``
+keep-alive mTLS connections, half run relayed pairs (enc_keys 1 x 256 at node 1 for app-5, relayed
+across 4 hops, dec_keys at node 5: ``relay4_pair``), half single-hop pairs beside them (1 -> 2:
+``hop1_pair``); pairs per second and p50/p99 of each. Goal: relayed p99 under 50 ms.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import argparse
 import itertools
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -151,40 +150,34 @@ def run(nodes: int, links: int, demands: int, exact: bool, seed: int) -> dict[st
         return record
 
 
-def line_network(nodes: int, key_rate_bps: float) -> dict[str, object]:
-    """``nodes`` nodes in a line, links given by their key rate, an SAE at each node."""
-    names = [f"N{i}" for i in range(nodes)]
+def line_network(key_rate_bps: float) -> dict[str, object]:
+    """Nodes 1-2-3-4-5 in a line (KMEs kme-1 ... kme-5, as benchmarks/kms.py's relay_line),
+    links given by their key rate, SAEs app-1, app-2 and app-5 at nodes 1, 2 and 5."""
+    names = [str(i) for i in range(1, 6)]
     return {
-        "name": f"line-{nodes}",
+        "name": "line-5",
         "nodes": [{"name": n} for n in names],
         "links": [
             {"between": [a, b], "key_rate_bps": key_rate_bps} for a, b in itertools.pairwise(names)
         ],
-        "saes": [{"name": f"sae-{n}", "node": n} for n in names],
+        "saes": [{"name": f"app-{n}", "node": n} for n in ("1", "2", "5")],
     }
 
 
-def _percentiles(samples_ms: list[float]) -> dict[str, float]:
-    values = np.sort(np.asarray(samples_ms))
-    return {
-        "p50_ms": round(float(np.percentile(values, 50)), 2),
-        "p99_ms": round(float(np.percentile(values, 99)), 2),
-        "count": len(values),
-    }
+def run_up(conns: int, duration_s: float, warmup_s: float) -> list[dict[str, object]]:
+    """``qdnet network up`` of the 5-node line, then benchmarks/kms.py's relay_line load (its
+    load generator, reused): relayed pairs 1 -> 5 beside single-hop pairs 1 -> 2."""
+    import multiprocessing as mp
 
+    from kms import _load_process, _summary  # benchmarks/kms.py (this script's folder)
 
-def run_up(requests: int, clients: int, duration_s: float) -> dict[str, object]:
-    """Time relayed (4 hops) and single-hop key requests on a running 5-node line."""
-    import httpx
-
-    from qdnet.kms.client import KMEError, SAEClient
     from qdnet.network.runtime.layout import prepare_workdir
-    from qdnet.network.runtime.status import network_status, wait_for_pools
+    from qdnet.network.runtime.status import wait_for_pools
     from qdnet.network.runtime.supervisor import detach, down
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "line-5.yaml"
-        path.write_text(yaml.safe_dump(line_network(5, 2e5)))
+        path.write_text(yaml.safe_dump(line_network(2e5)))
         workdir = Path(folder) / "run"
         start = time.perf_counter()
         prepare_workdir(path, workdir, taps=[], fast=True, seed=1, cpu_slots=1)
@@ -192,66 +185,38 @@ def run_up(requests: int, clients: int, duration_s: float) -> dict[str, object]:
         up_s = time.perf_counter() - start
         try:
             wait_for_pools(workdir, min_bytes=16 * 1024, timeout_s=60)
-
-            def client(sae: str) -> SAEClient:
-                c = state["saes"][sae]
-                return SAEClient(c["kms_url"], c["ca"], c["cert"], c["key"])
-
-            def pair(master: SAEClient, slave: SAEClient, slave_id: str) -> float:
-                t = time.perf_counter()
-                key = master.enc_keys(slave_id, number=1, size=256)[0]
-                got = slave.dec_keys("sae-N0", [key.key_id])[0]
-                assert got.key == key.key, "a relayed key differs at its two ends"
-                return 1e3 * (time.perf_counter() - t)
-
-            relayed: list[float] = []
-            single: list[float] = []
-            with client("sae-N0") as a, client("sae-N1") as b, client("sae-N4") as e:
-                for _ in range(3):  # connections and handshakes
-                    pair(a, e, "sae-N4")
-                    pair(a, b, "sae-N1")
-                for _ in range(requests):
-                    relayed.append(pair(a, e, "sae-N4"))
-                    single.append(pair(a, b, "sae-N1"))
-            counts = [0] * clients
-            failures: list[str] = []
-            stop = threading.Event()
-
-            def worker(i: int) -> None:
-                with client("sae-N0") as a, client("sae-N4") as e:
-                    while not stop.is_set():
-                        try:
-                            pair(a, e, "sae-N4")
-                        except (KMEError, httpx.HTTPError) as error:
-                            failures.append(str(error))
-                            continue
-                        counts[i] += 1
-
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            time.sleep(duration_s)
-            stop.set()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - t0
-            relay = network_status(workdir)["nodes"]["N2"]["relay"]
+            urls = {node["kme_id"]: node["kms_url"] for node in state["nodes"].values()}
+            args = {
+                "case": "relay_line", "urls": urls, "pki": str(Path(state["ca"]).parent),
+                "conns": conns, "duration": duration_s, "warmup": warmup_s,
+                "t0_wall": time.time() + 2.0,
+            }  # fmt: skip
+            queue = mp.get_context("spawn").Queue()
+            load = mp.get_context("spawn").Process(target=_load_process, args=(args, queue))
+            load.start()
+            part = queue.get(timeout=duration_s + warmup_s + 120)
+            load.join(30)
         finally:
             down(workdir)
-    return {
-        "benchmark": "network_up",
-        "network": "line-5 (4 links of 200 kbit/s)",
-        "up_s": round(up_s, 2),
-        "relayed_4_hops": _percentiles(relayed),
-        "single_hop": _percentiles(single),
-        "relayed_keys_per_s": round(sum(counts) / elapsed, 1),
-        "relay_failures": len(failures),
-        "first_failure": failures[0] if failures else None,
-        "clients": clients,
-        "forwarded_at_N2": relay,
-        "goal_p99_ms": 50.0,
-    }
+    rows: list[dict[str, object]] = []
+    for kind in ("relay4_pair", "hop1_pair"):
+        res = _summary([{"lat": part["lat"][kind], "errors": part["errors"][kind]}], duration_s)
+        rows.append(
+            {
+                "benchmark": "network_up",
+                "network": "line-5 (4 links of 200 kbit/s)",
+                "case": kind,
+                "connections": conns // 2,
+                "up_s": round(up_s, 2),
+                "pairs_per_s": round(res["req_per_s"], 1),
+                "p50_ms": round(res["p50_ms"], 2),
+                "p99_ms": round(res["p99_ms"], 2),
+                "errors": res["errors"],
+                "first_error": part["first_error"].get(kind),
+                "goal_p99_ms": 50.0 if kind == "relay4_pair" else None,
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -265,19 +230,19 @@ def main() -> None:
     parser.add_argument(
         "--cases", default="plan,simulate,up", help="comma-separated: plan, simulate, up"
     )
-    parser.add_argument("--up-requests", type=int, default=500, help="timed pairs of each kind")
-    parser.add_argument("--up-clients", type=int, default=4, help="threads for relayed keys/s")
+    parser.add_argument(
+        "--up-connections", type=int, default=4, help="mTLS connections, half of them relayed"
+    )
     args = parser.parse_args()
     cases_run = set(args.cases.split(","))
     if "up" in cases_run:
-        record = run_up(
-            20 if args.tiny else args.up_requests, args.up_clients, 1.0 if args.tiny else 10.0
-        )
-        print(json.dumps(record))
-        for kind in ("relayed_4_hops", "single_hop"):
-            r = record[kind]
-            print(f"up {kind:>15s}: p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  ({r['count']})")  # type: ignore[index]
-        print(f"up relayed keys/s ({args.up_clients} clients): {record['relayed_keys_per_s']}")
+        duration, warmup = (1.0, 0.3) if args.tiny else (10.0, 1.0)
+        for record in run_up(args.up_connections, duration, warmup):
+            print(json.dumps(record))
+            print(
+                f"up {record['case']:>11s}: {record['pairs_per_s']} pairs/s  p50 "
+                f"{record['p50_ms']} ms  p99 {record['p99_ms']} ms  ({record['connections']} conns)"
+            )
     if "plan" not in cases_run and "simulate" not in cases_run:
         return
     cases = (
