@@ -62,6 +62,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -357,6 +358,10 @@ class KeyStore:
         # in SQLite's busy handler (which sleeps 1, 2, 5, 10... ms between tries)
         self._writer = threading.Lock()
         self._lock_timeout_s = lock_timeout_s
+        # (link, from_front) -> (sort_key, idx) of the first segment whose half at that end was
+        # not used up at the last relay carve: the ones before it stay used up (lo and hi only
+        # grow), so the next carve starts there instead of scanning them (see _plan)
+        self._half_cursor: dict[tuple[str, bool], tuple[str, int]] = {}
         try:
             self._guarded(self._create)
         except BaseException:
@@ -609,6 +614,8 @@ class KeyStore:
             return
 
         def run() -> None:
+            for front in (True, False):  # new segments may come before the cursor
+                self._half_cursor.pop((link, front), None)
             with self._writing(), self.engine.begin() as conn:
                 conn.execute(
                     update(blocks)
@@ -714,16 +721,27 @@ class KeyStore:
                 else (segments.c.sort_key.desc(), segments.c.idx.desc())
             )
             q = (
-                select(*_SEG_COLS)
+                select(*_SEG_COLS, segments.c.sort_key)
                 .where(and_(segments.c.link == link, segments.c.shared.is_(True)))
                 .order_by(*order)
             )
+            cursor = self._half_cursor.get((link, from_front)) if half else None
+            if half:  # segments whose half at this end is used up are not even read
+                mid = segments.c.length // 2
+                q = q.where(
+                    segments.c.lo < mid if from_front else segments.c.length - segments.c.hi > mid
+                )
+            if cursor is not None:
+                at = tuple_(segments.c.sort_key, segments.c.idx)
+                q = q.where(at >= tuple_(*cursor) if from_front else at <= tuple_(*cursor))
             total = sum(n for n in sizes if n > 0)
             # common case: the first few segments hold enough for every request, and the pool
             # is not summed at all (a full scan on a large pool)
             rows = conn.execute(q.limit(total // SEGMENT_BYTES + 4)).all()
             if sum(_usable(r[3], r[4], r[5], from_front, half) for r in rows) < total:
                 rows = conn.execute(q).all()  # take the rest in one go
+        if half and rows:
+            self._half_cursor[(link, from_front)] = (rows[0][9], rows[0][1])
         avail = sum(_usable(r[3], r[4], r[5], from_front, half) for r in rows)
         want = []
         for i, n in enumerate(sizes):
