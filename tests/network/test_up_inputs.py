@@ -50,6 +50,8 @@ def _up(tmp_path: Path, text: str, *options: str) -> tuple[int, str]:
         (LINE, ["--tap", "A-B@soon:0.5"], "--tap"),
         (LINE, ["--workers", "0"], "--workers"),
         ("nodes: [", [], "not valid YAML"),
+        # Refused by the KMS settings builder after the PKI was made: the folder goes too.
+        (LINE.replace("{name: B}]", "{name: B}, {name: C}]"), [], "'kme-C' has no link"),
     ],
 )
 def test_bad_network_is_refused_naming_the_field(
