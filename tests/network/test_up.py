@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -219,13 +220,20 @@ def test_second_up_is_refused_and_down_ends_every_process(line: Line) -> None:
 @pytest.mark.slow
 def test_metro_dots_with_a_tapped_link_keeps_serving_on_other_paths(tmp_path: Path) -> None:
     workdir = tmp_path / "metro"
-    up = qdnet(
-        "network", "up", NETWORKS / "metro-dots.yaml", "--workdir", workdir,
-        "--fast", "--detach", "--tap", "C-B@0s:0.5",
-    )  # fmt: skip
-    assert up.returncode == 0, up.stderr
-    state = json.loads((workdir / "network.json").read_text())
+    command = [
+        "network", "up", str(NETWORKS / "metro-dots.yaml"), "--workdir", str(workdir),
+        "--fast", "--tap", "C-B@0s:0.5",
+    ]  # fmt: skip
+    # In the foreground, in a process group of its own: Ctrl-C at a terminal signals the group.
+    up = subprocess.Popen(
+        [*QDNET, *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
+        state = wait_running(workdir, up)
         wait_for_pools(workdir, min_bytes=256, timeout_s=240)
         with client(state, "bank-a") as a, client(state, "bank-b") as b:
             for _ in range(3):
@@ -242,8 +250,10 @@ def test_metro_dots_with_a_tapped_link_keeps_serving_on_other_paths(tmp_path: Pa
         assert nodes["F"]["relay"]["forwarded"] >= 3
         assert nodes["B"]["relay"]["terminated"] >= 3
     finally:
-        down = qdnet("network", "down", workdir)
-    assert down.returncode == 0, down.stderr
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C
+        out, err = up.communicate(timeout=60)
+    assert up.returncode == 0, err
+    assert out.rstrip().endswith("stopped")
     assert processes_in(workdir) == []
 
 
