@@ -355,7 +355,7 @@ def register_up(network: typer.Typer) -> None:
                     console.print(table)
                 console.print(f"running; Ctrl-C or `qdnet network down {workdir}` stops it")
 
-            serve(workdir, ready)
+            serve(workdir, ready, lambda line: error_console.print(f"[yellow]{line}[/yellow]"))
         except (RuntimeError, TimeoutError) as error:
             error_console.print(f"[red]error:[/red] {error}", highlight=False)
             raise typer.Exit(code=1) from None

@@ -205,12 +205,21 @@ def test_second_up_is_refused_and_down_ends_every_process(line: Line) -> None:
     assert again.exit_code == 2
     assert "already holds a network, running" in " ".join(again.output.split())
 
+    # A process that dies is reported by the foreground `up` (and left out of what down stops).
+    loop = ProcessRef.from_json(line.state["links"]["A-B"]["process"])
+    loop.signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while loop.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the supervisor looks every 0.5 s
+
     down = CliRunner().invoke(app, ["network", "down", str(workdir)])
     assert down.exit_code == 0, down.output
-    assert "stopped 6 processes" in down.stdout
+    assert "stopped 5 processes" in down.stdout
     out, err = line.up.communicate(timeout=30)
     assert line.up.returncode == 0, err
     assert "stopped" in out
+    assert "the link loop A-B exited with code -9" in " ".join(err.split())
     assert not any(r.alive() for r in refs)
     assert processes_in(workdir) == []
     assert json.loads((workdir / "network.json").read_text())["state"] == "stopped"

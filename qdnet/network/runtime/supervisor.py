@@ -132,8 +132,14 @@ class Supervisor:
         _log(self.workdir, "stopped")
 
 
-def serve(workdir: Path, on_ready: Callable[[dict[str, Any]], None] | None = None) -> int:
-    """Run the network of a prepared folder until SIGTERM/SIGINT (the supervisor's whole life)."""
+def serve(
+    workdir: Path,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+    on_exit: Callable[[str], None] | None = None,
+) -> int:
+    """Run the network of a prepared folder until SIGTERM/SIGINT (the supervisor's whole life);
+    ``on_ready`` gets ``network.json`` once running, ``on_exit`` a line for each process that
+    ends early (both are also in ``supervisor.log``)."""
     supervisor = Supervisor(workdir)
     previous = {
         sig: signal.signal(sig, supervisor.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
@@ -146,7 +152,7 @@ def serve(workdir: Path, on_ready: Callable[[dict[str, Any]], None] | None = Non
             raise
         if on_ready is not None:
             on_ready(supervisor.state)
-        supervisor.watch()
+        supervisor.watch(on_exit)
         return 0
     finally:
         supervisor.shutdown()
