@@ -50,6 +50,16 @@ def _up(tmp_path: Path, text: str, *options: str) -> tuple[int, str]:
         (LINE, ["--tap", "A-B@soon:0.5"], "--tap"),
         (LINE, ["--workers", "0"], "--workers"),
         ("nodes: [", [], "not valid YAML"),
+        (
+            LINE.replace("{name: B}]", "{name: B, trusted: false}]"),
+            [],
+            "untrusted node B ends links",
+        ),
+        (
+            LINE.replace("length_km: 10}", "length_km: 10, set: {receiver.efficiency: 2}}"),
+            [],
+            "receiver.efficiency",
+        ),
         # Refused by the KMS settings builder after the PKI was made: the folder goes too.
         (LINE.replace("{name: B}]", "{name: B}, {name: C}]"), [], "'kme-C' has no link"),
     ],
@@ -77,3 +87,14 @@ def test_down_and_status_need_a_network_folder(tmp_path: Path, command: str) -> 
     result = CliRunner().invoke(app, ["network", command, str(tmp_path)])
     assert result.exit_code == 2
     assert "no network here" in " ".join(result.output.split())
+
+
+def test_an_untrusted_mdi_relay_runs_no_kms(tmp_path: Path) -> None:
+    from qdnet.network.runtime.layout import prepare_workdir
+
+    state = prepare_workdir(
+        NETWORKS / "mdi-star.yaml", tmp_path / "run", taps=[], fast=True, seed=1, cpu_slots=1
+    )
+    assert sorted(state["nodes"]) == ["A", "B", "C", "D"]  # R measures, holds no key
+    assert set(state["links"]) == {"A-B", "A-C", "B-C", "C-D"}
+    assert not (tmp_path / "run" / "kme-R").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from qdnet.network.config import link_document, load_network_config
 from qdnet.network.runtime import linkloop
@@ -17,6 +18,7 @@ from qdnet.postprocessing.keyblock import KeyFolder, read_key_block
 from qdnet.transport.authentication import write_psk
 
 NETWORKS = Path(__file__).resolve().parents[2] / "examples" / "networks"
+LINKS = NETWORKS.parent / "links"
 
 
 class _Stop:
@@ -171,6 +173,18 @@ def test_a_link_tapped_for_long_exhausts_its_authentication_pool_and_halts(
     assert loop.stats.auth_slots_left == 0
     assert "authentication pool exhausted" in (loop.stats.halted or "")
     assert json.loads((Path(spec["folder"]) / "stats.json").read_text())["halted"]
+
+
+def test_a_link_the_monte_carlo_refuses_halts_with_the_reason(tmp_path: Path) -> None:
+    spec = _modelled(tmp_path, None)
+    # The Monte Carlo models polarisation BB84 and BBM92, not this time-bin protocol.
+    spec["link_document"] = yaml.safe_load((LINKS / "telecom-dot-three-state.yaml").read_text())
+    loop = _Loop(spec, 5)
+    loop.run()  # ends by itself, without a traceback
+    assert loop.stats.blocks_delivered == loop.stats.blocks_refused == 0
+    assert "this link cannot run" in (loop.stats.halted or "")
+    assert "time-bin" in (loop.stats.halted or "")
+    assert not (Path(spec["folder"]) / "run").exists()
 
 
 def test_link_refused_for_its_size_grows_its_blocks_until_it_delivers(tmp_path: Path) -> None:

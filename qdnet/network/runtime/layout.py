@@ -51,7 +51,13 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 from qdnet.config import ConfigError
-from qdnet.network.config import NetworkConfig, link_document, load_network_config
+from qdnet.network.config import (
+    NetworkConfig,
+    NodeConfig,
+    link_config,
+    link_document,
+    load_network_config,
+)
 from qdnet.network.runtime.processes import ProcessRef
 from qdnet.network.runtime.state import (
     FORMAT_VERSION,
@@ -88,6 +94,31 @@ def monitor_sae(node: str) -> str:
     """The SAE that ``network status`` asks a node with no application for its status: a KMS
     answers ETSI GS QKD 014 ``status`` only to the SAEs it serves."""
     return f"monitor-{node}"
+
+
+def kms_nodes(network: NetworkConfig, network_file: Path) -> list[NodeConfig]:
+    """The nodes that run a KMS: all but an untrusted MDI relay station (a node named only by
+    links' ``via``: it measures, announces, and holds no key). ``ConfigError`` for an untrusted
+    node with links of its own (the KMSs would relay keys through it) or with an SAE."""
+    ends = {end for link in network.links for end in link.between}
+    out = []
+    for i, node in enumerate(network.nodes):
+        if node.trusted:
+            out.append(node)
+            continue
+        if node.name in ends:
+            raise ConfigError(
+                f"{network_file}: nodes[{i}]: untrusted node {node.name} ends links of its own: "
+                "`network up` would relay keys through its KMS (an untrusted node can only be "
+                "an MDI relay there, named by links' via)"
+            )
+        for j, sae in enumerate(network.saes):
+            if sae.node == node.name:
+                raise ConfigError(
+                    f"{network_file}: saes[{j}].node: {node.name} is an untrusted MDI relay, "
+                    "which runs no KMS"
+                )
+    return out
 
 
 def parse_taps(network: NetworkConfig, taps: list[str]) -> dict[str, Tap]:
@@ -201,7 +232,7 @@ def prepare_workdir(
         )
     if cpu_slots < 1:
         raise ValueError(f"--workers must be >= 1, got {cpu_slots}")
-    kmes = {node.name: kme_id(node.name) for node in network.nodes}
+    kmes = {node.name: kme_id(node.name) for node in kms_nodes(network, network_file)}
     reserved = set(kmes.values()) | {monitor_sae(node.name) for node in network.nodes}
     clash = sorted(reserved & {sae.name for sae in network.saes})
     if clash:
@@ -209,9 +240,9 @@ def prepare_workdir(
             f"{network_file}: saes: {clash[0]!r} is a name `network up` gives a KME or a "
             "node's monitoring SAE"
         )
-    for i in range(len(network.links)):  # every link file, before anything is written
+    for i in range(len(network.links)):  # every link model, before anything is written
         if network.links[i].key_rate_bps is None:
-            link_document(network, i, base_dir)
+            link_config(network, i, base_dir)
     workdir = workdir.resolve()
     _check_empty(workdir)
     new = not workdir.exists()
@@ -242,10 +273,9 @@ def _write_workdir(
     from qdnet.kms.topology import mesh_settings
 
     base_dir = network_file.resolve().parent
-    kmes = {node.name: kme_id(node.name) for node in network.nodes}
-    apps = {
-        node.name: [s.name for s in network.saes if s.node == node.name] for node in network.nodes
-    }
+    served = kms_nodes(network, network_file)
+    kmes = {node.name: kme_id(node.name) for node in served}
+    apps = {node.name: [s.name for s in network.saes if s.node == node.name] for node in served}
     monitors = [monitor_sae(node) for node, names in apps.items() if not names]
     pki = create_pki(
         workdir / "pki", list(kmes.values()), [s.name for s in network.saes] + monitors
@@ -259,7 +289,7 @@ def _write_workdir(
         extra={"ingest_interval_s": INGEST_INTERVAL_S},
     )
     nodes: dict[str, Any] = {}
-    for node in network.nodes:
+    for node in served:
         kme = kmes[node.name]
         s = settings[kme]
         path = workdir / kme / f"{kme}.yaml"

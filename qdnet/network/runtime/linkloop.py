@@ -22,7 +22,8 @@
   refused when no key survives at that QBER (the Shor-Preskill fraction of ``network simulate``).
   Every session, kept or aborted, spends one slot of the link's authentication pool and a kept
   block refills two: a link tapped for long exhausts its pool and its loop ends (``halted`` in
-  ``stats.json`` says why): it needs a new pre-shared secret, as a real link would.
+  ``stats.json`` says why): it needs a new pre-shared secret, as a real link would. A link whose
+  Monte Carlo or post-processing refuses its model (``ValueError``) halts the same way.
 
 CPU use is bounded across all link processes by ``cpu_slots`` lock files (``flock``): a block's
 Monte Carlo and post-processing run only while holding its link's slot (link index modulo
@@ -266,17 +267,23 @@ class LinkLoop:
                     return
                 start = time.monotonic()
                 shutil.rmtree(run_dir, ignore_errors=True)
-                result = simulate(
-                    link,
-                    pulses,
-                    np.random.default_rng(seq),
-                    attack=attack,
-                    keep_records=False,
-                    link_document=document,
-                    out=run_dir,
-                )
-                distilled = await distill_loopback_async(run_dir, keys_a, keys_b, session)
-                shutil.rmtree(run_dir, ignore_errors=True)
+                try:
+                    result = simulate(
+                        link,
+                        pulses,
+                        np.random.default_rng(seq),
+                        attack=attack,
+                        keep_records=False,
+                        link_document=document,
+                        out=run_dir,
+                    )
+                    distilled = await distill_loopback_async(run_dir, keys_a, keys_b, session)
+                except ValueError as error:  # a link the Monte Carlo or the sessions refuse
+                    self.stats.halted = f"this link cannot run: {error}"
+                    self.record_stats()
+                    return
+                finally:
+                    shutil.rmtree(run_dir, ignore_errors=True)
                 self.stats.busy_s += time.monotonic() - start
             detections = int(sum(result.statistics.detections))
             self.stats.pulses += pulses
