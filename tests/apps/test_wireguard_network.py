@@ -39,7 +39,7 @@ def network(tmp_path: Path) -> Iterator[dict[str, Any]]:
     )
     try:
         assert up.returncode == 0, up.stderr
-        wait_for_pools(workdir, min_bytes=256, timeout_s=90)
+        wait_for_pools(workdir, min_bytes=1024, timeout_s=90)
         yield json.loads((workdir / "network.json").read_text())
     finally:
         subprocess.run([*QDNET, "network", "down", str(workdir)], capture_output=True, timeout=120)

@@ -99,7 +99,7 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
     )
     try:
         state = wait_running(workdir, up)
-        wait_for_pools(workdir, min_bytes=64, timeout_s=60)
+        wait_for_pools(workdir, min_bytes=1024, timeout_s=90)  # past the probe blocks
         yield Line(workdir, up, state)
     finally:
         if up.poll() is None:
@@ -243,7 +243,7 @@ def test_metro_dots_with_a_tapped_link_keeps_serving_on_other_paths(tmp_path: Pa
     )
     try:
         state = wait_running(workdir, up)
-        wait_for_pools(workdir, min_bytes=256, timeout_s=240)
+        wait_for_pools(workdir, min_bytes=1024, timeout_s=240)
         with client(state, "bank-a") as a, client(state, "bank-b") as b:
             for _ in range(3):
                 keys = a.enc_keys("bank-b", number=1, size=256)
