@@ -213,3 +213,37 @@ def test_link_refused_for_its_size_grows_its_blocks_until_it_delivers(tmp_path: 
     loop.run()
     assert loop.stats.blocks_delivered == 1 and 2 <= loop.stats.blocks_refused < 8
     assert loop.stats.pulses > 10 * linkloop.PROBE_PULSES
+
+
+def _mdi(tmp_path: Path, tap: dict[str, float] | None) -> dict[str, Any]:
+    document = yaml.safe_load((LINKS / "telecom-dot-mdi.yaml").read_text())
+    document["channel"]["length_km"] = 20
+    document["source"].update(
+        {"mean_photon_number": 0.2, "indistinguishability": 0.98, "spectral_diffusion_uev": 0}
+    )
+    spec = _spec(tmp_path, kind="modelled", tap=tap, link_document=document)
+    psk = tmp_path / "psk.bin"
+    write_psk(psk)
+    KeyFolder.open(spec["folders"]["alice"], psk, "alice")
+    KeyFolder.open(spec["folders"]["bob"], psk, "bob")
+    return spec
+
+
+def test_mdi_link_distils_identical_blocks_at_both_ends(tmp_path: Path) -> None:
+    """An MDI link (two telecom dots through an untrusted relay) runs the MDI Monte Carlo and
+    its post-processing: identical blocks at both ends."""
+    spec = _mdi(tmp_path, None)
+    loop = _Loop(spec, 4)
+    loop.run()
+    alice, bob = _blocks(spec["folders"]["alice"]), _blocks(spec["folders"]["bob"])
+    assert loop.stats.halted is None
+    assert loop.stats.blocks_delivered >= 1, loop.stats.last_refusal
+    assert alice == bob and len(alice) == loop.stats.blocks_delivered
+    assert loop.stats.last_qber is not None and loop.stats.last_qber < 0.02
+
+
+def test_tapped_mdi_link_halts_with_the_reason(tmp_path: Path) -> None:
+    spec = _mdi(tmp_path, {"from_s": 0.0, "fraction": 0.5})
+    loop = _Loop(spec, 1)
+    loop.run()
+    assert loop.stats.halted is not None and "tap on an MDI link" in loop.stats.halted

@@ -268,15 +268,20 @@ class LinkLoop:
                 start = time.monotonic()
                 shutil.rmtree(run_dir, ignore_errors=True)
                 try:
-                    result = simulate(
-                        link,
-                        pulses,
-                        np.random.default_rng(seq),
-                        attack=attack,
-                        keep_records=False,
-                        link_document=document,
-                        out=run_dir,
-                    )
+                    if link.protocol.kind == "mdi-bb84":
+                        detections, qber = self.simulate_mdi(link, pulses, seq, attack, run_dir)
+                    else:
+                        result = simulate(
+                            link,
+                            pulses,
+                            np.random.default_rng(seq),
+                            attack=attack,
+                            keep_records=False,
+                            link_document=document,
+                            out=run_dir,
+                        )
+                        detections = int(sum(result.statistics.detections))
+                        qber = result.statistics.qber_z(0)
                     distilled = await distill_loopback_async(run_dir, keys_a, keys_b, session)
                 except ValueError as error:  # a link the Monte Carlo or the sessions refuse
                     self.stats.halted = f"this link cannot run: {error}"
@@ -285,9 +290,7 @@ class LinkLoop:
                 finally:
                     shutil.rmtree(run_dir, ignore_errors=True)
                 self.stats.busy_s += time.monotonic() - start
-            detections = int(sum(result.statistics.detections))
             self.stats.pulses += pulses
-            qber = result.statistics.qber_z(0)
             if distilled.aborted:
                 reason = distilled.alice.reason or distilled.bob.reason
                 self.record(None, qber, reason)
@@ -306,6 +309,33 @@ class LinkLoop:
             )
             if not self.spec["fast"]:
                 self.stop.sleep(start + link_time_s - time.monotonic())
+
+    def simulate_mdi(
+        self, link: Any, pulses: int, seq: Any, attack: Any, run_dir: Path
+    ) -> tuple[int, float]:
+        """One block of an MDI link (:mod:`qdnet.simulation.mdi`): its announcements and the
+        signal pair's Z-basis QBER. A tap is refused: the MDI Monte Carlo has no eavesdropper
+        (the relay itself is untrusted by design)."""
+        import numpy as np
+
+        from qdnet.simulation.mdi import simulate_mdi
+
+        if attack is not None:
+            raise ValueError(
+                "a tap on an MDI link is not modelled in up (the MDI Monte Carlo has no "
+                "eavesdropper; network simulate models it)"
+            )
+        run = simulate_mdi(
+            link,
+            pulses,
+            np.random.default_rng(seq),
+            out=run_dir,
+            seed=int(seq.generate_state(1)[0]),
+            link_document=self.spec["link_document"],
+        )
+        signal_z = next(r for r in run.rows if r.classes == (0, 0) and r.basis == "z")
+        qber = signal_z.qber.value
+        return sum(r.successes for r in run.rows), 0.0 if qber != qber else float(qber)
 
 
 def main(argv: list[str] | None = None) -> int:
