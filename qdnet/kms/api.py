@@ -39,7 +39,7 @@ from qdnet.kms.peer import (
     parse_allocations,
     parse_segment_state,
 )
-from qdnet.kms.relay import parse_relay_completion, parse_relay_request
+from qdnet.kms.relay import parse_relay_completion, parse_relay_requests
 from qdnet.kms.service import KMSError, KMSService, PeerLink
 from qdnet.kms.tls import PEER_IDENTITY_KEY, identity_of, kme_identity
 
@@ -663,10 +663,10 @@ async def _peer_consumed(link: PeerLink, raw: bytes) -> dict[str, Any]:
 async def _peer_relay(link: PeerLink, raw: bytes) -> dict[str, Any]:
     lim = link.service.limits
     try:
-        req = parse_relay_request(_parse_json(raw), lim.max_key_size, lim.max_key_per_request)
+        reqs = parse_relay_requests(_parse_json(raw), lim.max_key_size, lim.max_key_per_request)
     except ValueError as err:
         raise KMSError(400, str(err)) from None
-    return await link.service.relay.on_request(link, req)
+    return {"answers": await link.service.relay.on_requests(link, reqs)}
 
 
 async def _peer_relay_completion(link: PeerLink, raw: bytes) -> dict[str, Any]:

@@ -221,6 +221,20 @@ class PeerClient:
                     raise
             raise AssertionError("unreachable")
 
+    async def connect(self) -> None:
+        """Open the connection now unless one is open (:class:`PeerError` if the peer cannot be
+        reached): a caller about to spend key material on a message checks this first."""
+        async with self._lock:
+            if self._conn is not None and self._conn.usable():
+                return
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            try:
+                self._conn = await asyncio.wait_for(self._connect(), self._timeout)
+            except (TimeoutError, OSError, ValueError) as err:
+                raise PeerError(f"peer KMS {self.url} unreachable: {type(err).__name__}") from None
+
     async def post(
         self, path: str, body: dict[str, Any], timeout_s: float | None = None
     ) -> dict[str, Any]:

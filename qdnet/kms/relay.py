@@ -9,18 +9,22 @@ on ETSI GS QKD 020 (Interoperable Key Management System API: a KMS hands a key t
 of a trusted node chain, ``ext_keys``, which later confirms it). They travel over the existing
 mutual-TLS KMS-to-KMS channel of each hop (:mod:`qdnet.kms.peer`).
 
-Relay request (``POST /peer/v1/relay``), from ``n(i-1)`` to ``n(i)``::
+Relay requests (``POST /peer/v1/relay``), from ``n(i-1)`` to ``n(i)``: ``{"requests": [...]}``
+(the requests waiting on that link, in the order their pads were carved), each::
 
     {"relay_id", "path": [n0, ..., nk], "hop": i, "master", "slaves": [...],
      "keys": [[key_ID, size_bits], ...], "pieces": [[block_id, offset, length], ...],
      "ciphertext": base64 | null, "simulated": bool, "ttl_s": seconds left}
 
+answered ``{"answers": [...]}``, one per request.
+
 Relay completion (``POST /peer/v1/relay_completion``)::
 
     {"relay_id", "path", "hop", "commit": true | false, "ttl_s"}
 
-Both are answered ``{"ok": bool, "reason": "...", "avoid_link": [a, b] | null,
-"avoid_node": x | null, "simulated": bool}``.
+An answer is ``{"ok": bool, "reason": "...", "avoid_link": [a, b] | null, "avoid_node": x |
+null}`` (a completion's also ``"simulated"``, and ``"before_commit": true`` when the request
+never got past a middle node).
 
 The key and the pads
 --------------------
@@ -35,12 +39,13 @@ No pad is ever used twice
 * A sender consumes its pad in its own store (one committed transaction) *before* the
   ciphertext leaves. A crash afterwards leaves the bytes consumed here (reconciliation makes
   them consumed at the other end too): they are never carved again. The price: a hop whose
-  next node is down burns its pad (the origin then avoids that node for a while). A middle
-  node consumes the incoming pad and the outgoing one in one transaction.
+  next node is down burns its pad (the origin then avoids that node for a while).
 * Each end of a link carves from its end of the pool (``lo`` or ``hi`` of each segment), so its
   carvings must reach the peer in the order they were made, or a later one would consume the
-  bytes of an earlier one still in flight: a relay request is sent while the link's carving
-  lock is held (as the ``enc_keys`` batcher does), on the link's one ordered connection.
+  bytes of an earlier one still in flight: the relay requests waiting on a link are carved
+  and sent together while the link's carving lock is held (as the ``enc_keys`` batcher does),
+  in one message on the link's one ordered connection, and the receiver consumes their pads in
+  one transaction, in that order.
 * A sender carves relay pads only from *its own half* of each segment of the link pool
   (:meth:`qdnet.kms.store.KeyStore.plan` with ``half``): the two ends of a link, which may both
   relay at the same moment, can never pick the same byte. (``enc_keys`` carving may take any
@@ -52,7 +57,9 @@ All or nothing (two phases)
 1. *Relay request*: hop by hop to ``F``, which stores the keys **pending** (in its store, with
    their slaves, never handed out while pending). Each node answers the previous one as soon
    as its own transaction is done and forwards in the background (so a link is held for one
-   hop, not for the whole path); the next node's answer is kept until the commit comes.
+   hop, not for the whole path); the next node's answer is kept until the commit comes. A
+   node that consumed the incoming pad but cannot forward (no key on the next link, next node
+   down) has burned that pad: the origin learns why with the commit's answer.
 2. *Relay completion* (commit): ``O`` sends the commit along the same path (on connections of
    their own); each middle node waits for the answer of its forward (a failure there, e.g. no
    key on the next link, goes back to ``O`` with the link or node to avoid), then passes the
@@ -75,9 +82,8 @@ Path choice (by the origin): shortest path first over ``relay.links`` (networkx)
 lacks key or a node that cannot be reached is avoided for ``AVOID_S`` and the next shortest path
 is tried, until ``relay.timeout_s`` or ``MAX_TRIES`` paths; then 503 with every reason in one line.
 
-Waits: a middle node holds its outgoing link while the next node takes the request, so relays
-that go round a ring in the same direction can wait on each other; the relay deadline
-(``ttl_s``, less ``HOP_MARGIN_S`` per hop) bounds every such wait.
+Waits: a link is held while the next node takes a message of relay requests (one hop, not the
+path); the relay deadline (``ttl_s``, less ``HOP_MARGIN_S`` per hop) bounds every wait.
 """
 
 from __future__ import annotations
@@ -85,7 +91,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import json
 import time
 import uuid
@@ -96,8 +101,8 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from qdnet.kms.errors import KMSError
-from qdnet.kms.peer import RELAY_COMPLETION_PATH, RELAY_PATH, PeerError
-from qdnet.kms.store import Piece, xor
+from qdnet.kms.peer import RELAY_COMPLETION_PATH, PeerError
+from qdnet.kms.store import Allocation, IncomingPad, Piece, xor
 
 if TYPE_CHECKING:
     from qdnet.kms.service import KMSService, PeerLink
@@ -238,6 +243,14 @@ def parse_relay_request(raw: Any, max_key_size: int, max_keys: int) -> RelayRequ
     return req
 
 
+def parse_relay_requests(raw: Any, max_key_size: int, max_keys: int) -> list[RelayRequest]:
+    """Validate a relay message ``{"requests": [...]}`` (at most 256, in carving order)."""
+    reqs = raw.get("requests") if isinstance(raw, dict) else None
+    if not isinstance(reqs, list) or not 0 < len(reqs) <= 256:
+        raise ValueError("requests must list 1 to 256 relay requests")
+    return [parse_relay_request(r, max_key_size, max_keys) for r in reqs]
+
+
 def parse_relay_completion(raw: Any) -> tuple[str, list[str], int, bool, float]:
     """Validate a relay completion body: ``(relay_id, path, hop, commit, ttl_s)``."""
     relay_id, path, hop, ttl = _common(raw)
@@ -247,9 +260,10 @@ def parse_relay_completion(raw: Any) -> tuple[str, list[str], int, bool, float]:
     return relay_id, path, hop, commit, ttl
 
 
-def _fail(
+def fail(
     reason: str, link: tuple[str, str] | None = None, node: str | None = None
 ) -> dict[str, Any]:
+    """A failed relay answer (with the link or node the origin should avoid)."""
     return {
         "ok": False,
         "reason": reason,
@@ -292,6 +306,8 @@ class Relay:
     def _next_path(self, target: str, now: float) -> list[str] | None:
         g = self.graph.copy()
         nodes, links, _ = self._avoided(now)
+        if target in nodes:  # the far end itself was not reached lately: spend no pad on it
+            return None
         g.remove_nodes_from(n for n in nodes if n not in (self.me, target))
         g.remove_edges_from(links)
         try:
@@ -359,24 +375,24 @@ class Relay:
         service = self.service
         first = service.link(path[1])
         if first is None:
-            return _fail(f"{path[1]} is not a neighbour", node=path[1]), None
+            return fail(f"{path[1]} is not a neighbour", node=path[1]), None
         nbytes = number * size_bits // 8
         relay_id = str(uuid.uuid4())
         keys = [(str(uuid.uuid4()), size_bits) for _ in range(number)]
-        async with first.carving():  # carved and sent in the order the peer applies them
-            alloc = await service.db(service.store.carve, nbytes, first.leader, first.name)
-            if alloc is None:
-                return _fail(f"no key on link {self.me}-{first.name}", (self.me, first.name)), None
-            req = RelayRequest(
-                relay_id, path, 1, master, slaves, keys, alloc.pieces, None, alloc.simulated,
+
+        def build(pad: Allocation) -> RelayRequest:
+            return RelayRequest(
+                relay_id, path, 1, master, slaves, keys, pad.pieces, None, pad.simulated,
                 deadline - time.monotonic(),
             )  # fmt: skip
-            self._audit(relay_id, first.name, alloc.pieces)
-            answer = await self._send(first, RELAY_PATH, req.to_json(), deadline, ordered=True)
-        if not answer.get("ok"):
+
+        answer, alloc = await first.send_relay(nbytes, build)
+        if not answer.get("ok") or alloc is None:
             return answer, None
         commit = {"relay_id": relay_id, "path": path, "hop": 1, "commit": True}
         done = await self._send(first, RELAY_COMPLETION_PATH, commit, deadline)
+        if done.get("before_commit"):  # a forward failed: nothing reached the far end to abort
+            return done, None
         if not done.get("ok"):
             self._abort_later(first, relay_id, path)
             return {**done, "reason": f"commit not confirmed: {done.get('reason')}"}, None
@@ -384,27 +400,20 @@ class Relay:
         return {"keys": keys, "simulated": simulated}, alloc.material
 
     async def _send(
-        self,
-        link: PeerLink,
-        route: str,
-        body: dict[str, Any],
-        deadline: float,
-        ordered: bool = False,
+        self, link: PeerLink, route: str, body: dict[str, Any], deadline: float
     ) -> dict[str, Any]:
-        """Call the next node (``ordered``: on the link's one ordered connection, for relay
-        requests, which must reach the peer in the order their pads were carved); a transport
+        """Send a relay completion to the next node (on a connection of its own); a transport
         failure becomes a failed answer avoiding that node."""
         left = deadline - time.monotonic()
         if left <= 0:
-            return _fail("relay deadline passed")
+            return fail("relay deadline passed")
         try:
-            call = link.ordered_call if ordered else link.relay_call
-            answer = await call(route, {**body, "ttl_s": left}, left)
+            answer = await link.relay_call(route, {**body, "ttl_s": left}, left)
         except PeerError as err:
             link.peer_failed(err)
-            return _fail(f"{link.name} unreachable", node=link.name)
+            return fail(f"{link.name} unreachable", node=link.name)
         if not isinstance(answer.get("ok"), bool) or not isinstance(answer.get("reason", ""), str):
-            return _fail(f"{link.name} answered a malformed relay result", node=link.name)
+            return fail(f"{link.name} answered a malformed relay result", node=link.name)
         return answer
 
     def _abort_later(self, first: PeerLink, relay_id: str, path: list[str]) -> None:
@@ -421,7 +430,7 @@ class Relay:
 
         self._spawn(run(), f"relay-abort-{relay_id}")
 
-    def _audit(self, relay_id: str, peer: str, pieces: list[Piece]) -> None:
+    def audit(self, relay_id: str, peer: str, pieces: list[Piece]) -> None:
         """Append the positions (never the bytes) of a pad this node sent to the audit log."""
         if self.audit_log is None:
             return
@@ -434,84 +443,74 @@ class Relay:
 
     # --- middle node and far end -------------------------------------------------------------
 
-    async def on_request(self, link: PeerLink, req: RelayRequest) -> dict[str, Any]:
-        """A relay request from neighbour ``link``: forward it, or keep the keys pending here."""
-        deadline = time.monotonic() + req.ttl_s - HOP_MARGIN_S
+    async def on_requests(self, link: PeerLink, reqs: list[RelayRequest]) -> list[dict[str, Any]]:
+        """Relay requests from neighbour ``link``, in the order their pads were carved: their
+        pads are consumed in one transaction; each is kept pending here (far end) or handed to
+        the next link to forward, and answered at once (the commit waits for the forward)."""
         service = self.service
-        if req.path[req.hop] != self.me or req.path[req.hop - 1] != link.name:
-            return _fail(f"{self.me}: relay path does not pass {link.name}-{self.me} here")
-        last = req.hop == len(req.path) - 1
-        refused = _fail(
-            f"pad on link {link.name}-{self.me} refused (bytes already consumed)",
-            link=(link.name, self.me),
-        )
-        store, in_front = service.store, not link.leader
-        if last:
-            foreign = [s for s in req.slaves if s not in service.settings.saes]
-            if foreign:
-                return _fail(f"{self.me} does not serve slave SAE {foreign[0]!r}")
-            keep = (req.relay_id, [(k, b, req.master, req.slaves) for k, b in req.keys])
-            hop = await service.db(
-                functools.partial(
-                    store.relay_hop, req.pieces, in_front, link.name, req.ciphertext, keep=keep
+        answers: list[dict[str, Any] | None] = []
+        incoming: list[IncomingPad] = []
+        for req in reqs:
+            answer = None
+            if req.path[req.hop] != self.me or req.path[req.hop - 1] != link.name:
+                answer = fail(f"{self.me}: relay path does not pass {link.name}-{self.me} here")
+            keep = None
+            if req.hop == len(req.path) - 1:
+                foreign = [s for s in req.slaves if s not in service.settings.saes]
+                if foreign:
+                    answer = fail(f"{self.me} does not serve slave SAE {foreign[0]!r}")
+                keep = (req.relay_id, [(k, b, req.master, req.slaves) for k, b in req.keys])
+            answers.append(answer)
+            if answer is None:  # a refused request's pad is consumed all the same
+                incoming.append(
+                    IncomingPad(req.pieces, not link.leader, link.name, req.ciphertext, keep)
                 )
-            )
-            if hop is None:
-                return refused
-            return {"ok": True, "reason": "", "simulated": hop.simulated or req.simulated}
-        nxt = req.path[req.hop + 1]
-        out = service.link(nxt)
-        if out is None:
-            return _fail(f"{self.me} has no QKD link to {nxt}", link=(self.me, nxt))
-        # the incoming pad and the outgoing one are consumed together, in one transaction; the
-        # outgoing link stays held until the next node has the request (carving order), and
-        # this node answers at once: the rest of the path is waited for by the commit
-        lock = out.carving_lock
-        await lock.acquire()
-        handed_over = False
-        try:
-            (plan,) = await service.db(store.plan, [req.nbytes], out.leader, out.name, True)
-            out_spec = (plan.pieces, out.leader, out.name) if plan is not None else None
-            pads = await service.db(
-                functools.partial(
-                    store.relay_hop, req.pieces, in_front, link.name, req.ciphertext, out=out_spec
+            else:
+                incoming.append(IncomingPad(req.pieces, not link.leader, link.name, req.ciphertext))
+        hops = await service.db(service.store.relay_receive, incoming)
+        out: list[dict[str, Any]] = []
+        for req, answer, hop in zip(reqs, answers, hops, strict=True):
+            if answer is not None:
+                out.append(answer)
+            elif hop is None:
+                out.append(
+                    fail(
+                        f"pad on link {link.name}-{self.me} refused (bytes already consumed)",
+                        link=(link.name, self.me),
+                    )
                 )
-            )
-            if pads is None:
-                return refused
-            if plan is None or pads.out_pad is None:
-                return _fail(f"no key on link {self.me}-{nxt}", link=(self.me, nxt))
-            fwd = RelayRequest(
-                req.relay_id, req.path, req.hop + 1, req.master, req.slaves, req.keys,
-                plan.pieces, xor(pads.key, pads.out_pad),
-                req.simulated or pads.simulated or pads.out_simulated, 0.0,
-            )  # fmt: skip
-            self._audit(req.relay_id, nxt, plan.pieces)
-            done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-            self._forwards[req.relay_id] = (done, time.monotonic() + self.pending_ttl_s)
-            self._spawn(self._forward(out, fwd, deadline, done, lock), f"relay-{req.relay_id}")
-            handed_over = True
-            return {"ok": True, "reason": ""}
-        finally:
-            if not handed_over:
-                lock.release()
+            elif req.hop == len(req.path) - 1:
+                out.append({"ok": True, "reason": ""})
+            else:
+                out.append(self._forward(req, hop.key, req.simulated or hop.simulated))
+        return out
 
-    async def _forward(
-        self,
-        out: PeerLink,
-        fwd: RelayRequest,
-        deadline: float,
-        done: asyncio.Future[dict[str, Any]],
-        lock: asyncio.Lock,
-    ) -> None:
-        try:
-            answer = await self._send(out, RELAY_PATH, fwd.to_json(), deadline, ordered=True)
-        finally:
-            lock.release()
-        if answer.get("ok"):
-            self.counters.forwarded += 1
-        if not done.done():
-            done.set_result(answer)
+    def _forward(self, req: RelayRequest, key: bytes, simulated: bool) -> dict[str, Any]:
+        """Hand a relay request on to the next link (in the background) and answer it."""
+        nxt = req.path[req.hop + 1]
+        out = self.service.link(nxt)
+        if out is None:
+            return fail(f"{self.me} has no QKD link to {nxt}", link=(self.me, nxt))
+        deadline = time.monotonic() + req.ttl_s - HOP_MARGIN_S
+
+        def build(pad: Allocation) -> RelayRequest:
+            return RelayRequest(
+                req.relay_id, req.path, req.hop + 1, req.master, req.slaves, req.keys,
+                pad.pieces, xor(key, pad.material), simulated or pad.simulated,
+                deadline - time.monotonic(),
+            )  # fmt: skip
+
+        async def run(done: asyncio.Future[dict[str, Any]]) -> None:
+            answer, _ = await out.send_relay(req.nbytes, build)
+            if answer.get("ok"):
+                self.counters.forwarded += 1
+            if not done.done():
+                done.set_result(answer)
+
+        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._forwards[req.relay_id] = (done, time.monotonic() + self.pending_ttl_s)
+        self._spawn(run(done), f"relay-{req.relay_id}")
+        return {"ok": True, "reason": ""}
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -526,29 +525,29 @@ class Relay:
         on (the answer of the forward, if it failed, carries the reason back to the origin)."""
         deadline = time.monotonic() + ttl_s - HOP_MARGIN_S
         if path[hop] != self.me or path[hop - 1] != link.name:
-            return _fail(f"{self.me}: relay path does not pass {link.name}-{self.me} here")
+            return fail(f"{self.me}: relay path does not pass {link.name}-{self.me} here")
         service = self.service
         if hop == len(path) - 1:
             count, simulated = await service.db(service.store.finish_relay, relay_id, commit)
             if not count:
-                return _fail(f"relay {relay_id} unknown at {self.me} (expired or never stored)")
+                return fail(f"relay {relay_id} unknown at {self.me} (expired or never stored)")
             if commit:
                 self.counters.terminated += 1
             return {"ok": True, "reason": "", "simulated": simulated}
         entry = self._forwards.pop(relay_id, None)
         if commit:
             if entry is None:
-                return _fail(f"relay {relay_id} unknown at {self.me} (restarted or expired)")
+                return fail(f"relay {relay_id} unknown at {self.me} (restarted or expired)")
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     forwarded = await asyncio.shield(entry[0])
             except TimeoutError:
-                return _fail(f"relay deadline passed at {self.me}")
-            if not forwarded.get("ok"):
-                return forwarded
+                return fail(f"relay deadline passed at {self.me}")
+            if not forwarded.get("ok"):  # the request never got past this node
+                return {**forwarded, "before_commit": True}
         out = service.link(path[hop + 1])
         if out is None:
-            return _fail(f"{self.me} has no QKD link to {path[hop + 1]}")
+            return fail(f"{self.me} has no QKD link to {path[hop + 1]}")
         body = {"relay_id": relay_id, "path": path, "hop": hop + 1, "commit": commit}
         return await self._send(out, RELAY_COMPLETION_PATH, body, deadline)
 

@@ -29,15 +29,16 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from qdnet.kms.blocks import block_files, read_block
 from qdnet.kms.errors import KMSError
-from qdnet.kms.peer import KeySpec, PeerClient, PeerError
-from qdnet.kms.relay import Relay
+from qdnet.kms.peer import RELAY_PATH, KeySpec, PeerClient, PeerError
+from qdnet.kms.relay import Relay, RelayRequest
+from qdnet.kms.relay import fail as relay_fail
 from qdnet.kms.settings import KMSSettings, PeerSettings
 from qdnet.kms.store import (
     Allocation,
@@ -70,6 +71,13 @@ class _EncJob:
     size_bits: int
     future: asyncio.Future[tuple[list[tuple[str, bytes]], bool]] = field(repr=False)
     tries: int = 0
+
+
+@dataclass
+class _RelayJob:
+    nbytes: int
+    build: Callable[[Allocation], RelayRequest]
+    future: asyncio.Future[tuple[dict[str, Any], Allocation | None]] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -170,30 +178,106 @@ class PeerLink:
         self._outage = _Outage(peer.kme_id)
         self._reconcile_due: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._relay_jobs: asyncio.Queue[_RelayJob] | None = None
         self._relay_clients: list[PeerClient] = []
         """Idle connections for relay calls, which wait for the rest of the path and so must
         not hold up the one ordered connection of allocations and reconciliation."""
 
-    @contextlib.asynccontextmanager
-    async def carving(self) -> AsyncIterator[None]:
-        """Hold this end of the link's pool: nothing else carves from it meanwhile."""
-        assert self._carving is not None, "link not started"
-        async with self._carving:
-            yield
+    async def send_relay(
+        self, nbytes: int, build: Callable[[Allocation], RelayRequest]
+    ) -> tuple[dict[str, Any], Allocation | None]:
+        """Carve a relay pad of ``nbytes`` from this end of the link, have ``build`` make the
+        relay request with it and send it to the peer: the peer's answer and the pad (None if
+        none was carved). Requests waiting together go in one message and one transaction."""
+        assert self._relay_jobs is not None, "link not started"
+        fut: asyncio.Future[tuple[dict[str, Any], Allocation | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._relay_jobs.put_nowait(_RelayJob(nbytes, build, fut))
+        return await fut
 
-    @property
-    def carving_lock(self) -> asyncio.Lock:
-        """The lock of :meth:`carving`, for a holder that hands it to another task."""
-        assert self._carving is not None, "link not started"
-        return self._carving
+    async def _relay_batcher(self) -> None:
+        assert self._relay_jobs is not None and self._carving is not None
+        while True:
+            jobs = [await self._relay_jobs.get()]
+            while not self._relay_jobs.empty() and len(jobs) < _MAX_BATCH:
+                jobs.append(self._relay_jobs.get_nowait())
+            try:
+                async with self._carving:  # carved and sent in the order the peer applies them
+                    await self._send_relays(jobs)
+            except asyncio.CancelledError:
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_result((relay_fail("KME is shutting down"), None))
+                raise
+            except Exception as err:
+                reason = getattr(err, "message", type(err).__name__)
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_result((relay_fail(f"{self.name}: {reason}"), None))
 
-    async def ordered_call(
-        self, route: str, body: dict[str, Any], timeout_s: float
-    ) -> dict[str, Any]:
-        """One message on the link's ordered connection (allocations and relay requests reach
-        the peer in the order they were carved: hold :meth:`carving` while calling)."""
-        assert self.client is not None, "link not started"
-        return await self.client.post(route, body, timeout_s)
+    async def _send_relays(self, jobs: list[_RelayJob]) -> None:
+        store, me = self.store, self.service.settings.kme_id
+        plans = await self.db(store.plan, [j.nbytes for j in jobs], self.leader, self.name, True)
+        ready = []
+        for job, plan in zip(jobs, plans, strict=True):
+            if plan is None:
+                job.future.set_result(
+                    (relay_fail(f"no key on link {me}-{self.name}", (me, self.name)), None)
+                )
+            else:
+                ready.append((job, plan))
+        if not ready:
+            return
+        assert self.client is not None
+        try:  # a peer that is down costs no pad
+            await self.client.connect()
+        except PeerError as err:
+            self._outage.failed(err)
+            for job, _ in ready:
+                job.future.set_result(
+                    (relay_fail(f"{self.name} unreachable", node=self.name), None)
+                )
+            return
+        # the pads are consumed here before any of them leaves (a restart never sends one again)
+        got = await self.db(store.consume, [p.pieces for _, p in ready], self.leader, self.name)
+        sent: list[tuple[_RelayJob, Allocation]] = []
+        bodies = []
+        for (job, plan), pad in zip(ready, got, strict=True):
+            if pad is None:
+                job.future.set_result(
+                    (relay_fail(f"no key on link {me}-{self.name}", (me, self.name)), None)
+                )
+                continue
+            alloc = Allocation(plan.pieces, pad[0], pad[1])
+            req = job.build(alloc)
+            self.service.relay.audit(req.relay_id, self.name, plan.pieces)
+            sent.append((job, alloc))
+            bodies.append(req.to_json())
+        if not sent:
+            return
+        timeout = max(b["ttl_s"] for b in bodies)
+        try:
+            if timeout <= 0:
+                raise PeerError("relay deadline passed")
+            data = await self.client.post(RELAY_PATH, {"requests": bodies}, timeout)
+            answers = data.get("answers")
+            if not isinstance(answers, list) or len(answers) != len(sent):
+                raise PeerError("peer KMS answered a malformed relay result")
+        except PeerError as err:
+            self._outage.failed(err)
+            for job, _ in sent:
+                job.future.set_result(
+                    (relay_fail(f"{self.name} unreachable", node=self.name), None)
+                )
+            return
+        self.peer_ok()
+        for (job, alloc), answer in zip(sent, answers, strict=True):
+            if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+                answer = relay_fail(
+                    f"{self.name} answered a malformed relay result", node=self.name
+                )
+            job.future.set_result((answer, alloc))
 
     async def relay_call(
         self, route: str, body: dict[str, Any], timeout_s: float
@@ -236,8 +320,10 @@ class PeerLink:
         self._gathered = asyncio.Event()
         self._reconcile_due = asyncio.Event()
         self._reconcile_due.set()
+        self._relay_jobs = asyncio.Queue()
         self._tasks = [
             asyncio.create_task(self._batcher(), name=f"kms-batcher-{self.name}"),
+            asyncio.create_task(self._relay_batcher(), name=f"kms-relay-{self.name}"),
             asyncio.create_task(self._maintenance(), name=f"kms-maintenance-{self.name}"),
         ]
 

@@ -252,14 +252,23 @@ def xor(a: bytes, b: bytes) -> bytes:
 
 
 @dataclass
+class IncomingPad:
+    """One relay request as :meth:`KeyStore.relay_receive` takes it."""
+
+    pieces: list[Piece]
+    from_front: bool
+    link: str
+    ciphertext: bytes | None = field(repr=False)
+    keep: tuple[str, list[Reservation]] | None = None
+
+
+@dataclass
 class RelayHop:
-    """What :meth:`KeyStore.relay_hop` did: the relayed key (only in this process's memory),
-    whether the incoming pad is simulated, and the outgoing pad if one was consumed."""
+    """What :meth:`KeyStore.relay_receive` got from one pad: the relayed key (only in this
+    process's memory) and whether the pad is simulated."""
 
     key: bytes = field(repr=False)
     simulated: bool
-    out_pad: bytes | None = field(default=None, repr=False)
-    out_simulated: bool = False
 
 
 @dataclass
@@ -1109,46 +1118,34 @@ class KeyStore:
 
     # --- relayed keys (see qdnet.kms.relay) ------------------------------------------------------
 
-    def relay_hop(
-        self,
-        pieces: list[Piece],
-        from_front: bool,
-        link: str,
-        ciphertext: bytes | None,
-        out: tuple[list[Piece], bool, str] | None = None,
-        keep: tuple[str, list[Reservation]] | None = None,
-    ) -> RelayHop | None:
-        """One relay hop at the receiving node, in one transaction (:mod:`qdnet.kms.relay`).
+    def relay_receive(self, hops: Sequence[IncomingPad]) -> list[RelayHop | None]:
+        """The relay requests one neighbour sent in one message, at the receiving node, in one
+        transaction and in the order they were carved (:mod:`qdnet.kms.relay`).
 
-        Consume the incoming pad ``pieces`` of ``link`` (carved from the ``from_front`` end by
-        the sender) and recover the key (the pad itself on the first hop, ``ciphertext xor
-        pad`` after). Then, at a middle node, consume the outgoing pad ``out = (pieces,
-        from_front, link)`` planned on the next link; at the far end, ``keep = (relay_id,
-        reservations)`` keeps the keys cut from the key, *pending* (never handed out until
-        :meth:`finish_relay` commits them). None if the incoming pad is refused (a byte of it
-        already consumed here); ``out_pad`` None if the outgoing one is.
+        For each: consume the incoming pad (its ``pieces`` of ``link``, carved from the
+        ``from_front`` end by the sender) and recover the key (the pad itself on the first hop,
+        ``ciphertext xor pad`` after); at the far end, ``keep = (relay_id, reservations)``
+        keeps the keys cut from it, *pending* (never handed out until :meth:`finish_relay`
+        commits them). None for a pad that is refused (a byte of it already consumed here).
         """
 
-        def run(txn: _Txn) -> RelayHop | None:
-            got: list[tuple[bytes, bool]] = []
-            n = sum(p.length for p in pieces)
-            (ok,) = self._apply_in(txn, [(pieces, [("", 8 * n, "", [])])], from_front, link, got)
-            if not ok:
-                return None
-            pad, simulated = got[0]
-            key = pad if ciphertext is None else xor(ciphertext, pad)
-            hop = RelayHop(key, simulated)
-            if out is not None:
-                out_got: list[tuple[bytes, bool]] = []
-                out_pieces, out_front, out_link = out
-                m = sum(p.length for p in out_pieces)
-                spec: list[Reservation] = [("", 8 * m, "", [])]
-                (done,) = self._apply_in(txn, [(out_pieces, spec)], out_front, out_link, out_got)
-                if done:
-                    hop.out_pad, hop.out_simulated = out_got[0]
-            if keep is not None:
-                relay_id, reservations = keep
-                now = time.time()
+        def run(txn: _Txn) -> list[RelayHop | None]:
+            out: list[RelayHop | None] = []
+            now = time.time()
+            for hop in hops:
+                got: list[tuple[bytes, bool]] = []
+                n = sum(p.length for p in hop.pieces)
+                spec: list[Reservation] = [("", 8 * n, "", [])]
+                (ok,) = self._apply_in(txn, [(hop.pieces, spec)], hop.from_front, hop.link, got)
+                if not ok:
+                    out.append(None)
+                    continue
+                pad, simulated = got[0]
+                key = pad if hop.ciphertext is None else xor(hop.ciphertext, pad)
+                out.append(RelayHop(key, simulated))
+                if hop.keep is None:
+                    continue
+                relay_id, reservations = hop.keep
                 pos = 0
                 for key_id, size_bits, master, slaves in reservations:
                     txn.key_rows.append(
@@ -1159,9 +1156,9 @@ class KeyStore:
                     txn.slave_rows.extend({"key_id": key_id, "sae_id": s} for s in slaves)
                     txn.materials.append((key_id, key[pos : pos + size_bits // 8]))
                     pos += size_bits // 8
-            return hop
+            return out
 
-        result: RelayHop | None = self._guarded(self._transaction, run)
+        result: list[RelayHop | None] = self._guarded(self._transaction, run)
         return result
 
     def finish_relay(self, relay_id: str, commit: bool) -> tuple[int, bool]:

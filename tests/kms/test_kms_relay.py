@@ -14,7 +14,7 @@ import pytest
 
 from qdnet.kms.client import KMEError
 from qdnet.kms.pki import PKI
-from qdnet.kms.store import KeyStore, TakeOutcome, xor
+from qdnet.kms.store import IncomingPad, KeyStore, TakeOutcome, xor
 from qdnet.kms.topology import KMSMesh, start_mesh
 from tests.kms.conftest import BACKENDS, PG_ENV, pg_admin_url, pg_databases, write_blocks
 from tests.kms.test_kms_topology import feed, links_status, mesh_pki, wait_stored
@@ -177,11 +177,12 @@ def test_pending_relayed_keys_are_never_handed_out(tmp_path: Path) -> None:
             assert plan is not None
             cipher = bytes(range(32))
             keep = (relay, [(ids[i], 256, "app-a", ["app-b"])])
-            hop = store.relay_hop(plan.pieces, True, "p", cipher, keep=keep)
+            (hop,) = store.relay_receive([IncomingPad(plan.pieces, True, "p", cipher, keep)])
             assert hop is not None and hop.key == xor(cipher, plan.material)
             keys[ids[i]] = hop.key
             # the same pad twice: refused, nothing kept
-            assert store.relay_hop(plan.pieces, True, "p", cipher, keep=("again", [])) is None
+            again = IncomingPad(plan.pieces, True, "p", cipher, ("again", []))
+            assert store.relay_receive([again]) == [None]
         assert store.take_keys([ids[0]], "app-a", "app-b")[0] is TakeOutcome.NOT_FOUND
         assert sorted(store.pending_key_ids()) == sorted(ids)
         assert store.finish_relay("r1", commit=True) == (1, False)

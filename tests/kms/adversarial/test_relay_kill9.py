@@ -157,11 +157,11 @@ def campaign(line: Line, kills: int) -> dict[str, int]:
                 delivered.extend((k.key_id, k.key) for k in keys)
         client.close()
 
-    def progress(count: int, timeout_s: float = 60.0) -> None:
+    def progress(count: int, after: str = "", timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while len(delivered) < count and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(delivered) >= count, "no progress after a restart"
+        assert len(delivered) >= count, f"no progress after a restart of {after}"
 
     threads = [threading.Thread(target=load, args=(i,)) for i in range(THREADS)]
     for t in threads:
@@ -173,7 +173,7 @@ def campaign(line: Line, kills: int) -> dict[str, int]:
             time.sleep(random.Random(i).uniform(0.0, 0.3))  # at any moment of a relay
             line.kill(kme)
             line.start(kme)
-            progress(len(delivered) + 20)
+            progress(len(delivered) + 20, kme)
     finally:
         stop.set()
         for t in threads:
