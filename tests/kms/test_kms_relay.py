@@ -116,6 +116,23 @@ def test_only_the_slave_at_its_own_node_fetches_a_relayed_key(line: KMSMesh) -> 
         assert b.dec_keys("app-a", [key.key_id])[0].key == key.key
 
 
+def test_a_far_end_that_is_down_costs_almost_no_key(line: KMSMesh) -> None:
+    """kme-b stopped: the first relay fails at kme-c, which cannot connect to kme-b and so
+    consumes no pad of link c-b (only the a-c pad of that one request is burned); the next
+    requests are refused at kme-a at once (kme-b was not reached lately), spending nothing."""
+    before = links_status(line, "app-c", "app-a")["qdnet_links"]
+    line.nodes["kme-b"].stop()
+    with line.client("app-a") as a:
+        for _ in range(5):
+            with pytest.raises(KMEError) as err:
+                a.enc_keys("app-b", 2, 256)
+            assert err.value.status == 503 and "kme-b unreachable" in err.value.message
+    after = links_status(line, "app-c", "app-a")["qdnet_links"]
+    assert after["kme-b"] == before["kme-b"]
+    assert after["kme-a"]["stored_key_bytes"] == before["kme-a"]["stored_key_bytes"] - 64
+    assert links_status(line, "app-a", "app-c")["qdnet_relay"]["failed"] == 5
+
+
 def test_a_relayed_request_cannot_insist_on_a_direct_route(line: KMSMesh) -> None:
     with line.client("app-a") as a, pytest.raises(KMEError) as err:
         a.enc_keys("app-b", 1, 256, extension_mandatory=[{"qdnet_route_type": "direct"}])
