@@ -6,8 +6,9 @@ loads it in milliseconds. A fresh clone has no cache, and ``qdnet demo`` would c
 one after the other, each when its step first runs. :func:`start` instead launches one child
 process per group of kernels (:data:`PARTS`), each calling those kernels once on small inputs of
 the demo's types, so that they compile side by side on all cores, while the demo's first part
-(the analytic link model) runs; :func:`finish` waits for them before the chain starts, which then
-loads every kernel from the cache. Where the cache already holds the demo's main kernels for this
+(the analytic link model) runs; before each step of the chain :func:`finish` waits for the parts
+that step runs (:func:`parts_needed_by`: the Monte Carlo first, error correction and amplification
+by the time keys are distilled), and the step then loads its kernels from the cache. Where the cache already holds the demo's main kernels for this
 CPU (:func:`is_warm`: the index file Numba keeps beside each cached function lists an entry for
 this machine's code generator, ``magic_tuple``), no child is started. The children's output is
 discarded: a child that fails costs only its time, as the chain compiles whatever it still lacks.
@@ -122,13 +123,13 @@ def is_warm(reconciliation: str) -> bool:
 
 def start(
     link_file: Path, distance_km: float, reconciliation: str
-) -> list[subprocess.Popen[bytes]]:
-    """One child process per part of :data:`PARTS` (they inherit NUMBA_CACHE_DIR and the rest
-    of the environment); none where the cache is warm."""
+) -> dict[str, subprocess.Popen[bytes]]:
+    """One child process per part of :data:`PARTS`, by part (they inherit NUMBA_CACHE_DIR and
+    the rest of the environment); none where the cache is warm."""
     if is_warm(reconciliation):
-        return []
-    return [
-        subprocess.Popen(
+        return {}
+    return {
+        part: subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -143,7 +144,17 @@ def start(
             stderr=subprocess.DEVNULL,
         )
         for part in PARTS
-    ]
+    }
+
+
+def parts_needed_by(step: str) -> tuple[str, ...]:
+    """The parts a step of :func:`qdnet.apps.chain.run_chain` runs (by its name): the chain can
+    start its Monte Carlo while error correction and amplification still compile."""
+    if step.startswith("simulate"):
+        return ("monte-carlo",)
+    if step.startswith("distil"):
+        return ("reconciliation", "amplification")
+    return ()
 
 
 def finish(children: list[subprocess.Popen[bytes]], timeout_s: float = TIMEOUT_S) -> None:

@@ -146,22 +146,28 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             reconciliation=reconciliation,
         )
-        # Kernels compile in child processes while the link model runs (fresh clone: no cache).
+        # Kernels compile in child processes while the link model runs (fresh clone: no cache);
+        # each step of the chain waits only for the kernels it runs.
         children = warmup.start(settings.link_file, settings.distance_km, reconciliation)
         try:
             console.print(link_comparison(folder))
-            warmup.finish(children)
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as progress:
+                task = progress.add_task("starting", total=None)
+
+                def step(name: str) -> None:
+                    progress.update(task, description=name)
+                    needed = [children[p] for p in warmup.parts_needed_by(name) if p in children]
+                    warmup.finish(needed)
+
+                summary = run_chain(settings, step=step)
         finally:
-            warmup.stop(children)
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("starting", total=None)
-            summary = run_chain(settings, step=lambda name: progress.update(task, description=name))
+            warmup.stop(list(children.values()))
         for table in chain_tables(summary):
             console.print(table)
         total = sum(summary.timings_s.values())
