@@ -33,13 +33,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from qdnet.files import atomic_file, fsync_directory
 from qdnet.transport.authentication import AuthKeyPool, PoolError
 
 KEYBLOCK_FORMAT_VERSION = 2
@@ -130,25 +130,9 @@ class KeyBlock:
 
 def write_key_block(directory: str | os.PathLike[str], block: KeyBlock) -> Path:
     """Write ``<block_id>.json`` atomically (tmp + fsync + rename + directory fsync), mode 0600."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{block.block_id}.json"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".keyblock.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(block.to_json(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(out, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    target = Path(directory) / f"{block.block_id}.json"
+    with atomic_file(target, 0o600, text=True) as handle:
+        json.dump(block.to_json(), handle)
     return target
 
 
@@ -161,14 +145,6 @@ def iter_key_blocks(directory: str | os.PathLike[str]) -> Iterator[KeyBlock]:
     """All complete blocks in a folder, oldest first (temporary files are skipped)."""
     blocks = [read_key_block(p) for p in Path(directory).glob("*.json")]
     yield from sorted(blocks, key=lambda b: (b.created_utc, b.block_id))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class KeyFolder:
@@ -227,13 +203,13 @@ class KeyFolder:
                 self._move_in(path.stem)
             elif path.stem != self.pool.pending_id:
                 path.unlink()
-        _fsync_dir(self.pending_dir)
+        fsync_directory(self.pending_dir)
 
     def _move_in(self, block_id: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         os.replace(self.pending_dir / f"{block_id}.json", self.directory / f"{block_id}.json")
-        _fsync_dir(self.pending_dir)
-        _fsync_dir(self.directory)
+        fsync_directory(self.pending_dir)
+        fsync_directory(self.directory)
 
     def keep(self, block: KeyBlock, refill: bytes) -> None:
         """Alice keeps a block (Bob's tag verified): pending file, pool segment, move in."""
@@ -256,7 +232,7 @@ class KeyFolder:
         """Alice did not keep the pending block: forget it."""
         block_id = self.pool.drop_pending()
         (self.pending_dir / f"{block_id}.json").unlink(missing_ok=True)
-        _fsync_dir(self.pending_dir)
+        fsync_directory(self.pending_dir)
         return block_id
 
     def resolve_pending(self, peer_segments: int, peer_tail: list[str]) -> str | None:

@@ -60,13 +60,14 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+
+from qdnet.files import atomic_file, write_atomic
 
 RECORDS_FORMAT_VERSION = 2
 #: mdi-bb84 runs publish four source figures in ``multiphoton_probability``: Alice's P(n>=2) and
@@ -145,38 +146,15 @@ class RawRecords:
     bob: PartyRecords
 
 
-def _atomic_write_bytes(path: Path, payload: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _party_to_npz(records: PartyRecords, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(
-                handle,
-                slot=records.slot.astype(np.int64, copy=False),
-                basis=records.basis.astype(np.uint8, copy=False),
-                bit=records.bit.astype(np.uint8, copy=False),
-                intensity=records.intensity.astype(np.uint8, copy=False),
-            )
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, 0o600) as handle:
+        np.savez(
+            handle,
+            slot=records.slot.astype(np.int64, copy=False),
+            basis=records.basis.astype(np.uint8, copy=False),
+            bit=records.bit.astype(np.uint8, copy=False),
+            intensity=records.intensity.astype(np.uint8, copy=False),
+        )
 
 
 def save_records(records: RawRecords, directory: str | os.PathLike[str]) -> Path:
@@ -195,8 +173,8 @@ def write_meta(meta: RecordsMeta, directory: str | os.PathLike[str]) -> None:
     out = Path(directory)
     if meta.seed is not None:
         (out / SEED_FILE.parent).mkdir(mode=0o700, exist_ok=True)
-        _atomic_write_bytes(out / SEED_FILE, json.dumps({"seed": meta.seed}).encode(), 0o600)
-    _atomic_write_bytes(out / "meta.json", json.dumps(meta.public(), indent=2).encode())
+        write_atomic(out / SEED_FILE, json.dumps({"seed": meta.seed}).encode(), 0o600)
+    write_atomic(out / "meta.json", json.dumps(meta.public(), indent=2).encode(), 0o644)
 
 
 def _number(value: Any) -> bool:

@@ -63,7 +63,6 @@ import math
 import os
 import secrets
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +72,7 @@ import numpy as np
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 from numpy.typing import NDArray
 
+from qdnet.files import fsync_directory, write_atomic
 from qdnet.transport.channel import Channel
 from qdnet.transport.messages import (
     FieldValue,
@@ -147,29 +147,9 @@ def psk_fingerprint(secret: bytes) -> str:
     return digest.hexdigest()[:32]
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_private(path: Path, data: bytes) -> None:
     """Write ``path`` atomically with mode 0600: tmp + fsync + rename + directory fsync."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, data, 0o600)
 
 
 #: Size of a fresh pre-shared secret: 4064 key bytes after the fingerprint part, 42 sessions.
@@ -191,7 +171,7 @@ def write_psk(path: Path, nbytes: int = PSK_BYTES) -> str:
         handle.write(secret)
         handle.flush()
         os.fsync(handle.fileno())
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
     return psk_fingerprint(secret)
 
 
@@ -255,7 +235,7 @@ class AuthKeyPool:
             handle.write(f"{path.resolve()}\n")
             handle.flush()
             os.fsync(handle.fileno())
-        _fsync_dir(marker.parent)
+        fsync_directory(marker.parent)
         pool.save()
         return pool
 
