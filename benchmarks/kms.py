@@ -46,6 +46,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from qdnet.kms.link import free_port, link_settings, spawn_kms, wait_until_serving
 from qdnet.kms.pki import PKI, create_pki
 from qdnet.kms.tls import client_context
@@ -317,12 +319,16 @@ def run_backend(
         extra={"ingest_interval_s": 0.2, "log_level": "error"},
     )  # fmt: skip
     _blocks([wd / "ka", wd / "kb"], pool_bytes, 1 if code else 2)
-    if code is not None:  # an older KMS knows no keyring_path
+    if code is not None:  # an older KMS knows no keyring_path and one `peer:` (no `peers:`)
         for kme in ("kme-alice", "kme-bob"):
             path = wd / f"{kme}.yaml"
-            path.write_text(
-                "\n".join(x for x in path.read_text().splitlines() if "keyring_path" not in x)
-            )
+            raw = yaml.safe_load(path.read_text())
+            raw.pop("keyring_path", None)
+            (peer,) = raw.pop("peers")
+            if peer.get("key_blocks_dir") is not None:
+                raw["key_blocks_dir"] = peer["key_blocks_dir"]
+            raw["peer"] = {k: v for k, v in peer.items() if k != "key_blocks_dir"}
+            path.write_text(yaml.safe_dump(raw))
     for kme, folder in (("kme-alice", "ka"), ("kme-bob", "kb")):
         cmd = [sys.executable, "-c", _INGEST, str(wd / f"{kme}.yaml"), str(wd / folder)]
         subprocess.run(cmd, env=env, cwd=code, check=True)
