@@ -250,6 +250,29 @@ def _penalties(eps_term: float, eps_cor: float, parts: float) -> float:
     return parts * math.log2(1.0 / eps_term) + math.log2(2.0 / eps_cor)
 
 
+def lim_key_length(
+    terms: dict[str, float],
+    key_bits: float,
+    test_bits: float,
+    phase_error_rate: float,
+    leak_ec_bits: float,
+    eps: float,
+    eps_pa: float,
+    eps_cor: float,
+    pa_terms: float,
+    credited_bits: float = 0.0,
+) -> KeyLength:
+    """The last step of Lim et al. 2014 (Eqs. 1-2), shared by every analysis built on it: the
+    phase error of the ``key_bits`` is the test rate plus the sampling correction gamma, and
+    ``l = credited_bits + key_bits (1 - h(phi)) - leak_EC - pa_terms log2(1/eps_pa) -
+    log2(2/eps_cor)``. Adds ``phase_error_upper`` and ``penalty_bits`` to ``terms``."""
+    phi = min(0.5, phase_error_rate + gamma(eps, phase_error_rate, key_bits, test_bits))
+    penalty = _penalties(eps_pa, eps_cor, pa_terms)
+    length = credited_bits + key_bits * (1.0 - h(phi)) - leak_ec_bits - penalty
+    terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
+    return KeyLength(max(0, math.floor(length)), terms, length)
+
+
 def decoy_key_length(
     counts: ObservedCounts,
     leak_ec_bits: float,
@@ -289,11 +312,9 @@ def decoy_key_length(
         terms["phase_error_upper"] = 0.5
         return KeyLength(0, terms)
     ratio = min(v_x1 / s_x1, 0.5)
-    phi = min(0.5, ratio + gamma(eps_est, ratio, s_z1, s_x1))
-    penalty = _penalties(eps_pa, eps_cor, 6.0)
-    length = s_z0 + s_z1 * (1.0 - h(phi)) - leak_ec_bits - penalty
-    terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
-    return KeyLength(max(0, math.floor(length)), terms, length)
+    return lim_key_length(
+        terms, s_z1, s_x1, ratio, leak_ec_bits, eps_est, eps_pa, eps_cor, 6.0, credited_bits=s_z0
+    )
 
 
 def _chernoff_lower_actual(expected: float, eps: float) -> float:
@@ -393,11 +414,7 @@ def lp_decoy_key_length(
         terms["phase_error_upper"] = 0.5
         return KeyLength(0, terms)
     ratio = min(v_test / s_test, 0.5)
-    phi = min(0.5, ratio + gamma(eps, ratio, s_key, s_test))
-    penalty = _penalties(eps_pa, eps_cor, 6.0)
-    length = s_key * (1.0 - h(phi)) - leak_ec_bits - penalty
-    terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
-    return KeyLength(max(0, math.floor(length)), terms, length)
+    return lim_key_length(terms, s_key, s_test, ratio, leak_ec_bits, eps, eps_pa, eps_cor, 6.0)
 
 
 def tagged_key_length(

@@ -90,7 +90,7 @@ from qdnet.security.finite_key import (
     chernoff_upper,
     expectation_lower,
     expectation_upper,
-    gamma,
+    lim_key_length,
     serfling_margin,
 )
 
@@ -363,8 +363,6 @@ def decoy_key_length(
         terms["phase_error_upper"] = 0.5
         return KeyLength(0, terms)
     ratio = min(t_x / s_x, 0.5)
-    phi = min(0.5, ratio + gamma(eps_est, ratio, s_z, s_x))
-    penalty = PRIVACY_AMPLIFICATION_TERMS * math.log2(1.0 / eps_pa) + math.log2(2.0 / eps_cor)
-    length = s_z * (1.0 - h(phi)) - leak_ec_bits - penalty
-    terms.update({"phase_error_upper": phi, "penalty_bits": penalty})
-    return KeyLength(max(0, math.floor(length)), terms, length)
+    return lim_key_length(
+        terms, s_z, s_x, ratio, leak_ec_bits, eps_est, eps_pa, eps_cor, PRIVACY_AMPLIFICATION_TERMS
+    )

@@ -57,7 +57,7 @@ from qdnet.security.finite_key import (
     eps_per_term,
     expectation_lower,
     expectation_upper,
-    gamma,
+    lim_key_length,
 )
 
 PROTOCOL = "three-state-time-bin"
@@ -173,13 +173,8 @@ def key_length(
         expectation_lower(counts.x_in_x_plus, eps) / n_xx - p_multi,
         2.0 * (expectation_lower(counts.z_in_x_detections, eps) / n_zx - p_multi),
     )
-    phi = min(0.5, rate + gamma(eps, rate, s_key, s_test))
-    penalty = 4.0 * math.log2(1.0 / eps_pa) + math.log2(2.0 / eps_cor)
-    length = s_key * (1.0 - h(phi)) - leak_ec_bits - penalty
-    terms.update(
-        {"phase_error_rate_upper": rate, "phase_error_upper": phi, "penalty_bits": penalty}
-    )
-    return KeyLength(max(0, math.floor(length)), terms, length)
+    terms["phase_error_rate_upper"] = rate
+    return lim_key_length(terms, s_key, s_test, rate, leak_ec_bits, eps, eps_pa, eps_cor, 4.0)
 
 
 @dataclass(frozen=True)
@@ -296,13 +291,10 @@ def decoy_key_length(
         terms["phase_error_upper"] = 0.5
         return KeyLength(0, terms)
     rate = est.phase_error_rate
-    phi = min(0.5, rate + gamma(eps, rate, est.key_bits, est.test_bits))
-    penalty = 4.0 * math.log2(1.0 / eps_pa) + math.log2(2.0 / eps_cor)
-    length = est.key_bits * (1.0 - h(phi)) - leak_ec_bits - penalty
-    terms.update(
-        {"phase_error_rate_upper": rate, "phase_error_upper": phi, "penalty_bits": penalty}
+    terms["phase_error_rate_upper"] = rate
+    return lim_key_length(
+        terms, est.key_bits, est.test_bits, rate, leak_ec_bits, eps, eps_pa, eps_cor, 4.0
     )
-    return KeyLength(max(0, math.floor(length)), terms, length)
 
 
 def _actual_lower(expected: float, eps: float) -> float:
