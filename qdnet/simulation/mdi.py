@@ -283,6 +283,7 @@ def simulate_mdi(
     levels_a = np.repeat(np.asarray(plan.intensities_a) * view.eta_a, n_classes)
     levels_b = np.tile(np.asarray(plan.intensities_b) * view.eta_b, n_classes)
     # Probabilities scaled by 2**53: ``uniform < p`` is ``top 53 bits < p * 2**53`` exactly.
+    amp_a, amp_b = _amplitudes(1.0, 0.0), _amplitudes(-1.0, rotation)
     tables = _KernelTables(
         pair_cum * _TWO53,
         cumulative * _TWO53,
@@ -292,8 +293,9 @@ def simulate_mdi(
         plan.basis_bias * _TWO53,
         (view.misalignment if plan.lasers else 0.0) * _TWO53,
         link.mdi.photon_overlap * _TWO53,
-        _amplitudes(1.0, 0.0),
-        _amplitudes(-1.0, rotation),
+        amp_a,
+        amp_b,
+        *_two_photon_table(amp_a, amp_b),
         levels_a,
         levels_b,
     )
@@ -426,6 +428,8 @@ class _KernelTables:
     overlap53: float
     amp_a: FloatArray
     amp_b: FloatArray
+    pair_out_cum: FloatArray
+    pair_out_masks: IntArray
     mean_a: FloatArray
     mean_b: FloatArray
 
@@ -457,6 +461,8 @@ class _KernelTables:
             self.overlap53,
             self.amp_a,
             self.amp_b,
+            self.pair_out_cum,
+            self.pair_out_masks,
             self.mean_a,
             self.mean_b,
             out.slot,
@@ -483,6 +489,27 @@ def _amplitudes(sign: float, rotation_deg: float) -> FloatArray:
             c, s = math.cos(angle), math.sin(angle)
             out[2 * basis + bit] = np.array([c, s, sign * c, sign * s]) / math.sqrt(2.0)
     return out
+
+
+def _two_photon_table(amp_a: FloatArray, amp_b: FloatArray) -> tuple[FloatArray, IntArray]:
+    """Where two identical photons of states ``row_a`` and ``row_b`` leave the beam splitter:
+    cumulative weights ``|u_m v_n + u_n v_m|^2`` (m < n) and ``2 (u_m v_m)^2`` (both in m) over the
+    ten detector pairs, shape (4, 4, 10), and each pair's click mask (Hong, Ou, Mandel 1987)."""
+    pairs = [(m, n) for m in range(4) for n in range(m, 4)]
+    cumulative = np.empty((4, 4, len(pairs)))
+    for row_a in range(4):
+        for row_b in range(4):
+            acc = 0.0
+            for index, (m, n) in enumerate(pairs):
+                x = amp_a[row_a, m] * amp_b[row_b, n]
+                if m == n:
+                    acc += 2.0 * x * x
+                else:
+                    y = x + amp_a[row_a, n] * amp_b[row_b, m]
+                    acc += y * y
+                cumulative[row_a, row_b, index] = acc
+    masks = np.array([(1 << m) | (1 << n) for m, n in pairs], dtype=np.int64)
+    return cumulative, masks
 
 
 @njit(inline="always")
@@ -516,6 +543,8 @@ def _candidate_kernel(  # pragma: no cover - compiled
     overlap53: float,
     amp_a: FloatArray,
     amp_b: FloatArray,
+    pair_out_cum: FloatArray,
+    pair_out_masks: IntArray,
     mean_a: FloatArray,
     mean_b: FloatArray,
     o_slot: IntArray,
@@ -612,34 +641,14 @@ def _candidate_kernel(  # pragma: no cover - compiled
                 w, st = step(st)
                 identical = u53(w) < overlap53
             if identical:
-                # Two-photon output: |u_m v_n + u_n v_m|^2 for m < n, 2 (u_m v_m)^2 for m = n.
-                total = 0.0
-                for m in range(4):
-                    for n in range(m, 4):
-                        x = amp_a[row_a, m] * amp_b[row_b, n]
-                        if m == n:
-                            total += 2.0 * x * x
-                        else:
-                            y = x + amp_a[row_a, n] * amp_b[row_b, m]
-                            total += y * y
+                # Two-photon output (_two_photon_table): one of the ten detector pairs.
+                cum = pair_out_cum[row_a, row_b]
                 w, st = step(st)
-                v = u53(w) * (1.0 / _TWO53) * total
-                acc = 0.0
+                v = u53(w) * (1.0 / _TWO53) * cum[9]
                 chosen = 0
-                for m in range(4):
-                    for n in range(m, 4):
-                        x = amp_a[row_a, m] * amp_b[row_b, n]
-                        if m == n:
-                            acc += 2.0 * x * x
-                        else:
-                            y = x + amp_a[row_a, n] * amp_b[row_b, m]
-                            acc += y * y
-                        chosen = (1 << m) | (1 << n)
-                        if v < acc:
-                            break
-                    if v < acc:
-                        break
-                clicks |= chosen
+                while chosen < 9 and v >= cum[chosen]:
+                    chosen += 1
+                clicks |= pair_out_masks[chosen]
             else:
                 for k in range(4):
                     weights[k] = amp_a[row_a, k] * amp_a[row_a, k]
