@@ -23,8 +23,30 @@ from qdnet.postprocessing.keyblock import KeyBlock
 from tests.kms.conftest import PG_ENV, pg_admin_url, pg_databases, write_blocks
 
 
+class KMSProcesses:
+    """KMS processes by name: kill one (kill -9 by default), stop all (SIGTERM, then SIGKILL)."""
+
+    procs: dict[str, subprocess.Popen[bytes]]
+
+    def kill(self, side: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(side)
+        proc.send_signal(sig)
+        proc.wait(20)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
 @dataclass
-class Pair:
+class Pair(KMSProcesses):
     """Two KMS processes: kme-alice serves app-a (and app-c), kme-bob serves app-b."""
 
     work: Path
@@ -53,22 +75,6 @@ class Pair:
             (self.url_a, "app-a", "app-b") if side == "a" else (self.url_b, "app-b", "app-a")
         )
         wait_until_serving(url, self.pki, sae, slave, timeout_s=30)
-
-    def kill(self, side: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop(side)
-        proc.send_signal(sig)
-        proc.wait(20)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
 
     def log(self) -> str:
         path = self.work / "kms.log"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import signal
 import subprocess
 import threading
 import time
@@ -31,6 +30,7 @@ from qdnet.kms.pki import PKI, create_pki
 from qdnet.kms.service import open_store
 from qdnet.kms.settings import KMSSettings, dump_settings
 from qdnet.kms.topology import mesh_settings
+from tests.kms.adversarial.conftest import KMSProcesses
 from tests.kms.conftest import write_blocks
 
 NODES = {"kme-a": ["app-a"], "kme-b": ["app-b"], "kme-c": ["app-c"]}
@@ -41,7 +41,7 @@ MAX_KEYS = 4
 
 
 @dataclass
-class Line:
+class Line(KMSProcesses):
     """The three KMS processes."""
 
     work: Path
@@ -57,22 +57,6 @@ class Line:
         self.procs[kme] = spawn_kms(self.work / kme / f"{kme}.yaml", self.work / f"{kme}.log")
         sae, slave = WAIT_AS[kme]
         wait_until_serving(self.url(kme), self.pki, sae, slave, timeout_s=30)
-
-    def kill(self, kme: str) -> None:
-        proc = self.procs.pop(kme)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(20)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
 
     def client(self, sae: str, kme: str) -> SAEClient:
         cred = self.pki.credential(sae)
