@@ -858,9 +858,11 @@ def _partner_probes(x: int, b: BobArrays, nq: int) -> int:  # pragma: no cover -
 
 @nb.njit(cache=True, inline="always")
 def _descend(
-    b: BobArrays, ns: int, depth: int
+    b: BobArrays, ns: int, depth: int, max_flips: int
 ) -> tuple[int, int, int]:  # pragma: no cover - compiled
-    """Advance every search until it needs questions, flips a bit or dies.
+    """Advance every search until it needs questions, flips a bit or dies; stops as soon as
+    more than ``max_flips`` bits were flipped (forged parities can make the flips spawn searches
+    that flip bits back for ever; the caller then ends the round).
 
     A search that needs information asks for the left children of every node of its subtree
     down to ``depth`` levels (2^depth - 1 parities; depth 1 is plain bisection), top-down, into
@@ -901,6 +903,8 @@ def _descend(
                 before = ns
                 ns = _flip(x, b, ns)
                 flips += 1
+                if flips > max_flips:
+                    return ns, flips, nq
                 if probe and p > 0 and (geo[p, 2] or (b.opts[3] and b.late[0])):
                     asked = _partner_probes(x, b, nq)
                     if asked > nq:
@@ -1142,7 +1146,7 @@ def _bob_round(
             ns, flips = _apply_probes(answers, b, ns)
     while True:
         depth = tail_depth if ns <= tail else 1
-        ns, f, nq = _descend(b, ns, depth)
+        ns, f, nq = _descend(b, ns, depth, width // 2 - flips)
         flips += f
         if 2 * flips > width:  # only parities inconsistent with Alice's bits get this far
             raise ValueError("Cascade: flips in one round exceed half the frame (bad parities)")
