@@ -118,7 +118,6 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from qdnet.postprocessing.estimation import binary_entropy
 from qdnet.postprocessing.ldpc_bp import (
     LANES,
     LANES_MAX_CHECK_DEGREE,
@@ -129,6 +128,7 @@ from qdnet.postprocessing.ldpc_bp import (
     layered_bp_frame,
     layered_bp_lanes,
 )
+from qdnet.security.entropy import binary_entropy
 from qdnet.transport.authentication import AuthenticatedChannel
 from qdnet.transport.messages import Message, MessageKind, ProtocolError
 
@@ -471,34 +471,6 @@ def _deal_sockets(
     return edge_col
 
 
-@nb.njit(cache=True)
-def _csr_from_edges(
-    rows: NDArray[np.int64], cols: NDArray[np.int64], m: int
-) -> tuple[NDArray[np.int32], NDArray[np.int32]]:  # pragma: no cover - compiled
-    """CSR (indptr, indices) of the edges (rows[e], cols[e]), given in nondecreasing column
-    order: a stable counting sort by row leaves each row's columns sorted; a repeated edge
-    (possible only when m is tiny) is kept once."""
-    start = np.zeros(m + 1, dtype=np.int64)
-    for e in range(rows.shape[0]):
-        start[rows[e] + 1] += 1
-    for r in range(m):
-        start[r + 1] += start[r]
-    fill = start[:-1].copy()
-    idx = np.empty(rows.shape[0], dtype=np.int32)
-    for e in range(rows.shape[0]):
-        idx[fill[rows[e]]] = cols[e]
-        fill[rows[e]] += 1
-    indptr = np.zeros(m + 1, dtype=np.int32)
-    out = 0
-    for r in range(m):
-        for e in range(start[r], start[r + 1]):
-            if e == start[r] or idx[e] != idx[e - 1]:
-                idx[out] = idx[e]
-                out += 1
-        indptr[r + 1] = out
-    return indptr, idx[:out].copy()
-
-
 def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> sp.csr_matrix:
     """Deterministic m x n parity-check matrix of the family (same on both ends).
 
@@ -534,35 +506,23 @@ def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> s
     stair = np.arange(n2, dtype=np.int64)
     rows = np.concatenate([np.column_stack([stair, stair + 1]).ravel(), sockets])
     cols = np.concatenate([np.repeat(stair, 2), edge_col])
-    indptr, indices = _csr_from_edges(rows, cols, m)
-    h = sp.csr_matrix((np.ones(len(indices), dtype=np.uint8), indices, indptr), shape=(m, n))
+    # SciPy's COO -> CSR conversion (a stable counting sort by row: the columns, given in
+    # nondecreasing order, stay sorted in each row) sums a repeated edge (possible only when m
+    # is tiny) into one entry, which is then set back to 1.
+    h = sp.csr_matrix((np.ones(len(rows), dtype=np.uint8), (rows, cols)), shape=(m, n))
+    h.data[:] = 1
+    h.indptr = h.indptr.astype(np.int32, copy=False)
+    h.indices = h.indices.astype(np.int32, copy=False)
     _CODE_CACHE[key] = h
     while len(_CODE_CACHE) > 32:
         _CODE_CACHE.popitem(last=False)
     return h
 
 
-@nb.njit(cache=True)
-def _csr_syndrome(
-    row_ptr: NDArray[np.int32], col: NDArray[np.int32], bits: Bits
-) -> Bits:  # pragma: no cover - compiled
-    m = row_ptr.shape[0] - 1
-    out = np.zeros(m, dtype=np.uint8)
-    for c in range(m):
-        par = 0
-        for e in range(row_ptr[c], row_ptr[c + 1]):
-            par ^= bits[col[e]]
-        out[c] = par & 1
-    return out
-
-
 def syndrome(h: sp.csr_matrix, bits: Bits) -> Bits:
-    """H x over GF(2)."""
-    return _csr_syndrome(
-        h.indptr.astype(np.int32, copy=False),
-        h.indices.astype(np.int32, copy=False),
-        np.ascontiguousarray(bits, dtype=np.uint8),
-    )
+    """H x over GF(2): SciPy's sparse product in uint8 (the row sums wrap modulo 256, which
+    keeps their parity), then the low bit."""
+    return (h @ np.ascontiguousarray(bits, dtype=np.uint8)) & np.uint8(1)
 
 
 def reveal_count(n: int, qber: float, round_index: int, cfg: LdpcConfig) -> int:
@@ -619,7 +579,7 @@ class LdpcBob:
         self.cfg = cfg
         self.row_ptr = h.indptr.astype(np.int32, copy=False)
         self.col = h.indices.astype(np.int32, copy=False)
-        self.target = (s_alice ^ _csr_syndrome(self.row_ptr, self.col, self.y)).astype(np.uint8)
+        self.target = (s_alice ^ syndrome(h, self.y)).astype(np.uint8)
         self.prior_llr = prior_llr(qber)
         self.post = np.full(self.n, self.prior_llr, dtype=np.float32)
         self.msg = np.zeros(len(self.col), dtype=np.float32)
@@ -800,7 +760,7 @@ class LdpcBobFrames:
                 for lane, i in enumerate(int(i) for i in part):
                     batch.frames.append(i)
                     batch.post[:, lane] = self.prior
-                    batch.target[:, lane] = syndromes[i] ^ _csr_syndrome(row_ptr, col, self.y[i])
+                    batch.target[:, lane] = syndromes[i] ^ syndrome(h, self.y[i])
                     self.lane[i] = (batch, lane)
                 group.append(batch)
             self.groups.append(group)

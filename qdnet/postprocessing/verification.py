@@ -16,51 +16,59 @@ import math
 import secrets
 from dataclasses import dataclass
 
-import numba as nb
 import numpy as np
 from numpy.typing import NDArray
 
 MERSENNE_61 = (1 << 61) - 1
 HASH_BITS_PER_KEY = 61
+Words = NDArray[np.uint64]
 
 
-@nb.njit(cache=True, inline="always")
-def _mulmod61(a: np.uint64, b: np.uint64) -> np.uint64:  # pragma: no cover - compiled
-    mask32 = np.uint64(0xFFFFFFFF)
-    p = np.uint64(MERSENNE_61)
-    a_hi = a >> np.uint64(32)
-    a_lo = a & mask32
-    b_hi = b >> np.uint64(32)
-    b_lo = b & mask32
-    hi = a_hi * b_hi
-    mid = a_hi * b_lo + a_lo * b_hi
-    lo = a_lo * b_lo
-    m_hi = mid >> np.uint64(29)
-    m_lo = mid & np.uint64((1 << 29) - 1)
-    r = (hi << np.uint64(3)) + m_hi + (m_lo << np.uint64(32)) + (lo >> np.uint64(61)) + (lo & p)
-    r = (r & p) + (r >> np.uint64(61))
-    if r >= p:
-        r -= p
-    return r
+_P = np.uint64(MERSENNE_61)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_LOW29 = np.uint64((1 << 29) - 1)
 
 
-@nb.njit(cache=True)
-def _poly_hash(words: NDArray[np.uint64], r: np.uint64, nbits: np.uint64) -> np.uint64:
-    # pragma: no cover - compiled
-    p = np.uint64(MERSENNE_61)
-    acc = np.uint64(0)
-    for i in range(words.shape[0] - 1, -1, -1):
-        acc = _mulmod61(acc, r) + words[i]
-        if acc >= p:
-            acc -= p
-    acc = _mulmod61(acc, r)  # sum_i w_i r^(i+1)
-    acc = acc + (nbits % p)
-    if acc >= p:
-        acc -= p
-    return acc
+def _reduce(x: Words) -> Words:
+    """x mod p for x < 2p: x - p wraps around to above x when x < p, so the smaller one."""
+    return np.minimum(x, x - _P)
 
 
-def _words(bits: NDArray[np.uint8]) -> NDArray[np.uint64]:
+def _mulmod61(a: Words, b: np.uint64) -> Words:
+    """a b mod p elementwise, for a, b < p. The 122-bit product is split into 32-bit
+    halves, with 2^61 = 1 (mod p) folding every part below 2^61: no partial sum reaches 2^63,
+    so the uint64 arithmetic is exact."""
+    a_hi, a_lo = a >> np.uint64(32), a & _LOW32
+    b_hi, b_lo = b >> np.uint64(32), b & _LOW32
+    hi = a_hi * b_hi  # < 2^58, weight 2^64 = 2^3 (mod p)
+    mid = a_hi * b_lo + a_lo * b_hi  # < 2^62, weight 2^32
+    lo = a_lo * b_lo  # < 2^64
+    r = (
+        (hi << np.uint64(3))
+        + (mid >> np.uint64(29))
+        + ((mid & _LOW29) << np.uint64(32))
+        + (lo >> np.uint64(61))
+        + (lo & _P)
+    )
+    return _reduce((r & _P) + (r >> np.uint64(61)))
+
+
+def _poly_hash(words: Words, r: int, nbits: int) -> int:
+    """(nbits + sum_i w_i r^(i+1)) mod p, evaluated as a tree: each level pairs neighbours,
+    v_j = v_2j + v_(2j+1) r^(2^level), so log2(L) vectorised levels replace L sequential steps
+    (about 2L multiplications in all)."""
+    v = words
+    power = np.uint64(r % MERSENNE_61)
+    while len(v) > 1:
+        if len(v) % 2:
+            v = np.append(v, np.uint64(0))
+        v = _reduce(v[0::2] + _mulmod61(v[1::2], power))
+        power = np.uint64(int(power) * int(power) % MERSENNE_61)
+    acc = int(v[0]) if len(v) else 0
+    return (acc * (r % MERSENNE_61) + nbits) % MERSENNE_61
+
+
+def _words(bits: NDArray[np.uint8]) -> Words:
     packed = np.packbits(bits)
     pad = (-len(packed)) % 4
     if pad:
@@ -99,4 +107,4 @@ class VerificationHash:
     def digest(self, bits: NDArray[np.uint8]) -> tuple[int, ...]:
         """Hash values of a 0/1 key array, one per key."""
         words = _words(bits)
-        return tuple(int(_poly_hash(words, np.uint64(r), np.uint64(len(bits)))) for r in self.keys)
+        return tuple(_poly_hash(words, r, len(bits)) for r in self.keys)

@@ -31,3 +31,18 @@ def test_verification_parameters() -> None:
     r = 123456789
     expect = (64 + 0xFFFFFFFF * r + 1 * r * r) % MERSENNE_61
     assert VerificationHash((r,)).digest(bits) == (expect,)
+
+
+def test_tree_evaluation_matches_horner_with_python_integers() -> None:
+    # The vectorised tree (uint64 arithmetic) against Horner's rule in exact Python integers,
+    # over odd and even word counts and keys next to 0 and p.
+    rng = np.random.default_rng(5)
+    for nbits in [1, 31, 32, 33, 64, 95, 96, 97, 1000, 4097, 33_000]:
+        bits = rng.integers(0, 2, nbits, dtype=np.uint8)
+        padded = np.concatenate([bits, np.zeros(-nbits % 32, np.uint8)])
+        words = [int("".join(map(str, w)), 2) for w in padded.reshape(-1, 32)]
+        for r in (1, 2, MERSENNE_61 - 1, int(rng.integers(0, MERSENNE_61))):
+            acc = 0
+            for w in reversed(words):
+                acc = (acc + w) * r % MERSENNE_61
+            assert VerificationHash((r,)).digest(bits) == ((acc + nbits) % MERSENNE_61,)
