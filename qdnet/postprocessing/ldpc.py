@@ -119,6 +119,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from qdnet.postprocessing.ldpc_bp import (
+    KERNEL_FLAGS,
     LANES,
     LANES_MAX_CHECK_DEGREE,
     LLR_CLAMP,
@@ -337,7 +338,7 @@ _SOCKET_PROBE = 512  # sockets searched for a degree-3 edge that keeps the gap, 
 _FAR = 1 << 40
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always")
 def _stair_dist(x: int, y: int, n2: int) -> int:  # pragma: no cover - compiled
     """Length of the staircase path between checks x and y (0..n2 are on it)."""
     if x == y:
@@ -347,7 +348,7 @@ def _stair_dist(x: int, y: int, n2: int) -> int:  # pragma: no cover - compiled
     return abs(x - y)
 
 
-@nb.njit(cache=True)
+@nb.njit(**KERNEL_FLAGS)
 def _keeps_gap(
     c: int,
     k: int,
@@ -395,28 +396,28 @@ def _keeps_gap(
     return True
 
 
-@nb.njit(cache=True)
+@nb.njit(**KERNEL_FLAGS)
 def _deal_sockets(
-    var_deg: NDArray[np.int64], first: int, sockets: NDArray[np.int64], m: int, gap: int
-) -> NDArray[np.int64]:  # pragma: no cover - compiled
+    var_deg: NDArray[np.int64],
+    first: int,
+    sockets: NDArray[np.int64],
+    gap: int,
+    edge_col: NDArray[np.int64],
+    last: NDArray[np.int64],
+    by_check: NDArray[np.int32],
+    count: NDArray[np.int64],
+    chosen: NDArray[np.int64],
+) -> None:  # pragma: no cover - compiled
     """Deal the shuffled check sockets to the edges of columns first.. in order. Each edge takes
     the next socket that does not repeat a check of its column and, for degree-3 columns, keeps
     the staircase gap (_keeps_gap; searched over _SOCKET_PROBE sockets, then only the repeat
     rule applies), swapping it forward; an unavoidable repeat at the very end is resolved by
-    swapping with an earlier edge of another column. The staircase spans checks 0..first."""
+    swapping with an earlier edge of another column. The staircase spans checks 0..first.
+    Writes each socket's column into ``edge_col``. Workspaces (allocated by the caller, which
+    spares compiling NumPy's allocators for this kernel): ``last`` (m, -1), ``by_check``
+    (m, sockets of the fullest check, 3), ``count`` (m, zeros), ``chosen`` (3)."""
     ns = sockets.shape[0]
-    edge_col = np.empty(ns, dtype=np.int64)
-    last = np.full(m, -1, dtype=np.int64)
-    per_check = np.zeros(m, dtype=np.int64)
-    for i in range(ns):
-        per_check[sockets[i]] += 1
-    width = 1
-    for c in range(m):
-        width = max(width, per_check[c])
-    by_check = np.empty((m, width, 3), dtype=np.int32)
-    count = np.zeros(m, dtype=np.int64)
     nv = var_deg.shape[0]
-    chosen = np.zeros(3, dtype=np.int64)
     pos = 0
     for v in range(first, nv):
         start = pos
@@ -468,7 +469,6 @@ def _deal_sockets(
                 by_check[w, count[w], 1] = chosen[1]
                 by_check[w, count[w], 2] = chosen[2]
                 count[w] += 1
-    return edge_col
 
 
 def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> sp.csr_matrix:
@@ -502,7 +502,19 @@ def make_code(n: int, m: int, seed: int = 0, cfg: LdpcConfig | None = None) -> s
         spare += np.bincount(rng.integers(0, m, short), minlength=m)
     sockets = np.repeat(np.arange(m, dtype=np.int64), spare)[: total - 2 * n2]
     rng.shuffle(sockets)
-    edge_col = _deal_sockets(var_deg, n2, sockets, m, _STAIR_GAP)
+    edge_col = np.empty(len(sockets), dtype=np.int64)
+    width = max(1, int(np.bincount(sockets, minlength=m).max(initial=0)))
+    _deal_sockets(
+        var_deg,
+        n2,
+        sockets,
+        _STAIR_GAP,
+        edge_col,
+        np.full(m, -1, dtype=np.int64),
+        np.empty((m, width, 3), dtype=np.int32),
+        np.zeros(m, dtype=np.int64),
+        np.zeros(3, dtype=np.int64),
+    )
     stair = np.arange(n2, dtype=np.int64)
     rows = np.concatenate([np.column_stack([stair, stair + 1]).ravel(), sockets])
     cols = np.concatenate([np.repeat(stair, 2), edge_col])

@@ -75,11 +75,24 @@ def _phi_table() -> NDArray[np.float32]:
 PHI_TABLE = _phi_table()
 
 
+#: The one flag set of every reconciliation kernel (here and in :mod:`qdnet.postprocessing.ldpc`):
+#: Numba compiles the NumPy and builtin helpers a kernel calls (np.empty, np.full, min, ...) once
+#: per flag set, so a single set spares a fresh clone a second and third compile of each.
+#: ``fastmath`` changes only floating-point code (the BP kernels, where it is wanted),
+#: ``error_model`` only division by zero (which none of these kernels divides by).
+KERNEL_FLAGS: dict[str, Any] = {
+    "cache": True,
+    "fastmath": True,
+    "error_model": "numpy",
+    "boundscheck": False,
+}
+
+
 # ---------------------------------------------------------------------------------------------
 # one frame, table-driven
 
 
-@nb.njit(cache=True, fastmath=True)
+@nb.njit(**KERNEL_FLAGS)
 def layered_bp_frame(
     row_ptr: NDArray[np.int32],
     col: NDArray[np.int32],
@@ -312,7 +325,7 @@ def log_pos(y: np.float32) -> np.float32:  # pragma: no cover - compiled
     return e * _LN2 + (c0 + g * (c1 + g * (c2 + g * (c3 + g * c4))))
 
 
-@nb.njit(cache=True, fastmath=True, error_model="numpy", boundscheck=False)
+@nb.njit(**KERNEL_FLAGS)
 def layered_bp_lanes(
     row_ptr: NDArray[np.int32],
     col: NDArray[np.int32],
@@ -421,7 +434,7 @@ def layered_bp_lanes(
     return max_iter
 
 
-@nb.njit(cache=True, boundscheck=False)
+@nb.njit(**KERNEL_FLAGS)
 def copy_lane(
     src: NDArray[np.float32], src_lane: int, dst: NDArray[np.float32], dst_lane: int
 ) -> None:  # pragma: no cover - compiled
