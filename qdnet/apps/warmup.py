@@ -1,17 +1,24 @@
-"""Compile the demo's Numba kernels in child processes while the link model runs.
+"""Compile the demo's Numba kernels in child processes while the demo imports and runs its link model.
 
 Every kernel of qdnet is compiled with ``cache=True``: the first process that needs one compiles
-it (seconds to tens of seconds) and writes it to Numba's on-disk cache, and every later process
-loads it in milliseconds. A fresh clone has no cache, and ``qdnet demo`` would compile its kernels
-one after the other, each when its step first runs. :func:`start` instead launches one child
-process per group of kernels (:data:`PARTS`), each calling those kernels once on small inputs of
-the demo's types, so that they compile side by side on all cores, while the demo's first part
-(the analytic link model) runs; before each step of the chain :func:`finish` waits for the parts
-that step runs (:func:`parts_needed_by`: the Monte Carlo first, error correction and amplification
-by the time keys are distilled), and the step then loads its kernels from the cache. Where the cache already holds the demo's main kernels for this
-CPU (:func:`is_warm`: the index file Numba keeps beside each cached function lists an entry for
-this machine's code generator, ``magic_tuple``), no child is started. The children's output is
-discarded: a child that fails costs only its time, as the chain compiles whatever it still lacks.
+it (seconds) and writes it to Numba's on-disk cache, and every later process loads it in
+milliseconds. A fresh clone has no cache, and ``qdnet demo`` would compile its kernels one after
+the other, each when its step first runs. :func:`start` instead launches one child process per
+group of :data:`CHILDREN` (two: one per core of a small machine), which runs its parts
+(:data:`PARTS`) in order, each calling a group of kernels once on small inputs of the demo's
+types, and marks each part done with an empty file in a fresh folder; it does so as the demo's
+first step, before the demo's own imports, so that compiling overlaps them and the analytic link
+model. Before each step of the chain :func:`finish` waits for the parts that step runs
+(:func:`parts_needed_by`: the Monte Carlo first, error correction and amplification by the time
+keys are distilled), and the step then loads its kernels from the cache. Where the cache already
+holds the demo's main kernels for this CPU (:func:`is_warm`: the index file Numba keeps beside
+each cached function lists an entry for this machine's code generator, ``magic_tuple``), no child
+is started. The children's output is discarded: a child that fails costs only its time, as the
+chain compiles whatever it still lacks.
+
+What the demo compiles on a fresh clone was cut to what it runs (CPU seconds measured per kernel
+with ``numba.core.event``): the verification hash, the LDPC code's CSR and syndromes are NumPy or
+SciPy, and the children decode small frames (compiling does not depend on the length).
 """
 
 from __future__ import annotations
@@ -19,47 +26,37 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-#: Frames of the reconciliation warm-up: the session's default length, as many as make the LDPC
-#: decoder use its lanes kernel (qdnet.postprocessing.ldpc.LANES_MIN_BUSY and more).
-LDPC_FRAME_BITS = 20_000
+#: Frames of the reconciliation warm-up: as many as make the LDPC decoder use its lanes kernel
+#: (qdnet.postprocessing.ldpc.LANES_MIN_BUSY and more), short (the compiled code is the same).
+LDPC_FRAME_BITS = 2_000
 LDPC_FRAMES = 8
-#: Pulses of the Monte Carlo warm-up (enough to reach every branch of the event kernel).
-WARM_PULSES = 1_000_000
+#: Pulses of the Monte Carlo warm-up (the event kernel is compiled whole on its first call).
+WARM_PULSES = 100_000
 #: Seconds a child may take before the demo stops waiting for it.
 TIMEOUT_S = 300.0
+#: Seconds between two looks at a child's progress.
+POLL_S = 0.02
 
 
-def _monte_carlo(link_file: Path, distance_km: float, reconciliation: str) -> None:
-    """The event kernel and the records writer, as :mod:`qdnet.apps.chain` runs them."""
-    from qdnet.attacks import make_attack
+def _monte_carlo(link_file: Path, reconciliation: str) -> None:
+    """The event kernel, on the demo's link."""
     from qdnet.config import load_link_config
     from qdnet.simulation.runner import simulate
 
-    config = load_link_config(link_file)
-    link = config.build().with_distance_km(distance_km)
-    attack = make_attack("intercept-resend", 0.5, "random", link.protocol.kind)
-    with tempfile.TemporaryDirectory(prefix="qdnet-warmup-") as folder:
-        for index, eve in enumerate((None, attack)):
-            simulate(
-                link,
-                WARM_PULSES,
-                np.random.default_rng(index),
-                attack=eve,
-                keep_records=False,
-                seed=index,
-                link_document=config.model_dump(mode="json"),
-                out=Path(folder) / f"run-{index}",
-            )
+    link = load_link_config(link_file).build()
+    simulate(link, WARM_PULSES, np.random.default_rng(0), keep_records=False, seed=0)
 
 
-def _reconciliation(link_file: Path, distance_km: float, reconciliation: str) -> None:
-    """Error correction (LDPC or Cascade) on frames of the session's length and types."""
+def _reconciliation(link_file: Path, reconciliation: str) -> None:
+    """Error correction (LDPC or Cascade) on frames of the session's types."""
     rng = np.random.default_rng(1)
     alice = [rng.integers(0, 2, LDPC_FRAME_BITS, dtype=np.uint8) for _ in range(LDPC_FRAMES)]
     flips = [(rng.random(LDPC_FRAME_BITS) < 0.02).astype(np.uint8) for _ in alice]
@@ -76,27 +73,28 @@ def _reconciliation(link_file: Path, distance_km: float, reconciliation: str) ->
         cascade.reconcile_frames_local(alice[:2], bob[:2], 0.02, 1)
 
 
-def _amplification(link_file: Path, distance_km: float, reconciliation: str) -> None:
-    """Privacy amplification (Toeplitz hashing) and the verification hash."""
+def _amplification(link_file: Path, reconciliation: str) -> None:
+    """Privacy amplification (Toeplitz hashing; the verification hash is NumPy)."""
     from qdnet.postprocessing.amplification import fresh_seed, toeplitz_hash
-    from qdnet.postprocessing.verification import VerificationHash
 
     key = np.random.default_rng(2).integers(0, 2, 4096, dtype=np.uint8)
     toeplitz_hash(key, fresh_seed(len(key), 1024), 1024)
-    VerificationHash.fresh(len(key), 1e-15).digest(key)
 
 
-#: The groups of kernels, one child process each.
-PARTS: dict[str, Callable[[Path, float, str], None]] = {
+#: The groups of kernels, by name.
+PARTS: dict[str, Callable[[Path, str], None]] = {
     "monte-carlo": _monte_carlo,
     "reconciliation": _reconciliation,
     "amplification": _amplification,
 }
+#: The parts each child runs, in order: the Monte Carlo first (the chain needs it first), and the
+#: two compile loads of about equal CPU time side by side.
+CHILDREN: tuple[tuple[str, ...], ...] = (("monte-carlo", "amplification"), ("reconciliation",))
 
 
 def _main_kernels(reconciliation: str) -> list[Any]:
     """The slowest-compiling kernel of each part (for :func:`is_warm`)."""
-    from qdnet.postprocessing import ldpc_bp, verification
+    from qdnet.postprocessing import amplification, ldpc_bp
     from qdnet.simulation.prepare_measure import event_kernel
 
     corrector: Any = ldpc_bp.layered_bp_lanes
@@ -104,7 +102,10 @@ def _main_kernels(reconciliation: str) -> list[Any]:
         from qdnet.postprocessing import cascade
 
         corrector = cascade._bob_round
-    return [event_kernel, corrector, verification._poly_hash]
+    kernels = [event_kernel, corrector]
+    if amplification.HOST_CLMUL_LANES:  # else the FFT path: nothing to compile
+        kernels.append(amplification._TOEPLITZ_WORDS[amplification.HOST_CLMUL_LANES])
+    return kernels
 
 
 def is_warm(reconciliation: str) -> bool:
@@ -121,30 +122,42 @@ def is_warm(reconciliation: str) -> bool:
     return True
 
 
-def start(
-    link_file: Path, distance_km: float, reconciliation: str
-) -> dict[str, subprocess.Popen[bytes]]:
-    """One child process per part of :data:`PARTS`, by part (they inherit NUMBA_CACHE_DIR and
-    the rest of the environment); none where the cache is warm."""
+@dataclass
+class Warmup:
+    """The children of one demo run and the folder where they mark their parts done."""
+
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    folder: tempfile.TemporaryDirectory[str] | None = None
+
+    def done(self, part: str) -> bool:
+        """Whether the child running ``part`` marked it compiled."""
+        return self.folder is not None and (Path(self.folder.name) / f"{part}.done").exists()
+
+
+def start(link_file: Path, reconciliation: str) -> Warmup:
+    """One child process per group of :data:`CHILDREN` (they inherit NUMBA_CACHE_DIR and the
+    rest of the environment); none where the cache is warm."""
     if is_warm(reconciliation):
-        return {}
-    return {
-        part: subprocess.Popen(
+        return Warmup()
+    warm = Warmup(folder=tempfile.TemporaryDirectory(prefix="qdnet-warmup-"))
+    for parts in CHILDREN:
+        child = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "qdnet.apps.warmup",
-                part,
+                ",".join(parts),
                 str(link_file),
-                repr(distance_km),
                 reconciliation,
+                warm.folder.name if warm.folder else "",
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for part in PARTS
-    }
+        for part in parts:
+            warm.children[part] = child
+    return warm
 
 
 def parts_needed_by(step: str) -> tuple[str, ...]:
@@ -157,29 +170,40 @@ def parts_needed_by(step: str) -> tuple[str, ...]:
     return ()
 
 
-def finish(children: list[subprocess.Popen[bytes]], timeout_s: float = TIMEOUT_S) -> None:
-    """Wait for the children (each at most ``timeout_s``); stop any still running."""
-    try:
-        for child in children:
-            child.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        stop(children)
+def finish(warm: Warmup, parts: tuple[str, ...], timeout_s: float = TIMEOUT_S) -> None:
+    """Wait until each of ``parts`` is marked done or its child has exited (each at most
+    ``timeout_s``); a child that runs past that is stopped."""
+    for part in parts:
+        child = warm.children.get(part)
+        if child is None:
+            continue
+        deadline = time.monotonic() + timeout_s
+        while not warm.done(part) and child.poll() is None:
+            if time.monotonic() > deadline:
+                stop(Warmup({part: child}))
+                break
+            time.sleep(POLL_S)
 
 
-def stop(children: list[subprocess.Popen[bytes]]) -> None:
-    """Stop the children still running (the demo failed or gave up waiting)."""
-    for child in children:
+def stop(warm: Warmup) -> None:
+    """Stop the children still running (the demo ended, failed or gave up waiting) and remove
+    the markers' folder."""
+    for child in warm.children.values():
         if child.poll() is None:
             child.kill()
             child.wait()
+    if warm.folder is not None:
+        warm.folder.cleanup()
 
 
 def main(argv: list[str]) -> int:
-    """``python -m qdnet.apps.warmup PART LINK_FILE DISTANCE_KM RECONCILIATION``."""
-    part, link_file, distance_km, reconciliation = argv
-    PARTS[part](Path(link_file), float(distance_km), reconciliation)
+    """``python -m qdnet.apps.warmup PART[,PART...] LINK_FILE RECONCILIATION [FOLDER]``: run the
+    parts in order, each marked done in FOLDER (if given) once compiled."""
+    parts, link_file, reconciliation, *folder = argv
+    for part in parts.split(","):
+        PARTS[part](Path(link_file), reconciliation)
+        if folder and folder[0]:
+            (Path(folder[0]) / f"{part}.done").touch()
     return 0
 
 

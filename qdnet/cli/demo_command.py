@@ -137,19 +137,21 @@ def register(app: typer.Typer) -> None:
             raise ValueError(f"--reconciliation must be ldpc or cascade, got {reconciliation!r}")
         prepare_workdir(workdir)
         from qdnet.apps import warmup
-        from qdnet.apps.chain import ChainSettings, run_chain
 
-        settings = ChainSettings(
-            link_file=folder / "telecom-dot-bb84.yaml",
-            workdir=workdir.resolve(),
-            pulses=int(pulses),
-            seed=seed,
-            reconciliation=reconciliation,
-        )
-        # Kernels compile in child processes while the link model runs (fresh clone: no cache);
-        # each step of the chain waits only for the kernels it runs.
-        children = warmup.start(settings.link_file, settings.distance_km, reconciliation)
+        # Kernels compile in child processes while the chain's modules import and the link model
+        # runs (fresh clone: no cache); each step of the chain waits only for the kernels it runs.
+        link_file = folder / "telecom-dot-bb84.yaml"
+        warm = warmup.start(link_file, reconciliation)
         try:
+            from qdnet.apps.chain import ChainSettings, run_chain
+
+            settings = ChainSettings(
+                link_file=link_file,
+                workdir=workdir.resolve(),
+                pulses=int(pulses),
+                seed=seed,
+                reconciliation=reconciliation,
+            )
             console.print(link_comparison(folder))
             with Progress(
                 SpinnerColumn(),
@@ -162,12 +164,11 @@ def register(app: typer.Typer) -> None:
 
                 def step(name: str) -> None:
                     progress.update(task, description=name)
-                    needed = [children[p] for p in warmup.parts_needed_by(name) if p in children]
-                    warmup.finish(needed)
+                    warmup.finish(warm, warmup.parts_needed_by(name))
 
                 summary = run_chain(settings, step=step)
         finally:
-            warmup.stop(list(children.values()))
+            warmup.stop(warm)
         for table in chain_tables(summary):
             console.print(table)
         total = sum(summary.timings_s.values())
