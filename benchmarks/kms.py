@@ -378,9 +378,11 @@ def run_backend(
 
 
 def run_relay_line(
-    work: Path, conns: int, duration: float, warmup: float, pool_bytes: int, load_procs: int = 2
-) -> list[dict[str, Any]]:
-    """Five KMS processes in a line (SQLite); relayed and single-hop pairs side by side."""
+    work: Path, conns: int, duration: float, warmup: float, pool_bytes: int, load_procs: int = 2,
+    code: str | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Five KMS processes in a line (SQLite; served from checkout ``code``, default this one);
+    relayed and single-hop pairs side by side."""
     from qdnet.kms.settings import dump_settings
     from qdnet.kms.topology import mesh_settings
 
@@ -397,7 +399,10 @@ def run_relay_line(
         (wd / kme / f"{kme}.yaml").write_text(dump_settings(st))
     for a, b in links:
         _blocks([wd / a / "keys" / b, wd / b / "keys" / a], pool_bytes)
-    procs = [spawn_kms(wd / k / f"{k}.yaml", wd / "kms.log") for k in LINE]
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = code
+    procs = [spawn_kms(wd / k / f"{k}.yaml", wd / "kms.log", env, code) for k in LINE]
     urls = {k: f"https://127.0.0.1:{settings[k].listen.port}" for k in LINE}
     try:
         wait_until_serving(urls["kme-1"], pki, "app-1", "app-5")
@@ -415,6 +420,10 @@ def run_relay_line(
             }  # fmt: skip
             loadgens.append(ctx.Process(target=_load_process, args=(args, q)))
             loadgens[-1].start()
+        time.sleep(max(0.0, t0_wall + warmup - time.time()))
+        cpu0 = sum(_cpu_s(server.pid) for server in procs)
+        time.sleep(duration)
+        cpu_s = sum(_cpu_s(server.pid) for server in procs) - cpu0
         parts = [q.get(timeout=duration + warmup + 120) for _ in loadgens]
         for lg in loadgens:
             lg.join(30)
@@ -424,18 +433,31 @@ def run_relay_line(
         for server in procs:
             server.wait(30)
     rows = []
+    pairs = sum(len(p["lat"][kind]) for p in parts for kind in ("relay4_pair", "hop1_pair"))
     for kind in ("relay4_pair", "hop1_pair"):
         per = [{"lat": p["lat"][kind], "errors": p["errors"][kind]} for p in parts]
         res = _summary(per, duration)
+        # CPU of the five KMS processes over the measured window, per pair of either kind
+        res["kms_cpu_ms_per_pair"] = 1000 * cpu_s / pairs if pairs else float("nan")
         first = [p["first_error"][kind] for p in parts if kind in p["first_error"]]
         if first:
             print(f"# {kind}: first error {first[0]}", file=sys.stderr)
         res.update(
-            {"backend": "sqlite", "case": kind, "connections": conns // 2, "procs": load_procs,
-             "code": "this"}
+            {"backend": "sqlite", "case": kind, "procs": load_procs,
+             "connections": (conns + 1) // 2 if kind == "relay4_pair" else conns // 2,
+             "code": "baseline" if code else "this"}
         )  # fmt: skip
         rows.append(res)
     return rows
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_line_pools(urls: dict[str, str], pki: PKI, wait_s: float = 60) -> None:
@@ -498,41 +520,43 @@ def main(argv: list[str] | None = None) -> int:
                         backend, work, pki, cases, conns, duration, warmup, pool, pg_base,
                         args.procs, code,
                     )  # fmt: skip
-        if line:
-            rows += run_relay_line(work, conns, duration, warmup, 4 << 20, args.procs)
+        for _ in range(args.rounds) if line else []:
+            for code in codes:
+                rows += run_relay_line(work, conns, duration, warmup, 4 << 20, args.procs, code)
     print(
         f"{'code':<9} {'backend':<11} {'case':<13} {'conns':>5} {'req/s':>8} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'errors':>6}"
+        f"{'p99 ms':>7} {'errors':>6} {'kms cpu ms/pair':>15}"
     )
     for r in rows:
         print(
             f"{r['code']:<9} {r['backend']:<11} {r['case']:<13} {r['connections']:>5} "
-            f"{r['req_per_s']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['errors']:>6}"
+            f"{r['req_per_s']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['errors']:>6} "
+            f"{r.get('kms_cpu_ms_per_pair', float('nan')):>15.1f}"
         )
     for r in rows:
         print(json.dumps({"benchmark": "kms", "cpus": os.cpu_count(), **r}))
     if args.baseline:
-        for backend in backends:
-            for case in cases:
+        compared = [(b, c) for b in backends for c in cases]
+        compared += [("sqlite", c) for c in ("relay4_pair", "hop1_pair") if line]
+        for backend, case in compared:
 
-                def med(code: str, key: str, b: str = backend, c: str = case) -> float:
-                    vals = [
-                        r[key]
-                        for r in rows
-                        if r["code"] == code and r["backend"] == b and r["case"] == c
-                    ]
-                    return statistics.median(vals)
+            def med(code: str, key: str, b: str = backend, c: str = case) -> float:
+                vals = [
+                    r[key]
+                    for r in rows
+                    if r["code"] == code and r["backend"] == b and r["case"] == c
+                ]
+                return statistics.median(vals)
 
-                ratio = {
-                    k: med("this", k) / med("baseline", k)
-                    for k in ("req_per_s", "p50_ms", "p99_ms")
-                }
-                print(
-                    json.dumps(
-                        {"benchmark": "kms_vs_baseline", "backend": backend, "case": case,
-                         "rounds": args.rounds, **{f"ratio_{k}": round(v, 3) for k, v in ratio.items()}}
-                    )
-                )  # fmt: skip
+            keys = ["req_per_s", "p50_ms", "p99_ms"]
+            keys += ["kms_cpu_ms_per_pair"] if case in ("relay4_pair", "hop1_pair") else []
+            ratio = {k: med("this", k) / (med("baseline", k) or float("nan")) for k in keys}
+            print(
+                json.dumps(
+                    {"benchmark": "kms_vs_baseline", "backend": backend, "case": case,
+                     "rounds": args.rounds, **{f"ratio_{k}": round(v, 3) for k, v in ratio.items()}}
+                )
+            )  # fmt: skip
     return 0
 
 

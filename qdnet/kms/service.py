@@ -217,41 +217,31 @@ class PeerLink:
                         job.future.set_result((relay_fail(f"{self.name}: {reason}"), None))
 
     async def _send_relays(self, jobs: list[_RelayJob]) -> None:
-        store, me = self.store, self.service.settings.kme_id
-        plans = await self.db(store.plan, [j.nbytes for j in jobs], self.leader, self.name, True)
-        ready = []
-        for job, plan in zip(jobs, plans, strict=True):
-            if plan is None:
-                job.future.set_result(
-                    (relay_fail(f"no key on link {me}-{self.name}", (me, self.name)), None)
-                )
-            else:
-                ready.append((job, plan))
-        if not ready:
-            return
+        me = self.service.settings.kme_id
         assert self.client is not None
         try:  # a peer that is down costs no pad
             await self.client.connect()
         except PeerError as err:
             self._outage.failed(err)
-            for job, _ in ready:
+            for job in jobs:
                 job.future.set_result(
                     (relay_fail(f"{self.name} unreachable", node=self.name), None)
                 )
             return
         # the pads are consumed here before any of them leaves (a restart never sends one again)
-        got = await self.db(store.consume, [p.pieces for _, p in ready], self.leader, self.name)
+        pads = await self.db(
+            self.store.carve, [j.nbytes for j in jobs], self.leader, self.name, True
+        )
         sent: list[tuple[_RelayJob, Allocation]] = []
         bodies = []
-        for (job, plan), pad in zip(ready, got, strict=True):
-            if pad is None:
+        for job, alloc in zip(jobs, pads, strict=True):
+            if alloc is None:
                 job.future.set_result(
                     (relay_fail(f"no key on link {me}-{self.name}", (me, self.name)), None)
                 )
                 continue
-            alloc = Allocation(plan.pieces, pad[0], pad[1])
             req = job.build(alloc)
-            self.service.relay.audit(req.relay_id, self.name, plan.pieces)
+            self.service.relay.audit(req.relay_id, self.name, alloc.pieces)
             sent.append((job, alloc))
             bodies.append(req.to_json())
         if not sent:
@@ -600,7 +590,8 @@ class KMSService:
         self.last_reconciled: float | None = None
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store call in the thread pool; a busy store answers 503."""
+        """Run a store call in the thread pool (bulk work: ingestion, reconciliation, expiry,
+        summaries); a busy store answers 503."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, functools.partial(fn, *args))

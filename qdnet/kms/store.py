@@ -33,6 +33,7 @@ old state or the new one: no key is lost silently and none is handed out twice.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import threading
@@ -55,6 +56,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -241,6 +243,81 @@ _SEG_COLS = (
     segments.c.simulated,
     segments.c.version,
     segments.c.data,
+)
+
+
+# Statements of the request path, built once with bound parameters: building a SQLAlchemy
+# expression per call (and its cache key) cost more CPU than running it (about a third of a
+# relay hop's store time).
+_SEG_ROW = select(*_SEG_COLS).where(
+    segments.c.block_id == bindparam("b"),
+    segments.c.idx == bindparam("i"),
+    segments.c.link == bindparam("l"),
+)
+_SEG_ROW_LOCKED = _SEG_ROW.with_for_update()
+_SEG_AT = and_(segments.c.block_id == bindparam("b"), segments.c.idx == bindparam("i"))
+_SEG_UPDATE = (
+    update(segments)
+    .where(_SEG_AT)
+    .values(lo=bindparam("lo_"), hi=bindparam("hi_"), version=bindparam("v_"), data=bindparam("d_"))
+)
+_SEG_DELETE = delete(segments).where(_SEG_AT)
+
+
+def _plan_query(from_front: bool, half: bool, cursor: bool, limited: bool) -> Any:
+    """The shared segments of link ``l`` in carving order from one end (see
+    :meth:`KeyStore.plan`): only those whose half at that end is not used up (``half``), from
+    the cursor ``(ck, ci)`` on (``cursor``), at most ``n`` rows (``limited``)."""
+    order = (
+        (segments.c.sort_key, segments.c.idx)
+        if from_front
+        else (segments.c.sort_key.desc(), segments.c.idx.desc())
+    )
+    q = (
+        select(*_SEG_COLS, segments.c.sort_key)
+        .where(and_(segments.c.link == bindparam("l"), segments.c.shared.is_(True)))
+        .order_by(*order)
+    )
+    if half:  # segments whose half at this end is used up are not even read
+        mid = segments.c.length // 2
+        q = q.where(segments.c.lo < mid if from_front else segments.c.length - segments.c.hi > mid)
+    if cursor:
+        at = tuple_(segments.c.sort_key, segments.c.idx)
+        mark = tuple_(bindparam("ck"), bindparam("ci"))
+        q = q.where(at >= mark if from_front else at <= mark)
+    return q.limit(bindparam("n")) if limited else q
+
+
+_PLAN_QUERIES = {flags: _plan_query(*flags) for flags in itertools.product((False, True), repeat=4)}
+"""``_plan_query`` for each ``(from_front, half, cursor, limited)``."""
+
+_N_SLAVES = select(func.count()).where(key_slaves.c.key_id == keys.c.key_id).scalar_subquery()
+_IS_SLAVE = (
+    select(func.count())
+    .where(and_(key_slaves.c.key_id == keys.c.key_id, key_slaves.c.sae_id == bindparam("caller")))
+    .scalar_subquery()
+)
+_TAKE_ROWS = select(keys.c.key_id, keys.c.master_sae, keys.c.simulated, _N_SLAVES, _IS_SLAVE).where(
+    and_(keys.c.key_id.in_(bindparam("ids", expanding=True)), keys.c.pending.is_(False))
+)
+_TAKE_ROWS_LOCKED = _TAKE_ROWS.with_for_update(of=keys)
+_TAKE_SLAVES = delete(key_slaves).where(
+    and_(
+        key_slaves.c.key_id.in_(bindparam("ids", expanding=True)),
+        key_slaves.c.sae_id == bindparam("caller"),
+    )
+)
+_TAKE_KEYS = delete(keys).where(keys.c.key_id.in_(bindparam("ids", expanding=True)))
+_TAKE_ALL_SLAVES = delete(key_slaves).where(
+    key_slaves.c.key_id.in_(bindparam("ids", expanding=True))
+)
+_INSERT_KEYS = insert(keys)
+_INSERT_SLAVES = insert(key_slaves)
+_RELAY_KEYS = select(keys.c.key_id, keys.c.simulated).where(keys.c.relay_id == bindparam("r"))
+_RELAY_COMMIT = (
+    update(keys)
+    .where(and_(keys.c.relay_id == bindparam("r"), keys.c.pending.is_(True)))
+    .values(pending=False)
 )
 
 
@@ -467,21 +544,23 @@ class KeyStore:
         """Store the dirty segments (resealed at the next version); what the keyring must do."""
         versions: list[tuple[SegKey, int]] = []
         gone: list[SegKey] = []
+        changed: list[dict[str, Any]] = []
         for s in segs:
             if not s.dirty:
                 continue
-            where = and_(segments.c.block_id == s.block_id, segments.c.idx == s.idx)
             if s.avail <= 0:
-                conn.execute(delete(segments).where(where))
                 gone.append(s.key)
                 continue
             v = s.version + 1
             key = self.keyring.segment_key(s.key, s.version)
             sealed = seal(ratchet(key), s.key, v, s.data)
-            conn.execute(
-                update(segments).where(where).values(lo=s.lo, hi=s.hi, version=v, data=sealed)
-            )
+            changed.append({"b": s.block_id, "i": s.idx, "lo_": s.lo, "hi_": s.hi, "v_": v,
+                            "d_": sealed})  # fmt: skip
             versions.append((s.key, v))
+        if changed:
+            conn.execute(_SEG_UPDATE, changed)
+        if gone:
+            conn.execute(_SEG_DELETE, [{"b": b, "i": i} for b, i in gone])
         return versions, gone
 
     # --- ingestion -------------------------------------------------------------------------
@@ -723,32 +802,19 @@ class KeyStore:
         self, sizes: Sequence[int], from_front: bool, link: str, half: bool = False
     ) -> list[Allocation | None]:
         out: list[Allocation | None] = [None] * len(sizes)
+        cursor = self._half_cursor.get((link, from_front)) if half else None
+        args: dict[str, Any] = {"l": link}
+        if cursor is not None:
+            args["ck"], args["ci"] = cursor
         with self.engine.connect() as conn:
-            order = (
-                (segments.c.sort_key, segments.c.idx)
-                if from_front
-                else (segments.c.sort_key.desc(), segments.c.idx.desc())
-            )
-            q = (
-                select(*_SEG_COLS, segments.c.sort_key)
-                .where(and_(segments.c.link == link, segments.c.shared.is_(True)))
-                .order_by(*order)
-            )
-            cursor = self._half_cursor.get((link, from_front)) if half else None
-            if half:  # segments whose half at this end is used up are not even read
-                mid = segments.c.length // 2
-                q = q.where(
-                    segments.c.lo < mid if from_front else segments.c.length - segments.c.hi > mid
-                )
-            if cursor is not None:
-                at = tuple_(segments.c.sort_key, segments.c.idx)
-                q = q.where(at >= tuple_(*cursor) if from_front else at <= tuple_(*cursor))
             total = sum(n for n in sizes if n > 0)
             # common case: the first few segments hold enough for every request, and the pool
             # is not summed at all (a full scan on a large pool)
-            rows = conn.execute(q.limit(total // SEGMENT_BYTES + 4)).all()
+            flags = (from_front, half, cursor is not None)
+            q = _PLAN_QUERIES[(*flags, True)]
+            rows = conn.execute(q, {**args, "n": total // SEGMENT_BYTES + 4}).all()
             if sum(_usable(r[3], r[4], r[5], from_front, half) for r in rows) < total:
-                rows = conn.execute(q).all()  # take the rest in one go
+                rows = conn.execute(_PLAN_QUERIES[(*flags, False)], args).all()  # the rest
         if half and rows:
             self._half_cursor[(link, from_front)] = (rows[0][9], rows[0][1])
         avail = sum(_usable(r[3], r[4], r[5], from_front, half) for r in rows)
@@ -826,18 +892,20 @@ class KeyStore:
         return [m if good else None for m, good in zip(out, ok, strict=True)]
 
     def carve(
-        self, nbytes: int, from_front: bool, link: str, half: bool = True
-    ) -> Allocation | None:
-        """Plan and consume ``nbytes`` from this end of ``link``'s pool (by default from this
-        end's half only: see :meth:`plan`); None if there is not enough. The caller must be the
-        only one carving from this end meanwhile (the link's carving lock)."""
-        (alloc,) = self.plan([nbytes], from_front, link, half)
-        if alloc is None:
-            return None
-        (got,) = self.consume([alloc.pieces], from_front, link)
-        if got is None:
-            return None
-        return Allocation(alloc.pieces, got[0], got[1])
+        self, sizes: Sequence[int], from_front: bool, link: str, half: bool = True
+    ) -> list[Allocation | None]:
+        """Plan and consume ``sizes[i]`` bytes for each request from this end of ``link``'s
+        pool (by default from this end's half only: see :meth:`plan`), in one call; None for a
+        request there is not enough for. The caller must be the only one carving from this end
+        meanwhile (the link's carving lock)."""
+        plans = self.plan(sizes, from_front, link, half)
+        ready = [p for p in plans if p is not None]
+        got = iter(self.consume([p.pieces for p in ready], from_front, link) if ready else [])
+        out: list[Allocation | None] = []
+        for plan in plans:
+            pad = next(got) if plan is not None else None
+            out.append(None if plan is None or pad is None else Allocation(plan.pieces, *pad))
+        return out
 
     def _apply(
         self,
@@ -862,8 +930,8 @@ class KeyStore:
                 conn, (s for s in txn.cache.values() if s is not None)
             )
             if txn.key_rows:
-                conn.execute(insert(keys), txn.key_rows)
-                conn.execute(insert(key_slaves), txn.slave_rows)
+                conn.execute(_INSERT_KEYS, txn.key_rows)
+                conn.execute(_INSERT_SLAVES, txn.slave_rows)
             materials = txn.materials
             # the reserved keys go to the keyring (fsynced) while the store commits (fsynced)
             stored = self._side.submit(self.keyring.add_materials, materials) if materials else None
@@ -893,16 +961,8 @@ class KeyStore:
             idx = offset // SEGMENT_BYTES
             k = (link, block_id, idx)
             if k not in txn.cache:
-                q = select(*_SEG_COLS).where(
-                    and_(
-                        segments.c.block_id == block_id,
-                        segments.c.idx == idx,
-                        segments.c.link == link,
-                    )
-                )
-                if self._for_update:
-                    q = q.with_for_update()
-                row = txn.conn.execute(q).first()
+                q = _SEG_ROW_LOCKED if self._for_update else _SEG_ROW
+                row = txn.conn.execute(q, {"b": block_id, "i": idx, "l": link}).first()
                 txn.cache[k] = self._seg(row) if row is not None else None
             return txn.cache[k]
 
@@ -1084,36 +1144,20 @@ class KeyStore:
     ) -> tuple[TakeOutcome, list[str], dict[str, bool]]:
         with self._writing(), self.engine.begin() as conn:
             # one query: each key with its number of waiting slaves and whether caller is one
-            n_slaves = (
-                select(func.count()).where(key_slaves.c.key_id == keys.c.key_id).scalar_subquery()
-            )
-            is_mine = (
-                select(func.count())
-                .where(and_(key_slaves.c.key_id == keys.c.key_id, key_slaves.c.sae_id == caller))
-                .scalar_subquery()
-            )
-            q = select(keys.c.key_id, keys.c.master_sae, keys.c.simulated, n_slaves, is_mine).where(
-                and_(keys.c.key_id.in_(ids), keys.c.pending.is_(False))
-            )
-            if self._for_update:
-                q = q.with_for_update(of=keys)
-            rows = conn.execute(q).all()
+            q = _TAKE_ROWS_LOCKED if self._for_update else _TAKE_ROWS
+            rows = conn.execute(q, {"ids": ids, "caller": caller}).all()
             found = {r[0]: r[1] for r in rows}
             if len(found) != len(ids) or any(m != master for m in found.values()):
                 return TakeOutcome.NOT_FOUND, [], {}
             if not all(r[4] for r in rows):
                 return TakeOutcome.UNAUTHORIZED, [], {}
-            res = conn.execute(
-                delete(key_slaves).where(
-                    and_(key_slaves.c.key_id.in_(ids), key_slaves.c.sae_id == caller)
-                )
-            )
+            res = conn.execute(_TAKE_SLAVES, {"ids": ids, "caller": caller})
             if res.rowcount != len(ids):  # a concurrent call took them first
                 raise _RacedError
             # the key rows are locked (FOR UPDATE; SQLite: one writer), so the counts hold
             done = [r[0] for r in rows if r[3] == 1]
             if done:
-                conn.execute(delete(keys).where(keys.c.key_id.in_(done)))
+                conn.execute(_TAKE_KEYS, {"ids": done})
         return TakeOutcome.OK, done, {r[0]: bool(r[2]) for r in rows}
 
     # --- relayed keys (see qdnet.kms.relay) ------------------------------------------------------
@@ -1168,21 +1212,15 @@ class KeyStore:
 
         def run() -> tuple[int, bool, list[str]]:
             with self._writing(), self.engine.begin() as conn:
-                rows = conn.execute(
-                    select(keys.c.key_id, keys.c.simulated).where(keys.c.relay_id == relay_id)
-                ).all()
+                rows = conn.execute(_RELAY_KEYS, {"r": relay_id}).all()
                 simulated = any(bool(r[1]) for r in rows)
                 if commit:
-                    res = conn.execute(
-                        update(keys)
-                        .where(and_(keys.c.relay_id == relay_id, keys.c.pending.is_(True)))
-                        .values(pending=False)
-                    )
+                    res = conn.execute(_RELAY_COMMIT, {"r": relay_id})
                     return int(res.rowcount or 0), simulated, []
                 ids = [r[0] for r in rows]
                 if ids:
-                    conn.execute(delete(key_slaves).where(key_slaves.c.key_id.in_(ids)))
-                    conn.execute(delete(keys).where(keys.c.key_id.in_(ids)))
+                    conn.execute(_TAKE_ALL_SLAVES, {"ids": ids})
+                    conn.execute(_TAKE_KEYS, {"ids": ids})
                 return len(ids), simulated, ids
 
         count, simulated, erased = self._guarded(run)

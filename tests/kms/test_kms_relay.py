@@ -228,7 +228,7 @@ def test_the_two_ends_carve_relay_pads_from_disjoint_halves(tmp_path: Path) -> N
         used: set[tuple[str, int]] = set()
         total = 0
         for front in (True, False) * 200:
-            alloc = store.carve(97, front, "p")
+            (alloc,) = store.carve([97], front, "p")
             if alloc is None:
                 continue
             for p in alloc.pieces:
@@ -241,6 +241,6 @@ def test_the_two_ends_carve_relay_pads_from_disjoint_halves(tmp_path: Path) -> N
                 assert (p.offset + p.length <= mid) if front else (p.offset >= mid)
             total += 97
         assert 10000 - 4 * 97 <= total <= 10000
-        assert store.carve(97, True, "p") is None and store.carve(97, False, "p") is None
+        assert store.carve([97], True, "p") == [None] and store.carve([97], False, "p") == [None]
     finally:
         store.close()
