@@ -45,7 +45,6 @@ from typing import Any
 
 import numba as nb
 import numpy as np
-import scipy.fft as sfft
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba.core import cgutils
@@ -167,6 +166,8 @@ def toeplitz_hash(key: Bits, seed: Bits, m: int, workers: int = 1) -> Bits:
 
 def _toeplitz_hash_fft(key: Bits, seed: Bits, m: int, workers: int = 1) -> Bits:
     """The FFT path: one circular convolution of length next_fast_len(n + m - 1)."""
+    import scipy.fft as sfft  # here: a machine with PCLMULQDQ never needs it (0.3 s of import)
+
     n = len(key)
     length = sfft.next_fast_len(n + m - 1, real=True)
     spectrum = sfft.rfft(seed, n=length, workers=workers)
