@@ -74,6 +74,18 @@ class _EncJob:
 
 
 @dataclass
+class _TakeJob:
+    key_ids: list[str]
+    master: str
+    caller: str
+    future: asyncio.Future[tuple[TakeOutcome, list[StoredKey]]] = field(repr=False)
+
+
+_MAX_TAKE_IDS = 4096
+"""Most key IDs answered in one group commit of ``dec_keys`` (SQLite binds them all)."""
+
+
+@dataclass
 class _RelayJob:
     nbytes: int
     build: Callable[[Allocation], RelayRequest]
@@ -584,6 +596,7 @@ class KMSService:
         self.relay = Relay(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kms-db")
+        self._takes: asyncio.Queue[_TakeJob] | None = None
         self.expired_keys = 0
         self.expired_relayed_keys = 0
         self.reconciled_bytes = 0
@@ -618,7 +631,11 @@ class KMSService:
             await self.db(self.store.collect_orphans)
         for link in self.links.values():
             link.start()
-        self._tasks = [asyncio.create_task(self._housekeeping(), name="kms-housekeeping")]
+        self._takes = asyncio.Queue()
+        self._tasks = [
+            asyncio.create_task(self._housekeeping(), name="kms-housekeeping"),
+            asyncio.create_task(self._take_batcher(), name="kms-dec-keys"),
+        ]
 
     async def stop(self) -> None:
         """Stop background work and close the peer channels and the database pool."""
@@ -734,7 +751,12 @@ class KMSService:
 
     async def dec_keys(self, master: str, caller: str, key_ids: list[str]) -> list[StoredKey]:
         """The keys ``key_ids`` that ``master`` obtained for ``caller``; each handed out once."""
-        outcome, found = await self.db(self.store.take_keys, key_ids, master, caller)
+        assert self._takes is not None, "service not started"
+        future: asyncio.Future[tuple[TakeOutcome, list[StoredKey]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._takes.put_nowait(_TakeJob(key_ids, master, caller, future))
+        outcome, found = await future
         if outcome is TakeOutcome.NOT_FOUND:
             raise KMSError(400, "one or more keys specified are not found on KME")
         if outcome is TakeOutcome.UNAUTHORIZED:
@@ -742,3 +764,34 @@ class KMSService:
                 401, "the requesting SAE is not a slave SAE of one or more of the specified keys"
             )
         return found
+
+    async def _take_batcher(self) -> None:
+        """Group commit of ``dec_keys``: the requests that arrived while the last batch was in
+        the store are answered together in one transaction (:meth:`KeyStore.take_many`), so
+        concurrent SAEs share one fsync and one trip to the database thread."""
+        assert self._takes is not None
+        while True:
+            jobs = [await self._takes.get()]
+            count = len(jobs[0].key_ids)
+            while not self._takes.empty() and count < _MAX_TAKE_IDS:
+                jobs.append(self._takes.get_nowait())
+                count += len(jobs[-1].key_ids)
+            jobs = [j for j in jobs if not j.future.done()]  # a caller gone: its keys stay
+            if not jobs:
+                continue
+            requests = [(j.key_ids, j.master, j.caller) for j in jobs]
+            try:
+                answers = await self.db(self.store.take_many, requests)
+            except asyncio.CancelledError:
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(KMSError(503, "KME is shutting down"))
+                raise
+            except Exception as err:  # e.g. KMSError 503 (store busy): every job gets it
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(err)
+                continue
+            for job, answer in zip(jobs, answers, strict=True):
+                if not job.future.done():
+                    job.future.set_result(answer)

@@ -1122,43 +1122,66 @@ class KeyStore:
     def take_keys(
         self, key_ids: Sequence[str], master: str, caller: str
     ) -> tuple[TakeOutcome, list[StoredKey]]:
-        """Hand ``caller`` the keys ``key_ids`` made for ``master``, all or none, exactly once.
+        """Hand ``caller`` the keys ``key_ids`` made for ``master``, all or none, exactly once
+        (one request of :meth:`take_many`)."""
+        return self.take_many([(key_ids, master, caller)])[0]
+
+    def take_many(
+        self, requests: Sequence[tuple[Sequence[str], str, str]]
+    ) -> list[tuple[TakeOutcome, list[StoredKey]]]:
+        """Answer ``dec_keys`` requests ``(key_ids, master, caller)`` in one transaction, as if
+        one after the other (group commit: one fsync for all of them): each hands ``caller`` the
+        keys ``key_ids`` made for ``master``, all or none, exactly once.
 
         A key's material is erased from the keyring when its last slave has it, before the
         answer leaves.
         """
-        ids = list(key_ids)
+        reqs = [(list(ids), master, caller) for ids, master, caller in requests]
         try:
-            outcome, done, simulated = self._guarded(self._take, ids, master, caller)
-        except _RacedError:
-            return TakeOutcome.NOT_FOUND, []
-        if outcome is not TakeOutcome.OK:
-            return outcome, []
-        material = self._guarded(self.keyring.materials, ids, done)
-        if len(material) != len(ids):  # only after a crash between store and keyring
-            return TakeOutcome.NOT_FOUND, []
-        return TakeOutcome.OK, [StoredKey(k, material[k], simulated[k]) for k in ids]
+            taken = self._guarded(self._take, reqs)
+        except _RacedError:  # PostgreSQL: another process took some of them first
+            if len(reqs) == 1:
+                return [(TakeOutcome.NOT_FOUND, [])]
+            return [self.take_keys(*r) for r in reqs]
+        wanted = [k for (ids, _, _), (outcome, _, _) in zip(reqs, taken, strict=True)
+                  if outcome is TakeOutcome.OK for k in ids]  # fmt: skip
+        done = [k for outcome, gone, _ in taken if outcome is TakeOutcome.OK for k in gone]
+        material = self._guarded(self.keyring.materials, wanted, done) if wanted else {}
+        out: list[tuple[TakeOutcome, list[StoredKey]]] = []
+        for (ids, _, _), (outcome, _, simulated) in zip(reqs, taken, strict=True):
+            if outcome is not TakeOutcome.OK:
+                out.append((outcome, []))
+            elif any(k not in material for k in ids):  # only after a crash between the two
+                out.append((TakeOutcome.NOT_FOUND, []))
+            else:
+                out.append((outcome, [StoredKey(k, material[k], simulated[k]) for k in ids]))
+        return out
 
     def _take(
-        self, ids: list[str], master: str, caller: str
-    ) -> tuple[TakeOutcome, list[str], dict[str, bool]]:
+        self, reqs: list[tuple[list[str], str, str]]
+    ) -> list[tuple[TakeOutcome, list[str], dict[str, bool]]]:
+        out: list[tuple[TakeOutcome, list[str], dict[str, bool]]] = []
+        q = _TAKE_ROWS_LOCKED if self._for_update else _TAKE_ROWS
         with self._writing(), self.engine.begin() as conn:
-            # one query: each key with its number of waiting slaves and whether caller is one
-            q = _TAKE_ROWS_LOCKED if self._for_update else _TAKE_ROWS
-            rows = conn.execute(q, {"ids": ids, "caller": caller}).all()
-            found = {r[0]: r[1] for r in rows}
-            if len(found) != len(ids) or any(m != master for m in found.values()):
-                return TakeOutcome.NOT_FOUND, [], {}
-            if not all(r[4] for r in rows):
-                return TakeOutcome.UNAUTHORIZED, [], {}
-            res = conn.execute(_TAKE_SLAVES, {"ids": ids, "caller": caller})
-            if res.rowcount != len(ids):  # a concurrent call took them first
-                raise _RacedError
-            # the key rows are locked (FOR UPDATE; SQLite: one writer), so the counts hold
-            done = [r[0] for r in rows if r[3] == 1]
-            if done:
-                conn.execute(_TAKE_KEYS, {"ids": done})
-        return TakeOutcome.OK, done, {r[0]: bool(r[2]) for r in rows}
+            for ids, master, caller in reqs:
+                # one query: each key with its number of waiting slaves and whether caller is one
+                rows = conn.execute(q, {"ids": ids, "caller": caller}).all()
+                found = {r[0]: r[1] for r in rows}
+                if len(found) != len(ids) or any(m != master for m in found.values()):
+                    out.append((TakeOutcome.NOT_FOUND, [], {}))
+                    continue
+                if not all(r[4] for r in rows):
+                    out.append((TakeOutcome.UNAUTHORIZED, [], {}))
+                    continue
+                res = conn.execute(_TAKE_SLAVES, {"ids": ids, "caller": caller})
+                if res.rowcount != len(ids):  # a concurrent call took them first
+                    raise _RacedError
+                # the key rows are locked (FOR UPDATE; SQLite: one writer), so the counts hold
+                done = [r[0] for r in rows if r[3] == 1]
+                if done:
+                    conn.execute(_TAKE_KEYS, {"ids": done})
+                out.append((TakeOutcome.OK, done, {r[0]: bool(r[2]) for r in rows}))
+        return out
 
     # --- relayed keys (see qdnet.kms.relay) ------------------------------------------------------
 

@@ -150,6 +150,46 @@ def test_take_keys_once_only_and_only_for_slaves(tmp_path: Path) -> None:
     assert s.keyring.material_ids() == set()  # erased with the last delivery
 
 
+def test_take_many_answers_a_batch_as_one_request_after_the_other(tmp_path: Path) -> None:
+    """Group commit of dec_keys: one transaction, but each request sees the ones before it (a
+    key fetched twice in one batch goes to the first request only)."""
+    s = store(tmp_path, "s")
+    blk = make_block(96)
+    s.ingest(blk)
+    s.mark_shared([blk.block_id])
+    (x,) = s.plan([96], True)
+    assert x is not None
+    specs: list[Reservation] = [
+        ("k1", 256, "app-a", ["app-b", "app-c"]),
+        ("k2", 256, "app-a", ["app-b"]),
+        ("k3", 256, "app-a", ["app-b"]),
+    ]
+    assert s.apply_allocations([(x.pieces, specs)], True) == [True]
+    answers = s.take_many(
+        [
+            (["k2"], "app-a", "app-b"),
+            (["k2"], "app-a", "app-b"),  # the same key again: already handed out
+            (["k1", "k3"], "app-a", "app-x"),  # not a slave: nothing taken
+            (["k1", "k3"], "app-a", "app-b"),
+            (["k1"], "app-a", "app-b"),  # k1 still waits for app-c, not for app-b
+            (["k1"], "app-a", "app-c"),
+        ]
+    )
+    outcomes = [a[0] for a in answers]
+    assert outcomes == [
+        TakeOutcome.OK,
+        TakeOutcome.NOT_FOUND,
+        TakeOutcome.UNAUTHORIZED,
+        TakeOutcome.OK,
+        TakeOutcome.UNAUTHORIZED,
+        TakeOutcome.OK,
+    ]
+    assert [k.material for k in answers[0][1]] == [blk.key[32:64]]
+    assert [k.material for k in answers[3][1]] == [blk.key[:32], blk.key[64:]]
+    assert [k.material for k in answers[5][1]] == [blk.key[:32]]
+    assert s.reserved_key_ids() == {} and s.keyring.material_ids() == set()
+
+
 def test_segments_cover_whole_block(tmp_path: Path) -> None:
     s = store(tmp_path, "s")
     blk = make_block(SEGMENT_BYTES * 2 + 8)
