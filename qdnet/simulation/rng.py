@@ -20,26 +20,24 @@ from numpy.typing import NDArray
 U64 = NDArray[np.uint64]
 
 
+_MASK64 = (1 << 64) - 1
+
+
 def new_state(rng: np.random.Generator) -> U64:
     """A fresh xoshiro256** state drawn from ``rng`` (deterministic for a seeded generator).
 
     Words 0-3 are the generator; words 4-5 the fair-bit pool of :func:`fair_bit` (empty), kept in
-    the array between kernel calls so that where a kernel returns does not change the stream."""
+    the array between kernel calls so that where a kernel returns does not change the stream.
+    The drawn words are expanded by SplitMix64 (in Python integers: four steps per stream)."""
     words = rng.integers(0, 2**64 - 1, size=4, dtype=np.uint64, endpoint=True)
     state = np.zeros(6, dtype=np.uint64)
-    _splitmix_expand(words, state)
-    return state
-
-
-@njit(cache=True)
-def _splitmix_expand(words: U64, state: U64) -> None:  # pragma: no cover - compiled
-    z = np.uint64(0)
+    z = 0
     for i in range(4):
-        z = z + words[i] + np.uint64(0x9E3779B97F4A7C15)
-        x = z
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        state[i] = x ^ (x >> np.uint64(31))
+        z = (z + int(words[i]) + 0x9E3779B97F4A7C15) & _MASK64
+        x = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state[i] = x ^ (x >> 31)
+    return state
 
 
 @njit(inline="always")

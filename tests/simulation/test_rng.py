@@ -75,3 +75,17 @@ def test_fair_bits_are_each_output_from_the_top_bit_down() -> None:
     bits = [int(b) for b in _fair_bits(state, 150)]
     assert bits == [(w >> (63 - i)) & 1 for w in words for i in range(64)][:150]
     assert int(state[5]) == 3 * 64 - 150  # bits left in the pool, kept in the array state
+
+
+class _ZeroWords:
+    """Stands in for a Generator whose four drawn words are all zero."""
+
+    def integers(self, *args: object, **kwargs: object) -> np.ndarray:
+        return np.zeros(4, dtype=np.uint64)
+
+
+def test_seed_expansion_is_splitmix64() -> None:
+    # Zero input words leave SplitMix64's own sequence from seed 0 (Vigna's splitmix64.c).
+    state = new_state(_ZeroWords())  # type: ignore[arg-type]
+    expected = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F, 0xF88BB8A8724C81EC]
+    assert [int(w) for w in state] == [*expected, 0, 0]
