@@ -669,12 +669,12 @@ async def _peer_relay(link: PeerLink, raw: bytes) -> dict[str, Any]:
     return {"answers": await link.service.relay.on_requests(link, reqs)}
 
 
-async def _peer_relay_completion(link: PeerLink, raw: bytes) -> dict[str, Any]:
+def _peer_relay_completion(service: KMSService, sender: str, raw: bytes) -> dict[str, Any]:
     try:
-        relay_id, path, hop, commit, ttl_s = parse_relay_completion(_parse_json(raw))
+        relay_id, path, answer = parse_relay_completion(_parse_json(raw))
     except ValueError as err:
         raise KMSError(400, str(err)) from None
-    return await link.service.relay.on_completion(link, relay_id, path, hop, commit, ttl_s)
+    return service.relay.on_completion(sender, relay_id, path, answer)
 
 
 _PEER_ROUTES = {
@@ -682,13 +682,13 @@ _PEER_ROUTES = {
     "/peer/v1/allocations": _peer_allocations,
     "/peer/v1/consumed": _peer_consumed,
     RELAY_PATH: _peer_relay,
-    RELAY_COMPLETION_PATH: _peer_relay_completion,
 }
 
 
 def create_peer_asgi(service: KMSService) -> ASGIApp:
-    """The KMS-to-KMS application: POST routes, only for a neighbour KME; anything else is
-    answered 400 (no documentation is served on this listener)."""
+    """The KMS-to-KMS application: POST routes, only for a neighbour KME (relay completions:
+    for any KME of the network); anything else is answered 400 (no documentation is served on
+    this listener)."""
     body_s = service.settings.timeouts.body_s
 
     async def app(
@@ -698,13 +698,23 @@ def create_peer_asgi(service: KMSService) -> ASGIApp:
             return
         unread = True
         try:
-            link = _peer_check(service, scope.get("state") or {})
-            handler = _PEER_ROUTES.get(scope["path"])
-            if handler is None or scope["method"] != "POST":
-                raise KMSError(400, "unknown request path")
-            raw = await read_body(scope, receive, PEER_MAX_BODY_BYTES, body_s)
-            unread = False
-            body = await handler(link, raw)
+            state = scope.get("state") or {}
+            if scope["path"] == RELAY_COMPLETION_PATH and scope["method"] == "POST":
+                # the far end of a relay this node originated: any KME of the network
+                sender = kme_identity(state.get(PEER_IDENTITY_KEY))
+                if sender is None or sender not in service.relay.graph:
+                    raise KMSError(401, "only a KME of this network may send relay completions")
+                raw = await read_body(scope, receive, PEER_MAX_BODY_BYTES, body_s)
+                unread = False
+                body = _peer_relay_completion(service, sender, raw)
+            else:
+                link = _peer_check(service, state)
+                handler = _PEER_ROUTES.get(scope["path"])
+                if handler is None or scope["method"] != "POST":
+                    raise KMSError(400, "unknown request path")
+                raw = await read_body(scope, receive, PEER_MAX_BODY_BYTES, body_s)
+                unread = False
+                body = await handler(link, raw)
         except _DisconnectedError:
             return
         except KMSError as err:

@@ -14,17 +14,23 @@ Relay requests (``POST /peer/v1/relay``), from ``n(i-1)`` to ``n(i)``: ``{"reque
 
     {"relay_id", "path": [n0, ..., nk], "hop": i, "master", "slaves": [...],
      "keys": [[key_ID, size_bits], ...], "pieces": [[block_id, offset, length], ...],
-     "ciphertext": base64 | null, "simulated": bool, "ttl_s": seconds left}
+     "ciphertext": base64 | null, "simulated": bool, "ttl_s": seconds left,
+     "ack_url": "https://..."}
 
-answered ``{"answers": [...]}``, one per request.
+answered ``{"answers": [...]}``, one per request: ``{"ok": bool, "reason": "...", "avoid_link":
+[a, b] | null, "avoid_node": x | null}``.
 
-Relay completion (``POST /peer/v1/relay_completion``)::
+Relay completion (``POST /peer/v1/relay_completion``), sent *straight to the origin* at the
+request's ``ack_url`` (its peer API; ETSI GS QKD 020's ``ack_callback_url``, Q.4163 §8.2's key
+relay completion notification) by the far end once the keys are stored, or by the node whose hop
+failed::
 
-    {"relay_id", "path", "hop", "commit": true | false, "ttl_s"}
+    {"relay_id", "path", "ok": bool, "reason", "avoid_link", "avoid_node", "simulated": bool}
 
-An answer is ``{"ok": bool, "reason": "...", "avoid_link": [a, b] | null, "avoid_node": x |
-null}`` (a completion's also ``"simulated"``, and ``"before_commit": true`` when the request
-never got past a middle node).
+answered ``{"ok": bool, "reason": "..."}`` (false for a relay the origin no longer waits for).
+The origin accepts it only from a KME of that relay's path over mutual TLS (any KME of the
+network's ``relay.links``, not only a neighbour, may call this one route), and a success only from
+the far end.
 
 The key and the pads
 --------------------
@@ -52,28 +58,24 @@ No pad is ever used twice
   byte, but it sends no ciphertext and the other end refuses bytes it already consumed.)
 * The receiver consumes the pad bytes with the same refusal of any byte it already consumed.
 
-All or nothing (two phases)
----------------------------
-1. *Relay request*: hop by hop to ``F``, which stores the keys **pending** (in its store, with
-   their slaves, never handed out while pending). Each node answers the previous one as soon
-   as its own transaction is done and forwards in the background (so a link is held for one
-   hop, not for the whole path); the next node's answer is kept until the commit comes. A
-   node that consumed the incoming pad but cannot forward (no key on the next link, next node
-   down) has burned that pad: the origin learns why with the commit's answer.
-2. *Relay completion* (commit): ``O`` sends the commit along the same path (on connections of
-   their own); each middle node waits for the answer of its forward (a failure there, e.g. no
-   key on the next link, goes back to ``O`` with the link or node to avoid), then passes the
-   commit on; ``F`` turns the pending keys into ordinary reserved keys and answers. Only then
-   does ``O`` answer its SAE with the keys. If anything fails before ``F`` confirmed the commit, ``O`` answers 503 (after
-   trying the other paths) and sends an abort (best effort): the keys are delivered nowhere.
+Delivery
+--------
+The request travels hop by hop to ``F``; each node answers the previous one as soon as its own
+transaction is done and forwards in the background (so a link is held for one hop, not for the
+whole path). ``F`` keeps the keys for their slaves (ordinary reserved keys, in the same
+transaction as its pad) and sends the completion to ``O``; a node that consumed the incoming pad
+but cannot forward (no key on the next link, next node down: its pad is burned) sends ``O`` a
+failed completion naming the link or node to avoid. ``O`` answers its SAE with the keys only
+once ``F``'s completion came, so no application holds a key its peer cannot fetch; after a
+failure it tries the next path, and after ``relay.timeout_s`` it answers 503.
 
-Crashes: a pending key whose origin never commits (``O`` died or gave up, a node on the path
-died) is erased after ``relay.pending_ttl_s`` (the store is durable, so a pending key survives a
-restart of ``F`` and can still be committed within that time). A commit that reached ``F`` but
-whose answer did not reach ``O`` leaves keys at ``F`` that no SAE knows the IDs of (``O``
-answered 503 and aborts them); like a direct ``enc_keys`` answer lost on its way to the SAE,
-they are orphans that expire with ``reserved_key_ttl_s``. No key is ever handed to the master
-SAE before ``F`` committed it, so no application holds a key its peer cannot fetch.
+Two messages per hop instead of four: the completion does not retrace the path, so a relay costs
+one request per hop and one completion (the earlier design sent a commit hop by hop after
+the request and kept the keys *pending* at ``F`` until it came).
+
+Crashes: if ``F``'s completion is lost (``O`` or ``F`` died, or the deadline passed) ``O``
+answers 503 and the keys at ``F`` are orphans no SAE knows the IDs of, like a direct
+``enc_keys`` answer lost on its way to the SAE: they expire with ``reserved_key_ttl_s``.
 
 An SAE fetches relayed keys with ``dec_keys`` at its own KME only (any other KME answers 401),
 and only keys that name it as a slave.
@@ -92,6 +94,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -101,8 +104,10 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from qdnet.kms.errors import KMSError
-from qdnet.kms.peer import RELAY_COMPLETION_PATH, PeerError
+from qdnet.kms.peer import RELAY_COMPLETION_PATH, PeerClient, PeerError
 from qdnet.kms.store import Allocation, IncomingPad, Piece, xor
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from qdnet.kms.service import KMSService, PeerLink
@@ -118,7 +123,7 @@ HOP_MARGIN_S = 0.05
 @dataclass
 class RelayCounters:
     """``status_extension.qdnet_relay``: relays this node originated (delivered), forwarded (as
-    a middle node), terminated (committed here as the far end) and failed (originated here and
+    a middle node), terminated (stored here as the far end) and failed (originated here and
     answered 503)."""
 
     originated: int = 0
@@ -149,6 +154,7 @@ class RelayRequest:
     ciphertext: bytes | None = field(repr=False)
     simulated: bool
     ttl_s: float
+    ack_url: str
 
     @property
     def nbytes(self) -> int:
@@ -168,6 +174,7 @@ class RelayRequest:
             ),
             "simulated": self.simulated,
             "ttl_s": self.ttl_s,
+            "ack_url": self.ack_url,
         }
 
 
@@ -175,15 +182,10 @@ def _strs(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) and 0 < len(x) <= 256 for x in v)
 
 
-def _common(raw: Any) -> tuple[str, list[str], int, float]:
+def _id_and_path(raw: Any) -> tuple[str, list[str]]:
     if not isinstance(raw, dict):
         raise ValueError("relay message must be an object")
-    relay_id, path, hop, ttl = (
-        raw.get("relay_id"),
-        raw.get("path"),
-        raw.get("hop"),
-        raw.get("ttl_s"),
-    )
+    relay_id, path = raw.get("relay_id"), raw.get("path")
     if not isinstance(relay_id, str) or not 0 < len(relay_id) <= 64:
         raise ValueError("relay_id must be a string of at most 64 characters")
     if (
@@ -194,11 +196,17 @@ def _common(raw: Any) -> tuple[str, list[str], int, float]:
         or len(path) > 64
     ):
         raise ValueError("path must list 2 to 64 distinct KME IDs")
+    return relay_id, list(path)
+
+
+def _common(raw: Any) -> tuple[str, list[str], int, float]:
+    relay_id, path = _id_and_path(raw)
+    hop, ttl = raw.get("hop"), raw.get("ttl_s")
     if not isinstance(hop, int) or isinstance(hop, bool) or not 1 <= hop < len(path):
         raise ValueError("hop must index the receiver in path")
     if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not 0 < ttl <= 600:
         raise ValueError("ttl_s must be a number of seconds in (0, 600]")
-    return relay_id, list(path), hop, float(ttl)
+    return relay_id, path, hop, float(ttl)
 
 
 def parse_relay_request(raw: Any, max_key_size: int, max_keys: int) -> RelayRequest:
@@ -233,9 +241,13 @@ def parse_relay_request(raw: Any, max_key_size: int, max_keys: int) -> RelayRequ
     simulated = raw.get("simulated")
     if not isinstance(simulated, bool):
         raise ValueError("simulated must be a boolean")
+    ack_url = raw.get("ack_url")
+    if not isinstance(ack_url, str) or not ack_url.startswith("https://") or len(ack_url) > 512:
+        raise ValueError("ack_url must be the origin's https:// peer URL (at most 512 characters)")
     req = RelayRequest(
-        relay_id, path, hop, master, list(slaves), parsed, pieces, ciphertext, simulated, ttl
-    )
+        relay_id, path, hop, master, list(slaves), parsed, pieces, ciphertext, simulated, ttl,
+        ack_url,
+    )  # fmt: skip
     if sum(p.length for p in pieces) != req.nbytes:
         raise ValueError("pieces must hold as many bytes as the keys")
     if (ciphertext is None) != (hop == 1) or (ciphertext and len(ciphertext) != req.nbytes):
@@ -251,13 +263,23 @@ def parse_relay_requests(raw: Any, max_key_size: int, max_keys: int) -> list[Rel
     return [parse_relay_request(r, max_key_size, max_keys) for r in reqs]
 
 
-def parse_relay_completion(raw: Any) -> tuple[str, list[str], int, bool, float]:
-    """Validate a relay completion body: ``(relay_id, path, hop, commit, ttl_s)``."""
-    relay_id, path, hop, ttl = _common(raw)
-    commit = raw.get("commit")
-    if not isinstance(commit, bool):
-        raise ValueError("commit must be a boolean")
-    return relay_id, path, hop, commit, ttl
+def parse_relay_completion(raw: Any) -> tuple[str, list[str], dict[str, Any]]:
+    """Validate a relay completion body: ``(relay_id, path, answer)`` where ``answer`` holds
+    ``ok``, ``reason``, ``avoid_link``, ``avoid_node`` and ``simulated`` (checked)."""
+    relay_id, path = _id_and_path(raw)
+    ok, reason, simulated = raw.get("ok"), raw.get("reason", ""), raw.get("simulated", False)
+    if not isinstance(ok, bool) or not isinstance(simulated, bool):
+        raise ValueError("ok and simulated must be booleans")
+    if not isinstance(reason, str) or len(reason) > 2000:
+        raise ValueError("reason must be a string of at most 2000 characters")
+    link, node = raw.get("avoid_link"), raw.get("avoid_node")
+    if link is not None and not (isinstance(link, list) and len(link) == 2 and _strs(link)):
+        raise ValueError("avoid_link must be null or two KME IDs")
+    if node is not None and not (isinstance(node, str) and 0 < len(node) <= 256):
+        raise ValueError("avoid_node must be null or a KME ID")
+    answer = {"ok": ok, "reason": reason, "avoid_link": link, "avoid_node": node,
+              "simulated": simulated}  # fmt: skip
+    return relay_id, path, answer
 
 
 def fail(
@@ -280,8 +302,9 @@ class Relay:
         self.me = service.settings.kme_id
         relay = service.settings.relay
         self.timeout_s = relay.timeout_s if relay else 10.0
-        self.pending_ttl_s = relay.pending_ttl_s if relay else 60.0
         self.audit_log: Path | None = relay.audit_log if relay else None
+        self.ack_url = service.settings.relay_ack_url()
+        """Where the other KMEs send this node's relay completions (its peer API)."""
         self.graph: nx.Graph[str] = nx.Graph()
         self.graph.add_edges_from(relay.links if relay else [])
         self.graph.add_edges_from((self.me, p.kme_id) for p in service.settings.peers)
@@ -290,8 +313,10 @@ class Relay:
         self._avoid_links: dict[frozenset[str], tuple[float, str]] = {}
         self._avoid_nodes: dict[str, tuple[float, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._forwards: dict[str, tuple[asyncio.Future[dict[str, Any]], float]] = {}
-        """Relay requests this node forwarded: the next node's answer, until the commit."""
+        self._waiting: dict[str, tuple[asyncio.Future[dict[str, Any]], list[str]]] = {}
+        """Relays this node originated and waits for the completion of: (future, path)."""
+        self._ack_clients: dict[tuple[str, str], list[PeerClient]] = {}
+        """Idle connections to origins, by (ack_url, KME ID), for completions."""
 
     # --- origin ------------------------------------------------------------------------------
 
@@ -371,7 +396,8 @@ class Relay:
         size_bits: int,
         deadline: float,
     ) -> tuple[dict[str, Any], bytes | None]:
-        """One path: phase 1 (relay request) and phase 2 (commit)."""
+        """One path: the relay request, then the far end's completion (or a failed one from
+        the node where the request stopped)."""
         service = self.service
         first = service.link(path[1])
         if first is None:
@@ -383,52 +409,70 @@ class Relay:
         def build(pad: Allocation) -> RelayRequest:
             return RelayRequest(
                 relay_id, path, 1, master, slaves, keys, pad.pieces, None, pad.simulated,
-                deadline - time.monotonic(),
+                deadline - time.monotonic(), self.ack_url,
             )  # fmt: skip
 
-        answer, alloc = await first.send_relay(nbytes, build)
-        if not answer.get("ok") or alloc is None:
-            return answer, None
-        commit = {"relay_id": relay_id, "path": path, "hop": 1, "commit": True}
-        done = await self._send(first, RELAY_COMPLETION_PATH, commit, deadline)
-        if done.get("before_commit"):  # a forward failed: nothing reached the far end to abort
-            return done, None
-        if not done.get("ok"):
-            self._abort_later(first, relay_id, path)
-            return {**done, "reason": f"commit not confirmed: {done.get('reason')}"}, None
-        simulated = alloc.simulated or bool(done.get("simulated"))
+        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[relay_id] = (done, path)  # before sending: the completion may be quick
+        try:
+            answer, alloc = await first.send_relay(nbytes, build)
+            if not answer.get("ok") or alloc is None:
+                return answer, None
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    result = await done
+            except TimeoutError:
+                return fail(f"no relay completion from {path[-1]} before the deadline"), None
+        finally:
+            self._waiting.pop(relay_id, None)
+        if not result["ok"]:
+            return result, None
+        simulated = alloc.simulated or bool(result["simulated"])
         return {"keys": keys, "simulated": simulated}, alloc.material
 
-    async def _send(
-        self, link: PeerLink, route: str, body: dict[str, Any], deadline: float
-    ) -> dict[str, Any]:
-        """Send a relay completion to the next node (on a connection of its own); a transport
-        failure becomes a failed answer avoiding that node."""
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return fail("relay deadline passed")
+    def on_completion(self, sender: str, relay_id: str, path: list[str],
+                      answer: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """A relay completion from KME ``sender`` (authenticated by its certificate) for a
+        relay this node originated: accepted from a node of the relay's path only, and a
+        success from its far end only."""
+        entry = self._waiting.get(relay_id)
+        if entry is None:
+            return fail(f"relay {relay_id} is not awaited at {self.me} (done or given up)")
+        done, sent_path = entry
+        if path != sent_path or sender not in sent_path[1:]:
+            return fail(f"{sender} is not on the path of relay {relay_id}")
+        if answer["ok"] and sender != sent_path[-1]:
+            return fail(f"only {sent_path[-1]} may complete relay {relay_id}")
+        if not done.done():
+            done.set_result(answer)
+        return {"ok": True, "reason": ""}
+
+    async def _complete(self, req: RelayRequest, answer: dict[str, Any]) -> None:
+        """Send the origin of ``req`` its completion (straight to its ``ack_url``, on a
+        connection of its own); a failure to reach it only costs the origin its wait."""
+        origin = req.path[0]
+        body = {"relay_id": req.relay_id, "path": req.path, **answer}
+        body.setdefault("simulated", False)
+        key = (req.ack_url, origin)
+        idle = self._ack_clients.setdefault(key, [])
+        if idle:
+            client = idle.pop()
+        else:
+            tls = self.service.settings.tls
+            try:
+                client = PeerClient(
+                    req.ack_url, tls.ca, tls.cert, tls.key, 5.0, expected_kme=origin
+                )
+            except ValueError as err:
+                log.warning("relay %s: bad ack_url: %s", req.relay_id, err)
+                return
         try:
-            answer = await link.relay_call(route, {**body, "ttl_s": left}, left)
+            await client.post(RELAY_COMPLETION_PATH, body, max(0.1, req.ttl_s))
         except PeerError as err:
-            link.peer_failed(err)
-            return fail(f"{link.name} unreachable", node=link.name)
-        if not isinstance(answer.get("ok"), bool) or not isinstance(answer.get("reason", ""), str):
-            return fail(f"{link.name} answered a malformed relay result", node=link.name)
-        return answer
-
-    def _abort_later(self, first: PeerLink, relay_id: str, path: list[str]) -> None:
-        """Best effort: erase the keys of a relay whose commit was not confirmed (the master SAE
-        never gets them, so no SAE can know their IDs)."""
-
-        async def run() -> None:
-            body = {"relay_id": relay_id, "path": path, "hop": 1, "commit": False}
-            for _ in range(3):
-                answer = await self._send(first, RELAY_COMPLETION_PATH, body, time.monotonic() + 5)
-                if answer.get("ok") or "unknown" in str(answer.get("reason")):
-                    return
-                await asyncio.sleep(1.0)
-
-        self._spawn(run(), f"relay-abort-{relay_id}")
+            log.warning("relay %s: completion not delivered to %s: %s", req.relay_id, origin, err)
+            await client.aclose()
+            return
+        idle.append(client)
 
     def audit(self, relay_id: str, peer: str, pieces: list[Piece]) -> None:
         """Append the positions (never the bytes) of a pad this node sent to the audit log."""
@@ -479,14 +523,19 @@ class Relay:
                         link=(link.name, self.me),
                     )
                 )
-            elif req.hop == len(req.path) - 1:
+            elif req.hop == len(req.path) - 1:  # the far end: the keys are stored
+                self.counters.terminated += 1
+                simulated = req.simulated or hop.simulated
+                done = {"ok": True, "reason": "", "simulated": simulated}
+                self._spawn(self._complete(req, done), f"relay-done-{req.relay_id}")
                 out.append({"ok": True, "reason": ""})
             else:
                 out.append(self._forward(req, hop.key, req.simulated or hop.simulated))
         return out
 
     def _forward(self, req: RelayRequest, key: bytes, simulated: bool) -> dict[str, Any]:
-        """Hand a relay request on to the next link (in the background) and answer it."""
+        """Hand a relay request on to the next link (in the background) and answer it; if the
+        next hop fails, tell the origin (its pad here is burned)."""
         nxt = req.path[req.hop + 1]
         out = self.service.link(nxt)
         if out is None:
@@ -497,19 +546,17 @@ class Relay:
             return RelayRequest(
                 req.relay_id, req.path, req.hop + 1, req.master, req.slaves, req.keys,
                 pad.pieces, xor(key, pad.material), simulated or pad.simulated,
-                deadline - time.monotonic(),
+                deadline - time.monotonic(), req.ack_url,
             )  # fmt: skip
 
-        async def run(done: asyncio.Future[dict[str, Any]]) -> None:
+        async def run() -> None:
             answer, _ = await out.send_relay(req.nbytes, build)
             if answer.get("ok"):
                 self.counters.forwarded += 1
-            if not done.done():
-                done.set_result(answer)
+                return
+            await self._complete(req, answer)
 
-        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._forwards[req.relay_id] = (done, time.monotonic() + self.pending_ttl_s)
-        self._spawn(run(done), f"relay-{req.relay_id}")
+        self._spawn(run(), f"relay-{req.relay_id}")
         return {"ok": True, "reason": ""}
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -517,52 +564,13 @@ class Relay:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def on_completion(
-        self, link: PeerLink, relay_id: str, path: list[str], hop: int, commit: bool, ttl_s: float
-    ) -> dict[str, Any]:
-        """A relay completion (commit or abort) from neighbour ``link``: apply it to the pending
-        keys here (far end), or wait for this node's forward of the relay request and pass it
-        on (the answer of the forward, if it failed, carries the reason back to the origin)."""
-        deadline = time.monotonic() + ttl_s - HOP_MARGIN_S
-        if path[hop] != self.me or path[hop - 1] != link.name:
-            return fail(f"{self.me}: relay path does not pass {link.name}-{self.me} here")
-        service = self.service
-        if hop == len(path) - 1:
-            count, simulated = await service.db(service.store.finish_relay, relay_id, commit)
-            if not count:
-                return fail(f"relay {relay_id} unknown at {self.me} (expired or never stored)")
-            if commit:
-                self.counters.terminated += 1
-            return {"ok": True, "reason": "", "simulated": simulated}
-        entry = self._forwards.pop(relay_id, None)
-        if commit:
-            if entry is None:
-                return fail(f"relay {relay_id} unknown at {self.me} (restarted or expired)")
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    forwarded = await asyncio.shield(entry[0])
-            except TimeoutError:
-                return fail(f"relay deadline passed at {self.me}")
-            if not forwarded.get("ok"):  # the request never got past this node
-                return {**forwarded, "before_commit": True}
-        out = service.link(path[hop + 1])
-        if out is None:
-            return fail(f"{self.me} has no QKD link to {path[hop + 1]}")
-        body = {"relay_id": relay_id, "path": path, "hop": hop + 1, "commit": commit}
-        return await self._send(out, RELAY_COMPLETION_PATH, body, deadline)
-
-    async def expire(self) -> int:
-        """Erase relayed keys whose origin never committed within ``pending_ttl_s`` (and forget
-        forwards no commit came for)."""
-        now = time.monotonic()
-        for relay_id, (_, until) in list(self._forwards.items()):
-            if until < now:
-                del self._forwards[relay_id]
-        return await self.service.db(self.service.store.expire_pending, self.pending_ttl_s)
-
     async def stop(self) -> None:
-        """Cancel the aborts still being sent."""
+        """Cancel the forwards and completions still being sent; close their connections."""
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for clients in self._ack_clients.values():
+            for client in clients:
+                await client.aclose()
+        self._ack_clients.clear()

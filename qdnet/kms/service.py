@@ -598,7 +598,6 @@ class KMSService:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kms-db")
         self._takes: asyncio.Queue[_TakeJob] | None = None
         self.expired_keys = 0
-        self.expired_relayed_keys = 0
         self.reconciled_bytes = 0
         self.last_reconciled: float | None = None
 
@@ -652,14 +651,13 @@ class KMSService:
         self.store.close()
 
     async def _housekeeping(self) -> None:
-        """Node-wide periodic work: expiry of reserved keys nobody collected and of relayed keys
-        their origin never committed."""
+        """Node-wide periodic work: expiry of reserved keys nobody collected (relayed ones
+        included)."""
         while True:
             try:
                 ttl = self.settings.reserved_key_ttl_s
                 if ttl is not None:
                     self.expired_keys += await self.db(self.store.expire_reserved, ttl)
-                self.expired_relayed_keys += await self.relay.expire()
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # keep serving; the next pass retries
@@ -731,7 +729,6 @@ class KMSService:
                 "qdnet_links": {name: per_link.get(name, empty) for name in self.links},
                 "qdnet_relay": {
                     **self.relay.counters.as_dict(),
-                    "expired_pending_keys": self.expired_relayed_keys,
                 },
             },
         }

@@ -67,11 +67,11 @@ class RelaySettings(_Strict):
         default_factory=dict, description="SAE ID -> KME ID of SAEs served by non-neighbours"
     )
     timeout_s: float = Field(default=10.0, gt=0, description="deadline of a whole relay")
-    pending_ttl_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="a relayed key the far end holds (pending) and its origin never confirmed "
-        "is erased after this time, unless the origin confirms it first",
+    ack_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[^/\s]+/?$",
+        description="URL of this node's peer API as the other KMEs of the network reach it "
+        "(they send it relay completions); default https://<peer_listen.host>:<port>",
     )
     audit_log: Path | None = Field(
         default=None,
@@ -229,6 +229,11 @@ class KMSSettings(_Strict):
             for sae, kme in self.relay.saes.items():
                 if sae in seen and seen[sae] != kme:
                     raise ValueError(f"relay.saes: {sae!r} is served by {seen[sae]!r}, not {kme!r}")
+            if self.relay.ack_url is None and self.peer_listen.host in ("0.0.0.0", "::", ""):
+                raise ValueError(
+                    "relay.ack_url: give the https:// URL the other KMEs reach this node's peer "
+                    f"API at (peer_listen.host {self.peer_listen.host!r} is not one)"
+                )
         return self
 
     def resolved(self, base: Path) -> KMSSettings:
@@ -266,6 +271,15 @@ class KMSSettings(_Strict):
                 "keyring_path": keyring,
             }
         )
+
+    def relay_ack_url(self) -> str:
+        """Where the other KMEs send this node's relay completions: ``relay.ack_url``, or the
+        peer listener's address."""
+        if self.relay is not None and self.relay.ack_url is not None:
+            return self.relay.ack_url.rstrip("/")
+        host = self.peer_listen.host
+        host = f"[{host}]" if ":" in host else host
+        return f"https://{host}:{self.peer_listen.port}"
 
     def is_leader(self, peer_kme: str) -> bool:
         """On the link to ``peer_kme``, the KME whose ID sorts first carves keys from the front

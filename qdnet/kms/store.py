@@ -12,8 +12,7 @@ Model
   own copy and refuses a range that overlaps anything it already consumed (see :mod:`.peer`).
 * A **reserved key** (``kms_keys`` + ``kms_key_slaves``) is a key waiting for its slave SAE(s):
   ``dec_keys`` hands it to each slave once and deletes it when the last slave has it. A key
-  relayed from another KMS (:mod:`.relay`) is *pending* until its origin commits the relay, and
-  is never handed out while pending.
+  relayed from another KMS (:mod:`.relay`) is one too, with the ``relay_id`` it came with.
 * A node with several QKD links keeps one **pool per link**: every block and segment carries
   ``link`` (the peer KME's ID), and every pool operation names its link, so bytes of one link
   are never carved, confirmed or reconciled by another link's peer.
@@ -131,13 +130,6 @@ keys = Table(
     Column("simulated", Boolean, nullable=False),
     Column("created_at", Float, nullable=False, index=True),
     Column("relay_id", String(64), nullable=True, index=True, comment="relayed keys only"),
-    Column(
-        "pending",
-        Boolean,
-        nullable=False,
-        server_default="0",
-        comment="a relayed key its origin has not committed yet: never handed out",
-    ),
 )
 
 key_slaves = Table(
@@ -298,7 +290,7 @@ _IS_SLAVE = (
     .scalar_subquery()
 )
 _TAKE_ROWS = select(keys.c.key_id, keys.c.master_sae, keys.c.simulated, _N_SLAVES, _IS_SLAVE).where(
-    and_(keys.c.key_id.in_(bindparam("ids", expanding=True)), keys.c.pending.is_(False))
+    keys.c.key_id.in_(bindparam("ids", expanding=True))
 )
 _TAKE_ROWS_LOCKED = _TAKE_ROWS.with_for_update(of=keys)
 _TAKE_SLAVES = delete(key_slaves).where(
@@ -308,17 +300,8 @@ _TAKE_SLAVES = delete(key_slaves).where(
     )
 )
 _TAKE_KEYS = delete(keys).where(keys.c.key_id.in_(bindparam("ids", expanding=True)))
-_TAKE_ALL_SLAVES = delete(key_slaves).where(
-    key_slaves.c.key_id.in_(bindparam("ids", expanding=True))
-)
 _INSERT_KEYS = insert(keys)
 _INSERT_SLAVES = insert(key_slaves)
-_RELAY_KEYS = select(keys.c.key_id, keys.c.simulated).where(keys.c.relay_id == bindparam("r"))
-_RELAY_COMMIT = (
-    update(keys)
-    .where(and_(keys.c.relay_id == bindparam("r"), keys.c.pending.is_(True)))
-    .values(pending=False)
-)
 
 
 def xor(a: bytes, b: bytes) -> bytes:
@@ -475,14 +458,9 @@ class KeyStore:
                     conn.execute(text("DROP INDEX IF EXISTS ix_kms_segments_pool"))
         if existing.has_table(keys.name):
             columns = {c["name"] for c in existing.get_columns(keys.name)}
-            if "pending" not in columns:  # a store made before key relay
+            if "relay_id" not in columns:  # a store made before key relay
                 with self._writing(), self.engine.begin() as conn:
                     conn.execute(text("ALTER TABLE kms_keys ADD COLUMN relay_id VARCHAR(64)"))
-                    conn.execute(
-                        text(
-                            "ALTER TABLE kms_keys ADD COLUMN pending BOOLEAN NOT NULL DEFAULT FALSE"
-                        )
-                    )
         metadata.create_all(self.engine)
         with self._writing(), self.engine.begin() as conn:  # stores made before the index existed
             pool_order.create(conn, checkfirst=True)
@@ -1015,7 +993,6 @@ class KeyStore:
                             "simulated": simulated,
                             "created_at": now,
                             "relay_id": None,
-                            "pending": False,
                         }
                     )
                     txn.materials.append((key_id, material[pos : pos + n]))
@@ -1192,8 +1169,8 @@ class KeyStore:
         For each: consume the incoming pad (its ``pieces`` of ``link``, carved from the
         ``from_front`` end by the sender) and recover the key (the pad itself on the first hop,
         ``ciphertext xor pad`` after); at the far end, ``keep = (relay_id, reservations)``
-        keeps the keys cut from it, *pending* (never handed out until :meth:`finish_relay`
-        commits them). None for a pad that is refused (a byte of it already consumed here).
+        keeps the keys cut from it for their slaves, in the same transaction. None for a pad
+        that is refused (a byte of it already consumed here).
         """
 
         def run(txn: _Txn) -> list[RelayHop | None]:
@@ -1217,8 +1194,7 @@ class KeyStore:
                 for key_id, size_bits, master, slaves in reservations:
                     txn.key_rows.append(
                         {"key_id": key_id, "master_sae": master, "size_bits": size_bits,
-                         "simulated": simulated, "created_at": now, "relay_id": relay_id,
-                         "pending": True}
+                         "simulated": simulated, "created_at": now, "relay_id": relay_id}
                     )  # fmt: skip
                     txn.slave_rows.extend({"key_id": key_id, "sae_id": s} for s in slaves)
                     txn.materials.append((key_id, key[pos : pos + size_bits // 8]))
@@ -1227,57 +1203,6 @@ class KeyStore:
 
         result: list[RelayHop | None] = self._guarded(self._transaction, run)
         return result
-
-    def finish_relay(self, relay_id: str, commit: bool) -> tuple[int, bool]:
-        """Commit (the keys become fetchable) or abort (the keys no slave fetched yet are
-        erased) relay ``relay_id``: number of keys changed (0: unknown relay, e.g. expired while
-        pending, or already committed) and whether they come from a simulated link."""
-
-        def run() -> tuple[int, bool, list[str]]:
-            with self._writing(), self.engine.begin() as conn:
-                rows = conn.execute(_RELAY_KEYS, {"r": relay_id}).all()
-                simulated = any(bool(r[1]) for r in rows)
-                if commit:
-                    res = conn.execute(_RELAY_COMMIT, {"r": relay_id})
-                    return int(res.rowcount or 0), simulated, []
-                ids = [r[0] for r in rows]
-                if ids:
-                    conn.execute(_TAKE_ALL_SLAVES, {"ids": ids})
-                    conn.execute(_TAKE_KEYS, {"ids": ids})
-                return len(ids), simulated, ids
-
-        count, simulated, erased = self._guarded(run)
-        self._guarded(self.keyring.erase_materials, erased)
-        return int(count), bool(simulated)
-
-    def expire_pending(self, older_than_s: float) -> int:
-        """Erase relayed keys still pending after ``older_than_s`` (their origin never
-        committed: it failed or gave up); number erased."""
-
-        def run() -> list[str]:
-            cutoff = time.time() - older_than_s
-            with self._writing(), self.engine.begin() as conn:
-                q = select(keys.c.key_id).where(
-                    and_(keys.c.pending.is_(True), keys.c.created_at < cutoff)
-                )
-                ids = [r[0] for r in conn.execute(q.limit(10000))]
-                if ids:
-                    conn.execute(delete(key_slaves).where(key_slaves.c.key_id.in_(ids)))
-                    conn.execute(delete(keys).where(keys.c.key_id.in_(ids)))
-            return ids
-
-        ids: list[str] = self._guarded(run)
-        self._guarded(self.keyring.erase_materials, ids)
-        return len(ids)
-
-    def pending_key_ids(self) -> list[str]:
-        """Relayed keys waiting for their origin's commit (IDs only; for audits and tests)."""
-
-        def run() -> list[str]:
-            with self.engine.connect() as conn:
-                return [r[0] for r in conn.execute(select(keys.c.key_id).where(keys.c.pending))]
-
-        return list(self._guarded(run))
 
     def expire_reserved(self, older_than_s: float) -> int:
         """Erase reserved keys no slave collected within ``older_than_s``; number erased."""

@@ -1,19 +1,23 @@
 """Key relay between trusted nodes (:mod:`qdnet.kms.relay`): a 3-node line, a 4-node ring with
-an empty hop, who may fetch a relayed key, pending keys, and the pad halves."""
+an empty hop, who may fetch a relayed key, who may complete a relay, and the pad halves."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from qdnet.kms.client import KMEError
+from qdnet.kms.peer import RELAY_COMPLETION_PATH, PeerClient, PeerError
 from qdnet.kms.pki import PKI
+from qdnet.kms.relay import Relay
 from qdnet.kms.store import IncomingPad, KeyStore, TakeOutcome, xor
 from qdnet.kms.topology import KMSMesh, start_mesh
 from tests.kms.conftest import BACKENDS, PG_ENV, pg_admin_url, pg_databases, write_blocks
@@ -71,7 +75,7 @@ def test_relay_through_a_trusted_node(line: KMSMesh) -> None:
         for v in links_status(line, sae, slave)["qdnet_links"].values():
             assert v["stored_key_bytes"] == 2 * 8192 - 3 * 64 - 32
     assert links_status(line, "app-a", "app-b")["qdnet_relay"] == {
-        "originated": 1, "forwarded": 0, "terminated": 1, "failed": 0, "expired_pending_keys": 0,
+        "originated": 1, "forwarded": 0, "terminated": 1, "failed": 0,
     }  # fmt: skip
     assert links_status(line, "app-c", "app-a")["qdnet_relay"]["forwarded"] == 2
 
@@ -181,39 +185,71 @@ def test_an_empty_hop_is_routed_around_then_503_names_every_reason(
         assert len({k.key for k in delivered}) == 64
 
 
-def test_pending_relayed_keys_are_never_handed_out(tmp_path: Path) -> None:
+def test_relay_completions_come_only_from_the_network_and_success_only_from_the_far_end(
+    line: KMSMesh,
+) -> None:
+    """The completion route of kme-a's peer API takes calls from any KME of the network (kme-b
+    is no neighbour of kme-a), never from an SAE; a completion for a relay kme-a does not wait
+    for is refused; a success is accepted only from the relay's far end, a failure from a node
+    of its path only."""
+    ack_url = line.nodes["kme-a"].settings.relay_ack_url()
+
+    async def post(name: str, body: dict[str, object]) -> dict[str, object]:
+        cred = line.pki.credential(name)
+        client = PeerClient(ack_url, line.pki.ca_cert, cred.cert, cred.key, 5.0,
+                            expected_kme="kme-a")  # fmt: skip
+        try:
+            return await client.post(RELAY_COMPLETION_PATH, body)
+        finally:
+            await client.aclose()
+
+    path = ["kme-a", "kme-c", "kme-b"]
+    body = {"relay_id": "r-unknown", "path": path, "ok": True, "simulated": False}
+    answer = asyncio.run(post("kme-b", body))
+    assert answer["ok"] is False and "not awaited" in str(answer["reason"])
+    with pytest.raises(PeerError, match="HTTP 401"):
+        asyncio.run(post("app-b", body))
+    with pytest.raises(PeerError, match="HTTP 400"):
+        asyncio.run(post("kme-b", {**body, "ok": "yes"}))
+
+    relay = Relay(cast(Any, SimpleNamespace(settings=line.nodes["kme-a"].settings)))
+
+    async def judge(sender: str, ok: bool) -> tuple[dict[str, Any], bool]:
+        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        relay._waiting["r1"] = (done, path)
+        answer = {"ok": ok, "reason": "", "avoid_link": None, "avoid_node": None,
+                  "simulated": False}  # fmt: skip
+        return relay.on_completion(sender, "r1", path, answer), done.done()
+
+    assert asyncio.run(judge("kme-b", True)) == ({"ok": True, "reason": ""}, True)
+    for sender, ok in (("kme-c", True), ("kme-x", False), ("kme-a", False)):
+        got, settled = asyncio.run(judge(sender, ok))
+        assert got["ok"] is False and not settled, (sender, ok)
+    assert asyncio.run(judge("kme-c", False))[0]["ok"] is True  # a middle node's failure
+
+
+def test_the_far_end_keeps_relayed_keys_with_their_pad_once(tmp_path: Path) -> None:
     store = KeyStore(f"sqlite:///{tmp_path / 's.sqlite'}")
     try:
         (block,) = write_blocks([tmp_path / "x"], 1, 4096)
         store.ingest(block, link="p")
         store.mark_shared([block.block_id], "p")
-        ids = [str(uuid.uuid4()) for _ in range(3)]
-        keys = {}
-        for i, relay in enumerate(("r1", "r2", "r3")):
+        ids = [str(uuid.uuid4()) for _ in range(2)]
+        for i, relay in enumerate(("r1", "r2")):
             (plan,) = store.plan([32], True, "p", True)
             assert plan is not None
             cipher = bytes(range(32))
             keep = (relay, [(ids[i], 256, "app-a", ["app-b"])])
             (hop,) = store.relay_receive([IncomingPad(plan.pieces, True, "p", cipher, keep)])
             assert hop is not None and hop.key == xor(cipher, plan.material)
-            keys[ids[i]] = hop.key
             # the same pad twice: refused, nothing kept
             again = IncomingPad(plan.pieces, True, "p", cipher, ("again", []))
             assert store.relay_receive([again]) == [None]
-        assert store.take_keys([ids[0]], "app-a", "app-b")[0] is TakeOutcome.NOT_FOUND
-        assert sorted(store.pending_key_ids()) == sorted(ids)
-        assert store.finish_relay("r1", commit=True) == (1, False)
-        assert store.finish_relay("r1", commit=True)[0] == 0  # not twice
-        outcome, got = store.take_keys([ids[0]], "app-a", "app-b")
-        assert outcome is TakeOutcome.OK and got[0].material == keys[ids[0]]
-        assert store.finish_relay("r2", commit=False)[0] == 1  # aborted: erased
-        assert store.finish_relay("r2", commit=True)[0] == 0
-        time.sleep(0.05)
-        assert store.expire_pending(0.01) == 1  # r3: its origin never committed
-        assert store.finish_relay("r3", commit=True)[0] == 0
-        assert store.pending_key_ids() == [] and store.reserved_key_ids() == {}
-        assert store.keyring.material_ids() == set()
-        assert store.available_bytes("p") == 4096 - 3 * 32
+            assert store.take_keys([ids[i]], "app-a", "app-x")[0] is TakeOutcome.UNAUTHORIZED
+            outcome, got = store.take_keys([ids[i]], "app-a", "app-b")
+            assert outcome is TakeOutcome.OK and got[0].material == hop.key
+        assert store.reserved_key_ids() == {} and store.keyring.material_ids() == set()
+        assert store.available_bytes("p") == 4096 - 2 * 32
     finally:
         store.close()
 
