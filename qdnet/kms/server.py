@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import resource
 import signal
@@ -163,7 +164,14 @@ async def serve_kms(
 
 
 def run_kms(settings: KMSSettings) -> None:
-    """Serve in the foreground until SIGINT or SIGTERM."""
+    """Serve in the foreground until SIGINT or SIGTERM.
+
+    The objects made so far (every module, class and function imported: most of the process)
+    are frozen out of the garbage collector first (``gc.freeze``), so that the full collections
+    a long-running server makes now and then walk only what serving creates; one of them over
+    the whole heap took 100-300 ms on the 2-core test machine, a pause every request in flight
+    would wait for."""
+    gc.freeze()
     run_loop(serve_kms(settings, handle_signals=True))
 
 
