@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -112,21 +113,40 @@ def register(app: typer.Typer) -> None:
     @kms_app.command("pool")
     def kms_pool(
         settings_file: Path = typer.Argument(..., help="KMS settings (YAML)"),
+        link: str | None = typer.Option(
+            None, "--link", help="only the pool of the link to this peer KME"
+        ),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
     ) -> None:
-        """Summary of the key pool (no key material)."""
+        """Summary of the key pools, the node's and each link's (no key material)."""
         from qdnet.kms.service import open_store
         from qdnet.kms.settings import KMSSettings
 
         settings = _settings(settings_file)
         assert isinstance(settings, KMSSettings)
+        peers = [p.kme_id for p in settings.peers]
+        if link is not None and link not in peers:
+            typer.echo(
+                f"error: --link: {link!r} is not a peer of {settings.kme_id} "
+                f"(peers: {', '.join(peers)})",
+                err=True,
+            )
+            raise typer.Exit(2)
         store = open_store(settings)
         try:
-            summary = store.pool_summary()
+            summary: dict[str, Any] = store.pool_summary(link)
+            if link is None:
+                summary["links"] = {p: store.pool_summary(p) for p in peers}
         finally:
             store.close()
         if as_json:
             typer.echo(json.dumps(summary))
-        else:
-            for k, v in summary.items():
+            return
+        per_link = summary.pop("links", {})
+        typer.echo(f"{'link ' + link if link else 'node ' + settings.kme_id}:")
+        for k, v in summary.items():
+            typer.echo(f"{k:>15}: {v}")
+        for peer, figures in per_link.items():
+            typer.echo(f"link {settings.kme_id}-{peer}:")
+            for k, v in figures.items():
                 typer.echo(f"{k:>15}: {v}")

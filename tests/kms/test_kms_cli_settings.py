@@ -50,6 +50,12 @@ def test_pki_init_and_ingest(tmp_path: Path) -> None:
     summary = json.loads(pool.output)
     assert summary["blocks"] == 3 and summary["held_bytes"] == sum(len(x.key) for x in blocks)
     assert summary["shared_bytes"] == 0  # until the peer confirms it holds the same blocks
+    # the node's pool and each link's: one link here, which holds every block
+    assert summary["links"] == {"kme-bob": {k: v for k, v in summary.items() if k != "links"}}
+    one = runner.invoke(app, ["kms", "pool", str(tmp_path / "kms-alice.yaml"), "--link", "kme-bob"])
+    assert one.exit_code == 0 and "link kme-bob:" in one.output and "blocks: 3" in one.output
+    bad = runner.invoke(app, ["kms", "pool", str(tmp_path / "kms-alice.yaml"), "--link", "kme-x"])
+    assert bad.exit_code == 2 and "--link: 'kme-x' is not a peer of kme-alice" in bad.output
 
 
 @pytest.mark.parametrize(
