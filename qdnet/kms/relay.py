@@ -97,6 +97,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,7 +106,7 @@ import networkx as nx
 
 from qdnet.kms.errors import KMSError
 from qdnet.kms.peer import RELAY_COMPLETION_PATH, PeerClient, PeerError
-from qdnet.kms.store import Allocation, IncomingPad, Piece, xor
+from qdnet.kms.store import Allocation, IncomingPad, OnwardPads, Piece, RelayHop, xor
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,16 @@ class RelayRequest:
             "ttl_s": self.ttl_s,
             "ack_url": self.ack_url,
         }
+
+
+@dataclass
+class RelayJob:
+    """A relay request waiting on a link to be carved and sent: its pad size, how to make the
+    request once the pad is carved, and where the peer's answer (and the pad) go."""
+
+    nbytes: int
+    build: Callable[[Allocation], RelayRequest]
+    future: asyncio.Future[tuple[dict[str, Any], Allocation | None]] = field(repr=False)
 
 
 def _strs(v: Any) -> bool:
@@ -489,12 +500,17 @@ class Relay:
 
     async def on_requests(self, link: PeerLink, reqs: list[RelayRequest]) -> list[dict[str, Any]]:
         """Relay requests from neighbour ``link``, in the order their pads were carved: their
-        pads are consumed in one transaction; each is kept pending here (far end) or handed to
-        the next link to forward, and answered at once (the commit waits for the forward)."""
+        pads are consumed in one transaction; each is kept here for its slaves (far end) or
+        handed to the next link, and answered at once.
+
+        The pads of the next hops are carved in that same transaction (one commit instead of
+        two per hop) on every next link whose carving lock is free; a request for a busy link
+        is forwarded afterwards through that link's relay batcher."""
         service = self.service
         answers: list[dict[str, Any] | None] = []
         incoming: list[IncomingPad] = []
-        for req in reqs:
+        onward: dict[str, list[int]] = {}
+        for i, req in enumerate(reqs):
             answer = None
             if req.path[req.hop] != self.me or req.path[req.hop - 1] != link.name:
                 answer = fail(f"{self.me}: relay path does not pass {link.name}-{self.me} here")
@@ -504,6 +520,8 @@ class Relay:
                 if foreign:
                     answer = fail(f"{self.me} does not serve slave SAE {foreign[0]!r}")
                 keep = (req.relay_id, [(k, b, req.master, req.slaves) for k, b in req.keys])
+            elif answer is None and service.link(req.path[req.hop + 1]) is not None:
+                onward.setdefault(req.path[req.hop + 1], []).append(i)
             answers.append(answer)
             if answer is None:  # a refused request's pad is consumed all the same
                 incoming.append(
@@ -511,9 +529,24 @@ class Relay:
                 )
             else:
                 incoming.append(IncomingPad(req.pieces, not link.leader, link.name, req.ciphertext))
-        hops = await service.db(service.store.relay_receive, incoming)
+        held: list[PeerLink] = []
+        try:
+            for name in sorted(onward):  # one order: two handlers never wait on each other
+                nxt = service.link(name)
+                if nxt is not None and await nxt.hold_for_relay():
+                    held.append(nxt)
+            carves = [OnwardPads(nxt.name, nxt.leader, onward[nxt.name]) for nxt in held]
+            hops = await service.db(service.store.relay_receive, incoming, carves)
+        except BaseException:
+            for nxt in held:
+                nxt.release()
+            raise
+        carved: dict[int, Allocation | None] = {}
+        for nxt, carve in zip(held, carves, strict=True):
+            carved.update(carve.pads)
+            self._spawn(self._send_carved(nxt, reqs, hops, carve), f"relay-on-{nxt.name}")
         out: list[dict[str, Any]] = []
-        for req, answer, hop in zip(reqs, answers, hops, strict=True):
+        for i, (req, answer, hop) in enumerate(zip(reqs, answers, hops, strict=True)):
             if answer is not None:
                 out.append(answer)
             elif hop is None:
@@ -529,9 +562,61 @@ class Relay:
                 done = {"ok": True, "reason": "", "simulated": simulated}
                 self._spawn(self._complete(req, done), f"relay-done-{req.relay_id}")
                 out.append({"ok": True, "reason": ""})
+            elif i in carved:  # its next pad is carved already: sent by _send_carved
+                out.append({"ok": True, "reason": ""})
             else:
                 out.append(self._forward(req, hop.key, req.simulated or hop.simulated))
         return out
+
+    async def _send_carved(
+        self,
+        nxt: PeerLink,
+        reqs: list[RelayRequest],
+        hops: list[RelayHop | None],
+        carve: OnwardPads,
+    ) -> None:
+        """Send the next hop of the requests whose pads :meth:`on_requests` carved on link
+        ``nxt`` (its carving lock is held until the peer answered), then tell the origin of
+        each one that failed."""
+        sent: list[tuple[RelayRequest, RelayJob]] = []
+        pads: list[Allocation | None] = []
+        try:
+            loop = asyncio.get_running_loop()
+            for i in carve.requests:
+                hop = hops[i]
+                if hop is None:
+                    continue
+                req, key = reqs[i], hop.key
+                simulated = req.simulated or hop.simulated
+                deadline = time.monotonic() + req.ttl_s - HOP_MARGIN_S
+                build = self._onward_builder(req, key, simulated, deadline)
+                sent.append((req, RelayJob(req.nbytes, build, loop.create_future())))
+                pads.append(carve.pads.get(i))
+            if sent:
+                await nxt.post_relays([job for _, job in sent], pads)
+        finally:
+            nxt.release()
+        for req, job in sent:
+            answer, _ = job.future.result() if job.future.done() else (fail("not sent"), None)
+            if answer.get("ok"):
+                self.counters.forwarded += 1
+            else:
+                await self._complete(req, answer)
+
+    @staticmethod
+    def _onward_builder(
+        req: RelayRequest, key: bytes, simulated: bool, deadline: float
+    ) -> Callable[[Allocation], RelayRequest]:
+        """The next hop's request of ``req`` once its pad is carved (key one-time padded)."""
+
+        def build(pad: Allocation) -> RelayRequest:
+            return RelayRequest(
+                req.relay_id, req.path, req.hop + 1, req.master, req.slaves, req.keys,
+                pad.pieces, xor(key, pad.material), simulated or pad.simulated,
+                deadline - time.monotonic(), req.ack_url,
+            )  # fmt: skip
+
+        return build
 
     def _forward(self, req: RelayRequest, key: bytes, simulated: bool) -> dict[str, Any]:
         """Hand a relay request on to the next link (in the background) and answer it; if the
@@ -541,13 +626,7 @@ class Relay:
         if out is None:
             return fail(f"{self.me} has no QKD link to {nxt}", link=(self.me, nxt))
         deadline = time.monotonic() + req.ttl_s - HOP_MARGIN_S
-
-        def build(pad: Allocation) -> RelayRequest:
-            return RelayRequest(
-                req.relay_id, req.path, req.hop + 1, req.master, req.slaves, req.keys,
-                pad.pieces, xor(key, pad.material), simulated or pad.simulated,
-                deadline - time.monotonic(), req.ack_url,
-            )  # fmt: skip
+        build = self._onward_builder(req, key, simulated, deadline)
 
         async def run() -> None:
             answer, _ = await out.send_relay(req.nbytes, build)

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from qdnet.kms.blocks import block_files, read_block
 from qdnet.kms.errors import KMSError
 from qdnet.kms.peer import RELAY_PATH, KeySpec, PeerClient, PeerError
-from qdnet.kms.relay import Relay, RelayRequest
+from qdnet.kms.relay import Relay, RelayJob, RelayRequest
 from qdnet.kms.relay import fail as relay_fail
 from qdnet.kms.settings import KMSSettings, PeerSettings
 from qdnet.kms.store import (
@@ -83,13 +83,6 @@ class _TakeJob:
 
 _MAX_TAKE_IDS = 4096
 """Most key IDs answered in one group commit of ``dec_keys`` (SQLite binds them all)."""
-
-
-@dataclass
-class _RelayJob:
-    nbytes: int
-    build: Callable[[Allocation], RelayRequest]
-    future: asyncio.Future[tuple[dict[str, Any], Allocation | None]] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -190,7 +183,7 @@ class PeerLink:
         self._outage = _Outage(peer.kme_id)
         self._reconcile_due: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._relay_jobs: asyncio.Queue[_RelayJob] | None = None
+        self._relay_jobs: asyncio.Queue[RelayJob] | None = None
         self._relay_clients: list[PeerClient] = []
         """Idle connections for relay calls, which wait for the rest of the path and so must
         not hold up the one ordered connection of allocations and reconciliation."""
@@ -205,7 +198,7 @@ class PeerLink:
         fut: asyncio.Future[tuple[dict[str, Any], Allocation | None]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._relay_jobs.put_nowait(_RelayJob(nbytes, build, fut))
+        self._relay_jobs.put_nowait(RelayJob(nbytes, build, fut))
         return await fut
 
     async def _relay_batcher(self) -> None:
@@ -228,8 +221,7 @@ class PeerLink:
                     if not job.future.done():
                         job.future.set_result((relay_fail(f"{self.name}: {reason}"), None))
 
-    async def _send_relays(self, jobs: list[_RelayJob]) -> None:
-        me = self.service.settings.kme_id
+    async def _send_relays(self, jobs: list[RelayJob]) -> None:
         assert self.client is not None
         try:  # a peer that is down costs no pad
             await self.client.connect()
@@ -244,7 +236,14 @@ class PeerLink:
         pads = await self.db(
             self.store.carve, [j.nbytes for j in jobs], self.leader, self.name, True
         )
-        sent: list[tuple[_RelayJob, Allocation]] = []
+        await self.post_relays(jobs, pads)
+
+    async def post_relays(self, jobs: list[RelayJob], pads: list[Allocation | None]) -> None:
+        """Send relay requests whose pads were carved (consumed) here, in one message, and
+        settle each job with the peer's answer; the caller holds the link's carving lock."""
+        me = self.service.settings.kme_id
+        assert self.client is not None
+        sent: list[tuple[RelayJob, Allocation]] = []
         bodies = []
         for job, alloc in zip(jobs, pads, strict=True):
             if alloc is None:
@@ -280,6 +279,27 @@ class PeerLink:
                     f"{self.name} answered a malformed relay result", node=self.name
                 )
             job.future.set_result((answer, alloc))
+
+    async def hold_for_relay(self) -> bool:
+        """Take the link's carving lock if it is free and the peer is connected (then the
+        caller carves relay pads itself, see :meth:`post_relays`, and must call
+        :meth:`release`); False (nothing held) otherwise."""
+        assert self._carving is not None and self.client is not None
+        if self._carving.locked():
+            return False
+        await self._carving.acquire()
+        try:
+            await self.client.connect()
+        except PeerError as err:
+            self._outage.failed(err)
+            self._carving.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        """Give back the carving lock taken by :meth:`hold_for_relay`."""
+        assert self._carving is not None
+        self._carving.release()
 
     async def relay_call(
         self, route: str, body: dict[str, Any], timeout_s: float

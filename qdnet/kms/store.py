@@ -321,6 +321,22 @@ class IncomingPad:
     ciphertext: bytes | None = field(repr=False)
     keep: tuple[str, list[Reservation]] | None = None
 
+    @property
+    def nbytes(self) -> int:
+        return sum(p.length for p in self.pieces)
+
+
+@dataclass
+class OnwardPads:
+    """Pads a middle node carves for the next hops in the transaction of
+    :meth:`KeyStore.relay_receive`: for the requests at ``requests`` (indices of the incoming
+    pads), from this end (``from_front``) of ``link``'s pool; ``pads`` is filled in."""
+
+    link: str
+    from_front: bool
+    requests: list[int]
+    pads: dict[int, Allocation | None] = field(default_factory=dict)
+
 
 @dataclass
 class RelayHop:
@@ -1162,7 +1178,9 @@ class KeyStore:
 
     # --- relayed keys (see qdnet.kms.relay) ------------------------------------------------------
 
-    def relay_receive(self, hops: Sequence[IncomingPad]) -> list[RelayHop | None]:
+    def relay_receive(
+        self, hops: Sequence[IncomingPad], onward: Sequence[OnwardPads] = ()
+    ) -> list[RelayHop | None]:
         """The relay requests one neighbour sent in one message, at the receiving node, in one
         transaction and in the order they were carved (:mod:`qdnet.kms.relay`).
 
@@ -1171,9 +1189,32 @@ class KeyStore:
         ``ciphertext xor pad`` after); at the far end, ``keep = (relay_id, reservations)``
         keeps the keys cut from it for their slaves, in the same transaction. None for a pad
         that is refused (a byte of it already consumed here).
+
+        A middle node also carves, in the same transaction (one commit instead of two), the
+        pads of the next hops: for each :class:`OnwardPads`, the pads of the requests it names
+        whose incoming pad was accepted, from this end's half of that link's pool (as
+        :meth:`carve`; the caller holds that link's carving lock). They are filled in
+        ``OnwardPads.pads`` (None: no key left on that link, or incoming pad refused).
         """
 
         def run(txn: _Txn) -> list[RelayHop | None]:
+            out = receive(txn)
+            for carve in onward:
+                wanted = [i for i in carve.requests if out[i] is not None]
+                sizes = [hops[i].nbytes for i in wanted]
+                plans = self._plan(sizes, carve.from_front, carve.link, True) if wanted else []
+                ready = [(i, p) for i, p in zip(wanted, plans, strict=True) if p is not None]
+                got: list[tuple[bytes, bool]] = []
+                batch: list[tuple[list[Piece], list[Reservation]]] = [
+                    (p.pieces, [("", 8 * hops[i].nbytes, "", [])]) for i, p in ready
+                ]
+                oks = self._apply_in(txn, batch, carve.from_front, carve.link, got)
+                carve.pads = {i: None for i in carve.requests}
+                for (i, p), ok, (material, simulated) in zip(ready, oks, got, strict=True):
+                    carve.pads[i] = Allocation(p.pieces, material, simulated) if ok else None
+            return out
+
+        def receive(txn: _Txn) -> list[RelayHop | None]:
             out: list[RelayHop | None] = []
             now = time.time()
             for hop in hops:
