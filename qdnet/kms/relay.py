@@ -62,7 +62,10 @@ Delivery
 --------
 The request travels hop by hop to ``F``; each node answers the previous one as soon as its own
 transaction is done and forwards in the background (so a link is held for one hop, not for the
-whole path). ``F`` keeps the keys for their slaves (ordinary reserved keys, in the same
+whole path). A middle node carves the next hop's pad in the transaction that consumes the
+incoming pad when the next link's carving lock is free (taken in one order, so two messages
+never wait for each other), and sends it while holding that lock; otherwise the next link's relay
+batcher carves and sends it. ``F`` keeps the keys for their slaves (ordinary reserved keys, in the same
 transaction as its pad) and sends the completion to ``O``; a node that consumed the incoming pad
 but cannot forward (no key on the next link, next node down: its pad is burned) sends ``O`` a
 failed completion naming the link or node to avoid. ``O`` answers its SAE with the keys only
