@@ -47,6 +47,7 @@ def measure(n: int, qber: float, iterations: int, seed: int) -> dict[str, Any]:
 
     frame_s = 0.0
     frame_its = 0
+    workspace = ldpc_bp.frame_workspace(iterations)
     for lane in range(LANES):
         post = np.full(n, prior, dtype=np.float32)
         msg = np.zeros(edges, dtype=np.float32)
@@ -63,6 +64,7 @@ def measure(n: int, qber: float, iterations: int, seed: int) -> dict[str, Any]:
             0.0,
             ldpc_bp.PHI_TABLE,
             ldpc_bp.PHI_INV_STEP,
+            workspace,
         )
         frame_s += time.perf_counter() - start
         frame_its += its
@@ -87,6 +89,7 @@ def measure(n: int, qber: float, iterations: int, seed: int) -> dict[str, Any]:
         iterations,
         0.0,
         0,
+        *ldpc_bp.lanes_workspace(iterations),
     )
     lanes_s = time.perf_counter() - start
     frame_ns = frame_s / (frame_its * edges) * 1e9

@@ -126,6 +126,8 @@ from qdnet.postprocessing.ldpc_bp import (
     PHI_INV_STEP,
     PHI_TABLE,
     copy_lane,
+    frame_workspace,
+    lanes_workspace,
     layered_bp_frame,
     layered_bp_lanes,
 )
@@ -578,6 +580,7 @@ def _decode_frame(
         1.0 - cfg.min_progress,
         PHI_TABLE,
         PHI_INV_STEP,
+        frame_workspace(cfg.max_iter),
     )
     return bool(ok), int(iterations)
 
@@ -700,6 +703,7 @@ class _LaneBatch:
             cfg.stall_iterations,
             1.0 - cfg.min_progress,
             LANES_MIN_BUSY,
+            *lanes_workspace(cfg.max_iter),
         )
         return [int(lane) for lane in np.flatnonzero(active)]
 

@@ -88,6 +88,18 @@ KERNEL_FLAGS: dict[str, Any] = {
 }
 
 
+def frame_workspace(max_iter: int) -> NDArray[np.int64]:
+    """The workspace of :func:`layered_bp_frame` for an iteration cap. The kernels take their
+    fixed-shape workspaces from the caller: NumPy's allocators, compiled into each kernel that
+    calls them, were a fifth of the kernels' compile time on a fresh clone."""
+    return np.empty(max_iter + 1, dtype=np.int64)
+
+
+def lanes_workspace(max_iter: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The workspaces of :func:`layered_bp_lanes` for an iteration cap."""
+    return np.empty(LANES, dtype=np.int64), np.empty((max_iter + 1, LANES), dtype=np.int64)
+
+
 # ---------------------------------------------------------------------------------------------
 # one frame, table-driven
 
@@ -104,6 +116,7 @@ def layered_bp_frame(
     progress: float,
     table: NDArray[np.float32],
     inv_step: float,
+    hist: NDArray[np.int64],
 ) -> tuple[bool, int]:  # pragma: no cover - compiled
     """Row-layered BP for H e = target. ``post`` holds the posterior LLRs log P(e=0)/P(e=1)
     (prior plus all check messages), ``msg`` the check-to-variable messages per edge; both are
@@ -112,16 +125,22 @@ def layered_bp_frame(
     ``inv_step``: PHI_TABLE, PHI_INV_STEP). Stops when the syndrome holds (verified exactly
     after an iteration in which every check held after its own update) or when the number of
     unsatisfied checks has not fallen below ``progress`` times its value ``stall`` iterations
-    earlier. Returns (solved, iterations)."""
+    earlier. Returns (solved, iterations). Workspace (:func:`frame_workspace`): ``hist`` (at
+    least max_iter + 1: unsatisfied checks per iteration)."""
     m = row_ptr.shape[0] - 1
     width = 0
     for c in range(m):
         width = max(width, row_ptr[c + 1] - row_ptr[c])
+    if hist.shape[0] < max_iter + 1:
+        raise ValueError("layered_bp_frame: workspace too small (see frame_workspace)")
+    # allocated here, not by the caller: three separate buffers LLVM knows do not alias (one
+    # buffer in three rows made the kernel ~5 % slower)
     q = np.empty(width, dtype=np.float32)
     ph = np.empty(width, dtype=np.float32)
     sg = np.empty(width, dtype=np.float32)
     top = np.int32(table.shape[0] - 1)
-    hist = np.full(max_iter + 1, m + 1, dtype=np.int64)  # unsatisfied checks per iteration
+    for it in range(max_iter + 1):
+        hist[it] = m + 1
     one = np.float32(1.0)
     two = np.float32(2.0)
     zero = np.float32(0.0)
@@ -340,6 +359,8 @@ def layered_bp_lanes(
     stall: int,
     progress: float,
     min_busy: int,
+    unsat: NDArray[np.int64],
+    hist: NDArray[np.int64],
 ) -> int:  # pragma: no cover - compiled
     """Row-layered BP for LANES frames that share H: ``target`` (m, LANES), ``post`` (n, LANES),
     ``msg`` (edges, LANES), C-contiguous, updated in place (warm start) as in
@@ -351,18 +372,23 @@ def layered_bp_lanes(
     ``min_busy`` lanes are still busy after an iteration the call returns with those lanes still
     ``active``, for the caller to continue one at a time (a vector of mostly idle lanes costs
     more). Check degrees must be <= LANES_MAX_CHECK_DEGREE, and no two array arguments may
-    share memory (they are declared noalias). Returns the iterations run."""
+    share memory (they are declared noalias). Returns the iterations run. Workspaces
+    (:func:`lanes_workspace`): ``unsat`` (LANES) and ``hist`` (at least max_iter + 1, LANES)."""
     _kernel_attributes()
     m = row_ptr.shape[0] - 1
+    if unsat.shape[0] < LANES or hist.shape[0] < max_iter + 1 or hist.shape[1] < LANES:
+        raise ValueError("layered_bp_lanes: workspace too small (see lanes_workspace)")
     q = nb.carray(_stack_f32(_SCRATCH), (LANES_MAX_CHECK_DEGREE, LANES))
     t = nb.carray(_stack_f32(_SCRATCH), (LANES_MAX_CHECK_DEGREE, LANES))
     prod = nb.carray(_stack_f32(LANES), (LANES,))
     par = nb.carray(_stack_i32(LANES), (LANES,))
-    unsat = np.zeros(LANES, dtype=np.int64)
-    hist = np.full((max_iter + 1, LANES), m + 1, dtype=np.int64)
+    for it in range(max_iter + 1):
+        for lane in range(LANES):
+            hist[it, lane] = m + 1
     one = np.float32(1.0)
     for it in range(max_iter):
-        unsat[:] = 0
+        for lane in range(LANES):
+            unsat[lane] = 0
         for c in range(m):
             a = np.uint64(row_ptr[c])
             deg = np.uint64(row_ptr[c + 1]) - a

@@ -61,6 +61,7 @@ def _frame(
         0.0,
         ldpc_bp.PHI_TABLE,
         ldpc_bp.PHI_INV_STEP,
+        ldpc_bp.frame_workspace(iterations),
     )
     return bool(ok), post, msg
 
@@ -84,7 +85,20 @@ def test_lanes_messages_match_the_table_kernel_after_one_iteration() -> None:
     post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
     active = np.ones(LANES, bool)
     ldpc_bp.layered_bp_lanes(
-        row_ptr, col, target, post, msg, active, solved, decided, its, 1, 100, 0.0, 0
+        row_ptr,
+        col,
+        target,
+        post,
+        msg,
+        active,
+        solved,
+        decided,
+        its,
+        1,
+        100,
+        0.0,
+        0,
+        *ldpc_bp.lanes_workspace(1),
     )
     for lane in (0, 7, 15):
         _, p1, m1 = _frame(row_ptr, col, target[:, lane], prior, 1)
@@ -128,6 +142,7 @@ def test_lanes_check_update_matches_the_exact_rule_with_saturated_and_tiny_input
         100,
         0.0,
         0,
+        *ldpc_bp.lanes_workspace(1),
     )
     t = np.tanh(x / 2.0)
     for lane in range(LANES):
@@ -150,7 +165,20 @@ def test_lanes_kernel_decodes_what_the_frame_kernel_decodes(qber: float) -> None
     prior = ldpc.prior_llr(qber)
     post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
     ldpc_bp.layered_bp_lanes(
-        row_ptr, col, target, post, msg, np.ones(LANES, bool), solved, decided, its, 60, 60, 0.0, 0
+        row_ptr,
+        col,
+        target,
+        post,
+        msg,
+        np.ones(LANES, bool),
+        solved,
+        decided,
+        its,
+        60,
+        60,
+        0.0,
+        0,
+        *ldpc_bp.lanes_workspace(60),
     )
     frame_ok = [_frame(row_ptr, col, target[:, lane], prior, 60)[0] for lane in range(LANES)]
     assert sum(frame_ok) >= 12
@@ -169,7 +197,20 @@ def test_lanes_are_independent_and_idle_lanes_are_not_tracked() -> None:
     active = np.zeros(LANES, bool)
     active[:3] = True
     ldpc_bp.layered_bp_lanes(
-        row_ptr, col, target, post, msg, active, solved, decided, its, 60, 60, 0.0, 0
+        row_ptr,
+        col,
+        target,
+        post,
+        msg,
+        active,
+        solved,
+        decided,
+        its,
+        60,
+        60,
+        0.0,
+        0,
+        *ldpc_bp.lanes_workspace(60),
     )
     assert not active.any()
     assert not solved[3:].any() and not its[3:].any()  # not tracked
@@ -179,7 +220,20 @@ def test_lanes_are_independent_and_idle_lanes_are_not_tracked() -> None:
     one = np.zeros(LANES, bool)
     one[0] = True
     ldpc_bp.layered_bp_lanes(
-        row_ptr, col, other, post2, msg2, one, solved2, decided2, its2, 60, 60, 0.0, 0
+        row_ptr,
+        col,
+        other,
+        post2,
+        msg2,
+        one,
+        solved2,
+        decided2,
+        its2,
+        60,
+        60,
+        0.0,
+        0,
+        *ldpc_bp.lanes_workspace(60),
     )
     assert solved[0] and solved2[0] and its[0] == its2[0]
     np.testing.assert_array_equal(decided[:, 0], decided2[:, 0])
@@ -195,10 +249,61 @@ def test_lanes_kernel_returns_a_mostly_idle_vector() -> None:
     post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
     active = np.ones(LANES, bool)
     ran = ldpc_bp.layered_bp_lanes(
-        row_ptr, col, target, post, msg, active, solved, decided, its, 40, 3, 0.9, LANES + 1
+        row_ptr,
+        col,
+        target,
+        post,
+        msg,
+        active,
+        solved,
+        decided,
+        its,
+        40,
+        3,
+        0.9,
+        LANES + 1,
+        *ldpc_bp.lanes_workspace(40),
     )
     assert ran == 1
     assert active.all() and np.all(its == 1)
+
+
+def test_kernels_refuse_workspaces_too_small() -> None:
+    # Bounds are not checked inside the kernels: a short workspace must be refused up front.
+    row_ptr, col, target, _ = _setup(400, 0.03, 1)
+    post = np.zeros(400, np.float32)
+    msg = np.zeros(len(col), np.float32)
+    with pytest.raises(ValueError, match="workspace too small"):
+        ldpc_bp.layered_bp_frame(
+            row_ptr,
+            col,
+            target[:, 0].copy(),
+            post,
+            msg,
+            10,
+            3,
+            0.9,
+            ldpc_bp.PHI_TABLE,
+            ldpc_bp.PHI_INV_STEP,
+            ldpc_bp.frame_workspace(9),
+        )
+    lanes = _lanes(row_ptr, col, 400, 1.0)
+    unsat, hist = ldpc_bp.lanes_workspace(10)
+    with pytest.raises(ValueError, match="workspace too small"):
+        ldpc_bp.layered_bp_lanes(
+            row_ptr,
+            col,
+            target,
+            *lanes[:2],
+            np.ones(LANES, bool),
+            *lanes[2:],
+            10,
+            3,
+            0.9,
+            0,
+            unsat,
+            hist[:-1],
+        )
 
 
 def test_copy_lane() -> None:
