@@ -41,7 +41,7 @@ import numpy as np
 
 from qdnet.postprocessing import cascade, ldpc
 from qdnet.postprocessing.amplification import HOST_CLMUL_LANES, fresh_seed, toeplitz_hash
-from qdnet.postprocessing.estimation import binary_entropy
+from qdnet.security.entropy import binary_entropy
 
 TEST_SAMPLE_BITS = 100_000
 """Test-basis bits behind the QBER estimate (a block's X-basis sample, shared by its frames)."""

@@ -61,7 +61,7 @@ import numba as nb
 import numpy as np
 from numpy.typing import NDArray
 
-from qdnet.postprocessing.estimation import binary_entropy
+from qdnet.security.entropy import binary_entropy
 
 Bits = NDArray[np.uint8]
 

@@ -14,7 +14,6 @@ is the key sample's (the first n^2 test classes), not the X basis's.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,13 +23,6 @@ from scipy.stats import beta
 from qdnet.postprocessing.sifting import class_pairs
 from qdnet.protocols.records import RecordsMeta
 from qdnet.security.finite_key import ObservedCounts
-
-
-def binary_entropy(p: float) -> float:
-    """h(p) = -p log2 p - (1-p) log2 (1-p) (0 outside (0, 1))."""
-    if p <= 0.0 or p >= 1.0:
-        return 0.0
-    return -p * math.log2(p) - (1 - p) * math.log2(1 - p)
 
 
 def clopper_pearson_upper(errors: int, trials: int, eps: float) -> float:

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linprog
 
-from qdnet.postprocessing.estimation import binary_entropy
+from qdnet.security.entropy import binary_entropy
 
 Density = NDArray[np.float64]
 

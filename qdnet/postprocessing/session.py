@@ -64,7 +64,6 @@ from qdnet.postprocessing.cascade import (
 )
 from qdnet.postprocessing.estimation import (
     Estimate,
-    binary_entropy,
     estimate_run,
     observed_counts,
 )
@@ -79,6 +78,7 @@ from qdnet.postprocessing.sifting import (
 )
 from qdnet.postprocessing.verification import MERSENNE_61, VerificationHash
 from qdnet.protocols.records import PartyRecords, RecordsMeta
+from qdnet.security.entropy import binary_entropy
 from qdnet.transport.authentication import (
     COMMIT_KEY_BITS,
     AuthenticAbortError,

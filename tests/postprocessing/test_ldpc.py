@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from qdnet.postprocessing import ldpc
-from qdnet.postprocessing.estimation import binary_entropy
+from qdnet.security.entropy import binary_entropy
 from qdnet.transport import AuthenticatedChannel, AuthKeyPool, memory_pair
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from qdnet.postprocessing import ldpc, ldpc_bp
-from qdnet.postprocessing.estimation import binary_entropy
 from qdnet.postprocessing.ldpc_bp import LANES
+from qdnet.security.entropy import binary_entropy
 
 
 def test_exp_and_log_approximations_are_accurate() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qdnet.postprocessing import cascade
-from qdnet.postprocessing.estimation import binary_entropy
+from qdnet.security.entropy import binary_entropy
 
 
 def _pair(rng: np.random.Generator, n: int, qber: float) -> tuple[np.ndarray, np.ndarray]:
