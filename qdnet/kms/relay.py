@@ -120,6 +120,8 @@ AVOID_S = 2.0
 """How long the origin avoids a link without key or a node that could not be reached."""
 MAX_TRIES = 4
 """Most paths one relay tries."""
+COMPLETION_MIN_S = 0.1
+"""Least time a completion is given to reach the origin (every call passes its own timeout)."""
 HOP_MARGIN_S = 0.05
 """Each hop gives the next a little less time, so a node answers before its caller gives up."""
 
@@ -475,13 +477,18 @@ class Relay:
             tls = self.service.settings.tls
             try:
                 client = PeerClient(
-                    req.ack_url, tls.ca, tls.cert, tls.key, 5.0, expected_kme=origin
+                    req.ack_url,
+                    tls.ca,
+                    tls.cert,
+                    tls.key,
+                    COMPLETION_MIN_S,
+                    expected_kme=origin,
                 )
             except ValueError as err:
                 log.warning("relay %s: bad ack_url: %s", req.relay_id, err)
                 return
         try:
-            await client.post(RELAY_COMPLETION_PATH, body, max(0.1, req.ttl_s))
+            await client.post(RELAY_COMPLETION_PATH, body, max(COMPLETION_MIN_S, req.ttl_s))
         except PeerError as err:
             log.warning("relay %s: completion not delivered to %s: %s", req.relay_id, origin, err)
             await client.aclose()
@@ -589,10 +596,8 @@ class Relay:
                 hop = hops[i]
                 if hop is None:
                     continue
-                req, key = reqs[i], hop.key
-                simulated = req.simulated or hop.simulated
-                deadline = time.monotonic() + req.ttl_s - HOP_MARGIN_S
-                build = self._onward_builder(req, key, simulated, deadline)
+                req = reqs[i]
+                build = self._onward_builder(req, hop.key, req.simulated or hop.simulated)
                 sent.append((req, RelayJob(req.nbytes, build, loop.create_future())))
                 pads.append(carve.pads.get(i))
             if sent:
@@ -601,16 +606,23 @@ class Relay:
             nxt.release()
         for req, job in sent:
             answer, _ = job.future.result() if job.future.done() else (fail("not sent"), None)
-            if answer.get("ok"):
-                self.counters.forwarded += 1
-            else:
-                await self._complete(req, answer)
+            await self._forwarded(req, answer)
+
+    async def _forwarded(self, req: RelayRequest, answer: dict[str, Any]) -> None:
+        """The next node's answer to the forward of ``req``: counted, or sent to the origin as
+        a failed completion (the pad here is burned)."""
+        if answer.get("ok"):
+            self.counters.forwarded += 1
+        else:
+            await self._complete(req, answer)
 
     @staticmethod
     def _onward_builder(
-        req: RelayRequest, key: bytes, simulated: bool, deadline: float
+        req: RelayRequest, key: bytes, simulated: bool
     ) -> Callable[[Allocation], RelayRequest]:
-        """The next hop's request of ``req`` once its pad is carved (key one-time padded)."""
+        """The next hop's request of ``req`` once its pad is carved (key one-time padded; its
+        deadline a little earlier than this hop's)."""
+        deadline = time.monotonic() + req.ttl_s - HOP_MARGIN_S
 
         def build(pad: Allocation) -> RelayRequest:
             return RelayRequest(
@@ -628,15 +640,11 @@ class Relay:
         out = self.service.link(nxt)
         if out is None:
             return fail(f"{self.me} has no QKD link to {nxt}", link=(self.me, nxt))
-        deadline = time.monotonic() + req.ttl_s - HOP_MARGIN_S
-        build = self._onward_builder(req, key, simulated, deadline)
+        build = self._onward_builder(req, key, simulated)
 
         async def run() -> None:
             answer, _ = await out.send_relay(req.nbytes, build)
-            if answer.get("ok"):
-                self.counters.forwarded += 1
-                return
-            await self._complete(req, answer)
+            await self._forwarded(req, answer)
 
         self._spawn(run(), f"relay-{req.relay_id}")
         return {"ok": True, "reason": ""}

@@ -184,9 +184,6 @@ class PeerLink:
         self._reconcile_due: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._relay_jobs: asyncio.Queue[RelayJob] | None = None
-        self._relay_clients: list[PeerClient] = []
-        """Idle connections for relay calls, which wait for the rest of the path and so must
-        not hold up the one ordered connection of allocations and reconciliation."""
 
     async def send_relay(
         self, nbytes: int, build: Callable[[Allocation], RelayRequest]
@@ -301,26 +298,6 @@ class PeerLink:
         assert self._carving is not None
         self._carving.release()
 
-    async def relay_call(
-        self, route: str, body: dict[str, Any], timeout_s: float
-    ) -> dict[str, Any]:
-        """One relay message to the peer, on a connection of its own (see ``_relay_clients``)."""
-        if self._relay_clients:
-            client = self._relay_clients.pop()
-        else:
-            tls = self.service.settings.tls
-            client = PeerClient(
-                self.peer.url, tls.ca, tls.cert, tls.key, self.peer.timeout_s,
-                expected_kme=self.peer.kme_id,
-            )  # fmt: skip
-        try:
-            answer = await client.post(route, body, timeout_s)
-        except BaseException:
-            await client.aclose()
-            raise
-        self._relay_clients.append(client)
-        return answer
-
     @property
     def store(self) -> KeyStore:
         """The node's store (this link's pool is the rows with ``link == self.name``)."""
@@ -359,8 +336,6 @@ class PeerLink:
         self._tasks = []
         if self.client is not None:
             await self.client.aclose()
-        while self._relay_clients:
-            await self._relay_clients.pop().aclose()
 
     async def _maintenance(self) -> None:
         settings = self.service.settings
@@ -394,10 +369,6 @@ class PeerLink:
         if self._outage.ok() or self.client.reconnected:
             self.client.reconnected = False
             self._reconcile_due.set()
-
-    def peer_failed(self, err: PeerError) -> None:
-        """Record a failed call to the peer (logged once per outage)."""
-        self._outage.failed(err)
 
     async def ingest_and_sync(self) -> None:
         """Ingest the link's folder (if any) and confirm new blocks with the peer."""
