@@ -216,7 +216,10 @@ def campaign(line: Line, kills: int) -> dict[str, int]:
 
 
 def test_kill_9_on_the_relay_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with spawned_line(tmp_path, blocks=4) as line:
+    # a sender pads from its own half of each segment: one 8192-byte block carries 8192 / 2 / 32 =
+    # 128 relayed 256-bit keys one way, and the load runs until the campaign ends, so the pools
+    # must outlast it (12 blocks: 1536 keys; faster relays spent the 512 of 4 blocks mid-way)
+    with spawned_line(tmp_path, blocks=12) as line:
         figures = campaign(line, kills=3)
     with capsys.disabled():
         print("relay kill -9 campaign:", figures)
@@ -226,7 +229,7 @@ def test_kill_9_on_the_relay_path(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_kill_9_on_the_relay_path_campaign(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with spawned_line(tmp_path, blocks=32) as line:
+    with spawned_line(tmp_path, blocks=64) as line:  # 8192 keys one way (see above)
         figures = campaign(line, kills=18)
     with capsys.disabled():
         print("relay kill -9 campaign:", figures)
