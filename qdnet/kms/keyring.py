@@ -13,13 +13,18 @@ Design:
   new ciphertext under the next key of a hash ratchet, ``k_{v+1} = SHA-256(label || k_v)``: the
   current key opens only the current version of the segment, never an older one (that would need
   a SHA-256 preimage), so old row versions anywhere in the store stay sealed once ``k_v`` is gone.
-* Reserved keys (waiting for their slave SAE) are kept here in clear, as their own data.
+* Reserved keys (waiting for their slave SAE) are kept in the store too, each sealed under its
+  own key: a leaf of a puncturable tree (:mod:`qdnet.kms.puncturable`) whose root is written
+  here, fsynced, once per process start (and per 2**20 keys). Making a reserved key therefore
+  writes nothing here (its store commit makes it durable); erasing it *punctures* its leaf: the
+  node above it is replaced by the siblings of its path, and the leaf key cannot be derived
+  from anything left.
 * This file is a SQLite database with ``secure_delete=ON`` (freed cells and pages are overwritten
   with zeros) in rollback-journal ``TRUNCATE`` mode (the journal, which briefly holds the old
   page, is cut to zero length at each commit); it and its journal are created with mode 0600.
-  A delivered key's material and every superseded segment key are thus gone from every file
+  A delivered key's leaf and every superseded segment key are thus gone from every file
   before the answer that delivers the key is sent.
-* Commits that add material (a new segment's key, a reserved key) are fsynced
+* Commits that add keys (a new segment's key, a new tree's root) are fsynced
   (``synchronous=FULL``): losing them would lose keys. Commits that only ratchet or erase are
   not (``synchronous=OFF``, 0.1 ms instead of 0.9 ms on the test machine): after ``kill -9`` the
   files are what the process wrote (the page cache outlives it), and a ratchet lost to a power
@@ -27,11 +32,13 @@ Design:
   a power cut, an erasure is on the disk only once the OS has written it back (seconds).
 
 Order of writes (so that a crash at any point loses at most keys nobody has received): a new
-segment's key is written here *before* the store row that needs it; a carve commits the store
-(while the reserved keys it makes are written here, in parallel: an orphan is erased at the next
-start) and then ratchets the keys here, then the answer goes out. After a crash a key here may
-lag the store by a few versions: reading ratchets it forward (the old key had not been erased
-yet, but no key cut from those bytes was delivered: the answer was never sent).
+segment's key or tree root is written here *before* the store row that needs it; a carve
+commits the store (with the sealed reserved keys it makes) and then ratchets the keys here, then
+the answer goes out; a delivery commits the store, then punctures the leaves here, then
+answers. After a crash a key here may lag the store by a few versions: reading ratchets it
+forward (the old key had not been erased yet, but no key cut from those bytes was delivered:
+the answer was never sent). At start-up every tree but the new one is cut down to the leaves
+of the reserved keys still in the store (:meth:`Keyring.compact`).
 
 Not covered: the raw disk under the files (use an encrypted file system), and a live process's
 memory.
@@ -47,6 +54,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from qdnet.kms.puncturable import LEAVES, Frontier, Leaf, Node
 
 SegKey = tuple[str, int]
 """(block_id, segment index)"""
@@ -77,6 +86,22 @@ def unseal(key: bytes, seg: SegKey, version: int, blob: bytes) -> bytes:
     return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(seg, version))
 
 
+def _key_aad(key_id: str, leaf: Leaf) -> bytes:
+    return f"reserved|{key_id}|{leaf[0]}|{leaf[1]}".encode()
+
+
+def seal_reserved(leaf_key: bytes, key_id: str, leaf: Leaf, material: bytes) -> bytes:
+    """A reserved key's material as the store keeps it: ``nonce || AES-256-GCM(material)``
+    under its leaf key, bound to the key ID and the leaf."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(leaf_key).encrypt(nonce, material, _key_aad(key_id, leaf))
+
+
+def unseal_reserved(leaf_key: bytes, key_id: str, leaf: Leaf, blob: bytes) -> bytes:
+    """Inverse of :func:`seal_reserved` (``InvalidTag`` if it does not match)."""
+    return AESGCM(leaf_key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _key_aad(key_id, leaf))
+
+
 def _private_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -85,7 +110,8 @@ def _private_file(path: Path) -> None:
 
 
 class Keyring:
-    """Segment keys and reserved-key material in one SQLite file (thread-safe, one connection).
+    """Segment keys and reserved-key trees in one SQLite file (thread-safe, one connection; one
+    KMS process per file).
 
     ``busy_timeout_s`` bounds the wait for another process holding the file.
     """
@@ -105,10 +131,22 @@ class Keyring:
             "version INTEGER NOT NULL, key BLOB NOT NULL, PRIMARY KEY (block_id, idx))"
         )
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS key_material (key_id TEXT PRIMARY KEY, material BLOB "
-            "NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS ggm_nodes (tree INTEGER NOT NULL, depth INTEGER NOT NULL,"
+            " idx INTEGER NOT NULL, key BLOB NOT NULL, PRIMARY KEY (tree, depth, idx))"
+        )
+        self._has_legacy = (
+            self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'key_material'"
+            ).fetchone()
+            is not None
         )
         self._cache: dict[SegKey, tuple[int, bytes]] = {}
+        self._frontier = Frontier(
+            {(int(t), int(d), int(i)): bytes(k)
+             for t, d, i, k in self._db.execute("SELECT tree, depth, idx, key FROM ggm_nodes")}
+        )  # fmt: skip
+        self._tree: int | None = None  # this process's tree (made at the first allocate)
+        self._next_leaf = 0
 
     def close(self) -> None:
         """Close the file."""
@@ -201,39 +239,121 @@ class Keyring:
             for s in gone:
                 self._cache.pop(s, None)
 
-    # --- reserved keys -------------------------------------------------------------------------
+    # --- reserved keys: leaves of puncturable trees (see qdnet.kms.puncturable) -------------
 
-    def add_materials(self, materials: Sequence[tuple[str, bytes]]) -> None:
-        """Keep new reserved keys ``(key_id, material)``; fsynced (losing them loses keys)."""
-        if materials:
-            with self._lock:
-                self._write(
-                    (("INSERT OR REPLACE INTO key_material VALUES (?, ?)", m) for m in materials),
-                    durable=True,
-                )
+    def allocate(self, n: int) -> list[tuple[Leaf, bytes]]:
+        """``n`` fresh leaves with their keys, to seal ``n`` new reserved keys under.
 
-    def materials(self, key_ids: Sequence[str], erase: Sequence[str]) -> dict[str, bytes]:
-        """Material of ``key_ids``; those in ``erase`` are erased in the same transaction."""
+        Nothing is written unless a new tree is needed (its root is fsynced before any leaf of
+        it is handed out); a leaf is never handed out twice, even across a crash (each start
+        opens a new tree).
+        """
+        out: list[tuple[Leaf, bytes]] = []
         with self._lock:
-            marks = ",".join("?" * len(key_ids))
-            rows = self._db.execute(
-                f"SELECT key_id, material FROM key_material WHERE key_id IN ({marks})",
-                list(key_ids),
-            ).fetchall()
-            if erase:
-                self._write(("DELETE FROM key_material WHERE key_id = ?", (k,)) for k in erase)
+            while len(out) < n:
+                if self._tree is None or self._next_leaf >= LEAVES:
+                    self._new_tree()
+                assert self._tree is not None
+                take = min(n - len(out), LEAVES - self._next_leaf)
+                for i in range(self._next_leaf, self._next_leaf + take):
+                    key = self._frontier.next_leaf_key((self._tree, i))
+                    assert key is not None  # leaves after _next_leaf are never punctured
+                    out.append(((self._tree, i), key))
+                self._next_leaf += take
+        return out
+
+    def _new_tree(self) -> None:
+        tree = int.from_bytes(os.urandom(8), "big") >> 1  # random: never reused
+        root = os.urandom(32)
+        self._write([("INSERT INTO ggm_nodes VALUES (?, 0, 0, ?)", (tree, root))], durable=True)
+        self._frontier.nodes[(tree, 0, 0)] = root
+        self._tree, self._next_leaf = tree, 0
+
+    def open_leaves(self, wanted: Sequence[Leaf], erase: Sequence[Leaf]) -> dict[Leaf, bytes]:
+        """Keys of the leaves ``wanted`` (those still held); the leaves in ``erase`` are then
+        punctured, in one transaction, before this returns."""
+        with self._lock:
+            got = {}
+            for leaf in wanted:
+                key = self._frontier.leaf_key(leaf)
+                if key is not None:
+                    got[leaf] = key
+            self._puncture(erase)
+            return got
+
+    def puncture(self, leaves: Sequence[Leaf]) -> None:
+        """Erase the keys of ``leaves`` (delivered, expired or orphaned reserved keys)."""
+        if leaves:
+            with self._lock:
+                self._puncture(leaves)
+
+    def _puncture(self, leaves: Sequence[Leaf]) -> None:
+        if not leaves:
+            return
+        before = dict(self._frontier.nodes)
+        try:
+            removed, added = self._frontier.puncture(list(leaves))
+            self._store_changes(removed, added)
+        except BaseException:
+            self._frontier.nodes = before
+            raise
+
+    def _store_changes(self, removed: set[Node], added: dict[Node, bytes]) -> None:
+        deletes: list[tuple[str, Sequence[object]]] = [
+            ("DELETE FROM ggm_nodes WHERE tree = ? AND depth = ? AND idx = ?", n) for n in removed
+        ]
+        inserts: list[tuple[str, Sequence[object]]] = [
+            ("INSERT OR REPLACE INTO ggm_nodes VALUES (?, ?, ?, ?)", (*n, k))
+            for n, k in added.items()
+        ]
+        self._write(deletes + inserts)
+
+    def holds(self, leaf: Leaf) -> bool:
+        """Whether ``leaf``'s key can still be derived from this file."""
+        with self._lock:
+            return self._frontier.ancestor(leaf) is not None
+
+    def compact(self, live: dict[int, set[int]]) -> set[Leaf]:
+        """Startup clean-up: puncture every leaf of every tree but this process's own except
+        the ``live`` ones (reserved keys in the store, by tree); returns the live leaves whose
+        key is gone (their reserved keys can no longer be opened)."""
+        with self._lock:
+            lost: set[Leaf] = set()
+            trees = {n[0] for n in self._frontier.nodes} - {self._tree}
+            before = dict(self._frontier.nodes)
+            removed: set[Node] = set()
+            added: dict[Node, bytes] = {}
+            try:
+                for tree in trees:
+                    gone, new, missing = self._frontier.restrict(tree, live.get(tree, set()))
+                    removed |= gone
+                    added.update(new)
+                    lost |= {(tree, i) for i in missing}
+                self._store_changes(removed, added)
+            except BaseException:
+                self._frontier.nodes = before
+                raise
+            for tree, leaves in live.items():
+                if tree not in trees:  # this process's tree, or one with nothing left
+                    lost |= {
+                        (tree, i) for i in leaves if self._frontier.ancestor((tree, i)) is None
+                    }
+            return lost
+
+    def legacy_materials(self) -> dict[str, bytes]:
+        """Reserved keys kept here in clear by a qdnet before the trees (to be moved)."""
+        with self._lock:
+            if not self._has_legacy:
+                return {}
+            rows = self._db.execute("SELECT key_id, material FROM key_material").fetchall()
             return {str(k): bytes(m) for k, m in rows}
 
-    def erase_materials(self, key_ids: Sequence[str]) -> None:
-        """Erase reserved keys (expired or orphaned)."""
-        if key_ids:
-            with self._lock:
-                self._write(("DELETE FROM key_material WHERE key_id = ?", (k,)) for k in key_ids)
-
-    def material_ids(self) -> set[str]:
-        """Every reserved key held here (for the startup clean-up)."""
+    def drop_legacy(self) -> None:
+        """Erase the legacy reserved keys (once they are sealed in the store)."""
         with self._lock:
-            return {str(r[0]) for r in self._db.execute("SELECT key_id FROM key_material")}
+            if self._has_legacy:
+                self._write([("DELETE FROM key_material", ()), ("DROP TABLE key_material", ())])
+                self._has_legacy = False
 
     def segment_ids(self) -> set[SegKey]:
         """Every segment with a key here (for the startup clean-up)."""

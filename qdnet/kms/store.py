@@ -38,12 +38,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Engine,
@@ -71,7 +72,16 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, make_url
 
 from qdnet.kms.blocks import IngestBlock
-from qdnet.kms.keyring import Keyring, SegKey, ratchet, seal, unseal
+from qdnet.kms.keyring import (
+    Keyring,
+    SegKey,
+    ratchet,
+    seal,
+    seal_reserved,
+    unseal,
+    unseal_reserved,
+)
+from qdnet.kms.puncturable import Leaf
 from qdnet.postprocessing.keyblock import KeyBlock
 
 SEGMENT_BYTES = 4096
@@ -130,6 +140,9 @@ keys = Table(
     Column("simulated", Boolean, nullable=False),
     Column("created_at", Float, nullable=False, index=True),
     Column("relay_id", String(64), nullable=True, index=True, comment="relayed keys only"),
+    Column("leaf_tree", BigInteger, nullable=True, comment="keyring tree of the sealing key"),
+    Column("leaf", Integer, nullable=True, comment="leaf of the sealing key in that tree"),
+    Column("material", LargeBinary, nullable=True, comment="sealed: keyring.seal_reserved"),
 )
 
 key_slaves = Table(
@@ -289,9 +302,16 @@ _IS_SLAVE = (
     .where(and_(key_slaves.c.key_id == keys.c.key_id, key_slaves.c.sae_id == bindparam("caller")))
     .scalar_subquery()
 )
-_TAKE_ROWS = select(keys.c.key_id, keys.c.master_sae, keys.c.simulated, _N_SLAVES, _IS_SLAVE).where(
-    keys.c.key_id.in_(bindparam("ids", expanding=True))
-)
+_TAKE_ROWS = select(
+    keys.c.key_id,
+    keys.c.master_sae,
+    keys.c.simulated,
+    _N_SLAVES,
+    _IS_SLAVE,
+    keys.c.leaf_tree,
+    keys.c.leaf,
+    keys.c.material,
+).where(keys.c.key_id.in_(bindparam("ids", expanding=True)))
 _TAKE_ROWS_LOCKED = _TAKE_ROWS.with_for_update(of=keys)
 _TAKE_SLAVES = delete(key_slaves).where(
     and_(
@@ -302,6 +322,31 @@ _TAKE_SLAVES = delete(key_slaves).where(
 _TAKE_KEYS = delete(keys).where(keys.c.key_id.in_(bindparam("ids", expanding=True)))
 _INSERT_KEYS = insert(keys)
 _INSERT_SLAVES = insert(key_slaves)
+
+
+@dataclass(frozen=True)
+class _SealedKey:
+    """A reserved key's row as ``dec_keys`` reads it."""
+
+    leaf: Leaf
+    material: bytes | None = field(repr=False)
+    simulated: bool
+
+
+def _leaf_of(tree: Any, leaf: Any) -> Leaf:
+    return (-1, -1) if tree is None or leaf is None else (int(tree), int(leaf))
+
+
+def _open(key_id: str, row: _SealedKey, leaf_keys: dict[Leaf, bytes]) -> StoredKey | None:
+    """The key in clear, or None if its leaf key is gone (a crash between store and keyring)."""
+    leaf_key = leaf_keys.get(row.leaf)
+    if leaf_key is None or row.material is None:
+        return None
+    try:
+        plain = unseal_reserved(leaf_key, key_id, row.leaf, bytes(row.material))
+    except InvalidTag:
+        return None
+    return StoredKey(key_id, plain, row.simulated)
 
 
 def xor(a: bytes, b: bytes) -> bytes:
@@ -353,9 +398,9 @@ class _Txn:
 
     conn: Connection
     cache: dict[tuple[str, str, int], _Seg | None] = field(default_factory=dict)
-    key_rows: list[dict[str, Any]] = field(default_factory=list)
+    key_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    """rows of ``kms_keys`` with the key's ``material`` in clear (sealed at the commit)"""
     slave_rows: list[dict[str, str]] = field(default_factory=list)
-    materials: list[tuple[str, bytes]] = field(default_factory=list, repr=False)
 
 
 def _usable(length: int, lo: int, hi: int, from_front: bool, half: bool) -> int:
@@ -438,7 +483,6 @@ class KeyStore:
         self.engine = make_engine(url, lock_timeout_s)
         self._for_update = not url.startswith("sqlite")
         self.keyring = Keyring(keyring_path or default_keyring_path(url), lock_timeout_s)
-        self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kms-keyring")
         # SQLite has one writer: writers of this process queue here (woken at once) rather than
         # in SQLite's busy handler (which sleeps 1, 2, 5, 10... ms between tries)
         self._writer = threading.Lock()
@@ -449,6 +493,7 @@ class KeyStore:
         self._half_cursor: dict[tuple[str, bool], tuple[str, int]] = {}
         try:
             self._guarded(self._create)
+            self._guarded(self._seal_legacy)
         except BaseException:
             self.close()
             raise
@@ -474,12 +519,41 @@ class KeyStore:
                     conn.execute(text("DROP INDEX IF EXISTS ix_kms_segments_pool"))
         if existing.has_table(keys.name):
             columns = {c["name"] for c in existing.get_columns(keys.name)}
-            if "relay_id" not in columns:  # a store made before key relay
-                with self._writing(), self.engine.begin() as conn:
-                    conn.execute(text("ALTER TABLE kms_keys ADD COLUMN relay_id VARCHAR(64)"))
+            added = {
+                "relay_id": "VARCHAR(64)",  # a store made before key relay
+                "leaf_tree": "BIGINT",  # stores made before the reserved keys were sealed here
+                "leaf": "INTEGER",
+                "material": "BLOB" if self.url.startswith("sqlite") else "BYTEA",
+            }
+            with self._writing(), self.engine.begin() as conn:
+                for name, sql_type in added.items():
+                    if name not in columns:
+                        conn.execute(text(f"ALTER TABLE kms_keys ADD COLUMN {name} {sql_type}"))
         metadata.create_all(self.engine)
         with self._writing(), self.engine.begin() as conn:  # stores made before the index existed
             pool_order.create(conn, checkfirst=True)
+
+    def _seal_legacy(self) -> None:
+        """Reserved keys kept in the keyring in clear by an older qdnet: sealed into the store
+        under leaf keys, then erased from the keyring (a crash between the two repeats
+        nothing: the sealed ones are skipped)."""
+        legacy = self.keyring.legacy_materials()
+        if legacy:
+            with self._writing(), self.engine.begin() as conn:
+                unsealed = select(keys.c.key_id).where(keys.c.material.is_(None))
+                ids = [r[0] for r in conn.execute(unsealed) if r[0] in legacy]
+                rows = [{"key_id": k, "material": legacy[k]} for k in ids]
+                if rows:
+                    self._seal_reserved(rows)
+                    conn.execute(
+                        update(keys)
+                        .where(keys.c.key_id == bindparam("k"))
+                        .values(leaf_tree=bindparam("t"), leaf=bindparam("l"),
+                                material=bindparam("m")),
+                        [{"k": r["key_id"], "t": r["leaf_tree"], "l": r["leaf"],
+                          "m": r["material"]} for r in rows],
+                    )  # fmt: skip
+        self.keyring.drop_legacy()
 
     def adopt_unlinked(self, link: str) -> int:
         """Give the blocks of a store made before pools per link (link ``""``) to ``link``
@@ -496,7 +570,6 @@ class KeyStore:
     def close(self) -> None:
         """Release the connection pool and the keyring."""
         self.engine.dispose()
-        self._side.shutdown(wait=True)
         self.keyring.close()
 
     @staticmethod
@@ -633,7 +706,8 @@ class KeyStore:
 
     def collect_orphans(self) -> int:
         """Startup clean-up after a crash: erase keyring entries the database no longer needs
-        and reserved keys whose material never reached the keyring; number removed."""
+        (segment keys, leaves of reserved keys not in the store) and reserved keys whose leaf
+        key is gone; number removed."""
         return int(self._guarded(self._collect_orphans))
 
     def _collect_orphans(self) -> int:
@@ -643,19 +717,23 @@ class KeyStore:
                 for b, i in conn.execute(select(segments.c.block_id, segments.c.idx))
             }
             known = {str(r[0]) for r in conn.execute(select(blocks.c.block_id))}
-            reserved = {str(r[0]) for r in conn.execute(select(keys.c.key_id))}
+            reserved = {
+                str(r[0]): _leaf_of(r[1], r[2])
+                for r in conn.execute(select(keys.c.key_id, keys.c.leaf_tree, keys.c.leaf))
+            }
         # keys of a block not in the database yet are left alone: an ingest may be under way
         stale_segs = sorted(s for s in self.keyring.segment_ids() - segs if s[0] in known)
         self.keyring.erase_segments(stale_segs)
-        held = self.keyring.material_ids()
-        stale_keys = sorted(held - reserved)
-        self.keyring.erase_materials(stale_keys)
-        lacking = sorted(reserved - held)
+        live: dict[int, set[int]] = {}
+        for tree, leaf in reserved.values():
+            live.setdefault(tree, set()).add(leaf)
+        lost = self.keyring.compact(live)
+        lacking = sorted(k for k, leaf in reserved.items() if leaf in lost)
         if lacking:
             with self._writing(), self.engine.begin() as conn:
                 conn.execute(delete(key_slaves).where(key_slaves.c.key_id.in_(lacking)))
                 conn.execute(delete(keys).where(keys.c.key_id.in_(lacking)))
-        return len(stale_segs) + len(stale_keys) + len(lacking)
+        return len(stale_segs) + len(lacking)
 
     def unshared_block_ids(self, limit: int = 1000, link: str | None = None) -> list[str]:
         """Blocks of ``link`` (None: of any link) the peer has not yet confirmed holding."""
@@ -916,30 +994,32 @@ class KeyStore:
 
     def _transaction(self, fn: Callable[[_Txn], Any]) -> Any:
         """Run ``fn`` in one write transaction, then store the segments it changed and the
-        reserved keys it made (their material in the keyring, fsynced while the store commits)."""
-        with self._writing(), self.engine.begin() as conn:
-            txn = _Txn(conn)
-            result = fn(txn)
-            versions, gone = self._write_back(
-                conn, (s for s in txn.cache.values() if s is not None)
-            )
-            if txn.key_rows:
-                conn.execute(_INSERT_KEYS, txn.key_rows)
-                conn.execute(_INSERT_SLAVES, txn.slave_rows)
-            materials = txn.materials
-            # the reserved keys go to the keyring (fsynced) while the store commits (fsynced)
-            stored = self._side.submit(self.keyring.add_materials, materials) if materials else None
-            try:
-                conn.commit()
-            except BaseException:
-                if stored is not None:
-                    stored.result()
-                    self.keyring.erase_materials([k for k, _ in materials])
-                raise
-        if stored is not None:
-            stored.result()
+        reserved keys it made (each sealed under a fresh leaf key of the keyring)."""
+        leaves: list[Leaf] = []
+        try:
+            with self._writing(), self.engine.begin() as conn:
+                txn = _Txn(conn)
+                result = fn(txn)
+                versions, gone = self._write_back(
+                    conn, (s for s in txn.cache.values() if s is not None)
+                )
+                if txn.key_rows:
+                    leaves = self._seal_reserved(txn.key_rows)
+                    conn.execute(_INSERT_KEYS, txn.key_rows)
+                    conn.execute(_INSERT_SLAVES, txn.slave_rows)
+        except BaseException:
+            self.keyring.puncture(leaves)  # rolled back: nothing may open them later
+            raise
         self.keyring.commit(versions, gone)
         return result
+
+    def _seal_reserved(self, rows: list[dict[str, Any]]) -> list[Leaf]:
+        """Seal each row's ``material`` under a fresh leaf key (in place); the leaves used."""
+        leaves = self.keyring.allocate(len(rows))
+        for row, (leaf, key) in zip(rows, leaves, strict=True):
+            row["material"] = seal_reserved(key, row["key_id"], leaf, row["material"])
+            row["leaf_tree"], row["leaf"] = leaf
+        return [leaf for leaf, _ in leaves]
 
     def _apply_in(
         self,
@@ -1009,9 +1089,9 @@ class KeyStore:
                             "simulated": simulated,
                             "created_at": now,
                             "relay_id": None,
+                            "material": material[pos : pos + n],
                         }
                     )
-                    txn.materials.append((key_id, material[pos : pos + n]))
                     txn.slave_rows.extend({"key_id": key_id, "sae_id": sae} for sae in slaves)
                 pos += n
             results.append(True)
@@ -1126,8 +1206,8 @@ class KeyStore:
         one after the other (group commit: one fsync for all of them): each hands ``caller`` the
         keys ``key_ids`` made for ``master``, all or none, exactly once.
 
-        A key's material is erased from the keyring when its last slave has it, before the
-        answer leaves.
+        A key's leaf is punctured in the keyring (its material can no longer be opened) when
+        its last slave has it, before the answer leaves.
         """
         reqs = [(list(ids), master, caller) for ids, master, caller in requests]
         try:
@@ -1136,24 +1216,26 @@ class KeyStore:
             if len(reqs) == 1:
                 return [(TakeOutcome.NOT_FOUND, [])]
             return [self.take_keys(*r) for r in reqs]
-        wanted = [k for (ids, _, _), (outcome, _, _) in zip(reqs, taken, strict=True)
-                  if outcome is TakeOutcome.OK for k in ids]  # fmt: skip
-        done = [k for outcome, gone, _ in taken if outcome is TakeOutcome.OK for k in gone]
-        material = self._guarded(self.keyring.materials, wanted, done) if wanted else {}
+        wanted = [row.leaf for outcome, _, rows in taken if outcome is TakeOutcome.OK
+                  for row in rows.values()]  # fmt: skip
+        done = [rows[k].leaf for outcome, gone, rows in taken if outcome is TakeOutcome.OK
+                for k in gone]  # fmt: skip
+        leaf_keys = self._guarded(self.keyring.open_leaves, wanted, done) if wanted else {}
         out: list[tuple[TakeOutcome, list[StoredKey]]] = []
-        for (ids, _, _), (outcome, _, simulated) in zip(reqs, taken, strict=True):
+        for (ids, _, _), (outcome, _, rows) in zip(reqs, taken, strict=True):
+            got = [_open(k, rows[k], leaf_keys) for k in ids] if outcome is TakeOutcome.OK else []
             if outcome is not TakeOutcome.OK:
                 out.append((outcome, []))
-            elif any(k not in material for k in ids):  # only after a crash between the two
+            elif any(g is None for g in got):  # only after a crash between the two
                 out.append((TakeOutcome.NOT_FOUND, []))
             else:
-                out.append((outcome, [StoredKey(k, material[k], simulated[k]) for k in ids]))
+                out.append((outcome, [g for g in got if g is not None]))
         return out
 
     def _take(
         self, reqs: list[tuple[list[str], str, str]]
-    ) -> list[tuple[TakeOutcome, list[str], dict[str, bool]]]:
-        out: list[tuple[TakeOutcome, list[str], dict[str, bool]]] = []
+    ) -> list[tuple[TakeOutcome, list[str], dict[str, _SealedKey]]]:
+        out: list[tuple[TakeOutcome, list[str], dict[str, _SealedKey]]] = []
         q = _TAKE_ROWS_LOCKED if self._for_update else _TAKE_ROWS
         with self._writing(), self.engine.begin() as conn:
             for ids, master, caller in reqs:
@@ -1173,7 +1255,8 @@ class KeyStore:
                 done = [r[0] for r in rows if r[3] == 1]
                 if done:
                     conn.execute(_TAKE_KEYS, {"ids": done})
-                out.append((TakeOutcome.OK, done, {r[0]: bool(r[2]) for r in rows}))
+                sealed = {r[0]: _SealedKey(_leaf_of(r[5], r[6]), r[7], bool(r[2])) for r in rows}
+                out.append((TakeOutcome.OK, done, sealed))
         return out
 
     # --- relayed keys (see qdnet.kms.relay) ------------------------------------------------------
@@ -1235,10 +1318,10 @@ class KeyStore:
                 for key_id, size_bits, master, slaves in reservations:
                     txn.key_rows.append(
                         {"key_id": key_id, "master_sae": master, "size_bits": size_bits,
-                         "simulated": simulated, "created_at": now, "relay_id": relay_id}
+                         "simulated": simulated, "created_at": now, "relay_id": relay_id,
+                         "material": key[pos : pos + size_bits // 8]}
                     )  # fmt: skip
                     txn.slave_rows.extend({"key_id": key_id, "sae_id": s} for s in slaves)
-                    txn.materials.append((key_id, key[pos : pos + size_bits // 8]))
                     pos += size_bits // 8
             return out
 
@@ -1248,21 +1331,26 @@ class KeyStore:
     def expire_reserved(self, older_than_s: float) -> int:
         """Erase reserved keys no slave collected within ``older_than_s``; number erased."""
 
-        def run() -> list[str]:
+        def run() -> list[Leaf]:
             cutoff = time.time() - older_than_s
             with self._writing(), self.engine.begin() as conn:
-                q = select(keys.c.key_id).where(keys.c.created_at < cutoff).limit(10000)
+                q = (
+                    select(keys.c.key_id, keys.c.leaf_tree, keys.c.leaf)
+                    .where(keys.c.created_at < cutoff)
+                    .limit(10000)
+                )
                 if self._for_update:
                     q = q.with_for_update(skip_locked=True)
-                ids = [r[0] for r in conn.execute(q)]
+                rows = conn.execute(q).all()
+                ids = [r[0] for r in rows]
                 if ids:
                     conn.execute(delete(key_slaves).where(key_slaves.c.key_id.in_(ids)))
                     conn.execute(delete(keys).where(keys.c.key_id.in_(ids)))
-            return ids
+            return [_leaf_of(r[1], r[2]) for r in rows]
 
-        ids: list[str] = self._guarded(run)
-        self._guarded(self.keyring.erase_materials, ids)
-        return len(ids)
+        leaves: list[Leaf] = self._guarded(run)
+        self._guarded(self.keyring.puncture, leaves)
+        return len(leaves)
 
     def reserved_key_ids(self) -> dict[str, list[str]]:
         """Every key still waiting, with its remaining slaves (IDs only; for audits and tests)."""

@@ -9,16 +9,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from qdnet.kms.link import KMSLink, start_link
 from qdnet.kms.pki import PKI, create_pki
-from qdnet.kms.store import metadata
+from qdnet.kms.puncturable import Leaf
+from qdnet.kms.store import KeyStore, keys, metadata
 from qdnet.postprocessing.keyblock import KeyBlock, write_key_block
 
 SAES_A = ["app-a", "app-c"]
 SAES_B = ["app-b"]
+
+
+def reserved_leaves(store: KeyStore) -> dict[str, Leaf]:
+    """Each reserved key's leaf in the keyring (what seals it in the store)."""
+    with store.engine.connect() as c:
+        rows = c.execute(select(keys.c.key_id, keys.c.leaf_tree, keys.c.leaf))
+        return {str(k): (int(t), int(i)) for k, t, i in rows}
 
 
 def make_block(nbytes: int = 8192, created: str | None = None, simulated: bool = False) -> KeyBlock:

@@ -20,7 +20,14 @@ from qdnet.kms.pki import PKI
 from qdnet.kms.relay import Relay
 from qdnet.kms.store import IncomingPad, KeyStore, OnwardPads, TakeOutcome, xor
 from qdnet.kms.topology import KMSMesh, start_mesh
-from tests.kms.conftest import BACKENDS, PG_ENV, pg_admin_url, pg_databases, write_blocks
+from tests.kms.conftest import (
+    BACKENDS,
+    PG_ENV,
+    pg_admin_url,
+    pg_databases,
+    reserved_leaves,
+    write_blocks,
+)
 from tests.kms.test_kms_topology import feed, links_status, mesh_pki, wait_stored
 
 __all__ = ["mesh_pki"]  # the module-scoped PKI fixture of test_kms_topology
@@ -245,10 +252,12 @@ def test_the_far_end_keeps_relayed_keys_with_their_pad_once(tmp_path: Path) -> N
             # the same pad twice: refused, nothing kept
             again = IncomingPad(plan.pieces, True, "p", cipher, ("again", []))
             assert store.relay_receive([again]) == [None]
+            leaf = reserved_leaves(store)[ids[i]]
             assert store.take_keys([ids[i]], "app-a", "app-x")[0] is TakeOutcome.UNAUTHORIZED
             outcome, got = store.take_keys([ids[i]], "app-a", "app-b")
             assert outcome is TakeOutcome.OK and got[0].material == hop.key
-        assert store.reserved_key_ids() == {} and store.keyring.material_ids() == set()
+            assert not store.keyring.holds(leaf)
+        assert store.reserved_key_ids() == {}
         assert store.available_bytes("p") == 4096 - 2 * 32
     finally:
         store.close()

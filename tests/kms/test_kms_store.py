@@ -21,7 +21,7 @@ from qdnet.kms.store import (
     TakeOutcome,
     segments,
 )
-from tests.kms.conftest import make_block
+from tests.kms.conftest import make_block, reserved_leaves
 
 
 def store(tmp_path: Path, name: str) -> KeyStore:
@@ -136,6 +136,8 @@ def test_take_keys_once_only_and_only_for_slaves(tmp_path: Path) -> None:
         (x.pieces, [("k1", 256, "app-a", ["app-b", "app-c"]), ("k2", 256, "app-a", ["app-b"])])
     ]
     assert s.apply_allocations(keep, True) == [True]
+    leaves = reserved_leaves(s)
+    assert len(set(leaves.values())) == 2 and all(map(s.keyring.holds, leaves.values()))
     assert s.take_keys(["k1"], "app-a", "app-x")[0] is TakeOutcome.UNAUTHORIZED
     assert s.take_keys(["k1"], "app-z", "app-b")[0] is TakeOutcome.NOT_FOUND
     assert s.take_keys(["k1", "nope"], "app-a", "app-b")[0] is TakeOutcome.NOT_FOUND
@@ -144,10 +146,12 @@ def test_take_keys_once_only_and_only_for_slaves(tmp_path: Path) -> None:
     assert s.take_keys(["k2"], "app-a", "app-b")[0] is TakeOutcome.NOT_FOUND
     assert s.take_keys(["k1"], "app-a", "app-b")[0] is TakeOutcome.UNAUTHORIZED
     assert s.reserved_key_ids() == {"k1": ["app-c"]}
+    # k2's leaf is punctured with its only delivery; k1's waits for its last slave
+    assert not s.keyring.holds(leaves["k2"]) and s.keyring.holds(leaves["k1"])
     assert s.take_keys(["k1"], "app-a", "app-c")[0] is TakeOutcome.OK
     assert s.reserved_key_ids() == {}
     assert s.pool_summary()["reserved_keys"] == 0
-    assert s.keyring.material_ids() == set()  # erased with the last delivery
+    assert not s.keyring.holds(leaves["k1"])  # erased with the last delivery
 
 
 def test_take_many_answers_a_batch_as_one_request_after_the_other(tmp_path: Path) -> None:
@@ -165,6 +169,7 @@ def test_take_many_answers_a_batch_as_one_request_after_the_other(tmp_path: Path
         ("k3", 256, "app-a", ["app-b"]),
     ]
     assert s.apply_allocations([(x.pieces, specs)], True) == [True]
+    leaves = reserved_leaves(s)
     answers = s.take_many(
         [
             (["k2"], "app-a", "app-b"),
@@ -187,7 +192,7 @@ def test_take_many_answers_a_batch_as_one_request_after_the_other(tmp_path: Path
     assert [k.material for k in answers[0][1]] == [blk.key[32:64]]
     assert [k.material for k in answers[3][1]] == [blk.key[:32], blk.key[64:]]
     assert [k.material for k in answers[5][1]] == [blk.key[:32]]
-    assert s.reserved_key_ids() == {} and s.keyring.material_ids() == set()
+    assert s.reserved_key_ids() == {} and not any(map(s.keyring.holds, leaves.values()))
 
 
 def test_segments_cover_whole_block(tmp_path: Path) -> None:
@@ -229,9 +234,11 @@ def test_reserved_keys_expire_and_are_erased(tmp_path: Path) -> None:
     s.ingest(blk)
     s.mark_shared([blk.block_id])
     carve(s, [32, 32], True, keep=["app-b"])
+    leaves = reserved_leaves(s)
     assert s.expire_reserved(3600) == 0 and len(s.reserved_key_ids()) == 2
+    assert all(map(s.keyring.holds, leaves.values()))
     assert s.expire_reserved(0) == 2
-    assert s.reserved_key_ids() == {} and s.keyring.material_ids() == set()
+    assert s.reserved_key_ids() == {} and not any(map(s.keyring.holds, leaves.values()))
 
 
 def test_store_holds_only_sealed_bytes_and_old_versions_stay_sealed(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from qdnet.kms.tls import client_context
 from tests.kms.adversarial.conftest import Pair, spawned_pair, wait_shared
 
 Snapshot = tuple[str, int, int, bytes]  # block_id, idx, version, sealed data
+Reserved = tuple[str, int, int, bytes]  # key_id, leaf_tree, leaf, sealed material
 
 
 def _rows(url: str) -> list[Snapshot]:
@@ -34,6 +35,17 @@ def _rows(url: str) -> list[Snapshot]:
         with eng.connect() as c:  # every column, by name (a store of any version)
             rows = c.execute(text("SELECT * FROM kms_segments")).mappings()
             return [(r["block_id"], r["idx"], r.get("version", 0), bytes(r["data"])) for r in rows]
+    finally:
+        eng.dispose()
+
+
+def _reserved_rows(url: str) -> list[Reserved]:
+    pg = url.startswith("postgresql")
+    eng = create_engine(make_url(url).set(drivername="postgresql+psycopg") if pg else url)
+    try:
+        with eng.connect() as c:
+            rows = c.execute(text("SELECT key_id, leaf_tree, leaf, material FROM kms_keys"))
+            return [(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
     finally:
         eng.dispose()
 
@@ -71,7 +83,9 @@ def _candidate_keys(files: list[Path]) -> set[bytes]:
     return keys
 
 
-def _deliver(pair: Pair, rounds: int, snapshots: list[Snapshot]) -> list[bytes]:
+def _deliver(
+    pair: Pair, rounds: int, snapshots: list[Snapshot], reserved: list[Reserved]
+) -> list[bytes]:
     ca = pair.pki.ca_cert
     ca_, cb = pair.pki.credential("app-a"), pair.pki.credential("app-b")
     delivered: list[bytes] = []
@@ -92,12 +106,18 @@ def _deliver(pair: Pair, rounds: int, snapshots: list[Snapshot]) -> list[bytes]:
             r = master.get(f"{m_url}/api/v1/keys/{s_id}/enc_keys?number=16&size=256")
             assert r.status_code == 200
             keys = r.json()["keys"]
+            for u in urls:  # the slave's sealed rows of these keys, as old versions keep them
+                assert u is not None
+                reserved.extend(_reserved_rows(u))
             body = {"key_IDs": [{"key_ID": k["key_ID"]} for k in keys]}
             got = slave.post(f"{s_url}/api/v1/keys/{m_id}/dec_keys", json=body).json()["keys"]
             assert [g["key"] for g in got] == [k["key"] for k in keys]
             delivered.extend(base64.b64decode(k["key"]) for k in keys)
         # keys handed to the master but not yet to the slave stay (legitimately) at the slave's KMS
         assert a.get(f"{pair.url_a}/api/v1/keys/app-b/enc_keys?number=4").status_code == 200
+        for u in urls:
+            assert u is not None
+            reserved.extend(_reserved_rows(u))
     return delivered
 
 
@@ -108,9 +128,10 @@ def test_no_delivered_key_on_disk_after_kill_9(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     snapshots: list[Snapshot] = []
+    reserved: list[Reserved] = []
     with spawned_pair(tmp_path, pki, database_urls=dbs, blocks=3, block_bytes=6000) as pair:
         wait_shared(pair)
-        delivered = _deliver(pair, 8, snapshots)
+        delivered = _deliver(pair, 8, snapshots, reserved)
         pair.kill("a", signal.SIGKILL)
         pair.kill("b", signal.SIGKILL)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -146,9 +167,29 @@ def test_no_delivered_key_on_disk_after_kill_9(
                 recovered += sum(plain[i : i + 32] in wanted for i in range(0, len(plain), 1))
     assert recovered == 0, f"{recovered} delivered keys decrypted from old row versions"
     assert opened > 0  # the current rows (undelivered bytes) do open: the scan can find keys
+    # every sealed reserved-key row, with every key found taken as any node above its leaf
+    from qdnet.kms.keyring import unseal_reserved
+    from qdnet.kms.puncturable import DEPTH, descend
+
+    rows = set(reserved)
+    assert len(rows) >= len(delivered) + 4
+    reserved_opened = reserved_recovered = 0
+    for key_id, tree, leaf, blob in rows:
+        for k in keys:
+            for depth in range(DEPTH + 1):
+                try:
+                    plain = unseal_reserved(descend(k, depth, leaf), key_id, (tree, leaf), blob)
+                except InvalidTag:
+                    continue
+                reserved_opened += 1
+                reserved_recovered += plain in wanted
+    assert reserved_recovered == 0, f"{reserved_recovered} delivered keys opened from the store"
+    assert reserved_opened >= 4  # the 4 keys still waiting open: the scan can find leaves
     with capsys.disabled():
         print(
             f"disk scan: {len(files)} files, {scanned} bytes, {len(delivered)} delivered keys, "
             f"{found} found in clear; {len(set(snapshots))} sealed row versions x {len(keys)} "
-            f"keys found x 10 ratchet steps: {recovered} delivered keys decrypted"
+            f"keys found x 10 ratchet steps: {recovered} delivered keys decrypted; "
+            f"{len(rows)} sealed reserved keys x {len(keys)} keys x {DEPTH + 1} depths: "
+            f"{reserved_recovered} delivered keys opened ({reserved_opened} waiting keys did)"
         )
