@@ -15,7 +15,7 @@ Design:
   a SHA-256 preimage), so old row versions anywhere in the store stay sealed once ``k_v`` is gone.
 * Reserved keys (waiting for their slave SAE) are kept in the store too, each sealed under its
   own key: a leaf of a puncturable tree (:mod:`qdnet.kms.puncturable`) whose root is written
-  here, fsynced, once per process start (and per 2**20 keys). Making a reserved key therefore
+  here, fsynced, once per process (at its first reserved key, and then per 2**20 keys). Making a reserved key therefore
   writes nothing here (its store commit makes it durable); erasing it *punctures* its leaf: the
   node above it is replaced by the siblings of its path, and the leaf key cannot be derived
   from anything left.
@@ -290,12 +290,11 @@ class Keyring:
     def _puncture(self, leaves: Sequence[Leaf]) -> None:
         if not leaves:
             return
-        before = dict(self._frontier.nodes)
+        removed, added = self._frontier.puncture(list(leaves))
         try:
-            removed, added = self._frontier.puncture(list(leaves))
-            self._store_changes(removed, added)
+            self._store_changes(set(removed), added)
         except BaseException:
-            self._frontier.nodes = before
+            self._frontier.undo(removed, added)
             raise
 
     def _store_changes(self, removed: set[Node], added: dict[Node, bytes]) -> None:

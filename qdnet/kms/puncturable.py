@@ -94,11 +94,11 @@ class Frontier:
         self._path = (node, leaf[1], path)
         return path[-1]
 
-    def puncture(self, leaves: list[Leaf]) -> tuple[set[Node], dict[Node, bytes]]:
+    def puncture(self, leaves: list[Leaf]) -> tuple[dict[Node, bytes], dict[Node, bytes]]:
         """Forget ``leaves`` (already punctured ones are skipped); returns what changed:
         the nodes removed and the nodes added (a node both added and removed here is in
-        neither)."""
-        removed: set[Node] = set()
+        neither), for the caller to store or to :meth:`undo`."""
+        removed: dict[Node, bytes] = {}
         added: dict[Node, bytes] = {}
         for tree, i in leaves:
             node = self.ancestor((tree, i))
@@ -108,13 +108,19 @@ class Frontier:
             if node in added:
                 del added[node]
             else:
-                removed.add(node)
+                removed[node] = key
             for level in range(node[1] + 1, DEPTH + 1):
                 bit = (i >> (DEPTH - level)) & 1
                 sibling = (tree, level, (i >> (DEPTH - level)) ^ 1)
                 self.nodes[sibling] = added[sibling] = child(key, bit ^ 1)
                 key = child(key, bit)
         return removed, added
+
+    def undo(self, removed: dict[Node, bytes], added: dict[Node, bytes]) -> None:
+        """Take back a :meth:`puncture` whose changes could not be stored."""
+        for node in added:
+            self.nodes.pop(node, None)
+        self.nodes.update(removed)
 
     def restrict(self, tree: int, keep: set[int]) -> tuple[set[Node], dict[Node, bytes], set[int]]:
         """Puncture every leaf of ``tree`` but ``keep``: the tree's nodes become the leaf keys

@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from qdnet.kms.keyring import Keyring
 from qdnet.kms.puncturable import DEPTH, Frontier, child, descend
@@ -46,7 +47,8 @@ def test_punctured_leaves_are_gone_and_the_others_unchanged() -> None:
     on_disk = dict(frontier.nodes)
     for batch in batches:
         removed, added = frontier.puncture([(TREE, i) for i in batch])
-        assert removed <= set(on_disk) and not set(added) & removed
+        assert set(removed) <= set(on_disk) and not set(added) & set(removed)
+        assert all(on_disk[n] == k for n, k in removed.items())
         for n in removed:
             del on_disk[n]
         on_disk.update(added)
@@ -57,7 +59,10 @@ def test_punctured_leaves_are_gone_and_the_others_unchanged() -> None:
         assert all((TREE, d, i >> (DEPTH - d)) not in frontier.nodes for d in range(DEPTH + 1))
     for i in sample[150:]:
         assert frontier.leaf_key((TREE, i)) == _reference_leaf(root, i)
-    assert frontier.puncture([(TREE, sample[0])]) == (set(), {})  # twice: nothing to do
+    assert frontier.puncture([(TREE, sample[0])]) == ({}, {})  # twice: nothing to do
+    before = dict(frontier.nodes)
+    frontier.undo(*frontier.puncture([(TREE, i) for i in sample[150:170]]))
+    assert frontier.nodes == before  # a puncture whose write failed is taken back
     # known nodes never overlap: each is the only known node on its own path
     for tree, depth, idx in frontier.nodes:
         above = [(tree, d, idx >> (depth - d)) for d in range(depth)]
@@ -206,3 +211,19 @@ def test_a_keyring_of_an_older_qdnet_is_moved_into_the_store(tmp_path: Path) -> 
     con.close()
     assert "key_material" not in tables
     assert b"\x11" * 32 not in keyring.read_bytes()
+
+
+def test_a_puncture_that_cannot_be_written_is_taken_back(tmp_path: Path) -> None:
+    ring = Keyring(tmp_path / "k.keyring", busy_timeout_s=0.05)
+    ((leaf, _),) = ring.allocate(1)
+    other = sqlite3.connect(ring.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holds the file
+    with pytest.raises(sqlite3.OperationalError):
+        ring.puncture([leaf])
+    assert ring.holds(leaf)  # memory and file still agree
+    other.execute("ROLLBACK")
+    other.close()
+    ring.puncture([leaf])
+    assert not ring.holds(leaf)
+    ring.close()
+    assert not Keyring(tmp_path / "k.keyring").holds(leaf)
