@@ -1008,7 +1008,10 @@ class KeyStore:
                     conn.execute(_INSERT_KEYS, txn.key_rows)
                     conn.execute(_INSERT_SLAVES, txn.slave_rows)
         except BaseException:
-            self.keyring.puncture(leaves)  # rolled back: nothing may open them later
+            # rolled back: nothing may open them later (if the keyring is busy too, the
+            # start-up compaction punctures them: no reserved key in the store uses them)
+            with contextlib.suppress(sqlite3.Error):
+                self.keyring.puncture(leaves)
             raise
         self.keyring.commit(versions, gone)
         return result

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from qdnet.kms.keyring import Keyring
 from qdnet.kms.puncturable import DEPTH, Frontier, child, descend
@@ -227,3 +228,20 @@ def test_a_puncture_that_cannot_be_written_is_taken_back(tmp_path: Path) -> None
     assert not ring.holds(leaf)
     ring.close()
     assert not Keyring(tmp_path / "k.keyring").holds(leaf)
+
+
+def test_a_rolled_back_transaction_punctures_the_leaves_it_sealed_under(tmp_path: Path) -> None:
+    s = KeyStore(f"sqlite:///{tmp_path / 's.sqlite'}")
+    blk = make_block(64)
+    s.ingest(blk)
+    s.mark_shared([blk.block_id])
+    (x,) = s.plan([64], True)
+    assert x is not None
+    twice: list[Reservation] = [("dup", 256, "app-a", ["app-b"]), ("dup", 256, "app-a", ["b"])]
+    with pytest.raises(IntegrityError):  # the second row breaks the primary key: rolled back
+        s.apply_allocations([(x.pieces, twice)], True)
+    ((tree, after), _) = s.keyring.allocate(1)[0]
+    assert after == 2  # leaves 0 and 1 sealed the two rows that never landed
+    assert not s.keyring.holds((tree, 0)) and not s.keyring.holds((tree, 1))
+    assert s.reserved_key_ids() == {} and s.available_bytes() == 64
+    s.close()
