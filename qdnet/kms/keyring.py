@@ -292,12 +292,12 @@ class Keyring:
             return
         removed, added = self._frontier.puncture(list(leaves))
         try:
-            self._store_changes(set(removed), added)
+            self._store_changes(removed, added)
         except BaseException:
             self._frontier.undo(removed, added)
             raise
 
-    def _store_changes(self, removed: set[Node], added: dict[Node, bytes]) -> None:
+    def _store_changes(self, removed: Iterable[Node], added: dict[Node, bytes]) -> None:
         deletes: list[tuple[str, Sequence[object]]] = [
             ("DELETE FROM ggm_nodes WHERE tree = ? AND depth = ? AND idx = ?", n) for n in removed
         ]
@@ -319,18 +319,17 @@ class Keyring:
         with self._lock:
             lost: set[Leaf] = set()
             trees = {n[0] for n in self._frontier.nodes} - {self._tree}
-            before = dict(self._frontier.nodes)
-            removed: set[Node] = set()
+            removed: dict[Node, bytes] = {}
             added: dict[Node, bytes] = {}
+            for tree in trees:  # trees do not share nodes: the changes add up
+                gone, new, missing = self._frontier.restrict(tree, live.get(tree, set()))
+                removed.update(gone)
+                added.update(new)
+                lost |= {(tree, i) for i in missing}
             try:
-                for tree in trees:
-                    gone, new, missing = self._frontier.restrict(tree, live.get(tree, set()))
-                    removed |= gone
-                    added.update(new)
-                    lost |= {(tree, i) for i in missing}
                 self._store_changes(removed, added)
             except BaseException:
-                self._frontier.nodes = before
+                self._frontier.undo(removed, added)
                 raise
             for tree, leaves in live.items():
                 if tree not in trees:  # this process's tree, or one with nothing left

@@ -58,7 +58,7 @@ class Frontier:
     """
 
     nodes: dict[Node, bytes] = field(default_factory=dict, repr=False)
-    _path: tuple[Node, int, list[bytes]] | None = field(default=None, repr=False)
+    _path: tuple[Node, int, list[bytes]] | None = field(default=None, init=False, repr=False)
     """The keys on the path from a known node to the last leaf :meth:`next_leaf_key` gave."""
 
     def ancestor(self, leaf: Leaf) -> Node | None:
@@ -122,9 +122,12 @@ class Frontier:
             self.nodes.pop(node, None)
         self.nodes.update(removed)
 
-    def restrict(self, tree: int, keep: set[int]) -> tuple[set[Node], dict[Node, bytes], set[int]]:
+    def restrict(
+        self, tree: int, keep: set[int]
+    ) -> tuple[dict[Node, bytes], dict[Node, bytes], set[int]]:
         """Puncture every leaf of ``tree`` but ``keep``: the tree's nodes become the leaf keys
-        of ``keep``. Returns (nodes removed, nodes added, leaves of ``keep`` already punctured).
+        of ``keep``. Returns the nodes removed and added (as :meth:`puncture`) and the leaves
+        of ``keep`` already punctured.
         """
         kept: dict[Node, bytes] = {}
         lost: set[int] = set()
@@ -134,9 +137,10 @@ class Frontier:
                 lost.add(i)
             else:
                 kept[(tree, DEPTH, i)] = key
-        old = {n for n in self.nodes if n[0] == tree}
+        old = {n: k for n, k in self.nodes.items() if n[0] == tree}
         for n in old:
             del self.nodes[n]
         self.nodes.update(kept)
+        removed = {n: k for n, k in old.items() if n not in kept}
         added = {n: k for n, k in kept.items() if n not in old}
-        return old - set(kept), added, lost
+        return removed, added, lost

@@ -718,9 +718,7 @@ class KMSService:
                 "qdnet_expired_reserved_keys": self.expired_keys,
                 "qdnet_reconciled_bytes": self.reconciled_bytes,
                 "qdnet_links": {name: per_link.get(name, empty) for name in self.links},
-                "qdnet_relay": {
-                    **self.relay.counters.as_dict(),
-                },
+                "qdnet_relay": self.relay.counters.as_dict(),
             },
         }
 

@@ -1226,13 +1226,12 @@ class KeyStore:
         leaf_keys = self._guarded(self.keyring.open_leaves, wanted, done) if wanted else {}
         out: list[tuple[TakeOutcome, list[StoredKey]]] = []
         for (ids, _, _), (outcome, _, rows) in zip(reqs, taken, strict=True):
-            got = [_open(k, rows[k], leaf_keys) for k in ids] if outcome is TakeOutcome.OK else []
             if outcome is not TakeOutcome.OK:
                 out.append((outcome, []))
-            elif any(g is None for g in got):  # only after a crash between the two
-                out.append((TakeOutcome.NOT_FOUND, []))
-            else:
-                out.append((outcome, [g for g in got if g is not None]))
+                continue
+            got = [g for k in ids if (g := _open(k, rows[k], leaf_keys)) is not None]
+            # a key that does not open: only after a crash between the store and the keyring
+            out.append((outcome, got) if len(got) == len(ids) else (TakeOutcome.NOT_FOUND, []))
         return out
 
     def _take(

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from qdnet.kms.link import KMSLink, start_link
 from qdnet.kms.pki import PKI, create_pki
 from qdnet.kms.puncturable import Leaf
-from qdnet.kms.store import KeyStore, keys, metadata
+from qdnet.kms.store import Allocation, KeyStore, keys, metadata
 from qdnet.postprocessing.keyblock import KeyBlock, write_key_block
 
 SAES_A = ["app-a", "app-c"]
@@ -27,6 +27,18 @@ def reserved_leaves(store: KeyStore) -> dict[str, Leaf]:
     with store.engine.connect() as c:
         rows = c.execute(select(keys.c.key_id, keys.c.leaf_tree, keys.c.leaf))
         return {str(k): (int(t), int(i)) for k, t, i in rows}
+
+
+def store_with_block(tmp_path: Path, nbytes: int) -> tuple[KeyStore, KeyBlock, Allocation]:
+    """A SQLite store (``s.sqlite``) holding one shared block of ``nbytes``, and a plan of all
+    of it from the front."""
+    s = KeyStore(f"sqlite:///{tmp_path / 's.sqlite'}")
+    blk = make_block(nbytes)
+    s.ingest(blk)
+    s.mark_shared([blk.block_id])
+    (x,) = s.plan([nbytes], True)
+    assert x is not None
+    return s, blk, x
 
 
 def make_block(nbytes: int = 8192, created: str | None = None, simulated: bool = False) -> KeyBlock:

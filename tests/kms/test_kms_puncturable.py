@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 
 from qdnet.kms.keyring import Keyring
 from qdnet.kms.puncturable import DEPTH, Frontier, child, descend
-from qdnet.kms.store import KeyStore, Piece, Reservation, TakeOutcome
-from tests.kms.conftest import make_block, reserved_leaves
+from qdnet.kms.store import KeyStore, Reservation, TakeOutcome
+from tests.kms.conftest import reserved_leaves, store_with_block
 
 TREE = 7
 
@@ -136,13 +136,8 @@ def test_keyring_leaves_are_unique_across_restarts_and_compacted(tmp_path: Path)
 
 
 def test_reserved_keys_are_sealed_in_the_store_and_survive_a_restart(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 's.sqlite'}"
-    s = KeyStore(url)
-    blk = make_block(96)
-    s.ingest(blk)
-    s.mark_shared([blk.block_id])
-    (x,) = s.plan([96], True)
-    assert x is not None
+    s, blk, x = store_with_block(tmp_path, 96)
+    url = s.url
     spec: list[Reservation] = [(f"k{i}", 256, "app-a", ["app-b"]) for i in range(3)]
     assert s.apply_allocations([(x.pieces, spec)], True) == [True]
     raw = b"".join(f.read_bytes() for f in tmp_path.glob("s.sqlite*"))  # WAL included
@@ -164,14 +159,9 @@ def test_reserved_keys_are_sealed_in_the_store_and_survive_a_restart(tmp_path: P
 def test_a_key_whose_leaf_is_gone_is_not_found_and_collected(tmp_path: Path) -> None:
     """A key whose leaf was punctured while its row stayed (a commit that raised after it had
     landed): never a wrong key, and the start-up clean-up removes the row."""
-    s = KeyStore(f"sqlite:///{tmp_path / 's.sqlite'}")
-    blk = make_block(64)
-    s.ingest(blk)
-    s.mark_shared([blk.block_id])
-    (x,) = s.plan([64], True)
-    assert x is not None
+    s, blk, x = store_with_block(tmp_path, 64)
     spec: list[Reservation] = [("k0", 256, "app-a", ["app-b"]), ("k1", 256, "app-a", ["app-b"])]
-    assert s.apply_allocations([([Piece(*p.to_json()) for p in x.pieces], spec)], True) == [True]
+    assert s.apply_allocations([(x.pieces, spec)], True) == [True]
     leaves = reserved_leaves(s)
     s.keyring.puncture([leaves["k0"]])
     assert s.collect_orphans() == 1  # k0's row: its key is gone
@@ -182,13 +172,8 @@ def test_a_key_whose_leaf_is_gone_is_not_found_and_collected(tmp_path: Path) -> 
 
 
 def test_a_keyring_of_an_older_qdnet_is_moved_into_the_store(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 's.sqlite'}"
-    s = KeyStore(url)
-    blk = make_block(64)
-    s.ingest(blk)
-    s.mark_shared([blk.block_id])
-    (x,) = s.plan([64], True)
-    assert x is not None
+    s, _, x = store_with_block(tmp_path, 64)
+    url = s.url
     spec: list[Reservation] = [("old-1", 256, "app-a", ["app-b"]), ("old-2", 256, "app-a", ["b"])]
     assert s.apply_allocations([(x.pieces, spec)], True) == [True]
     keyring = s.keyring.path
@@ -231,12 +216,7 @@ def test_a_puncture_that_cannot_be_written_is_taken_back(tmp_path: Path) -> None
 
 
 def test_a_rolled_back_transaction_punctures_the_leaves_it_sealed_under(tmp_path: Path) -> None:
-    s = KeyStore(f"sqlite:///{tmp_path / 's.sqlite'}")
-    blk = make_block(64)
-    s.ingest(blk)
-    s.mark_shared([blk.block_id])
-    (x,) = s.plan([64], True)
-    assert x is not None
+    s, _, x = store_with_block(tmp_path, 64)
     twice: list[Reservation] = [("dup", 256, "app-a", ["app-b"]), ("dup", 256, "app-a", ["b"])]
     with pytest.raises(IntegrityError):  # the second row breaks the primary key: rolled back
         s.apply_allocations([(x.pieces, twice)], True)

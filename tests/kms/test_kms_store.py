@@ -21,7 +21,7 @@ from qdnet.kms.store import (
     TakeOutcome,
     segments,
 )
-from tests.kms.conftest import make_block, reserved_leaves
+from tests.kms.conftest import make_block, reserved_leaves, store_with_block
 
 
 def store(tmp_path: Path, name: str) -> KeyStore:
@@ -126,12 +126,7 @@ def test_overlap_when_both_ends_meet_is_refused(tmp_path: Path) -> None:
 
 
 def test_take_keys_once_only_and_only_for_slaves(tmp_path: Path) -> None:
-    s = store(tmp_path, "s")
-    blk = make_block(64)
-    s.ingest(blk)
-    s.mark_shared([blk.block_id])
-    (x,) = s.plan([64], True)
-    assert x is not None
+    s, blk, x = store_with_block(tmp_path, 64)
     keep: list[tuple[list[Piece], list[Reservation]]] = [
         (x.pieces, [("k1", 256, "app-a", ["app-b", "app-c"]), ("k2", 256, "app-a", ["app-b"])])
     ]
@@ -157,12 +152,7 @@ def test_take_keys_once_only_and_only_for_slaves(tmp_path: Path) -> None:
 def test_take_many_answers_a_batch_as_one_request_after_the_other(tmp_path: Path) -> None:
     """Group commit of dec_keys: one transaction, but each request sees the ones before it (a
     key fetched twice in one batch goes to the first request only)."""
-    s = store(tmp_path, "s")
-    blk = make_block(96)
-    s.ingest(blk)
-    s.mark_shared([blk.block_id])
-    (x,) = s.plan([96], True)
-    assert x is not None
+    s, blk, x = store_with_block(tmp_path, 96)
     specs: list[Reservation] = [
         ("k1", 256, "app-a", ["app-b", "app-c"]),
         ("k2", 256, "app-a", ["app-b"]),

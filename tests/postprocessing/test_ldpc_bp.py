@@ -78,28 +78,34 @@ def _lanes(row_ptr: np.ndarray, col: np.ndarray, n: int, prior: float) -> tuple[
     )
 
 
+def _run_lanes(
+    row_ptr: np.ndarray,
+    col: np.ndarray,
+    target: np.ndarray,
+    state: tuple[np.ndarray, ...],
+    active: np.ndarray,
+    max_iter: int,
+    stall: int,
+    progress: float = 0.0,
+    min_busy: int = 0,
+) -> int:
+    """``layered_bp_lanes`` on ``state`` (from :func:`_lanes`) with a workspace of its size."""
+    post, msg, solved, decided, its = state
+    return int(
+        ldpc_bp.layered_bp_lanes(
+            row_ptr, col, target, post, msg, active, solved, decided, its,
+            max_iter, stall, progress, min_busy, *ldpc_bp.lanes_workspace(max_iter),
+        )
+    )  # fmt: skip
+
+
 def test_lanes_messages_match_the_table_kernel_after_one_iteration() -> None:
     n, qber = 4000, 0.03
     row_ptr, col, target, _ = _setup(n, qber, 1)
     prior = ldpc.prior_llr(qber)
-    post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
-    active = np.ones(LANES, bool)
-    ldpc_bp.layered_bp_lanes(
-        row_ptr,
-        col,
-        target,
-        post,
-        msg,
-        active,
-        solved,
-        decided,
-        its,
-        1,
-        100,
-        0.0,
-        0,
-        *ldpc_bp.lanes_workspace(1),
-    )
+    state = _lanes(row_ptr, col, n, prior)
+    _run_lanes(row_ptr, col, target, state, np.ones(LANES, bool), 1, 100)
+    post, msg = state[:2]
     for lane in (0, 7, 15):
         _, p1, m1 = _frame(row_ptr, col, target[:, lane], prior, 1)
         # the table has steps of 1/1024 in x: messages agree to ~1e-3 (measured 6e-4)
@@ -163,23 +169,9 @@ def test_lanes_kernel_decodes_what_the_frame_kernel_decodes(qber: float) -> None
     n = 4000
     row_ptr, col, target, errors = _setup(n, qber, 7, efficiency=1.4)
     prior = ldpc.prior_llr(qber)
-    post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
-    ldpc_bp.layered_bp_lanes(
-        row_ptr,
-        col,
-        target,
-        post,
-        msg,
-        np.ones(LANES, bool),
-        solved,
-        decided,
-        its,
-        60,
-        60,
-        0.0,
-        0,
-        *ldpc_bp.lanes_workspace(60),
-    )
+    state = _lanes(row_ptr, col, n, prior)
+    _run_lanes(row_ptr, col, target, state, np.ones(LANES, bool), 60, 60)
+    solved, decided, its = state[2:]
     frame_ok = [_frame(row_ptr, col, target[:, lane], prior, 60)[0] for lane in range(LANES)]
     assert sum(frame_ok) >= 12
     np.testing.assert_array_equal(solved, frame_ok)
@@ -196,22 +188,7 @@ def test_lanes_are_independent_and_idle_lanes_are_not_tracked() -> None:
     post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
     active = np.zeros(LANES, bool)
     active[:3] = True
-    ldpc_bp.layered_bp_lanes(
-        row_ptr,
-        col,
-        target,
-        post,
-        msg,
-        active,
-        solved,
-        decided,
-        its,
-        60,
-        60,
-        0.0,
-        0,
-        *ldpc_bp.lanes_workspace(60),
-    )
+    _run_lanes(row_ptr, col, target, (post, msg, solved, decided, its), active, 60, 60)
     assert not active.any()
     assert not solved[3:].any() and not its[3:].any()  # not tracked
     other = target.copy()
@@ -219,22 +196,7 @@ def test_lanes_are_independent_and_idle_lanes_are_not_tracked() -> None:
     post2, msg2, solved2, decided2, its2 = _lanes(row_ptr, col, n, prior)
     one = np.zeros(LANES, bool)
     one[0] = True
-    ldpc_bp.layered_bp_lanes(
-        row_ptr,
-        col,
-        other,
-        post2,
-        msg2,
-        one,
-        solved2,
-        decided2,
-        its2,
-        60,
-        60,
-        0.0,
-        0,
-        *ldpc_bp.lanes_workspace(60),
-    )
+    _run_lanes(row_ptr, col, other, (post2, msg2, solved2, decided2, its2), one, 60, 60)
     assert solved[0] and solved2[0] and its[0] == its2[0]
     np.testing.assert_array_equal(decided[:, 0], decided2[:, 0])
     np.testing.assert_array_equal(decided2[:, 0], errors[:, 0])
@@ -246,24 +208,10 @@ def test_lanes_kernel_returns_a_mostly_idle_vector() -> None:
     n, qber = 4000, 0.03
     row_ptr, col, target, _ = _setup(n, qber, 2)
     prior = ldpc.prior_llr(qber)
-    post, msg, solved, decided, its = _lanes(row_ptr, col, n, prior)
+    state = _lanes(row_ptr, col, n, prior)
     active = np.ones(LANES, bool)
-    ran = ldpc_bp.layered_bp_lanes(
-        row_ptr,
-        col,
-        target,
-        post,
-        msg,
-        active,
-        solved,
-        decided,
-        its,
-        40,
-        3,
-        0.9,
-        LANES + 1,
-        *ldpc_bp.lanes_workspace(40),
-    )
+    ran = _run_lanes(row_ptr, col, target, state, active, 40, 3, 0.9, LANES + 1)
+    its = state[4]
     assert ran == 1
     assert active.all() and np.all(its == 1)
 

@@ -8,19 +8,23 @@ any file (every 32-byte value of every SQLite file, ratcheted forward too)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
+from qdnet.kms.keyring import ratchet, unseal, unseal_reserved
 from qdnet.kms.pki import PKI
+from qdnet.kms.puncturable import DEPTH, descend
 from qdnet.kms.tls import client_context
 from tests.kms.adversarial.conftest import Pair, spawned_pair, wait_shared
 
@@ -28,38 +32,36 @@ Snapshot = tuple[str, int, int, bytes]  # block_id, idx, version, sealed data
 Reserved = tuple[str, int, int, bytes]  # key_id, leaf_tree, leaf, sealed material
 
 
-def _rows(url: str) -> list[Snapshot]:
-    pg = url.startswith("postgresql")
-    eng = create_engine(make_url(url).set(drivername="postgresql+psycopg") if pg else url)
-    try:
-        with eng.connect() as c:  # every column, by name (a store of any version)
-            rows = c.execute(text("SELECT * FROM kms_segments")).mappings()
-            return [(r["block_id"], r["idx"], r.get("version", 0), bytes(r["data"])) for r in rows]
-    finally:
-        eng.dispose()
-
-
-def _reserved_rows(url: str) -> list[Reserved]:
+@contextlib.contextmanager
+def _connected(url: str) -> Iterator[Connection]:
+    """A read connection to a store (SQLite or PostgreSQL), its engine disposed after."""
     pg = url.startswith("postgresql")
     eng = create_engine(make_url(url).set(drivername="postgresql+psycopg") if pg else url)
     try:
         with eng.connect() as c:
-            rows = c.execute(text("SELECT key_id, leaf_tree, leaf, material FROM kms_keys"))
-            return [(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+            yield c
     finally:
         eng.dispose()
+
+
+def _rows(url: str) -> list[Snapshot]:
+    with _connected(url) as c:  # every column, by name (a store of any version)
+        rows = c.execute(text("SELECT * FROM kms_segments")).mappings()
+        return [(r["block_id"], r["idx"], r.get("version", 0), bytes(r["data"])) for r in rows]
+
+
+def _reserved_rows(url: str) -> list[Reserved]:
+    with _connected(url) as c:
+        rows = c.execute(text("SELECT key_id, leaf_tree, leaf, material FROM kms_keys"))
+        return [(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
 
 
 def _pg_files(url: str) -> list[Path]:
     """The database's table files and the server's WAL (empty if not readable here)."""
-    eng = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
-    try:
-        with eng.connect() as c:
-            data = Path(c.execute(text("SHOW data_directory")).scalar_one())
-            oid = c.execute(text("SELECT oid FROM pg_database WHERE datname = current_database()"))
-            base = data / "base" / str(oid.scalar_one())
-    finally:
-        eng.dispose()
+    with _connected(url) as c:
+        data = Path(c.execute(text("SHOW data_directory")).scalar_one())
+        oid = c.execute(text("SELECT oid FROM pg_database WHERE datname = current_database()"))
+        base = data / "base" / str(oid.scalar_one())
     try:
         return [p for d in (base, data / "pg_wal") for p in d.rglob("*") if p.is_file()]
     except PermissionError:
@@ -150,8 +152,6 @@ def test_no_delivered_key_on_disk_after_kill_9(
         if f.is_relative_to(tmp_path) and ("sqlite" in f.name or "keyring" in f.name):
             assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
     # decrypt every version of every sealed row with every key the files hold
-    from qdnet.kms.keyring import ratchet, unseal
-
     keys = _candidate_keys([f for f in files if f.is_relative_to(tmp_path)])
     assert keys, "no keyring found"
     wanted = set(delivered)
@@ -168,9 +168,6 @@ def test_no_delivered_key_on_disk_after_kill_9(
     assert recovered == 0, f"{recovered} delivered keys decrypted from old row versions"
     assert opened > 0  # the current rows (undelivered bytes) do open: the scan can find keys
     # every sealed reserved-key row, with every key found taken as any node above its leaf
-    from qdnet.kms.keyring import unseal_reserved
-    from qdnet.kms.puncturable import DEPTH, descend
-
     rows = set(reserved)
     assert len(rows) >= len(delivered) + 4
     reserved_opened = reserved_recovered = 0
